@@ -1,0 +1,1 @@
+"""The model layer: everything that touches torch and checkpoints."""
