@@ -1,0 +1,369 @@
+"""Adaptive sampling: spend new evaluations where the surrogates are least accurate.
+
+Evaluated coefficients c are mapped to hyperspherical coordinates (radius and T-1 angles
+in [0, pi/2]); each angle is cut into equal bins and the joint bins tile the positive
+orthant by direction. Every round scores each bin by the surrogates' squared error there
+(plus a resampled spread, so a bin whose error rests on one bad point is not over-trusted),
+turns the scores into a posterior over bins and draws new points from it.
+
+Every step is a small function of arrays and a numpy Generator; `run_rounds` wires them
+into the loop and is resumable from already-evaluated points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from numbers import Integral
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from src.errors import MAPError
+from src.sampling import design, from_hyperspherical, min_points, to_hyperspherical
+
+MAX_TASKS = 6
+DEFAULT_UPDATE = 5
+DEFAULT_ITER = 3
+# The initial design must at least determine the full quadratic; a couple of extra points
+# keep the first fit from interpolating exactly (zero error everywhere says nothing).
+INITIAL_MARGIN = 2
+DEFAULT_LAMBDA = 0.5
+DEFAULT_TEMPERATURE = 0.07
+DEFAULT_RADIUS = (0.2, 0.8)
+# An empty bin scores this fraction above the best non-empty bin: first choice, but a
+# badly fitted bin still keeps a fair share of the draws.
+EMPTY_MARGIN = 0.1
+# Squared errors below this fraction of the metric's variance are rounding noise (a fit
+# that is exact up to floating point). The scores' max-normalisation would otherwise blow
+# that noise up to full scale and the posterior would lock onto a random bin.
+ERROR_FLOOR = 1e-6
+
+_HALF_PI = math.pi / 2
+
+
+@dataclass
+class BayesianResult:
+    """Everything the rounds produced; `records` is JSON-friendly (plain lists/floats)."""
+
+    C: np.ndarray  # (n, T) every evaluated point, in evaluation order
+    Y: np.ndarray  # (n, T) metric per task
+    round_of_point: np.ndarray  # (n,) 0 for the initial design, r for round r
+    records: list[dict[str, Any]] = field(default_factory=list)
+    surrogates: list = field(default_factory=list)  # fitted on all of C, Y
+
+
+# --------------------------------------------------------------------------- bins
+
+
+def bins_per_angle(T: int) -> int:
+    """Bins per angle: 4 for T < 4, 2 for 4 <= T <= 6 (keeps the joint count <= 32)."""
+    if not isinstance(T, Integral) or isinstance(T, bool) or T < 2:
+        raise MAPError(f"bayesian mode needs at least 2 tasks, got {T!r}")
+    if T > MAX_TASKS:
+        raise MAPError(
+            f"bayesian mode supports at most {MAX_TASKS} tasks, got {T}; "
+            "use --method nested for more tasks"
+        )
+    return 4 if T < 4 else 2
+
+
+def n_joint_bins(T: int) -> int:
+    """Number of joint angular bins for T tasks: bins_per_angle(T) ** (T - 1)."""
+    return bins_per_angle(T) ** (T - 1)
+
+
+def assign_bins(C: np.ndarray, bins: int) -> np.ndarray:
+    """Joint bin index (n,) of each row of C (n, T); the first angle is most significant."""
+    C = np.atleast_2d(np.asarray(C, dtype=float))
+    _, angles = to_hyperspherical(C)
+    per_angle = np.floor(np.asarray(angles) / (_HALF_PI / bins)).astype(int)
+    # An angle of exactly pi/2 (or rounding just past it) belongs to the last bin.
+    per_angle = np.clip(per_angle, 0, bins - 1)
+    shape = (bins,) * per_angle.shape[1]
+    return np.ravel_multi_index(tuple(per_angle.T), shape).astype(int)
+
+
+def bin_bounds(index: int | np.ndarray, bins: int, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """Angle bounds of a joint bin: (lo (T-1,), hi (T-1,)); an array of indices adds a leading axis."""
+    per_angle = np.stack(np.unravel_index(np.asarray(index), (bins,) * (T - 1)), axis=-1)
+    width = _HALF_PI / bins
+    return per_angle * width, (per_angle + 1) * width
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def squared_errors(surrogates: Sequence, C: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Per-point squared error (n,): mean over tasks of (prediction - truth)^2."""
+    P = np.column_stack([np.asarray(s.predict(C), dtype=float).reshape(-1) for s in surrogates])
+    Y = np.asarray(Y, dtype=float)
+    if P.shape != Y.shape:
+        raise ValueError(f"surrogate predictions have shape {P.shape}, metrics have {Y.shape}")
+    return np.mean((P - Y) ** 2, axis=1)
+
+
+def bin_scores(
+    sq_err: np.ndarray,
+    bin_idx: np.ndarray,
+    n_joint: int,
+    lam: float = DEFAULT_LAMBDA,
+    n_resamples: int = 30,
+    drop: float = 0.2,
+    rng: np.random.Generator | None = None,
+    floor: float = 0.0,
+) -> np.ndarray:
+    """Acquisition score per joint bin (n_joint,): mean squared error + lam * resampled spread.
+
+    Spread: `n_resamples` subsets of the bin's points, each leaving out ceil(drop * m) of
+    its m points (at least one point kept, each subset drawn from the full bin); spread is
+    the std of the subset means. A bin with one point therefore has spread 0.
+
+    Empty bins: nothing is known there, so they score strictly above every non-empty bin,
+    at (1 + EMPTY_MARGIN) * max(best non-empty score, floor), or 1.0 when that is 0. If
+    every bin is empty all score 1.0 (a uniform preference). `floor` is the smallest error
+    that means anything (see run_rounds): when every bin's error is below it, the empty
+    bins still stand out after update_posterior divides by the largest score.
+    """
+    rng = np.random.default_rng() if rng is None else rng
+    sq_err = np.asarray(sq_err, dtype=float).reshape(-1)
+    bin_idx = np.asarray(bin_idx).reshape(-1)
+    if sq_err.shape != bin_idx.shape:
+        raise ValueError(f"sq_err has {sq_err.size} entries, bin_idx has {bin_idx.size}")
+    if bin_idx.size and (bin_idx.min() < 0 or bin_idx.max() >= n_joint):
+        raise ValueError(f"bin indices must lie in [0, {n_joint}), got {bin_idx.min()}..{bin_idx.max()}")
+    if not 0.0 <= drop < 1.0:
+        raise ValueError(f"drop must be in [0, 1), got {drop}")
+
+    scores = np.zeros(n_joint)
+    filled = np.zeros(n_joint, dtype=bool)
+    for b in np.unique(bin_idx):
+        err = sq_err[bin_idx == b]
+        m = err.size
+        keep = max(1, m - math.ceil(drop * m))
+        subsets = rng.permuted(np.tile(err, (n_resamples, 1)), axis=1)[:, :keep]
+        scores[b] = err.mean() + lam * subsets.mean(axis=1).std()
+        filled[b] = True
+
+    best = max(scores[filled].max() if filled.any() else 0.0, floor)
+    scores[~filled] = best * (1.0 + EMPTY_MARGIN) if best > 0 else 1.0
+    return scores
+
+
+def update_posterior(
+    prior: np.ndarray, scores: np.ndarray, temperature: float = DEFAULT_TEMPERATURE
+) -> np.ndarray:
+    """Posterior over bins: prior * softmax(scores / max|scores| / temperature), normalised.
+
+    Scores are divided by their largest magnitude first, so they lie in [-1, 1] whatever
+    the metric's scale and the temperature means the same for accuracy or loss errors.
+    Computed in log space: stable for huge scores and a tiny prior; bins with zero prior
+    stay at zero.
+    """
+    prior = np.asarray(prior, dtype=float).reshape(-1)
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    if prior.shape != scores.shape:
+        raise ValueError(f"prior has {prior.size} bins, scores has {scores.size}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite")
+    if np.any(prior < 0) or not np.isfinite(prior).all() or prior.sum() <= 0:
+        raise ValueError("prior must be finite, non-negative and not all zero")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+    scale = np.abs(scores).max()
+    z = scores / scale if scale > 0 else np.zeros_like(scores)
+    with np.errstate(divide="ignore"):
+        logp = np.log(prior) + z / temperature
+    logp -= logp.max()  # the max is finite: some prior entry is positive
+    post = np.exp(logp)
+    return post / post.sum()
+
+
+def draw_points(
+    posterior: np.ndarray,
+    n: int,
+    bins: int,
+    T: int,
+    radius: tuple[float, float] = DEFAULT_RADIUS,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """n new points: (C (n, T), bin_idx (n,)).
+
+    A bin is drawn from the posterior, angles uniformly inside it, the radius uniformly in
+    `radius`; hyperspherical coordinates are mapped back to c.
+    """
+    rng = np.random.default_rng() if rng is None else rng
+    p = np.asarray(posterior, dtype=float).reshape(-1)
+    if p.size != bins ** (T - 1):
+        raise ValueError(f"posterior has {p.size} bins, expected {bins ** (T - 1)}")
+    idx = rng.choice(p.size, size=n, p=p / p.sum())
+    lo, hi = bin_bounds(idx, bins, T)
+    angles = rng.uniform(lo, hi)
+    r = rng.uniform(radius[0], radius[1], size=n)
+    C = np.asarray(from_hyperspherical(r, angles), dtype=float).reshape(n, T)
+    return C, idx.astype(int)
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def default_schedule(T: int) -> tuple[int, int, int]:
+    """(n_initial, n_update, n_iter) for T tasks."""
+    return min_points(T) + INITIAL_MARGIN, DEFAULT_UPDATE, DEFAULT_ITER
+
+
+def check_schedule(T: int, n_initial: int, n_update: int, n_iter: int) -> None:
+    """Raise MAPError (one line) for a schedule the bayesian mode cannot run."""
+    bins_per_angle(T)  # T in [2, 6]
+    for name, value in (("n_initial", n_initial), ("n_update", n_update), ("n_iter", n_iter)):
+        if not isinstance(value, Integral) or isinstance(value, bool) or value <= 0:
+            raise MAPError(f"bayesian {name} must be a positive integer, got {value!r}")
+    need = min_points(T)  # (T + 1)(T + 2) / 2
+    if n_initial < need:
+        raise MAPError(
+            f"bayesian n_initial={n_initial} is too small for {T} tasks: the quadratic "
+            f"surrogate has {need} parameters, so use at least {need} initial points"
+        )
+
+
+def _check_settings(lam: float, temperature: float, radius: tuple[float, float]) -> None:
+    if not (np.isfinite(lam) and lam >= 0):
+        raise MAPError(f"bayesian lambda must be a finite number >= 0, got {lam!r}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise MAPError(f"bayesian temperature must be a finite number > 0, got {temperature!r}")
+    if len(radius) != 2 or not (0 < radius[0] <= radius[1] and np.isfinite(radius[1])):
+        raise MAPError(f"bayesian radius must be (low, high) with 0 < low <= high, got {radius!r}")
+
+
+# --------------------------------------------------------------------------- loop
+
+
+def _as_done(C_done, Y_done, T: int, total: int) -> tuple[np.ndarray, np.ndarray]:
+    if C_done is None and Y_done is None:
+        return np.zeros((0, T)), np.zeros((0, T))
+    if C_done is None or Y_done is None:
+        raise ValueError("pass both C_done and Y_done, or neither")
+    C_done = np.asarray(C_done, dtype=float).reshape(-1, T)
+    Y_done = np.asarray(Y_done, dtype=float).reshape(-1, T)
+    if len(C_done) != len(Y_done):
+        raise ValueError(f"C_done has {len(C_done)} rows, Y_done has {len(Y_done)}")
+    if len(C_done) > total:
+        raise MAPError(
+            f"the run already holds {len(C_done)} points, more than this schedule's {total}; "
+            "resume with the schedule it was started with"
+        )
+    return C_done, Y_done
+
+
+def _evaluate(evaluate: Callable[[np.ndarray], np.ndarray], C: np.ndarray, T: int) -> np.ndarray:
+    Y = np.asarray(evaluate(C), dtype=float)
+    if Y.shape != (len(C), T):
+        raise ValueError(f"evaluate returned shape {Y.shape} for {len(C)} points, expected {(len(C), T)}")
+    return Y
+
+
+def run_rounds(
+    evaluate: Callable[[np.ndarray], np.ndarray],
+    T: int,
+    *,
+    n_initial: int,
+    n_update: int,
+    n_iter: int,
+    link: str | Sequence[str] = "sigmoid",
+    low: float = 0.0,
+    high: float = 1.0,
+    lam: float = DEFAULT_LAMBDA,
+    temperature: float = DEFAULT_TEMPERATURE,
+    radius: tuple[float, float] = DEFAULT_RADIUS,
+    seed: int = 0,
+    fit: Callable[[np.ndarray, np.ndarray], list] | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    C_done: np.ndarray | None = None,
+    Y_done: np.ndarray | None = None,
+) -> BayesianResult:
+    """Initial design, then n_iter rounds of fit -> score bins -> posterior -> draw -> evaluate.
+
+    Resuming: `C_done, Y_done` are the points an earlier run with the same schedule and
+    seed already evaluated, in evaluation order. They are used as given and not evaluated
+    again. Each round's generator is np.random.default_rng([seed, round]) and everything
+    else is recomputed from the data, so a resumed run draws the points the original run
+    would have drawn.
+
+    Records: one per round, round 0 being the initial design (its "bin_scores" and
+    "surrogate_mse" are None). "points" are the round's new points, "n_points" the total
+    after the round, "surrogate_mse" the surrogates' error on the data before the round's
+    new points. `on_round(record)` is called after each round.
+
+    `fit(C, Y)` returns one fitted regressor per task (anything with predict); the default
+    is src.surrogate.fit_surrogates(C, Y, link).
+    """
+    check_schedule(T, n_initial, n_update, n_iter)
+    _check_settings(lam, temperature, radius)
+    if fit is None:
+        from src.surrogate import fit_surrogates  # imported late: only the default needs it
+
+        def fit(C: np.ndarray, Y: np.ndarray) -> list:
+            return fit_surrogates(C, Y, link)
+
+    bins = bins_per_angle(T)
+    n_joint = bins ** (T - 1)
+    C_done, Y_done = _as_done(C_done, Y_done, T, n_initial + n_update * n_iter)
+
+    def complete(C_new: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """Take the already-done prefix of this batch from C_done, evaluate the rest."""
+        n_have = int(np.clip(len(C_done) - start, 0, len(C_new)))
+        C_new = np.concatenate([C_done[start:start + n_have], C_new[n_have:]])
+        Y_new = Y_done[start:start + n_have]
+        if n_have < len(C_new):
+            Y_new = np.concatenate([Y_new, _evaluate(evaluate, C_new[n_have:], T)])
+        return C_new, Y_new
+
+    records: list[dict[str, Any]] = []
+
+    def finish(record: dict[str, Any]) -> None:
+        records.append(record)
+        if on_round is not None:
+            on_round(record)
+
+    # round 0: one-hot models, the plain task-arithmetic diagonal point, grid points
+    # (design's own seed stream; later rounds use [seed, r])
+    C0 = np.asarray(
+        design(T, n_initial, low=low, high=high, n_diagonal=1, n_disturbed=0, seed=seed),
+        dtype=float,
+    )
+    C, Y = complete(C0, 0)
+    rounds = np.zeros(len(C), dtype=int)
+    prior = np.full(n_joint, 1.0 / n_joint)
+    finish({
+        "round": 0,
+        "points": C.tolist(),
+        "bin_posterior": prior.tolist(),
+        "bin_scores": None,
+        "surrogate_mse": None,
+        "n_points": int(len(C)),
+    })
+
+    for r in range(1, n_iter + 1):
+        rng = np.random.default_rng([seed, r])
+        surrogates = fit(C, Y)
+        err = squared_errors(surrogates, C, Y)
+        floor = ERROR_FLOOR * float(np.mean(np.var(Y, axis=0)))
+        scores = bin_scores(err, assign_bins(C, bins), n_joint, lam=lam, rng=rng, floor=floor)
+        # A bin is "as good as perfect" below the floor: lift every score to it so noise
+        # differences vanish after normalisation (real errors far above it are unaffected).
+        prior = update_posterior(prior, np.maximum(scores, floor), temperature)
+        C_new, _ = draw_points(prior, n_update, bins, T, radius, rng)
+        C_new, Y_new = complete(C_new, len(C))
+        C, Y = np.concatenate([C, C_new]), np.concatenate([Y, Y_new])
+        rounds = np.concatenate([rounds, np.full(len(C_new), r)])
+        finish({
+            "round": r,
+            "points": C_new.tolist(),
+            "bin_posterior": prior.tolist(),
+            "bin_scores": scores.tolist(),
+            "surrogate_mse": float(err.mean()),
+            "n_points": int(len(C)),
+        })
+
+    return BayesianResult(C=C, Y=Y, round_of_point=rounds, records=records, surrogates=fit(C, Y))

@@ -1,0 +1,402 @@
+"""Nested MAP: merge T tasks two at a time along a tree.
+
+Every model in play is θ_pre + Σ_i a_i τ_i for a coefficient vector a over the ORIGINAL
+task vectors (a fine-tuned model for task i is a = e_i). Merging A (coefficients a) and
+B (coefficients b) at pair coefficients (c1, c2) gives θ_pre + c1·τ_A + c2·τ_B, i.e. the
+composed coefficients c1·a + c2·b. The whole tree therefore lives in that coefficient
+space, and the caller's engine only ever sets coefficients over the T original vectors.
+
+This module holds the bookkeeping only: which two models to pair, how the tasks of each
+side are aggregated into one objective, and the round records. The expensive parts are
+injected: `run_pair` runs MAP on a pair and picks a point, `measure` evaluates a model.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from src.errors import MAPError
+from src.sampling import design
+
+# Accuracy gaps closer than this count as ties, so float noise (0.8-0.7 vs 0.7-0.6)
+# does not decide a pairing; ties then fall back to names.
+_TIE_DECIMALS = 12
+
+
+@dataclass
+class PoolModel:
+    """One model in the pool: an original fine-tuned model (leaf) or a merge."""
+
+    name: str
+    tasks: tuple[str, ...]
+    coefficients: np.ndarray  # (T,) over the original task order
+    accuracy: float  # used for pairing only
+    measured: dict[str, float] = field(default_factory=dict)
+    children: tuple[str, ...] = ()
+    round: int = -1  # -1 for leaves; otherwise the 0-based round that built it
+
+
+@dataclass
+class NestedResult:
+    final: PoolModel
+    records: list[dict]
+    models: dict[str, PoolModel]  # every model ever in the pool, by name
+    pool_history: list[list[str]]  # pool names before each round, then the final pool
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def validate_preference(preference: Mapping, tasks: Sequence[str]) -> dict[str, float]:
+    """Check the preference weights for the tasks being merged; return {task: float}."""
+    if not isinstance(preference, Mapping):
+        raise MAPError(
+            f"preference must be a mapping of task name to weight, got {type(preference).__name__}"
+        )
+    tasks = list(tasks)
+    if len(tasks) < 2:
+        raise MAPError(f"nested merging needs at least 2 tasks, got {len(tasks)}: {tasks}")
+    duplicated = sorted({t for t in tasks if tasks.count(t) > 1})
+    if duplicated:
+        raise MAPError(f"tasks to merge must be distinct, got {duplicated} more than once")
+    out: dict[str, float] = {}
+    for task in tasks:
+        if task not in preference:
+            raise MAPError(
+                f"preference has no weight for task {task!r}; "
+                f"it has {sorted(map(str, preference))}"
+            )
+        weight = preference[task]
+        # bool is an int subclass, but True as a weight is almost surely a typo.
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+            raise MAPError(
+                f"preference weight for {task!r} must be a number, got {weight!r}"
+            )
+        weight = float(weight)
+        if not math.isfinite(weight) or weight < 0:
+            raise MAPError(
+                f"preference weight for {task!r} must be a finite number >= 0, got {weight!r}"
+            )
+        out[task] = weight
+    if sum(out.values()) == 0:
+        raise MAPError(
+            f"preference weights of the tasks to merge are all 0 ({sorted(out)}); "
+            "at least one must be positive to pick a point on a front"
+        )
+    return out
+
+
+def _validate_accuracies(single_accuracy: Mapping, tasks: Sequence[str]) -> dict[str, float]:
+    if not isinstance(single_accuracy, Mapping):
+        raise MAPError(
+            "single-task accuracies must be a mapping of task name to accuracy, "
+            f"got {type(single_accuracy).__name__}"
+        )
+    out = {}
+    for task in tasks:
+        if task not in single_accuracy:
+            raise MAPError(f"no single-task accuracy for task {task!r}")
+        value = single_accuracy[task]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise MAPError(f"single-task accuracy for {task!r} must be a finite number, got {value!r}")
+        out[task] = float(value)
+    return out
+
+
+# ------------------------------------------------------------------- pure pieces
+
+
+def pair_closest(pool: Sequence[PoolModel]) -> tuple[int, int]:
+    """Indices (i < j) of the two models whose pairing accuracies are closest.
+
+    Ties (equal gap up to float noise) go to the pair whose sorted names come first,
+    so the tree does not depend on the order the pool happens to be in.
+    """
+    if len(pool) < 2:
+        raise ValueError(f"pairing needs at least 2 models in the pool, got {len(pool)}")
+    best_key, best = None, (0, 1)
+    for i in range(len(pool)):
+        for j in range(i + 1, len(pool)):
+            gap = round(abs(pool[i].accuracy - pool[j].accuracy), _TIE_DECIMALS)
+            key = (gap, tuple(sorted((pool[i].name, pool[j].name))))
+            if best_key is None or key < best_key:
+                best_key, best = key, (i, j)
+    return best
+
+
+def model_preference(model: PoolModel, preference: Mapping[str, float]) -> float:
+    """A model's preference weight: the sum of its tasks' weights."""
+    return float(sum(preference[t] for t in model.tasks))
+
+
+def pair_preference(
+    model_a: PoolModel, model_b: PoolModel, preference: Mapping[str, float]
+) -> np.ndarray:
+    """(2,) preference vector for picking a point on the pair's front."""
+    return np.array([model_preference(model_a, preference), model_preference(model_b, preference)])
+
+
+def task_weights(tasks: Sequence[str], preference: Mapping[str, float]) -> np.ndarray:
+    """Normalised weights of `tasks`; uniform when they all weigh 0.
+
+    A side whose tasks all weigh 0 still needs an objective (its front axis exists), and
+    the plain mean is the neutral choice.
+    """
+    w = np.array([float(preference[t]) for t in tasks], dtype=float)
+    total = w.sum()
+    if total <= 0:
+        return np.full(len(tasks), 1.0 / len(tasks))
+    return w / total
+
+
+def preference_mean(values: Mapping[str, float], tasks: Sequence[str], preference: Mapping[str, float]) -> float:
+    """Preference-weighted mean of per-task values (a merged model's pairing accuracy)."""
+    w = task_weights(tasks, preference)
+    return float(np.dot(w, [float(values[t]) for t in tasks]))
+
+
+def side_scores(
+    metrics: np.ndarray | Mapping[str, np.ndarray],
+    tasks_a: Sequence[str],
+    tasks_b: Sequence[str],
+    preference: Mapping[str, float],
+    columns: Sequence[str] | None = None,
+) -> np.ndarray:
+    """(n, 2) objectives of a pair: weighted mean over side A's tasks, over side B's.
+
+    `metrics` is either an (n, k) array whose columns are the tasks in `columns`
+    (default: tasks_a then tasks_b), or a mapping task -> (n,) values.
+    """
+    if isinstance(metrics, Mapping):
+        table = {t: np.asarray(v, dtype=float).reshape(-1) for t, v in metrics.items()}
+    else:
+        arr = np.asarray(metrics, dtype=float)
+        cols = list(tasks_a) + list(tasks_b) if columns is None else list(columns)
+        if arr.ndim != 2 or arr.shape[1] != len(cols):
+            raise ValueError(
+                f"metrics must be (n, {len(cols)}) for columns {cols}, got shape {arr.shape}"
+            )
+        table = {t: arr[:, k] for k, t in enumerate(cols)}
+    missing = [t for t in (*tasks_a, *tasks_b) if t not in table]
+    if missing:
+        raise ValueError(f"metrics have no column for tasks {missing}; they have {sorted(table)}")
+    if not tasks_a or not tasks_b:
+        raise ValueError("each side of a pair needs at least one task")
+
+    def side(tasks: Sequence[str]) -> np.ndarray:
+        return np.column_stack([table[t] for t in tasks]) @ task_weights(tasks, preference)
+
+    return np.column_stack([side(tasks_a), side(tasks_b)])
+
+
+def compose_coefficients(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Coefficients over the original task vectors of merging A and B at c: c0·a + c1·b."""
+    a, b, c = (np.asarray(x, dtype=float) for x in (a, b, c))
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D of the same length, got {a.shape} and {b.shape}")
+    if c.shape != (2,):
+        raise ValueError(f"pair coefficients must have shape (2,), got {c.shape}")
+    return c[0] * a + c[1] * b
+
+
+def pair_design(
+    n_points: int = 20,
+    n_diagonal: int | None = None,
+    seed: int = 0,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> np.ndarray:
+    """(n_points, 2) design for one pair; by default a quarter of it near the diagonal.
+
+    Near-diagonal points (c1 ≈ c2) are where plain task arithmetic lives, so the
+    surrogate should be accurate there.
+    """
+    if n_diagonal is None:
+        n_diagonal = n_points // 4
+    return design(2, n_points, low=low, high=high, n_diagonal=n_diagonal, seed=seed)
+
+
+# ------------------------------------------------------------------------ rounds
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars/arrays and tuples -> plain JSON types, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _leaf_pool(tasks: list[str], accuracy: dict[str, float]) -> list[PoolModel]:
+    eye = np.eye(len(tasks))
+    return [
+        PoolModel(name=t, tasks=(t,), coefficients=eye[i], accuracy=accuracy[t],
+                  measured={t: accuracy[t]})
+        for i, t in enumerate(tasks)
+    ]
+
+
+def _merged_model(
+    left: PoolModel, right: PoolModel, c: np.ndarray, measured: dict[str, float],
+    round_idx: int, order: dict[str, int], preference: Mapping[str, float],
+) -> PoolModel:
+    tasks = tuple(sorted(left.tasks + right.tasks, key=order.__getitem__))
+    return PoolModel(
+        name=f"merge{round_idx + 1}",
+        tasks=tasks,
+        coefficients=compose_coefficients(left.coefficients, right.coefficients, c),
+        accuracy=preference_mean(measured, tasks, preference),
+        measured={t: float(measured[t]) for t in tasks},
+        children=(left.name, right.name),
+        round=round_idx,
+    )
+
+
+def _record(
+    round_idx: int, left: PoolModel, right: PoolModel, merged: PoolModel,
+    c: np.ndarray, preference: Mapping[str, float], info: dict,
+) -> dict:
+    return _jsonable({
+        "round": round_idx,
+        "left": left.name,
+        "right": right.name,
+        "left_tasks": left.tasks,
+        "right_tasks": right.tasks,
+        "left_coefficients": left.coefficients,
+        "right_coefficients": right.coefficients,
+        "left_preference": model_preference(left, preference),
+        "right_preference": model_preference(right, preference),
+        "pair_coefficients": c,
+        "merged": merged.name,
+        "tasks": merged.tasks,
+        "coefficients": merged.coefficients,
+        "measured": merged.measured,
+        "pairing_accuracy": {"left": left.accuracy, "right": right.accuracy,
+                             "merged": merged.accuracy},
+        "info": info,
+    })
+
+
+def _check_pair_coefficients(c: Any, round_idx: int) -> np.ndarray:
+    c = np.asarray(c, dtype=float)
+    if c.shape != (2,) or not np.all(np.isfinite(c)):
+        raise ValueError(f"round {round_idx}: pair coefficients must be 2 finite numbers, got {c!r}")
+    return c
+
+
+def _check_measured(measured: Any, tasks: Sequence[str], round_idx: int) -> dict[str, float]:
+    if not isinstance(measured, Mapping):
+        raise ValueError(f"round {round_idx}: measure must return a mapping, got {type(measured).__name__}")
+    missing = [t for t in tasks if t not in measured]
+    if missing:
+        raise ValueError(f"round {round_idx}: measure returned no accuracy for {missing}")
+    try:
+        return {t: float(measured[t]) for t in tasks}
+    except (TypeError, ValueError):
+        raise ValueError(f"round {round_idx}: accuracies must be numbers, got {dict(measured)!r}") from None
+
+
+def _replay(
+    record: Mapping, round_idx: int, left: PoolModel, right: PoolModel,
+) -> tuple[np.ndarray, dict[str, float], dict]:
+    """Pair coefficients, measurements and info of a stored round, after checking that
+    it is the round this run would do now (same pair, same tasks, same tree)."""
+    try:
+        stored_round, names = record["round"], (record["left"], record["right"])
+        c, measured = record["pair_coefficients"], record["measured"]
+    except (KeyError, TypeError) as exc:
+        raise MAPError(f"stored round {round_idx} is not a complete round record (missing {exc})") from None
+    if stored_round != round_idx:
+        raise MAPError(f"stored rounds are out of order: expected round {round_idx}, found {stored_round!r}")
+    if tuple(names) != (left.name, right.name):
+        raise MAPError(
+            f"stored round {round_idx} merged {names[0]} + {names[1]} but this run pairs "
+            f"{left.name} + {right.name} (tasks, accuracies or preferences changed); "
+            "use a fresh results directory"
+        )
+    try:
+        c = _check_pair_coefficients(c, round_idx)
+        measured = _check_measured(measured, left.tasks + right.tasks, round_idx)
+    except ValueError as exc:
+        raise MAPError(f"stored {exc}") from None
+    stored = record.get("coefficients")
+    if stored is not None:
+        composed = compose_coefficients(left.coefficients, right.coefficients, c)
+        if np.shape(stored) != composed.shape or not np.allclose(stored, composed):
+            raise MAPError(
+                f"stored round {round_idx}: composed coefficients {list(stored)} do not match "
+                f"{composed.tolist()} rebuilt from the tree; use a fresh results directory"
+            )
+    return c, measured, dict(record.get("info", {}))
+
+
+def run_nested(
+    tasks: list[str],
+    single_accuracy: dict[str, float],
+    preference: dict[str, float],
+    run_pair: Callable[[PoolModel, PoolModel, int], tuple[np.ndarray, dict]],
+    measure: Callable[[np.ndarray, tuple[str, ...]], dict[str, float]],
+    on_round: Callable[[dict], None] | None = None,
+    completed_rounds: list[dict] | None = None,
+) -> NestedResult:
+    """Merge `tasks` pairwise until one model holds them all.
+
+    run_pair(model_a, model_b, round_idx) -> (pair coefficients (2,), info dict):
+        runs MAP on the pair and picks a point (the pair's preference is
+        pair_preference(model_a, model_b, preference)).
+    measure(coefficients (T,), tasks) -> {task: accuracy} for the composed model.
+    on_round(record) is called after each newly computed round (not for replayed ones).
+    completed_rounds: records of an earlier run, replayed without calling run_pair or
+    measure; they must be the rounds this run would do (else MAPError).
+    """
+    weights = validate_preference(preference, tasks)
+    tasks = list(tasks)
+    accuracy = _validate_accuracies(single_accuracy, tasks)
+    completed = list(completed_rounds or [])
+    if len(completed) > len(tasks) - 1:
+        raise MAPError(
+            f"{len(completed)} stored rounds, but {len(tasks)} tasks need only {len(tasks) - 1}"
+        )
+    order = {t: i for i, t in enumerate(tasks)}
+
+    pool = _leaf_pool(tasks, accuracy)
+    models = {m.name: m for m in pool}
+    records: list[dict] = []
+    history: list[list[str]] = []
+    round_idx = 0
+    while len(pool) > 1:
+        history.append([m.name for m in pool])
+        i, j = pair_closest(pool)
+        left, right = pool[i], pool[j]
+        pair_tasks = left.tasks + right.tasks
+        if round_idx < len(completed):
+            c, measured, info = _replay(completed[round_idx], round_idx, left, right)
+        else:
+            c_raw, info = run_pair(left, right, round_idx)
+            c = _check_pair_coefficients(c_raw, round_idx)
+            composed = compose_coefficients(left.coefficients, right.coefficients, c)
+            measured = _check_measured(measure(composed, pair_tasks), pair_tasks, round_idx)
+        merged = _merged_model(left, right, c, measured, round_idx, order, weights)
+        record = _record(round_idx, left, right, merged, c, weights, info or {})
+        records.append(record)
+        if round_idx >= len(completed) and on_round is not None:
+            on_round(record)
+        pool = [m for k, m in enumerate(pool) if k not in (i, j)] + [merged]
+        models[merged.name] = merged
+        round_idx += 1
+    history.append([m.name for m in pool])
+    return NestedResult(final=pool[0], records=records, models=models, pool_history=history)

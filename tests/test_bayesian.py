@@ -1,0 +1,333 @@
+"""Adaptive sampling rounds: bins, scores, posterior, draws, schedule checks and the loop."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import PolynomialFeatures
+
+from src.bayesian import (
+    EMPTY_MARGIN,
+    assign_bins,
+    bin_bounds,
+    bin_scores,
+    bins_per_angle,
+    check_schedule,
+    default_schedule,
+    draw_points,
+    n_joint_bins,
+    run_rounds,
+    squared_errors,
+    update_posterior,
+)
+from src.errors import MAPError
+from src.sampling import to_hyperspherical
+
+WIDTH_T2 = math.pi / 8  # one angle bin for T = 2 (4 bins over [0, pi/2])
+
+
+def quadratic_fit(C, Y):
+    """A plain least-squares quadratic per task: keeps these tests independent of surrogate.py."""
+    return [make_pipeline(PolynomialFeatures(2), LinearRegression()).fit(C, Y[:, t]) for t in range(Y.shape[1])]
+
+
+def bumpy(bump_bin: int):
+    """Smooth quadratic truth plus a wiggle a quadratic cannot fit, only inside one phi1 bin (T=2)."""
+    lo = bump_bin * WIDTH_T2
+
+    def evaluate(C):
+        _, angles = to_hyperspherical(C)
+        u = (angles[:, 0] - lo) / WIDTH_T2
+        inside = (u >= 0) & (u < 1)
+        wiggle = np.where(inside, 0.3 * np.sin(2 * np.pi * 3 * u), 0.0)
+        return 0.5 + 0.3 * C - 0.2 * C**2 + 0.1 * C[:, ::-1] + wiggle[:, None]
+
+    return evaluate
+
+
+# --------------------------------------------------------------------------- bins
+
+
+def test_bins_per_angle_and_joint_count():
+    assert [bins_per_angle(T) for T in range(2, 7)] == [4, 4, 2, 2, 2]
+    assert [n_joint_bins(T) for T in range(2, 7)] == [4, 16, 8, 16, 32]
+
+
+@pytest.mark.parametrize("T", [7, 12])
+def test_too_many_tasks_points_to_nested(T):
+    with pytest.raises(MAPError, match="at most 6 tasks.*--method nested"):
+        bins_per_angle(T)
+
+
+def test_one_task_is_refused():
+    with pytest.raises(MAPError, match="at least 2 tasks"):
+        bins_per_angle(1)
+
+
+@pytest.mark.parametrize("T", [2, 3, 4, 6])
+def test_bin_bounds_tile_the_angle_box(T):
+    bins = bins_per_angle(T)
+    n_joint = bins ** (T - 1)
+    lo, hi = bin_bounds(np.arange(n_joint), bins, T)
+    assert lo.shape == hi.shape == (n_joint, T - 1)
+    np.testing.assert_allclose(hi - lo, math.pi / 2 / bins)
+    assert lo.min() == 0 and np.isclose(hi.max(), math.pi / 2)
+    assert len(np.unique(np.round(lo, 9), axis=0)) == n_joint  # every cell exactly once
+    lo3, hi3 = bin_bounds(3, bins, T)
+    np.testing.assert_allclose(lo3, lo[3])
+    np.testing.assert_allclose(hi3, hi[3])
+
+
+@pytest.mark.parametrize("T", [2, 3, 4, 5, 6])
+def test_point_drawn_in_bin_is_assigned_back_to_it(T):
+    bins = bins_per_angle(T)
+    n_joint = bins ** (T - 1)
+    rng = np.random.default_rng(T)
+    for k in range(n_joint):
+        only_k = np.eye(n_joint)[k]
+        C, idx = draw_points(only_k, 20, bins, T, rng=rng)
+        assert np.all(idx == k)
+        assert np.all(assign_bins(C, bins) == k)
+
+
+def test_assign_bins_edges():
+    # phi1 = 0 (pure task 1) is bin 0; phi1 = pi/2 (pure task 2) is the last bin, not out of range.
+    # atan(0.5) = 0.46 lies in [pi/8, pi/4): bin 1.
+    assert assign_bins(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.5]]), 4).tolist() == [0, 3, 1]
+    # T=3, first angle most significant: c = e_3 has both angles pi/2 -> last bin.
+    assert assign_bins(np.eye(3), 4).tolist() == [0, 12, 15]
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def test_bin_scores_hand_example_without_spread():
+    sq_err = np.array([1.0, 1.0, 1.0, 4.0, 0.0, 2.0])
+    idx = np.array([0, 0, 0, 1, 2, 2])
+    scores = bin_scores(sq_err, idx, 4, lam=0.0, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(scores, [1.0, 4.0, 1.0, 4.0 * (1 + EMPTY_MARGIN)])
+
+
+def test_bin_scores_spread_term():
+    sq_err = np.array([1.0, 1.0, 1.0, 4.0, 0.0, 2.0])
+    idx = np.array([0, 0, 0, 1, 2, 2])
+    scores = bin_scores(sq_err, idx, 4, lam=0.5, rng=np.random.default_rng(0))
+    # Equal errors and a single point have no spread; bin 2 keeps one of {0, 2} per resample,
+    # so its spread is in (0, 1].
+    assert scores[0] == 1.0 and scores[1] == 4.0
+    assert 1.0 < scores[2] <= 1.5
+    assert scores[3] > scores[:3].max()
+    # Keeping every point in every resample leaves no spread at all.
+    no_drop = bin_scores(sq_err, idx, 4, lam=0.5, drop=0.0, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(no_drop[:3], [1.0, 4.0, 1.0])
+    again = bin_scores(sq_err, idx, 4, lam=0.5, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(scores, again)
+
+
+def test_empty_bins_score_highest():
+    rng = np.random.default_rng(1)
+    sq_err = rng.uniform(0, 5, size=40)
+    idx = rng.choice([0, 2, 5], size=40)
+    scores = bin_scores(sq_err, idx, 8, rng=rng)
+    empty = np.setdiff1d(np.arange(8), [0, 2, 5])
+    assert scores[empty].min() > scores[[0, 2, 5]].max()
+    # All empty: a uniform preference. A perfect fit: empty bins still come first.
+    np.testing.assert_array_equal(bin_scores(np.zeros(0), np.zeros(0, int), 4, rng=rng), np.ones(4))
+    perfect = bin_scores(np.zeros(3), np.array([0, 0, 1]), 3, rng=rng)
+    np.testing.assert_array_equal(perfect, [0.0, 0.0, 1.0])
+
+
+def test_floor_keeps_empty_bins_ahead_of_rounding_noise():
+    noise = np.array([1e-32, 3e-31, 2e-33])
+    scores = bin_scores(noise, np.array([0, 1, 2]), 4, rng=np.random.default_rng(0), floor=1e-8)
+    assert scores[3] == pytest.approx(1e-8 * (1 + EMPTY_MARGIN))
+    assert scores[:3].max() < 1e-29
+
+
+def test_exact_fit_leaves_the_posterior_alone():
+    """A truth the surrogate fits exactly: errors are rounding noise and must not pick a bin."""
+
+    def quadratic_truth(C):
+        return 0.5 + 0.3 * C - 0.2 * C**2 + 0.1 * C[:, ::-1] + 0.05 * C.prod(axis=1, keepdims=True)
+
+    res = run_rounds(quadratic_truth, 2, n_initial=8, n_update=10, n_iter=2, fit=quadratic_fit, seed=0)
+    assert np.bincount(assign_bins(res.C[:8], 4), minlength=4).min() > 0  # no empty bin to prefer
+    np.testing.assert_allclose(res.records[1]["bin_posterior"], 0.25, rtol=1e-3)
+
+
+def test_squared_errors_average_over_tasks():
+    C = np.array([[0.0, 1.0], [1.0, 0.0]])
+    Y = np.array([[1.0, 2.0], [3.0, 5.0]])
+    models = [LinearRegression().fit(C, np.zeros(2)), LinearRegression().fit(C, np.ones(2))]
+    np.testing.assert_allclose(squared_errors(models, C, Y), [(1 + 1) / 2, (9 + 16) / 2])
+
+
+# --------------------------------------------------------------------------- posterior
+
+
+def test_posterior_is_a_distribution_that_multiplies_the_prior():
+    scores = np.array([0.1, 0.5, 0.3, 0.0])
+    uniform = np.full(4, 0.25)
+    post = update_posterior(uniform, scores, 0.07)
+    assert np.all(post >= 0) and np.isclose(post.sum(), 1.0)
+    assert np.argsort(post).tolist() == np.argsort(scores).tolist()  # higher score, more mass
+    prior = np.array([0.4, 0.1, 0.3, 0.2])
+    expected = prior * post / np.sum(prior * post)
+    np.testing.assert_allclose(update_posterior(prior, scores, 0.07), expected)
+    # Zero prior mass stays zero.
+    assert update_posterior(np.array([0.0, 0.5, 0.5, 0.0]), scores)[[0, 3]].tolist() == [0.0, 0.0]
+
+
+def test_posterior_scale_free_and_stable():
+    scores = np.array([1.0, 3.0, 2.0])
+    prior = np.array([0.2, 0.3, 0.5])
+    base = update_posterior(prior, scores, 0.5)
+    np.testing.assert_allclose(update_posterior(prior, 1e-6 * scores, 0.5), base)
+    huge = update_posterior(prior, 1e300 * scores, 0.5)
+    np.testing.assert_allclose(huge, base)
+    tiny_prior = update_posterior(np.array([1e-320, 1e-320, 1.0]), np.array([0.0, 1e300, 0.0]), 0.01)
+    assert np.all(np.isfinite(tiny_prior)) and np.isclose(tiny_prior.sum(), 1.0)
+    # Equal scores leave the prior as it is; a cold temperature picks the best bin.
+    np.testing.assert_allclose(update_posterior(prior, np.full(3, 7.0)), prior)
+    assert update_posterior(prior, scores, 1e-4)[1] > 0.999
+
+
+# --------------------------------------------------------------------------- draws
+
+
+@pytest.mark.parametrize("T", [2, 3, 5])
+def test_drawn_points_lie_in_their_bins_and_radius(T):
+    bins = bins_per_angle(T)
+    n_joint = bins ** (T - 1)
+    rng = np.random.default_rng(7)
+    posterior = rng.uniform(size=n_joint)
+    posterior[::3] = 0.0
+    posterior /= posterior.sum()
+    C, idx = draw_points(posterior, 400, bins, T, radius=(0.3, 0.6), rng=rng)
+    assert C.shape == (400, T) and idx.shape == (400,)
+    assert np.all(C >= 0)
+    r, angles = to_hyperspherical(C)
+    assert np.all((r >= 0.3 - 1e-12) & (r <= 0.6 + 1e-12))
+    lo, hi = bin_bounds(idx, bins, T)
+    assert np.all((angles >= lo - 1e-12) & (angles <= hi + 1e-12))
+    assert posterior[idx].min() > 0  # zero-mass bins are never drawn
+    # More mass, more draws: the heaviest bin is drawn more often than the lightest positive one.
+    counts = np.bincount(idx, minlength=n_joint)
+    pos = np.flatnonzero(posterior)
+    assert counts[pos[np.argmax(posterior[pos])]] > counts[pos[np.argmin(posterior[pos])]]
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def test_default_schedule_is_valid():
+    for T in range(2, 7):
+        n_initial, n_update, n_iter = default_schedule(T)
+        assert n_initial >= (T + 1) * (T + 2) // 2
+        check_schedule(T, n_initial, n_update, n_iter)
+
+
+@pytest.mark.parametrize(
+    "T, n_initial, n_update, n_iter, words",
+    [
+        (7, 40, 5, 3, "at most 6 tasks"),
+        (3, 9, 5, 3, "n_initial=9 is too small.*10 parameters"),
+        (3, 12, 0, 3, "n_update must be a positive integer, got 0"),
+        (3, 12, 5, -1, "n_iter must be a positive integer, got -1"),
+        (3, 0, 5, 3, "n_initial must be a positive integer, got 0"),
+        (3, 12, 2.5, 3, "n_update must be a positive integer, got 2.5"),
+    ],
+)
+def test_bad_schedules_raise(T, n_initial, n_update, n_iter, words):
+    with pytest.raises(MAPError, match=words):
+        check_schedule(T, n_initial, n_update, n_iter)
+
+
+def test_run_rounds_refuses_before_evaluating():
+    def evaluate(C):
+        raise AssertionError("must not evaluate")
+
+    with pytest.raises(MAPError, match="--method nested"):
+        run_rounds(evaluate, 7, n_initial=40, n_update=5, n_iter=3, fit=quadratic_fit)
+    with pytest.raises(MAPError, match="temperature"):
+        run_rounds(evaluate, 2, n_initial=8, n_update=5, n_iter=3, fit=quadratic_fit, temperature=0)
+    with pytest.raises(MAPError, match="radius"):
+        run_rounds(evaluate, 2, n_initial=8, n_update=5, n_iter=3, fit=quadratic_fit, radius=(0.5, 0.1))
+
+
+# --------------------------------------------------------------------------- loop
+
+
+@pytest.mark.parametrize("bump_bin", [0, 1, 2, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rounds_sample_where_the_surrogate_is_wrong(bump_bin, seed):
+    res = run_rounds(
+        bumpy(bump_bin), 2, n_initial=8, n_update=10, n_iter=3, link="identity", fit=quadratic_fit, seed=seed
+    )
+    new = res.round_of_point > 0
+    counts = np.bincount(assign_bins(res.C[new], 4), minlength=4)
+    others = np.delete(counts, bump_bin)
+    assert counts[bump_bin] > others.max(), counts
+    assert counts[bump_bin] > new.sum() / 2, counts
+
+
+@pytest.mark.parametrize("link", ["identity", "sigmoid"])
+def test_rounds_with_the_default_surrogates(link):
+    truth = bumpy(2)
+    res = run_rounds(lambda C: 0.2 + 0.5 * truth(C), 2, n_initial=12, n_update=10, n_iter=3, link=link, seed=0)
+    counts = np.bincount(assign_bins(res.C[res.round_of_point > 0], 4), minlength=4)
+    assert counts[2] > np.delete(counts, 2).max(), counts
+    assert len(res.surrogates) == 2
+    assert all(s.link == link for s in res.surrogates)
+
+
+def test_loop_shapes_records_and_callback():
+    seen = []
+    res = run_rounds(
+        bumpy(0), 3, n_initial=12, n_update=4, n_iter=2, fit=quadratic_fit, seed=3, on_round=seen.append
+    )
+    assert res.C.shape == res.Y.shape == (12 + 2 * 4, 3)
+    assert res.round_of_point.tolist() == [0] * 12 + [1] * 4 + [2] * 4
+    assert [r["round"] for r in res.records] == [0, 1, 2]
+    assert seen == res.records
+    json.dumps(res.records)  # plain lists, floats, ints and None only
+    for rec in res.records[1:]:
+        assert len(rec["points"]) == 4 and len(rec["bin_posterior"]) == len(rec["bin_scores"]) == 16
+        assert np.isclose(sum(rec["bin_posterior"]), 1.0) and rec["surrogate_mse"] >= 0
+    assert [r["n_points"] for r in res.records] == [12, 16, 20]
+    np.testing.assert_allclose(res.records[2]["points"], res.C[16:])
+    assert len(res.surrogates) == 3
+    np.testing.assert_allclose(
+        res.records[2]["surrogate_mse"], squared_errors(quadratic_fit(res.C[:16], res.Y[:16]), res.C[:16], res.Y[:16]).mean()
+    )
+
+
+@pytest.mark.parametrize("n_done", [5, 8, 21, 38])
+def test_resumed_run_draws_the_same_points_without_reevaluating(n_done):
+    truth = bumpy(0)
+    kwargs = dict(n_initial=8, n_update=10, n_iter=3, fit=quadratic_fit, seed=11)
+    full = run_rounds(truth, 2, **kwargs)
+
+    evaluated = []
+
+    def counting(C):
+        evaluated.append(C.copy())
+        return truth(C)
+
+    resumed = run_rounds(counting, 2, C_done=full.C[:n_done], Y_done=full.Y[:n_done], **kwargs)
+    n_new = sum(len(c) for c in evaluated)
+    assert n_new == len(full.C) - n_done
+    np.testing.assert_allclose(resumed.C, full.C)
+    np.testing.assert_allclose(resumed.Y, full.Y)
+    assert resumed.records == full.records
+    if evaluated:
+        np.testing.assert_allclose(np.concatenate(evaluated), full.C[n_done:])
+
+
+def test_resume_with_more_points_than_the_schedule_is_refused():
+    C = np.random.default_rng(0).uniform(size=(40, 2))
+    with pytest.raises(MAPError, match="40 points"):
+        run_rounds(bumpy(0), 2, n_initial=8, n_update=5, n_iter=3, fit=quadratic_fit, C_done=C, Y_done=C)
