@@ -1,0 +1,187 @@
+"""Reading and writing checkpoints.
+
+Formats read: task_vectors pickles (whole ``ImageEncoder`` / ``ClassificationHead``
+modules, read through a restricted unpickler), ``.pt`` state dicts, ``.safetensors``,
+and Hugging Face CLIP vision folders. Written: the task_vectors layout
+``<save>/zeroshot.pt``, ``<save>/<Dataset>/finetuned.pt``, ``<save>/head_<Dataset>.pt``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from src.errors import MAPError
+from task_vectors.modeling import ClassificationHead, ImageEncoder
+
+PathLike = str | os.PathLike
+
+
+# ---------------------------------------------------------------- layout
+def zeroshot_path(save: PathLike) -> Path:
+    return Path(save) / "zeroshot.pt"
+
+
+def finetuned_path(save: PathLike, dataset: str) -> Path:
+    """``<save>/<Dataset>/finetuned.pt``; a ``.safetensors`` file or an HF folder also do."""
+    folder = Path(save) / dataset
+    for candidate in (folder / "finetuned.pt", folder / "finetuned.safetensors"):
+        if candidate.exists():
+            return candidate
+    if (folder / "config.json").exists():
+        return folder
+    return folder / "finetuned.pt"
+
+
+def head_path(save: PathLike, dataset: str) -> Path:
+    return Path(save) / f"head_{dataset}.pt"
+
+
+def require_file(path: PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise MAPError(f"{what} not found: {path}")
+    return path
+
+
+# ---------------------------------------------------------------- writing
+def save_atomic(obj: Any, path: PathLike) -> Path:
+    """torch.save through a temporary file, so a killed job never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_module(module: nn.Module, path: PathLike) -> Path:
+    """Save a whole module as task_vectors does (``torch.save(module)``), on the CPU."""
+    return save_atomic(module.cpu(), path)
+
+
+# ---------------------------------------------------------------- reading
+def load_object(path: PathLike) -> Any:
+    """Unpickle a ``.pt`` file through the restricted unpickler (no arbitrary code)."""
+    from task_vectors import safe_pickle
+
+    path = require_file(path, "checkpoint")
+    return safe_pickle.load(str(path), map_location="cpu")
+
+
+def normalize_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Key names as in our ImageEncoder's state dict (``model.visual...``)."""
+    keys = list(state_dict)
+    if keys and all(k.startswith("module.") for k in keys):
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+    if any(k.startswith("visual.") for k in state_dict) and not any(
+            k.startswith("model.") for k in state_dict):
+        state_dict = {f"model.{k}": v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def load_state_dict(path: PathLike, reference: Mapping[str, torch.Tensor] | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """The weights stored at ``path`` (any supported format) under our key names.
+
+    ``reference`` (the pretrained encoder's state dict) fills weights a format does not
+    carry, such as the visual projection of a Hugging Face ``CLIPVisionModel``.
+    """
+    path = require_file(path, "checkpoint")
+    if path.is_dir():
+        from task_vectors import hf_clip
+
+        if not hf_clip.is_hf_clip_folder(path):
+            raise MAPError(f"{path}: a folder checkpoint must be a Hugging Face CLIP model "
+                           "(config.json + model.safetensors or pytorch_model.bin)")
+        state_dict, _ = hf_clip.load_hf_clip_vision(path)
+        if reference is not None:
+            state_dict = hf_clip.merge_missing_from(state_dict, reference)
+        return state_dict
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return normalize_keys(load_file(str(path)))
+        except Exception as exc:  # safetensors raises its own error types
+            raise MAPError(f"{path}: not a readable safetensors file ({exc})") from None
+    from task_vectors import safe_pickle
+
+    return normalize_keys(safe_pickle.extract_state_dict(load_object(path)))
+
+
+def encoder_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The image-encoder part of a state dict (text-tower weights are ignored)."""
+    return {k: v for k, v in state_dict.items()
+            if k.startswith("model.visual.") or k == "model.logit_scale"}
+
+
+def check_compatible(reference: Mapping[str, torch.Tensor],
+                     state_dict: Mapping[str, torch.Tensor], path: PathLike) -> None:
+    """MAPError naming the file when its weights do not fit the pretrained model."""
+    ref = {k for k, v in reference.items() if k.startswith("model.visual.")}
+    got = {k for k in state_dict if k.startswith("model.visual.")}
+    missing, unexpected = sorted(ref - got), sorted(got - ref)
+    if missing or unexpected:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise MAPError(f"{path}: keys do not match the pretrained model: {'; '.join(detail)}")
+    for k in sorted(ref):
+        if tuple(reference[k].shape) != tuple(state_dict[k].shape):
+            raise MAPError(f"{path}: weight '{k}' has shape {tuple(state_dict[k].shape)}, "
+                           f"the pretrained model has {tuple(reference[k].shape)}")
+
+
+def load_encoder(path: PathLike, model_name: str, *, openclip_cachedir: str | None = None
+                 ) -> ImageEncoder:
+    """The pretrained image encoder.
+
+    A pickle of our own current ImageEncoder is used as it is; anything else (a legacy
+    task_vectors pickle, a state dict, safetensors, an HF folder) is loaded into a freshly
+    built ``model_name`` architecture, so old pickled internals never run.
+    """
+    path = require_file(path, "pretrained checkpoint")
+    if path.is_file() and path.suffix != ".safetensors":
+        obj = load_object(path)
+        if isinstance(obj, ImageEncoder) and getattr(obj, "model_name", None):
+            return obj
+        from task_vectors import safe_pickle
+
+        state_dict = normalize_keys(safe_pickle.extract_state_dict(obj))
+    else:
+        state_dict = None
+    encoder = ImageEncoder(model_name, openclip_cachedir=openclip_cachedir)
+    own = encoder.state_dict()
+    if state_dict is None:
+        state_dict = load_state_dict(path, reference=own)
+    state_dict = encoder_keys(state_dict)
+    check_compatible(own, state_dict, path)
+    encoder.load_state_dict(state_dict, strict=False)
+    return encoder
+
+
+def load_head(path: PathLike) -> ClassificationHead:
+    """A classification head: a pickled ClassificationHead or a dict with weight (+bias)."""
+    path = require_file(path, "classification head")
+    obj = load_object(path)
+    if isinstance(obj, ClassificationHead):
+        return obj
+    from task_vectors import safe_pickle
+
+    state = safe_pickle.extract_state_dict(obj)
+    if "weight" not in state:
+        raise MAPError(f"{path}: not a classification head (no 'weight' tensor)")
+    normalize = bool(getattr(obj, "normalize", True))
+    return ClassificationHead(normalize, state["weight"], state.get("bias"))

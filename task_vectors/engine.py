@@ -1,0 +1,160 @@
+"""MergeEngine: holds theta_pre and every tau_i once and writes theta(c) into one live model.
+
+theta(c) = theta_pre + sum_i c_i tau_i is one matrix-vector product over flat weights,
+copied into the live encoder's parameters in place: no deepcopy, no load_state_dict and
+nothing read from disk per evaluated point.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import transforms as T_
+from tqdm.auto import tqdm
+
+from src.errors import MAPError
+from task_vectors.modeling import ClassificationHead, ImageEncoder
+from task_vectors.task_vector import is_mergeable
+
+
+@dataclass
+class EvalTensors:
+    """A decoded evaluation set: uint8 images after resize/crop, normalised on the fly."""
+
+    images: torch.Tensor  # [N, 3, H, W] uint8
+    labels: torch.Tensor  # [N] int64
+    mean: torch.Tensor    # [3]
+    std: torch.Tensor     # [3]
+
+    def to(self, device: str | torch.device) -> "EvalTensors":
+        return EvalTensors(self.images.to(device), self.labels.to(device),
+                           self.mean.to(device), self.std.to(device))
+
+    def batches(self, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        mean = self.mean.view(1, -1, 1, 1)
+        std = self.std.view(1, -1, 1, 1)
+        for start in range(0, len(self.labels), batch_size):
+            x = self.images[start:start + batch_size].float().div_(255.0)
+            yield (x - mean) / std, self.labels[start:start + batch_size]
+
+
+def split_normalize(preprocess: T_.Compose) -> tuple[T_.Compose, torch.Tensor, torch.Tensor]:
+    """Cut the trailing Normalize off a preprocessing pipeline, so images can be kept as
+    uint8 (4x less memory) and normalised on the device, with identical values."""
+    steps = list(getattr(preprocess, "transforms", [preprocess]))
+    if not steps or not isinstance(steps[-1], T_.Normalize):
+        raise MAPError("the model's val_preprocess must end with a Normalize transform")
+    norm = steps[-1]
+    return (T_.Compose(steps[:-1]), torch.tensor(norm.mean, dtype=torch.float32),
+            torch.tensor(norm.std, dtype=torch.float32))
+
+
+def decode_dataset(dataset: torch.utils.data.Dataset, preprocess: T_.Compose, *,
+                   max_samples: int | None = None, num_workers: int = 0,
+                   batch_size: int = 256, desc: str = "decoding") -> EvalTensors:
+    """Read and preprocess every image once into one uint8 tensor."""
+    geometric, mean, std = split_normalize(preprocess)
+    if max_samples is not None and max_samples < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, range(max_samples))
+
+    def collate(items):
+        images = torch.stack([(geometric(img) * 255.0).round().to(torch.uint8) for img, _ in items])
+        return images, torch.tensor([int(label) for _, label in items], dtype=torch.int64)
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                         num_workers=num_workers, collate_fn=collate)
+    images, labels = [], []
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=len(loader) < 4):
+        images.append(x)
+        labels.append(y)
+    if not images:
+        raise MAPError(f"{desc}: the evaluation set is empty")
+    return EvalTensors(torch.cat(images), torch.cat(labels), mean, std)
+
+
+class MergeEngine:
+    """Merged models theta(c) on one live encoder, evaluated on prepared tensors.
+
+    Parameters: the pretrained ``encoder`` (becomes the live model), one fine-tuned state
+    dict per task (in task order), one head per evaluation dataset, and the decoded
+    evaluation sets.
+    """
+
+    def __init__(self, encoder: ImageEncoder, finetuned: Sequence[Mapping[str, torch.Tensor]],
+                 heads: Mapping[str, ClassificationHead], eval_sets: Mapping[str, EvalTensors],
+                 *, task_names: Sequence[str] | None = None, device: str = "cpu",
+                 batch_size: int = 128):
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.encoder = encoder.to(self.device).eval()
+        self.task_names = list(task_names or [f"task{i}" for i in range(len(finetuned))])
+        live = dict(self.encoder.named_parameters())
+        pre = self.encoder.state_dict()
+        # Merge every floating weight that is a parameter of the live model.
+        self.keys = [k for k in pre if k in live and is_mergeable(pre[k])]
+        self._params = [live[k] for k in self.keys]
+        self._shapes = [p.shape for p in self._params]
+        self._sizes = [p.numel() for p in self._params]
+        with torch.no_grad():
+            self._pre = torch.cat([pre[k].reshape(-1) for k in self.keys]).to(self.device)
+            taus = []
+            for name, sd in zip(self.task_names, finetuned):
+                missing = [k for k in self.keys if k not in sd]
+                if missing:
+                    raise MAPError(f"fine-tuned weights of '{name}' lack {len(missing)} "
+                                   f"keys of the pretrained model, e.g. {missing[0]}")
+                flat = torch.cat([sd[k].to(self.device, self._pre.dtype).reshape(-1)
+                                  for k in self.keys])
+                taus.append(flat - self._pre)
+            self._tau = torch.stack(taus) if taus else self._pre.new_zeros((0, len(self._pre)))
+        self.heads = {name: head.to(self.device).eval() for name, head in heads.items()}
+        self.eval_sets = {name: data.to(self.device) for name, data in eval_sets.items()}
+        self.coefficients = np.zeros(len(self.task_names))
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.task_names)
+
+    def task_vector(self, i: int) -> dict[str, torch.Tensor]:
+        parts = self._tau[i].split(self._sizes)
+        return {k: t.view(s) for k, t, s in zip(self.keys, parts, self._shapes)}
+
+    @torch.no_grad()
+    def set_coefficients(self, coefficients: Sequence[float]) -> None:
+        """Write theta_pre + sum_i c_i tau_i into the live encoder, in place."""
+        c = torch.as_tensor(np.asarray(coefficients, dtype=np.float64), dtype=self._pre.dtype,
+                            device=self.device)
+        if c.shape != (self.n_tasks,):
+            raise MAPError(f"expected {self.n_tasks} coefficients, got {tuple(c.shape)}")
+        theta = torch.addmv(self._pre, self._tau.T, c) if self.n_tasks else self._pre
+        torch._foreach_copy_(self._params,
+                             [t.view(s) for t, s in zip(theta.split(self._sizes), self._shapes)])
+        self.coefficients = np.asarray(coefficients, dtype=float).copy()
+
+    @torch.no_grad()
+    def evaluate(self, datasets: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+        """{dataset: {"accuracy", "loss"}} of the live model; one host sync per dataset."""
+        results = {}
+        for name in datasets or list(self.eval_sets):
+            if name not in self.eval_sets or name not in self.heads:
+                raise MAPError(f"no evaluation data or head prepared for '{name}'")
+            head, data = self.heads[name], self.eval_sets[name]
+            correct = torch.zeros((), device=self.device)
+            loss = torch.zeros((), device=self.device)
+            for x, y in data.batches(self.batch_size):
+                logits = head(self.encoder(x))
+                correct += (logits.argmax(dim=1) == y).sum()
+                loss += F.cross_entropy(logits, y, reduction="sum")
+            n = len(data.labels)
+            stats = torch.stack([correct, loss]).cpu()
+            results[name] = {"accuracy": float(stats[0]) / n, "loss": float(stats[1]) / n}
+        return results
+
+    def evaluate_at(self, coefficients: Sequence[float], datasets: Sequence[str] | None = None
+                    ) -> dict[str, dict[str, float]]:
+        self.set_coefficients(coefficients)
+        return self.evaluate(datasets)
