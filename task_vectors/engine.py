@@ -115,6 +115,40 @@ class MergeEngine:
         self.eval_sets = {name: data.to(self.device) for name, data in eval_sets.items()}
         self.coefficients = np.zeros(len(self.task_names))
 
+    @classmethod
+    def from_checkpoints(cls, *, model_name: str, pretrained: str, finetuned: Mapping[str, str],
+                         heads: Mapping[str, ClassificationHead | str], datasets: Sequence[str],
+                         data_location: str, device: str = "cpu", batch_size: int = 128,
+                         max_eval_samples: int | None = None, num_workers: int = 0,
+                         openclip_cachedir: str | None = None) -> "MergeEngine":
+        """Load everything once: the pretrained encoder, each task's fine-tuned weights
+        (``finetuned``: task -> path, in task order), a head per evaluation dataset (a head
+        or a path), and the decoded evaluation split of each dataset."""
+        from task_vectors.checkpoints import check_compatible, load_encoder, load_head, \
+            load_state_dict
+        from task_vectors.datasets.registry import check_dataset_name, get_dataset
+
+        for name in datasets:
+            check_dataset_name(name)
+        encoder = load_encoder(pretrained, model_name, openclip_cachedir=openclip_cachedir)
+        reference = encoder.state_dict()
+        states = []
+        for task, path in tqdm(list(finetuned.items()), desc="loading fine-tuned models",
+                               leave=False, disable=len(finetuned) < 3):
+            sd = load_state_dict(path, reference=reference)
+            check_compatible(reference, sd, path)
+            states.append(sd)
+        loaded_heads = {name: head if isinstance(head, ClassificationHead) else load_head(head)
+                        for name, head in heads.items()}
+        eval_sets = {}
+        for name in datasets:
+            split = get_dataset(name, data_location).split("test")
+            eval_sets[name] = decode_dataset(split, encoder.val_preprocess,
+                                             max_samples=max_eval_samples,
+                                             num_workers=num_workers, desc=f"decoding {name}")
+        return cls(encoder, states, loaded_heads, eval_sets, task_names=list(finetuned),
+                   device=device, batch_size=batch_size)
+
     @property
     def n_tasks(self) -> int:
         return len(self.task_names)
