@@ -19,6 +19,8 @@ from src.errors import MAPError
 from task_vectors.modeling import ClassificationHead, ImageEncoder
 
 PathLike = str | os.PathLike
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 # ---------------------------------------------------------------- layout
@@ -57,6 +59,7 @@ def save_atomic(obj: Any, path: PathLike) -> Path:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -144,6 +147,30 @@ def check_compatible(reference: Mapping[str, torch.Tensor],
                            f"the pretrained model has {tuple(reference[k].shape)}")
 
 
+def quickgelu_variant(model_name: str, obj: Any = None, hf_folder: PathLike | None = None
+                      ) -> str:
+    """OpenAI CLIP weights (task_vectors pickles, HF checkpoints) need QuickGELU; open_clip's
+    plain ``ViT-B-32`` builds GELU and would silently give wrong features."""
+    import open_clip
+
+    wants_quick = False
+    if hf_folder is not None:
+        import json
+
+        from task_vectors import hf_clip
+
+        config = json.loads((Path(hf_folder) / "config.json").read_text())
+        wants_quick = hf_clip.needs_quick_gelu(hf_clip.vision_config(config, str(hf_folder)))
+    elif isinstance(obj, nn.Module):
+        from open_clip.transformer import QuickGELU
+
+        wants_quick = any(isinstance(m, QuickGELU) for m in obj.modules())
+    quick = f"{model_name}-quickgelu"
+    if wants_quick and not model_name.endswith("-quickgelu") and quick in open_clip.list_models():
+        return quick
+    return model_name
+
+
 def load_encoder(path: PathLike, model_name: str, *, openclip_cachedir: str | None = None
                  ) -> ImageEncoder:
     """The pretrained image encoder.
@@ -160,8 +187,11 @@ def load_encoder(path: PathLike, model_name: str, *, openclip_cachedir: str | No
         from task_vectors import safe_pickle
 
         state_dict = normalize_keys(safe_pickle.extract_state_dict(obj))
+        model_name = quickgelu_variant(model_name, obj=obj)
     else:
         state_dict = None
+        if path.is_dir():
+            model_name = quickgelu_variant(model_name, hf_folder=path)
     encoder = ImageEncoder(model_name, openclip_cachedir=openclip_cachedir)
     own = encoder.state_dict()
     if state_dict is None:

@@ -77,7 +77,8 @@ def train_val_indices(n_total: int) -> tuple[list[int], list[int]]:
 
 @dataclass
 class ValVariant:
-    """``<Name>Val``: test = held-out 10% of the base train split, train = the rest."""
+    """``<Name>Val``: test = held-out 10% of the base train split, train = the rest;
+    for a dataset that ships a val split (EuroSAT), test = that split, as in task_vectors."""
 
     base: TaskDataset
     _indices: tuple[list[int], list[int]] | None = field(default=None, repr=False)
@@ -91,6 +92,8 @@ class ValVariant:
         return self.base.templates
 
     def split(self, which: Split) -> Dataset:
+        if "val" in getattr(self.base, "splits", ()):  # a dataset with its own val folder
+            return self.base.split("val" if which == "test" else "train")
         full = self.base.split("train")
         if self._indices is None:
             self._indices = train_val_indices(len(full))

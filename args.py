@@ -1,0 +1,135 @@
+"""Command-line arguments of run_MAP.py: every flag of the original MAP tool, plus ours.
+
+Edit the defaults here to change what a bare `python run_MAP.py` does.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+DEFAULT_DATASETS = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal"]
+# Demo defaults: a pair that trades off for map/bayesian, four tasks for nested.
+DEMO_PAIR = ["DigitsVal", "RotateVal"]
+DEMO_NESTED = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
+METHODS = ("map", "bayesian", "nested")
+
+
+def get_hex_time() -> str:
+    """A fresh experiment id: the current time in hex (as the original tool)."""
+    return hex(int(time.time() * 1000))[2:]
+
+
+def _comma_list(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_MAP.py",
+        description="MAP: merge fine-tuned CLIP models by task arithmetic and find the Pareto "
+                    "front of trade-offs between tasks with few evaluations.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    g = p.add_argument_group("data and checkpoints")
+    g.add_argument("--data-location", type=str, default=os.path.expanduser("/data"),
+                   help="Root folder of the datasets (task_vectors layouts).")
+    g.add_argument("--model", type=str, default="ViT-B-32",
+                   help="open_clip architecture (ViT-B-32, ViT-B-16, ViT-L-14) or "
+                        "local-dir:<folder> with an open_clip_config.json.")
+    g.add_argument("--save", type=str, default="/checkpoints/ViT-B-32",
+                   help="Checkpoint folder in the task_vectors layout: <save>/<Dataset>/"
+                        "finetuned.pt and <save>/head_<Dataset>.pt (heads missing there are "
+                        "built zero-shot from the CLIP text tower and cached).")
+    g.add_argument("--pretrained-checkpoint", type=str, default=None,
+                   help="Pretrained encoder checkpoint (default: <save>/zeroshot.pt).")
+    g.add_argument("--cache-dir", type=str, default=None,
+                   help="Folder for caching decoded evaluation sets between runs.")
+    g.add_argument("--openclip-cachedir", type=str, default=".cache/open_clip",
+                   help="Cache folder for open_clip model files.")
+    g.add_argument("--demo", action="store_true",
+                   help="Use the embedded demo zoo (a tiny CLIP ViT fine-tuned on 8 digit tasks, "
+                        "built offline on first use): sets --model, --save, "
+                        "--pretrained-checkpoint and --data-location, and demo tasks as "
+                        "defaults for the model/dataset lists.")
+    g.add_argument("--zoo-dir", type=str, default=None,
+                   help="Where the demo zoo is cached (default: $MAP_ZOO_DIR or "
+                        "~/.cache/map-merging).")
+
+    g = p.add_argument_group("MAP")
+    g.add_argument("--method", type=str, default="nested", choices=METHODS,
+                   help="map: sample, fit quadratic surrogates, NSGA-III front; bayesian: the "
+                        "same with adaptive sampling rounds (<= 6 tasks); nested: merge two "
+                        "models at a time (many tasks).")
+    g.add_argument("--zeroshot-merge-models", nargs="+", default=None,
+                   help=f"Fine-tuned models to merge, by dataset name (default: "
+                        f"{' '.join(DEFAULT_DATASETS)}; with --demo: {' '.join(DEMO_PAIR)}, or "
+                        f"{' '.join(DEMO_NESTED)} for nested).")
+    g.add_argument("--zeroshot-eval-datasets", nargs="+", default=None,
+                   help="Datasets to evaluate merged models on, one per merged model, in the "
+                        "same order (default: the merge models).")
+    g.add_argument("--metric-type", type=str, default="accuracy",
+                   help="Objective per task: accuracy (maximised, sigmoid link) or loss "
+                        "(minimised, softplus link).")
+    g.add_argument("--point", type=int, default=None,
+                   help="Number of coefficient vectors to evaluate (default (T+1)(T+2), twice "
+                        "the quadratic surrogate's parameter count; nested: per pair, "
+                        "default 20).")
+    g.add_argument("--preference", type=str, default="example_preference.yaml",
+                   help="YAML (or JSON) file {dataset: weight} used to pick a model from the "
+                        "front.")
+    g.add_argument("--bounds", type=float, nargs=2, default=[0.0, 1.0], metavar=("LOW", "HIGH"),
+                   help="Box of the merging coefficients searched.")
+    g.add_argument("--reevaluate", type=int, default=5,
+                   help="Front points merged and evaluated for real after the search "
+                        "('MAP, real'); 0 to skip. The preference pick is always among them.")
+    g.add_argument("--n-gen", type=int, default=200, help="NSGA-III generations.")
+    g.add_argument("--seed", type=int, default=0, help="Seed of every random step.")
+
+    g = p.add_argument_group("bayesian")
+    g.add_argument("--bayes-iter", type=int, default=None,
+                   help="Number of adaptive rounds (default 3).")
+    g.add_argument("--bayes-update-pts", type=int, default=None,
+                   help="Points added per round (default 5).")
+    g.add_argument("--bayes-initial-pts", type=int, default=None,
+                   help="Initial design size (default (T+1)(T+2)/2 + 2).")
+
+    g = p.add_argument_group("output and run")
+    g.add_argument("--results-path", type=str, default="nested_experiments4",
+                   help="Folder of run directories; a run writes <results-path>/<exp-id>/.")
+    g.add_argument("--exp-id", type=str, default=None,
+                   help="Run id (default: hex timestamp). Re-running with the same id resumes: "
+                        "stored evaluations are not repeated.")
+    g.add_argument("--device", type=str, default=None,
+                   help="cuda, cuda:1 or cpu (default: cuda if available).")
+    g.add_argument("--batch-size", type=int, default=128, help="Evaluation batch size.")
+    g.add_argument("--max-eval-samples", type=int, default=None,
+                   help="Evaluate on at most this many images per dataset (quick looks).")
+    g.add_argument("--num-workers", type=int, default=0,
+                   help="DataLoader workers for decoding evaluation sets (once per run).")
+    g.add_argument("--pdf", action="store_true", help="Also write figures as PDF.")
+
+    g = p.add_argument_group("kept from task_vectors (fine-tuning flags; recorded, unused here)")
+    g.add_argument("--eval-datasets", default=None, type=_comma_list,
+                   help="Datasets for evaluation, comma separated, e.g. MNIST,EuroSAT.")
+    g.add_argument("--train-dataset", default=None, type=_comma_list,
+                   help="Dataset(s) to fine-tune on.")
+    g.add_argument("--exp_name", type=str, default=None, help="Experiment name (organisation).")
+    g.add_argument("--results-db", type=str, default=None, help="Where to store results.")
+    g.add_argument("--lr", type=float, default=0.001, help="Learning rate.")
+    g.add_argument("--wd", type=float, default=0.1, help="Weight decay.")
+    g.add_argument("--ls", type=float, default=0.0, help="Label smoothing.")
+    g.add_argument("--warmup_length", type=int, default=500)
+    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--load", type=_comma_list, default=None,
+                   help="Classifiers to load, comma separated.")
+    return p
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.exp_id is None:
+        args.exp_id = get_hex_time()
+    if args.load is not None and len(args.load) == 1:
+        args.load = args.load[0]
+    return args

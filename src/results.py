@@ -1,0 +1,189 @@
+"""The run directory: atomic JSON writes, resume, and the original tool's file names.
+
+``<results-path>/<exp-id>/`` holds ``<names>scaling_results.json`` (every evaluated
+point), ``<names>_params.json`` (surrogates), ``<names>pareto_front.json`` (the front),
+figures, and ``run.json`` (arguments, versions, timings, what each file is).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from src.errors import MAPError
+
+Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l}}
+KEY_DECIMALS = 9  # coefficient vectors equal to 1e-9 are the same point
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON through a temporary file and an atomic rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_plain(data), f, indent=1)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    path = Path(path)
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise MAPError(f"{path}: not valid JSON ({exc}); move it away to start afresh") from None
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def point_key(c: Sequence[float]) -> tuple[float, ...]:
+    return tuple(round(float(x), KEY_DECIMALS) + 0.0 for x in c)
+
+
+class ScalingResults:
+    """Evaluated points in the original format, kept in memory, rewritten atomically per point.
+
+    File: {"0": {"evals": {dataset: {"accuracy", "loss"}}, "models": {model: c}}, ...}
+    """
+
+    def __init__(self, path: str | os.PathLike, models: Sequence[str]):
+        self.path = Path(path)
+        self.models = list(models)
+        self.entries: list[dict] = []
+        stored = read_json(self.path, {})
+        for key in sorted(stored, key=int):
+            entry = stored[key]
+            if list(entry.get("models", {})) != self.models:
+                raise MAPError(f"{self.path}: stored points merge {list(entry.get('models', {}))}, "
+                               f"this run merges {self.models}; use another --exp-id")
+            self.entries.append(entry)
+        self._index = {point_key(self.coefficients_of(e)): e for e in self.entries}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def coefficients_of(self, entry: Mapping) -> list[float]:
+        return [float(entry["models"][m]) for m in self.models]
+
+    def get(self, c: Sequence[float]) -> Evals | None:
+        entry = self._index.get(point_key(c))
+        return None if entry is None else entry["evals"]
+
+    def add(self, c: Sequence[float], evals: Evals) -> None:
+        entry = {"evals": evals, "models": dict(zip(self.models, map(float, c)))}
+        self.entries.append(entry)
+        self._index[point_key(c)] = entry
+        write_json(self.path, {str(i): e for i, e in enumerate(self.entries)})
+
+    def arrays(self, datasets: Sequence[str], metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(C [n, T], Y [n, K]) of every stored point, in evaluation order."""
+        C = np.array([self.coefficients_of(e) for e in self.entries], dtype=float)
+        Y = np.array([[e["evals"][d][metric] for d in datasets] for e in self.entries],
+                     dtype=float)
+        return C.reshape(len(self.entries), len(self.models)), Y.reshape(len(self.entries),
+                                                                          len(datasets))
+
+
+def front_json(C: np.ndarray, F: np.ndarray) -> dict[str, list[float]]:
+    """The original pareto_front.json: {str(list(c)): [metric per task]}."""
+    return {str([float(x) for x in c]): [float(v) for v in f] for c, f in zip(C, F)}
+
+
+def load_front(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a pareto_front.json back as (C, F)."""
+    data = read_json(path)
+    if data is None:
+        raise MAPError(f"{path}: no such front file")
+    C = np.array([json.loads(k) for k in data], dtype=float)
+    F = np.array(list(data.values()), dtype=float)
+    return C, F
+
+
+class RunDirectory:
+    """``<results-path>/<exp-id>/`` and the names of the files in it."""
+
+    def __init__(self, results_path: str | os.PathLike, exp_id: str, models: Sequence[str]):
+        self.path = Path(results_path) / str(exp_id)
+        self.names = "_".join(models)
+        self.outputs: dict[str, str] = {}
+
+    def file(self, name: str, description: str | None = None) -> Path:
+        if description:
+            self.outputs[name] = description
+        return self.path / name
+
+    @property
+    def scaling_results(self) -> Path:
+        return self.file(f"{self.names}scaling_results.json",
+                         "every evaluated coefficient vector with accuracy and loss per dataset")
+
+    @property
+    def params(self) -> Path:
+        return self.file(f"{self.names}_params.json",
+                         "quadratic surrogate per task: metric = link(0.5 c'Ac + b'c + e)")
+
+    @property
+    def pareto_front(self) -> Path:
+        return self.file(f"{self.names}pareto_front.json",
+                         "amortized Pareto front: {coefficients: predicted metric per task}")
+
+    def write_run_json(self, info: Mapping[str, Any]) -> Path:
+        previous = read_json(self.path / "run.json", {})
+        data = {**previous, **info, "outputs": {**previous.get("outputs", {}), **self.outputs}}
+        return write_json(self.path / "run.json", data)
+
+
+def load_preference(path: str | os.PathLike) -> dict:
+    """A preference file: YAML (JSON is YAML too) mapping dataset -> weight."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise MAPError(f"preference file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise MAPError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise MAPError(f"{path}: a preference file must map dataset names to weights, "
+                       f"got {type(data).__name__}")
+    return data
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for package in ("torch", "torchvision", "open_clip_torch", "numpy", "scikit-learn", "pymoo"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+

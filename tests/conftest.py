@@ -1,0 +1,35 @@
+"""Shared fixtures. The demo zoo is built once per machine (cached like a user's run)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests import fixtures_real as a module
+
+
+@pytest.fixture(scope="session")
+def demo_zoo():
+    """The cached demo zoo (built on first use). Its root is $MAP_ZOO_DIR or the user cache."""
+    from task_vectors.zoo import default_root, ensure_zoo
+
+    return ensure_zoo(default_root(), verbose=False)
+
+
+@pytest.fixture(scope="session")
+def zoo_root(demo_zoo) -> str:
+    """--zoo-dir to pass to run_MAP.py so CLI runs reuse the session's zoo."""
+    return str(demo_zoo.path.parent)
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run run_MAP.main in-process; returns (exit code, stdout, stderr)."""
+    import run_MAP
+
+    def _run(*argv: str, capsys=None) -> int:
+        return run_MAP.main([str(a) for a in argv])
+
+    return _run
