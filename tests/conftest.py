@@ -1,7 +1,6 @@
 """Shared fixtures. The demo zoo is built once per machine (cached like a user's run)."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -25,11 +24,9 @@ def zoo_root(demo_zoo) -> str:
 
 
 @pytest.fixture
-def run_cli(tmp_path):
-    """Run run_MAP.main in-process; returns (exit code, stdout, stderr)."""
+def run_cli():
+    """Run run_MAP.main in-process (no interpreter start-up); returns the exit code.
+    Use pytest's capsys to read what it printed."""
     import run_MAP
 
-    def _run(*argv: str, capsys=None) -> int:
-        return run_MAP.main([str(a) for a in argv])
-
-    return _run
+    return lambda *argv: run_MAP.main([str(a) for a in argv])
