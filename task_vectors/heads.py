@@ -14,6 +14,7 @@ import open_clip
 import torch
 from torch import nn
 
+from src.errors import MAPError
 from task_vectors.checkpoints import head_path, load_head, save_module
 from task_vectors.modeling import ClassificationHead, ImageEncoder
 
@@ -55,6 +56,34 @@ def build_head(clip_model: nn.Module, tokenizer: Callable, classnames: Sequence[
     return ClassificationHead(normalize=True, weights=weights.cpu())
 
 
+def text_tower_source(model_name: str) -> tuple[str, str | None]:
+    """(open_clip model name, pretrained tag) whose text tower builds zero-shot heads.
+
+    A local model folder carries its own weights. For an architecture name the text tower
+    must be the pretrained CLIP one (task_vectors uses OpenAI's weights, which need
+    QuickGELU); a randomly initialised text tower would give meaningless heads.
+    """
+    if model_name.startswith("local-dir:"):
+        return model_name, None
+    base = model_name.removesuffix("-quickgelu")
+    if "openai" in open_clip.list_pretrained_tags_by_model(f"{base}-quickgelu"):
+        return f"{base}-quickgelu", "openai"
+    if open_clip.list_pretrained_tags_by_model(model_name):
+        return model_name, open_clip.list_pretrained_tags_by_model(model_name)[0]
+    raise MAPError(f"no pretrained text tower is known for model '{model_name}'; put "
+                   "head_<Dataset>.pt files under --save")
+
+
+def _text_encoder(model_name: str, openclip_cachedir: str | None) -> ImageEncoder:
+    name, pretrained = text_tower_source(model_name)
+    try:
+        return ImageEncoder(name, keep_lang=True, pretrained=pretrained,
+                            openclip_cachedir=openclip_cachedir)
+    except MAPError as exc:
+        raise MAPError(f"building zero-shot heads needs the '{pretrained}' weights of {name} "
+                       f"(in --openclip-cachedir, or downloadable): {exc}") from None
+
+
 def get_zero_shot_head(dataset_name: str, model_name: str, save: str | Path,
                        data_location: str, *, device: str = "cpu",
                        openclip_cachedir: str | None = None) -> ClassificationHead:
@@ -71,13 +100,13 @@ def get_zero_shot_head(dataset_name: str, model_name: str, save: str | Path,
         tag = getattr(head, "model_key", None)
         if tag is None:
             return head
-        encoder = ImageEncoder(model_name, keep_lang=True, openclip_cachedir=openclip_cachedir)
+        encoder = _text_encoder(model_name, openclip_cachedir)
         if tag == text_tower_key(model_name, encoder.model):
             return head
     if encoder is None:
-        encoder = ImageEncoder(model_name, keep_lang=True, openclip_cachedir=openclip_cachedir)
+        encoder = _text_encoder(model_name, openclip_cachedir)
     dataset = get_dataset(dataset_name, data_location)
-    tokenizer = open_clip.get_tokenizer(model_name)
+    tokenizer = open_clip.get_tokenizer(text_tower_source(model_name)[0])
     head = build_head(encoder.model, tokenizer, dataset.classnames, dataset.templates,
                       device=device)
     head.model_key = text_tower_key(model_name, encoder.model)
