@@ -147,7 +147,7 @@ def build_engine(setup: Setup):
         heads=heads, datasets=setup.datasets, data_location=setup.data_location,
         device=setup.device, batch_size=args.batch_size,
         max_eval_samples=args.max_eval_samples, num_workers=args.num_workers,
-        openclip_cachedir=args.openclip_cachedir)
+        openclip_cachedir=args.openclip_cachedir, cache_dir=args.cache_dir)
     setup.timings["load_seconds"] = time.perf_counter() - start
     return engine
 

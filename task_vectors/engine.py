@@ -76,6 +76,35 @@ def decode_dataset(dataset: torch.utils.data.Dataset, preprocess: T_.Compose, *,
     return EvalTensors(torch.cat(images), torch.cat(labels), mean, std)
 
 
+def cached_decode(dataset_name: str, data_location: str, preprocess: T_.Compose, *,
+                  cache_dir: str | None = None, max_samples: int | None = None,
+                  num_workers: int = 0) -> EvalTensors:
+    """decode_dataset of a registry dataset's test split, optionally cached on disk
+    (``--cache-dir``) under a key of the dataset, its location, the preprocessing and the
+    sample cap, so a second run skips reading and resizing the images."""
+    import hashlib
+    import os
+
+    from task_vectors.checkpoints import save_atomic
+    from task_vectors.datasets.registry import get_dataset
+
+    path = None
+    if cache_dir:
+        key = hashlib.sha1(repr((dataset_name, os.path.abspath(data_location), repr(preprocess),
+                                 max_samples)).encode()).hexdigest()[:16]
+        path = os.path.join(cache_dir, f"eval_{dataset_name}_{key}.pt")
+        if os.path.exists(path):
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            return EvalTensors(**stored)
+    split = get_dataset(dataset_name, data_location).split("test")
+    data = decode_dataset(split, preprocess, max_samples=max_samples, num_workers=num_workers,
+                          desc=f"decoding {dataset_name}")
+    if path:
+        save_atomic({"images": data.images, "labels": data.labels, "mean": data.mean,
+                     "std": data.std}, path)
+    return data
+
+
 class MergeEngine:
     """Merged models theta(c) on one live encoder, evaluated on prepared tensors.
 
@@ -120,13 +149,14 @@ class MergeEngine:
                          heads: Mapping[str, ClassificationHead | str], datasets: Sequence[str],
                          data_location: str, device: str = "cpu", batch_size: int = 128,
                          max_eval_samples: int | None = None, num_workers: int = 0,
-                         openclip_cachedir: str | None = None) -> "MergeEngine":
+                         openclip_cachedir: str | None = None, cache_dir: str | None = None
+                         ) -> "MergeEngine":
         """Load everything once: the pretrained encoder, each task's fine-tuned weights
         (``finetuned``: task -> path, in task order), a head per evaluation dataset (a head
         or a path), and the decoded evaluation split of each dataset."""
         from task_vectors.checkpoints import check_compatible, load_encoder, load_head, \
             load_state_dict
-        from task_vectors.datasets.registry import check_dataset_name, get_dataset
+        from task_vectors.datasets.registry import check_dataset_name
 
         for name in datasets:
             check_dataset_name(name)
@@ -140,12 +170,9 @@ class MergeEngine:
             states.append(sd)
         loaded_heads = {name: head if isinstance(head, ClassificationHead) else load_head(head)
                         for name, head in heads.items()}
-        eval_sets = {}
-        for name in datasets:
-            split = get_dataset(name, data_location).split("test")
-            eval_sets[name] = decode_dataset(split, encoder.val_preprocess,
-                                             max_samples=max_eval_samples,
-                                             num_workers=num_workers, desc=f"decoding {name}")
+        eval_sets = {name: cached_decode(name, data_location, encoder.val_preprocess,
+                                         cache_dir=cache_dir, max_samples=max_eval_samples,
+                                         num_workers=num_workers) for name in datasets}
         return cls(encoder, states, loaded_heads, eval_sets, task_names=list(finetuned),
                    device=device, batch_size=batch_size)
 
