@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from src.errors import MAPError
+from src.results import jsonable
 from src.sampling import design
 
 # Accuracy gaps closer than this count as ties, so float noise (0.8-0.7 vs 0.7-0.6)
@@ -224,23 +225,6 @@ def pair_design(
 # ------------------------------------------------------------------------ rounds
 
 
-def _jsonable(value: Any) -> Any:
-    """numpy scalars/arrays and tuples -> plain JSON types, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
-
-
 def _leaf_pool(tasks: list[str], accuracy: dict[str, float]) -> list[PoolModel]:
     eye = np.eye(len(tasks))
     return [
@@ -270,7 +254,7 @@ def _record(
     round_idx: int, left: PoolModel, right: PoolModel, merged: PoolModel,
     c: np.ndarray, preference: Mapping[str, float], info: dict,
 ) -> dict:
-    return _jsonable({
+    return jsonable({
         "round": round_idx,
         "left": left.name,
         "right": right.name,

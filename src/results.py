@@ -29,7 +29,7 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_plain(data), f, indent=1)
+            json.dump(jsonable(data), f, indent=1)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     finally:
@@ -48,13 +48,14 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
         raise MAPError(f"{path}: not valid JSON ({exc}); move it away to start afresh") from None
 
 
-def _plain(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """numpy arrays/scalars, tuples and paths -> plain JSON types, recursively."""
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, Path):
