@@ -135,6 +135,10 @@ def build_engine(setup: Setup):
 
     start = time.perf_counter()
     args = setup.args
+    if args.demo and setup.device == "cpu":
+        import torch
+
+        torch.set_num_threads(1)  # the demo model's ops are tiny: threads only add overhead
     heads = {}
     for dataset in setup.datasets:
         path = head_path(setup.save, dataset)

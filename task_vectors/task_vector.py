@@ -1,6 +1,7 @@
 """Task vectors: tau = theta_finetuned - theta_pretrained, with the usual arithmetic."""
 from __future__ import annotations
 
+import os
 from typing import Mapping
 
 import torch
@@ -22,8 +23,8 @@ class TaskVector:
     and ``apply_to(model, scaling_coef)``.
     """
 
-    def __init__(self, pretrained: StateDict | str | None = None,
-                 finetuned: StateDict | str | None = None, *,
+    def __init__(self, pretrained: StateDict | str | os.PathLike | None = None,
+                 finetuned: StateDict | str | os.PathLike | None = None, *,
                  vector: Mapping[str, torch.Tensor] | None = None):
         if vector is not None:
             self.vector = dict(vector)
@@ -71,9 +72,9 @@ class TaskVector:
 
 
 def _as_state_dict(source: StateDict | str | nn.Module) -> dict[str, torch.Tensor]:
-    if isinstance(source, str):
+    if isinstance(source, (str, os.PathLike)):
         from task_vectors.checkpoints import load_state_dict
-        return load_state_dict(source)
+        return load_state_dict(os.fspath(source))
     if isinstance(source, nn.Module):
         return source.state_dict()
     return dict(source)

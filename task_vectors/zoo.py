@@ -87,6 +87,9 @@ def ensure_zoo(root: str | Path | None = None, *, verbose: bool = True) -> Zoo:
         return Zoo(target)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; a shared MAP_ZOO_DIR must be readable
     try:
         if verbose:
             print(f"Building the demo model zoo in {target} (once; about a minute on 2 cores)")

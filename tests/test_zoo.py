@@ -1,0 +1,182 @@
+"""The demo model zoo: deterministic, in the task_vectors layout, and useful for merging."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+
+from src.errors import MAPError
+from src.pareto import non_dominated
+from task_vectors import zoo
+from task_vectors.checkpoints import (check_compatible, finetuned_path, head_path, load_encoder,
+                                      load_head, load_state_dict, zeroshot_path)
+from task_vectors.datasets.registry import get_dataset
+from task_vectors.engine import MergeEngine
+
+TASKS = ["DigitsVal", "RotateVal", "FlipVal", "InvertVal", "TransposeVal", "ParityVal",
+         "Ge5Val", "Mod3Val"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The demo model is tiny: on a busy 2-core machine, intra-op threads cost ~10x time.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def engine(demo_zoo) -> MergeEngine:
+    return MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(demo_zoo.path)),
+        finetuned={t: str(finetuned_path(demo_zoo.path, t)) for t in TASKS},
+        heads={t: str(head_path(demo_zoo.path, t)) for t in TASKS},
+        datasets=TASKS, data_location="", batch_size=512)
+
+
+# ------------------------------------------------------------------ determinism
+@pytest.mark.slow
+def test_a_second_build_is_identical(tmp_path, demo_zoo):
+    summary = zoo.build_zoo(tmp_path, verbose=False)
+    cached = demo_zoo.info
+    assert summary["recipe_key"] == cached["recipe_key"] == zoo.recipe_key()
+    assert json.loads((tmp_path / "zoo.json").read_text())["tasks"] == summary["tasks"]
+    for task in TASKS:
+        for which in ("pretrained_accuracy", "finetuned_accuracy"):
+            assert summary["tasks"][task][which] == cached["tasks"][task][which], (task, which)
+    # Stronger: the weights themselves are bit-identical.
+    pairs = [(zeroshot_path(tmp_path), zeroshot_path(demo_zoo.path)),
+             (tmp_path / "clip" / "open_clip_model.safetensors",
+              demo_zoo.path / "clip" / "open_clip_model.safetensors")]
+    pairs += [(finetuned_path(tmp_path, t), finetuned_path(demo_zoo.path, t))
+              for t in ("DigitsVal", "InvertVal", "Mod3Val")]
+    pairs += [(head_path(tmp_path, t), head_path(demo_zoo.path, t))
+              for t in ("RotateVal", "ParityVal")]
+    for new, old in pairs:
+        a, b = load_state_dict(new), load_state_dict(old)
+        assert set(a) == set(b), new.name
+        for k in a:
+            assert torch.equal(a[k], b[k]), (str(new), k)
+    assert (tmp_path / "clip" / "open_clip_config.json").read_text() == \
+        (demo_zoo.path / "clip" / "open_clip_config.json").read_text()
+
+
+# ------------------------------------------------------------------ layout
+def test_layout_and_loaders(demo_zoo):
+    root = demo_zoo.path
+    assert root.name == f"demo-zoo-{zoo.recipe_key()}"
+    assert demo_zoo.tasks == TASKS
+    assert sorted(demo_zoo.info["tasks"]) == sorted(TASKS)
+    expected = {"zeroshot.pt", "zoo.json", "clip",
+                *TASKS, *(f"head_{t}.pt" for t in TASKS)}
+    assert {p.name for p in root.iterdir()} == expected
+    encoder = load_encoder(zeroshot_path(root), demo_zoo.model_name)
+    reference = encoder.state_dict()
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        feats = encoder.eval()(x)
+    for task in TASKS:
+        assert finetuned_path(root, task) == root / task / "finetuned.pt"
+        assert [p.name for p in (root / task).iterdir()] == ["finetuned.pt"]
+        sd = load_state_dict(finetuned_path(root, task), reference=reference)
+        check_compatible(reference, sd, finetuned_path(root, task))
+        # Fine-tuning moved the weights.
+        assert not torch.equal(sd["model.visual.proj"], reference["model.visual.proj"])
+        head = load_head(head_path(root, task))
+        assert head.out_features == len(get_dataset(task, "").classnames)
+        assert head.in_features == feats.shape[1]
+        assert torch.isfinite(head(feats)).all()
+
+
+def test_finetuned_models_beat_pretrained_on_their_task(engine):
+    pre = engine.evaluate_at(np.zeros(len(TASKS)))
+    for i, task in enumerate(TASKS):
+        ft = engine.evaluate_at(np.eye(len(TASKS))[i], [task])[task]
+        assert ft["accuracy"] >= pre[task]["accuracy"] + 0.03, (task, pre[task], ft)
+        assert ft["loss"] < pre[task]["loss"], task
+
+
+def test_digits_and_rotate_trade_off(engine):
+    pair = ["DigitsVal", "RotateVal"]
+    idx = [TASKS.index(t) for t in pair]
+    grid = np.linspace(0.0, 1.0, 11)
+    acc = []
+    for a in grid:
+        for b in grid:
+            c = np.zeros(len(TASKS))
+            c[idx] = a, b
+            res = engine.evaluate_at(c, pair)
+            acc.append([res[t]["accuracy"] for t in pair])
+    mask = non_dominated(np.array(acc), ["max", "max"])
+    assert mask.sum() >= 5, np.array(acc)[mask]
+
+
+# ------------------------------------------------------------------ cache
+def test_recipe_key_follows_the_recipe(demo_zoo, monkeypatch):
+    key = zoo.recipe_key()
+    assert key == demo_zoo.info["recipe_key"]
+    seen = {key}
+    for change in [("seed", 1), ("tasks", zoo.RECIPE["tasks"][:-1])]:
+        monkeypatch.setitem(zoo.RECIPE, *change)
+        seen.add(zoo.recipe_key())
+        monkeypatch.undo()
+    monkeypatch.setitem(zoo.RECIPE["finetune"], "lr", 1e-3)
+    seen.add(zoo.recipe_key())
+    monkeypatch.undo()
+    assert len(seen) == 4
+    assert zoo.recipe_key() == key
+
+
+def test_ensure_zoo_reuses_the_cache(demo_zoo, monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("rebuilt a cached zoo")
+
+    monkeypatch.setattr(zoo, "build_zoo", no_build)
+    assert zoo.ensure_zoo(demo_zoo.path.parent, verbose=False).path == demo_zoo.path
+
+
+def _fake_build(calls: list):
+    def build(folder, verbose=True):
+        calls.append(folder)
+        (folder / "zoo.json").write_text(json.dumps({"recipe_key": zoo.recipe_key()}))
+        return {}
+    return build
+
+
+def test_a_changed_recipe_builds_a_new_zoo_once(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(zoo, "build_zoo", _fake_build(calls))
+    monkeypatch.setitem(zoo.RECIPE, "seed", 123)
+    built = zoo.ensure_zoo(tmp_path, verbose=False)
+    assert built.path == tmp_path / f"demo-zoo-{zoo.recipe_key()}"
+    assert built.info == {"recipe_key": zoo.recipe_key()}
+    assert zoo.ensure_zoo(tmp_path, verbose=False).path == built.path
+    assert len(calls) == 1
+    # Built in a staging folder that is moved into place: nothing half-built is left.
+    assert [p.name for p in tmp_path.iterdir()] == [built.path.name]
+
+
+def test_a_failed_build_leaves_no_zoo(tmp_path, monkeypatch):
+    def broken(folder, verbose=True):
+        (folder / "zeroshot.pt").write_text("half")
+        raise MAPError("interrupted")
+
+    monkeypatch.setattr(zoo, "build_zoo", broken)
+    with pytest.raises(MAPError, match="interrupted"):
+        zoo.ensure_zoo(tmp_path, verbose=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_zoo_folder_is_readable_per_umask(tmp_path, monkeypatch):
+    # Files inside are saved 0666 & ~umask; the folder must not hide them (mkdtemp's 0700).
+    monkeypatch.setattr(zoo, "build_zoo", _fake_build([]))
+    built = zoo.ensure_zoo(tmp_path, verbose=False)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    assert stat.S_IMODE(built.path.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode)
+    assert os.access(built.path, os.R_OK | os.X_OK)
