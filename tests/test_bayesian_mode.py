@@ -1,0 +1,228 @@
+"""--method bayesian on the demo zoo, end to end: the map-mode files plus the per-round
+record and figure, exactly initial + iter x update evaluations, and resuming a killed run
+without repeating a stored evaluation."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.bayesian import assign_bins, squared_errors
+from src.surrogate import fit_surrogates
+
+PAIR = ["DigitsVal", "RotateVal"]
+THREE = ["DigitsVal", "RotateVal", "FlipVal"]
+N_GEN = "50"
+REEVALUATE = "3"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DEFAULT_SCHEDULE_2 = (8, 5, 3)  # (T+1)(T+2)/2 + 2 initial, 5 per round, 3 rounds
+SCHEDULE_3 = (11, 4, 2)  # given on the command line
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The demo model is tiny: on a shared 2-core machine extra intra-op threads only spin.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _main(*argv) -> int:
+    import run_MAP
+
+    return run_MAP.main([str(a) for a in argv])
+
+
+def _argv(zoo_root: str, results: Path, exp_id: str, models, *extra) -> list:
+    return ["--demo", "--zoo-dir", zoo_root, "--method", "bayesian", "--n-gen", N_GEN,
+            "--reevaluate", REEVALUATE, "--zeroshot-merge-models", *models,
+            "--results-path", results, "--exp-id", exp_id, *extra]
+
+
+def _schedule_flags(schedule) -> list[str]:
+    initial, update, iterations = schedule
+    return ["--bayes-initial-pts", str(initial), "--bayes-update-pts", str(update),
+            "--bayes-iter", str(iterations)]
+
+
+def _read(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def _stored(path: Path, models) -> tuple[np.ndarray, np.ndarray]:
+    data = _read(path)
+    entries = [data[k] for k in sorted(data, key=int)]
+    C = np.array([[e["models"][m] for m in models] for e in entries])
+    Y = np.array([[e["evals"][d]["accuracy"] for d in models] for e in entries])
+    return C, Y
+
+
+class CountingEvaluate:
+    """Stands in for MergeEngine.evaluate: counts calls; raises KeyboardInterrupt (a user's
+    Ctrl-C) on the call after `stop_after`."""
+
+    def __init__(self, original, stop_after: int | None = None):
+        self.original, self.stop_after, self.calls = original, stop_after, 0
+
+    def __call__(self, engine, *args, **kwargs):
+        if self.stop_after is not None and self.calls >= self.stop_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return self.original(engine, *args, **kwargs)
+
+    def __get__(self, engine, owner=None):  # bind like a method when set on the class
+        return self if engine is None else functools.partial(self, engine)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bayes_results")
+
+
+def _counted_run(argv) -> tuple[int, int]:
+    """(exit code, MergeEngine.evaluate calls) of one in-process run."""
+    from task_vectors.engine import MergeEngine
+
+    original = MergeEngine.evaluate
+    counter = CountingEvaluate(original)
+    MergeEngine.evaluate = counter
+    try:
+        rc = _main(*argv)
+    finally:
+        MergeEngine.evaluate = original
+    return rc, counter.calls
+
+
+@pytest.fixture(scope="module")
+def runs(results, zoo_root) -> dict[int, tuple[Path, int, tuple[int, int, int]]]:
+    """T -> (run directory, evaluate calls, schedule)."""
+    out = {}
+    rc, calls = _counted_run(_argv(zoo_root, results, "two", PAIR))
+    assert rc == 0
+    out[2] = (results / "two", calls, DEFAULT_SCHEDULE_2)
+    rc, calls = _counted_run(_argv(zoo_root, results, "three", THREE,
+                                   *_schedule_flags(SCHEDULE_3)))
+    assert rc == 0
+    out[3] = (results / "three", calls, SCHEDULE_3)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("T", [2, 3])
+def test_bayesian_writes_map_files_plus_rounds(runs, T):
+    run_dir, _, (initial, update, iterations) = runs[T]
+    models = PAIR if T == 2 else THREE
+    names = "_".join(models)
+    files = {f"{names}scaling_results.json", f"{names}_params.json",
+             f"{names}pareto_front.json", "pareto_front.png", "surrogate_fit.png", "run.json",
+             "bayesian_rounds.json", "bayesian_rounds.png"}
+    if T == 2:
+        files.add("surrogate_contours.png")
+    present = {p.name for p in run_dir.iterdir()}
+    assert files <= present
+    for png in (f for f in files if f.endswith(".png")):
+        assert (run_dir / png).read_bytes()[:8] == PNG_MAGIC
+
+    scaling = _read(run_dir / f"{names}scaling_results.json")
+    assert all(set(e) == {"evals", "models"} and list(e["models"]) == models
+               and all(set(v) == {"accuracy", "loss"} for v in e["evals"].values())
+               for e in scaling.values())
+    front = _read(run_dir / f"{names}pareto_front.json")
+    assert all(len(json.loads(k)) == T and len(v) == T for k, v in front.items())
+    params = _read(run_dir / f"{names}_params.json")
+    assert set(params) == set(models) and all(p["link"] == "sigmoid" for p in params.values())
+
+    run = _read(run_dir / "run.json")
+    assert run["method"] == "bayesian"
+    assert run["summary"]["schedule"] == {"initial": initial, "update": update,
+                                          "iterations": iterations}
+    assert {p.name for p in run_dir.iterdir()} - {"run.json"} <= set(run["outputs"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("T", [2, 3])
+def test_rounds_record_points_posterior_and_error(runs, T):
+    run_dir, _, (initial, update, iterations) = runs[T]
+    models = PAIR if T == 2 else THREE
+    C, Y = _stored(run_dir / f"{'_'.join(models)}scaling_results.json", models)
+    rounds = _read(run_dir / "bayesian_rounds.json")
+    assert [r["round"] for r in rounds] == list(range(iterations + 1))
+    assert [len(r["points"]) for r in rounds] == [initial] + [update] * iterations
+    assert [r["n_points"] for r in rounds] == [initial + r * update
+                                              for r in range(iterations + 1)]
+    # The rounds' points, in order, are exactly the evaluated points, in order.
+    np.testing.assert_allclose(np.concatenate([r["points"] for r in rounds]), C, atol=1e-12)
+    n_bins = 4 ** (T - 1)  # 4 angular bins per angle for T < 4
+    for r in rounds:
+        posterior = np.array(r["bin_posterior"])
+        assert posterior.shape == (n_bins,) and (posterior >= 0).all()
+        assert posterior.sum() == pytest.approx(1.0)
+    assert rounds[0]["surrogate_mse"] is None
+    # Round r's error is that of the surrogates fitted on every point before it.
+    for r in range(1, iterations + 1):
+        n_before = initial + (r - 1) * update
+        surrogates = fit_surrogates(C[:n_before], Y[:n_before], "sigmoid")
+        expected = squared_errors(surrogates, C[:n_before], Y[:n_before]).mean()
+        assert rounds[r]["surrogate_mse"] == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    # A round draws from the posterior it records: its points lie in bins that posterior
+    # gives real weight.
+    for r in rounds[1:]:
+        bins = assign_bins(np.array(r["points"]), 4)
+        assert (np.array(r["bin_posterior"])[bins] > 1e-6).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("T", [2, 3])
+def test_evaluations_are_initial_plus_iter_times_update(runs, T):
+    run_dir, calls, (initial, update, iterations) = runs[T]
+    names = "_".join(PAIR if T == 2 else THREE)
+    n = initial + iterations * update
+    assert len(_read(run_dir / f"{names}scaling_results.json")) == n
+    n_real = len(_read(run_dir / f"{names}pareto_front_real.json"))
+    assert 1 <= n_real <= int(REEVALUATE)
+    assert calls == n + n_real
+    assert _read(run_dir / "run.json")["summary"]["n_evaluations"] == n
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_repeating_a_stored_evaluation(runs, results, zoo_root,
+                                                                   monkeypatch, capsys):
+    from task_vectors.engine import MergeEngine
+
+    full_dir, _, (initial, update, iterations) = runs[2]
+    names = "DigitsVal_RotateVal"
+    run_dir = results / "resume"
+    argv = _argv(zoo_root, results, "resume", PAIR)
+    original = MergeEngine.evaluate
+
+    k = initial + 2  # killed in the middle of round 1
+    monkeypatch.setattr(MergeEngine, "evaluate", CountingEvaluate(original, stop_after=k))
+    assert _main(*argv) == 130
+    assert "Traceback" not in capsys.readouterr().err
+    assert len(_read(run_dir / f"{names}scaling_results.json")) == k
+
+    counter = CountingEvaluate(original)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    assert _main(*argv) == 0
+    n = initial + iterations * update
+    n_real = len(_read(run_dir / f"{names}pareto_front_real.json"))
+    assert counter.calls == (n - k) + n_real
+
+    # The resumed run drew the same points as the uninterrupted one and found its front.
+    C, _ = _stored(run_dir / f"{names}scaling_results.json", PAIR)
+    C_full, _ = _stored(full_dir / f"{names}scaling_results.json", PAIR)
+    np.testing.assert_array_equal(C, C_full)
+    assert _read(run_dir / "bayesian_rounds.json") == _read(full_dir / "bayesian_rounds.json")
+    assert _read(run_dir / f"{names}pareto_front.json") == \
+        _read(full_dir / f"{names}pareto_front.json")
+
+    counter = CountingEvaluate(original)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    assert _main(*argv) == 0
+    assert counter.calls == 0

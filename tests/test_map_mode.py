@@ -1,0 +1,303 @@
+"""--method map on the demo zoo, end to end: every output file in the original format, the
+stored numbers against an independent engine evaluation, the preference pick, the loss
+metric, 4 tasks, and resuming a killed run without repeating a stored evaluation."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from src.pareto import non_dominated, pick_by_preference
+
+REPO = Path(__file__).resolve().parent.parent
+PAIR = ["DigitsVal", "RotateVal"]
+FOUR = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
+N_GEN = "50"  # the checks below do not need a converged NSGA-III
+REEVALUATE = "3"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The demo model is tiny: on a shared 2-core machine extra intra-op threads only spin.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _main(*argv) -> int:
+    import run_MAP
+
+    return run_MAP.main([str(a) for a in argv])
+
+
+def _map_argv(zoo_root: str, results: Path, exp_id: str, models=PAIR, *extra) -> list:
+    return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", N_GEN,
+            "--reevaluate", REEVALUATE, "--zeroshot-merge-models", *models,
+            "--zeroshot-eval-datasets", *models, "--results-path", results, "--exp-id", exp_id,
+            *extra]
+
+
+def _read(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def _front(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = _read(path)
+    return np.array([json.loads(k) for k in data], dtype=float), np.array(list(data.values()))
+
+
+def _predict(params: dict, C: np.ndarray) -> np.ndarray:
+    """metric = link(1/2 c'Ac + b'c + e), from the stored _params.json entry."""
+    A, b, e = np.array(params["A"]), np.array(params["b"]), float(params["e"])
+    z = 0.5 * np.einsum("ni,ij,nj->n", C, A, C) + C @ b + e
+    return {"sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+            "softplus": lambda v: np.logaddexp(0.0, v)}[params["link"]](z)
+
+
+def _stored(path: Path, models, datasets, metric) -> tuple[np.ndarray, np.ndarray]:
+    data = _read(path)
+    entries = [data[k] for k in sorted(data, key=int)]
+    C = np.array([[e["models"][m] for m in models] for e in entries])
+    Y = np.array([[e["evals"][d][metric] for d in datasets] for e in entries])
+    return C, Y
+
+
+class CountingEvaluate:
+    """Stands in for MergeEngine.evaluate: counts calls; raises KeyboardInterrupt (a user's
+    Ctrl-C) on the call after `stop_after`."""
+
+    def __init__(self, original, stop_after: int | None = None):
+        self.original, self.stop_after, self.calls = original, stop_after, 0
+
+    def __call__(self, engine, *args, **kwargs):
+        if self.stop_after is not None and self.calls >= self.stop_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return self.original(engine, *args, **kwargs)
+
+    def __get__(self, engine, owner=None):  # bind like a method when set on the class
+        return self if engine is None else functools.partial(self, engine)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("map_results")
+
+
+@pytest.fixture(scope="module")
+def map_run(results, zoo_root) -> Path:
+    assert _main(*_map_argv(zoo_root, results, "full")) == 0
+    return results / "full"
+
+
+@pytest.fixture(scope="module")
+def engine(demo_zoo):
+    """An engine of our own on the zoo's files (not the pipeline's builder)."""
+    from task_vectors.engine import MergeEngine
+
+    zoo = demo_zoo.path
+    return MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
+        finetuned={m: str(zoo / m / "finetuned.pt") for m in FOUR},
+        heads={d: str(zoo / f"head_{d}.pt") for d in FOUR}, datasets=FOUR,
+        data_location=str(zoo), batch_size=128)
+
+
+# ------------------------------------------------------------------ files and formats
+def test_map_writes_every_file_in_the_original_format(map_run):
+    names = "DigitsVal_RotateVal"
+    files = {f"{names}scaling_results.json", f"{names}_params.json",
+             f"{names}pareto_front.json", "pareto_front.png", "surrogate_fit.png",
+             "surrogate_contours.png", "run.json"}
+    assert files <= {p.name for p in map_run.iterdir()}
+
+    scaling = _read(map_run / f"{names}scaling_results.json")
+    assert sorted(scaling, key=int) == [str(i) for i in range(12)]  # default (T+1)(T+2)
+    for entry in scaling.values():
+        assert set(entry) == {"evals", "models"}
+        assert list(entry["models"]) == PAIR
+        assert set(entry["evals"]) == set(PAIR)
+        for ev in entry["evals"].values():
+            assert set(ev) == {"accuracy", "loss"}
+            assert 0.0 <= ev["accuracy"] <= 1.0 and ev["loss"] > 0.0
+
+    params = _read(map_run / f"{names}_params.json")
+    assert set(params) == set(PAIR)
+    for p in params.values():
+        assert np.shape(p["A"]) == (2, 2) and np.shape(p["b"]) == (2,)
+        assert p["link"] == "sigmoid"
+
+    front = _read(map_run / f"{names}pareto_front.json")
+    assert len(front) >= 2
+    for key, value in front.items():
+        c = json.loads(key)
+        assert key == str([float(x) for x in c]) and len(c) == 2
+        assert all(0.0 <= x <= 1.0 for x in c)
+        assert len(value) == 2 and all(0.0 <= v <= 1.0 for v in value)
+
+    for png in ("pareto_front.png", "surrogate_fit.png", "surrogate_contours.png"):
+        assert (map_run / png).read_bytes()[:8] == PNG_MAGIC
+
+    run = _read(map_run / "run.json")
+    assert run["method"] == "map" and run["seed"] == 0
+    assert run["arguments"]["exp_id"] == "full" and run["arguments"]["n_gen"] == int(N_GEN)
+    assert run["arguments"]["zeroshot_merge_models"] == PAIR
+    assert {"torch", "numpy", "pymoo", "scikit-learn"} <= set(run["versions"])
+    for key in ("load_seconds", "evaluation_seconds", "search_seconds", "total_seconds"):
+        assert run["timings"][key] >= 0.0
+    # Every file the run wrote is described in run.json.
+    written = {p.name for p in map_run.iterdir()} - {"run.json"}
+    assert written <= set(run["outputs"])
+    assert all(isinstance(v, str) and v for v in run["outputs"].values())
+
+
+def test_stored_evals_equal_a_direct_engine_evaluation(map_run, engine):
+    names = "DigitsVal_RotateVal"
+    for fname in (f"{names}scaling_results.json", f"{names}pareto_front_real.json"):
+        stored = _read(map_run / fname)
+        assert stored
+        for entry in stored.values():
+            c = [entry["models"]["DigitsVal"], entry["models"]["RotateVal"], 0.0, 0.0]
+            direct = engine.evaluate_at(c, PAIR)
+            for d in PAIR:
+                assert entry["evals"][d]["accuracy"] == direct[d]["accuracy"]
+                assert entry["evals"][d]["loss"] == pytest.approx(direct[d]["loss"], rel=1e-5)
+
+
+def test_front_is_the_stored_surrogates_non_dominated_set(map_run):
+    names = "DigitsVal_RotateVal"
+    params = _read(map_run / f"{names}_params.json")
+    C, F = _front(map_run / f"{names}pareto_front.json")
+    predicted = np.column_stack([_predict(params[d], C) for d in PAIR])
+    np.testing.assert_allclose(F, predicted, atol=1e-9)
+    assert non_dominated(F, ["max", "max"]).all()
+    # The stored r2 is the surrogate's fit to the stored accuracies.
+    Cs, Ys = _stored(map_run / f"{names}scaling_results.json", PAIR, PAIR, "accuracy")
+    for k, d in enumerate(PAIR):
+        pred = _predict(params[d], Cs)
+        r2 = 1 - ((Ys[:, k] - pred) ** 2).sum() / ((Ys[:, k] - Ys[:, k].mean()) ** 2).sum()
+        assert params[d]["r2"] == pytest.approx(r2, abs=1e-9)
+
+
+def test_chosen_point_is_the_preference_pick_of_the_stored_front(map_run):
+    preference = yaml.safe_load((REPO / "example_preference.yaml").read_text())
+    C, F = _front(map_run / "DigitsVal_RotateValpareto_front.json")
+    pick = pick_by_preference(F, [preference[d] for d in PAIR], ["max", "max"])
+    chosen = _read(map_run / "run.json")["summary"]["chosen"]
+    np.testing.assert_allclose([chosen["coefficients"][m] for m in PAIR], C[pick], atol=1e-12)
+    np.testing.assert_allclose([chosen["predicted"][d] for d in PAIR], F[pick], atol=1e-12)
+    # ... and it was merged and evaluated for real.
+    real = _read(map_run / "DigitsVal_RotateValpareto_front_real.json")
+    match = [e for e in real.values()
+             if np.allclose([e["models"][m] for m in PAIR], C[pick], atol=1e-9)]
+    assert len(match) == 1
+    assert [match[0]["evals"][d]["accuracy"] for d in PAIR] == \
+        [chosen["real"][d] for d in PAIR]
+
+
+# ------------------------------------------------------------------ loss, 4 tasks
+@pytest.mark.slow
+def test_loss_metric_is_minimised_with_a_softplus_link(results, zoo_root, tmp_path):
+    pref = tmp_path / "pref.json"
+    weights = {"DigitsVal": 3.0, "RotateVal": 1.0}
+    pref.write_text(json.dumps(weights))
+    assert _main(*_map_argv(zoo_root, results, "loss", PAIR, "--metric-type", "loss",
+                            "--preference", pref)) == 0
+    run_dir = results / "loss"
+    params = _read(run_dir / "DigitsVal_RotateVal_params.json")
+    assert [params[d]["link"] for d in PAIR] == ["softplus", "softplus"]
+    Cs, Ys = _stored(run_dir / "DigitsVal_RotateValscaling_results.json", PAIR, PAIR, "loss")
+    for k, d in enumerate(PAIR):  # fitted to the losses, not the accuracies
+        pred = _predict(params[d], Cs)
+        r2 = 1 - ((Ys[:, k] - pred) ** 2).sum() / ((Ys[:, k] - Ys[:, k].mean()) ** 2).sum()
+        assert params[d]["r2"] == pytest.approx(r2, abs=1e-9) and r2 > 0.8
+
+    C, F = _front(run_dir / "DigitsVal_RotateValpareto_front.json")
+    assert (F > 0).all()
+    # Minimised: the front reaches each surrogate's minimum over the box, and no point of
+    # the box does better on both losses by more than 2% of their range (a maximised
+    # front would be dominated by most of the box).
+    axis = np.linspace(0, 1, 101)
+    grid = np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2)
+    G = np.column_stack([_predict(params[d], grid) for d in PAIR])
+    span = G.max(axis=0) - G.min(axis=0)
+    assert (F.min(axis=0) <= G.min(axis=0) + 0.02 * span).all()
+    gain = ((F[:, None, :] - G[None, :, :]) / span).min(axis=2)  # [front, grid]
+    assert gain.max() < 0.02
+
+    chosen = _read(run_dir / "run.json")["summary"]["chosen"]
+    pick = pick_by_preference(F, [weights[d] for d in PAIR], ["min", "min"])
+    np.testing.assert_allclose([chosen["coefficients"][m] for m in PAIR], C[pick], atol=1e-12)
+    assert chosen["preference"] == weights
+
+
+@pytest.mark.slow
+def test_four_task_demo_run(results, zoo_root):
+    assert _main(*_map_argv(zoo_root, results, "four", FOUR)) == 0
+    run_dir = results / "four"
+    names = "_".join(FOUR)
+    scaling = _read(run_dir / f"{names}scaling_results.json")
+    assert len(scaling) == 30  # (T+1)(T+2) for T = 4
+    assert all(list(e["models"]) == FOUR and set(e["evals"]) == set(FOUR)
+               for e in scaling.values())
+    C, F = _front(run_dir / f"{names}pareto_front.json")
+    assert C.shape[1] == 4 and F.shape[1] == 4 and len(C) >= 4
+    assert non_dominated(F, ["max"] * 4).all()
+    params = _read(run_dir / f"{names}_params.json")
+    np.testing.assert_allclose(F, np.column_stack([_predict(params[d], C) for d in FOUR]),
+                               atol=1e-9)
+    assert (run_dir / "pareto_front.png").read_bytes()[:8] == PNG_MAGIC
+    assert (run_dir / "surrogate_fit.png").exists()
+    assert _read(run_dir / "run.json")["summary"]["n_evaluations"] == 30
+
+
+# ------------------------------------------------------------------ resume
+@pytest.mark.slow
+def test_killed_run_resumes_without_repeating_a_stored_evaluation(results, zoo_root, map_run,
+                                                                   monkeypatch, capsys):
+    from task_vectors.engine import MergeEngine
+
+    original = MergeEngine.evaluate
+    names = "DigitsVal_RotateVal"
+    run_dir = results / "resume"
+    argv = _map_argv(zoo_root, results, "resume")
+
+    k = 5
+    killer = CountingEvaluate(original, stop_after=k)
+    monkeypatch.setattr(MergeEngine, "evaluate", killer)
+    assert _main(*argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "--exp-id resume" in err and "Traceback" not in err
+    assert len(_read(run_dir / f"{names}scaling_results.json")) == k
+
+    counter = CountingEvaluate(original)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    assert _main(*argv) == 0
+    n_reevaluated = len(_read(run_dir / f"{names}pareto_front_real.json"))
+    assert n_reevaluated == len(_read(run_dir / "run.json")["summary"]["reevaluated"]["real"])
+    assert counter.calls == (12 - k) + n_reevaluated
+
+    # The same points, numbers and front as the run that was never interrupted.
+    full_C, full_Y = _stored(map_run / f"{names}scaling_results.json", PAIR, PAIR, "loss")
+    C, Y = _stored(run_dir / f"{names}scaling_results.json", PAIR, PAIR, "loss")
+    order, full_order = np.lexsort(C.T), np.lexsort(full_C.T)
+    np.testing.assert_array_equal(C[order], full_C[full_order])
+    np.testing.assert_allclose(Y[order], full_Y[full_order], rtol=1e-6)
+    front_file = run_dir / f"{names}pareto_front.json"
+    assert _read(front_file) == _read(map_run / f"{names}pareto_front.json")
+
+    # A second re-run has nothing left to evaluate and writes the same front.
+    before = front_file.read_bytes()
+    counter = CountingEvaluate(original)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    assert _main(*argv) == 0
+    assert counter.calls == 0
+    assert front_file.read_bytes() == before

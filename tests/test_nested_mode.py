@@ -1,0 +1,272 @@
+"""--method nested (the default) on the demo zoo, end to end: the merge tree and its
+per-round folders, the final model file against θ_pre + Σ c_i τ_i computed from the zoo's
+checkpoints, accuracies against an independent engine, a JSON preference file, 8 tasks,
+and resuming a killed run by replaying its stored rounds."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from src.pareto import pick_by_preference
+
+REPO = Path(__file__).resolve().parent.parent
+FOUR = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]  # the --demo default for nested
+EIGHT = ["DigitsVal", "RotateVal", "FlipVal", "InvertVal", "TransposeVal", "ParityVal",
+         "Ge5Val", "Mod3Val"]
+PREFERENCE_8 = {"DigitsVal": 2.0, "RotateVal": 1.0, "FlipVal": 1.0, "InvertVal": 0.5,
+                "TransposeVal": 1.0, "ParityVal": 1.0, "Ge5Val": 1.5, "Mod3Val": 1.0}
+N_GEN = "50"
+PAIR_POINTS = 20  # the default --point per pair
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The demo model is tiny: on a shared 2-core machine extra intra-op threads only spin.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _main(*argv) -> int:
+    import run_MAP
+
+    return run_MAP.main([str(a) for a in argv])
+
+
+def _read(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def _front(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = _read(path)
+    return np.array([json.loads(k) for k in data], dtype=float), np.array(list(data.values()))
+
+
+def _default_argv(zoo_root: str, results: Path, exp_id: str) -> list:
+    # `python run_MAP.py --demo`, in its own results folder and with a shorter search.
+    return ["--demo", "--zoo-dir", zoo_root, "--n-gen", N_GEN, "--results-path", results,
+            "--exp-id", exp_id]
+
+
+class CountingEvaluate:
+    """Stands in for MergeEngine.evaluate: counts calls; raises KeyboardInterrupt (a user's
+    Ctrl-C) on the call after `stop_after`."""
+
+    def __init__(self, original, stop_after: int | None = None):
+        self.original, self.stop_after, self.calls = original, stop_after, 0
+
+    def __call__(self, engine, *args, **kwargs):
+        if self.stop_after is not None and self.calls >= self.stop_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return self.original(engine, *args, **kwargs)
+
+    def __get__(self, engine, owner=None):  # bind like a method when set on the class
+        return self if engine is None else functools.partial(self, engine)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("nested_results")
+
+
+@pytest.fixture(scope="module")
+def run4(results, zoo_root) -> Path:
+    assert _main(*_default_argv(zoo_root, results, "four")) == 0
+    return results / "four"
+
+
+@pytest.fixture(scope="module")
+def run8(results, zoo_root) -> Path:
+    pref = results / "preference.json"
+    pref.write_text(json.dumps(PREFERENCE_8))
+    assert _main("--demo", "--zoo-dir", zoo_root, "--n-gen", N_GEN, "--point", 10,
+                 "--zeroshot-merge-models", *EIGHT, "--preference", pref,
+                 "--results-path", results, "--exp-id", "eight") == 0
+    return results / "eight"
+
+
+def _engine(demo_zoo, tasks):
+    """An engine of our own on the zoo's files, tasks in the run's order."""
+    from task_vectors.engine import MergeEngine
+
+    zoo = demo_zoo.path
+    return MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
+        finetuned={m: str(zoo / m / "finetuned.pt") for m in tasks},
+        heads={d: str(zoo / f"head_{d}.pt") for d in tasks}, datasets=tasks,
+        data_location=str(zoo), batch_size=128)
+
+
+@pytest.fixture(scope="module")
+def engine4(demo_zoo):
+    return _engine(demo_zoo, FOUR)
+
+
+@pytest.fixture(scope="module")
+def engine8(demo_zoo):
+    return _engine(demo_zoo, EIGHT)
+
+
+# ------------------------------------------------------------------ checks shared by 4 and 8
+def check_tree_and_rounds(run_dir: Path, tasks: list[str], preference: dict[str, float],
+                          n_points: int) -> None:
+    tree = _read(run_dir / "merge_tree.json")
+    assert tree["models"] == tasks and tree["datasets"] == tasks
+    assert tree["preference"] == preference
+    rounds = tree["rounds"]
+    assert [r["round"] for r in rounds] == list(range(len(tasks) - 1))
+    assert sorted(rounds[-1]["tasks"]) == sorted(tasks)  # the last merge holds every task
+    for r, rec in enumerate(rounds):
+        left, right = rec["left"], rec["right"]
+        assert rec["left_preference"] == pytest.approx(
+            sum(preference[t] for t in rec["left_tasks"]))
+        assert rec["right_preference"] == pytest.approx(
+            sum(preference[t] for t in rec["right_tasks"]))
+        c = np.array(rec["pair_coefficients"])
+        np.testing.assert_allclose(rec["coefficients"], c[0] * np.array(
+            rec["left_coefficients"]) + c[1] * np.array(rec["right_coefficients"]), atol=1e-12)
+        assert set(rec["measured"]) == set(rec["left_tasks"]) | set(rec["right_tasks"])
+
+        folder = run_dir / f"round{r + 1}"
+        names = f"{left}_{right}"
+        scaling = _read(folder / f"{names}scaling_results.json")
+        assert len(scaling) == n_points
+        assert all(list(e["models"]) == [left, right] for e in scaling.values())
+        assert all(set(e["evals"]) == set(rec["measured"]) for e in scaling.values())
+        params = _read(folder / f"{names}_params.json")
+        assert set(params) == {left, right}
+        assert (folder / "pareto_front.png").read_bytes()[:8] == PNG_MAGIC
+        # The pair's pick is the preference pick of the pair's stored front.
+        C, F = _front(folder / f"{names}pareto_front.json")
+        chosen = _read(folder / "chosen.json")
+        weights = [rec["left_preference"], rec["right_preference"]]
+        assert chosen["preference"] == pytest.approx(weights)
+        pick = pick_by_preference(F, weights, ["max", "max"])
+        np.testing.assert_allclose(chosen["pair_coefficients"], C[pick], atol=1e-12)
+        np.testing.assert_allclose(rec["pair_coefficients"], C[pick], atol=1e-12)
+
+    for name in ("merge_tree.png", "nested_summary.png"):
+        assert (run_dir / name).read_bytes()[:8] == PNG_MAGIC
+    merge = _read(run_dir / "final_model" / "merge.json")
+    assert list(merge["coefficients"]) == tasks
+    np.testing.assert_allclose(list(merge["coefficients"].values()), rounds[-1]["coefficients"],
+                               atol=1e-12)
+    assert merge["accuracy"] == rounds[-1]["measured"]
+
+
+def check_final_model_file(run_dir: Path, zoo: Path, tasks: list[str]) -> None:
+    from task_vectors.checkpoints import load_state_dict
+
+    coefficients = _read(run_dir / "final_model" / "merge.json")["coefficients"]
+    saved = load_state_dict(run_dir / "final_model" / "finetuned.pt")
+    pre = load_state_dict(zoo / "zeroshot.pt")
+    finetuned = {t: load_state_dict(zoo / t / "finetuned.pt") for t in tasks}
+    assert set(saved) == set(pre)
+    merged_keys = 0
+    for key, p in pre.items():
+        if not torch.is_floating_point(p):
+            assert torch.equal(saved[key], p), key
+            continue
+        expected = p.double() + sum(coefficients[t] * (finetuned[t][key].double() - p.double())
+                                    for t in tasks)
+        torch.testing.assert_close(saved[key].double(), expected, atol=1e-5, rtol=1e-5,
+                                   msg=key)
+        merged_keys += any(not torch.equal(finetuned[t][key], p) for t in tasks)
+    assert merged_keys > 10  # the check above compared real task vectors, not zeros
+
+
+def check_accuracies_are_measured(run_dir: Path, engine, tasks: list[str]) -> None:
+    tree = _read(run_dir / "merge_tree.json")
+    merge = _read(run_dir / "final_model" / "merge.json")
+    eye = np.eye(len(tasks))
+    for i, t in enumerate(tasks):
+        single = engine.evaluate_at(eye[i], [t])[t]["accuracy"]
+        assert tree["single_accuracy"][t] == single
+        assert merge["single_task_accuracy"][t] == single
+    for rec in tree["rounds"]:
+        evals = engine.evaluate_at(rec["coefficients"], list(rec["measured"]))
+        assert rec["measured"] == {t: evals[t]["accuracy"] for t in rec["measured"]}
+
+
+# ------------------------------------------------------------------ 4 tasks (the default)
+@pytest.mark.slow
+def test_default_demo_merges_four_tasks(run4):
+    run = _read(run4 / "run.json")
+    assert run["method"] == "nested" and run["models"] == FOUR
+    check_tree_and_rounds(run4, FOUR, {t: 1.0 for t in FOUR}, PAIR_POINTS)
+    assert run["summary"]["n_evaluations"] == 4 + 3 * (PAIR_POINTS + 1)
+
+
+def test_four_task_final_model_file_is_the_merge_of_the_zoo(run4, demo_zoo):
+    check_final_model_file(run4, demo_zoo.path, FOUR)
+
+
+def test_four_task_accuracies_are_measured(run4, engine4):
+    check_accuracies_are_measured(run4, engine4, FOUR)
+
+
+# ------------------------------------------------------------------ 8 tasks, JSON preference
+@pytest.mark.slow
+def test_eight_task_demo_merges_all_eight_with_a_json_preference(run8):
+    check_tree_and_rounds(run8, EIGHT, PREFERENCE_8, 10)
+    merge = _read(run8 / "final_model" / "merge.json")
+    assert set(merge["accuracy"]) == set(EIGHT)
+
+
+def test_eight_task_final_model_file_is_the_merge_of_the_zoo(run8, demo_zoo):
+    check_final_model_file(run8, demo_zoo.path, EIGHT)
+
+
+def test_eight_task_accuracies_are_measured(run8, engine8):
+    check_accuracies_are_measured(run8, engine8, EIGHT)
+
+
+# ------------------------------------------------------------------ resume
+@pytest.mark.slow
+def test_killed_run_resumes_by_replaying_stored_rounds(run4, results, zoo_root, monkeypatch,
+                                                        capsys):
+    import src.pipelines as pipelines
+    from task_vectors.engine import MergeEngine
+
+    original = MergeEngine.evaluate
+    argv = _default_argv(zoo_root, results, "resume")
+    run_dir = results / "resume"
+
+    k = 4 + (PAIR_POINTS + 1) + 3  # singles, round 1 and its measurement, 3 points of round 2
+    monkeypatch.setattr(MergeEngine, "evaluate", CountingEvaluate(original, stop_after=k))
+    assert _main(*argv) == 130
+    assert "Traceback" not in capsys.readouterr().err
+    assert len(_read(run_dir / "merge_tree.json")["rounds"]) == 1
+
+    counter = CountingEvaluate(original)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    pairs_run = []
+    map_on_pair = pipelines.map_on_pair
+    monkeypatch.setattr(pipelines, "map_on_pair",
+                        lambda setup, engine, a, b, r, *rest: pairs_run.append(r) or
+                        map_on_pair(setup, engine, a, b, r, *rest))
+    assert _main(*argv) == 0
+    assert pairs_run == [1, 2]  # round 1 (index 0) was replayed, not run again
+    total = 4 + 3 * (PAIR_POINTS + 1)
+    assert counter.calls == total - k
+
+    # Same tree and final model as the run that was never interrupted.
+    tree, full = _read(run_dir / "merge_tree.json"), _read(run4 / "merge_tree.json")
+    strip = [{key: v for key, v in rec.items() if key != "info"} for rec in tree["rounds"]]
+    assert strip == [{key: v for key, v in rec.items() if key != "info"} for rec in full["rounds"]]
+    assert _read(run_dir / "final_model" / "merge.json") == \
+        _read(run4 / "final_model" / "merge.json")
+
+    counter = CountingEvaluate(original)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    pairs_run.clear()
+    assert _main(*argv) == 0
+    assert counter.calls == 0 and pairs_run == []
