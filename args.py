@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Front points merged and evaluated for real after the search "
                         "('MAP, real'); 0 to skip. The preference pick is always among them.")
     g.add_argument("--n-gen", type=int, default=100,
-                   help="NSGA-III generations (the surrogates are smooth quadratics: 100 is
-                        "plenty for up to 8 objectives; pymoo costs ~30 ms a generation).")
+                   help="NSGA-III generations (the surrogates are smooth quadratics: 100 is "
+                        "plenty; pymoo costs ~30 ms a generation).")
     g.add_argument("--seed", type=int, default=0, help="Seed of every random step.")
 
     g = p.add_argument_group("bayesian")
