@@ -424,6 +424,8 @@ def map_on_pair(setup: Setup, engine, a: nested.PoolModel, b: nested.PoolModel, 
     """MAP on one pair of the nested tree, in its own round folder."""
     folder = setup.run.path / f"round{r + 1}"
     names = f"{a.name}_{b.name}"
+    setup.run.outputs[f"round{r + 1}/"] = (f"MAP on the pair {names}: scaling results, "
+                                           "surrogate params, front, figure, chosen.json")
     tasks = [t for t in setup.models if t in a.tasks or t in b.tasks]
     datasets = [dataset_of[t] for t in tasks]
     store = ScalingResults(folder / f"{names}scaling_results.json", [a.name, b.name])
