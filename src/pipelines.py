@@ -100,6 +100,7 @@ def resolve(args: argparse.Namespace) -> Setup:
                        f"{sampling.min_points(2)} points per pair")
     preference = nested.validate_preference(load_preference(args.preference), datasets)
 
+    check_model_name(args.model)
     save = args.save
     pretrained = args.pretrained_checkpoint or str(Path(save) / "zeroshot.pt")
     require_file(pretrained, "pretrained checkpoint (--pretrained-checkpoint)")
@@ -112,6 +113,16 @@ def resolve(args: argparse.Namespace) -> Setup:
                  data_location=args.data_location, device=device,
                  run=RunDirectory(args.results_path, args.exp_id, models),
                  preference=preference)
+
+
+def check_model_name(model_name: str) -> None:
+    if model_name.startswith("local-dir:"):
+        return
+    import open_clip
+
+    if model_name not in open_clip.list_models():
+        raise MAPError(f"cannot build open_clip model '{model_name}': unknown architecture "
+                       "(e.g. ViT-B-32, ViT-B-16, ViT-L-14, or local-dir:<folder>)")
 
 
 def default_device() -> str:
@@ -129,9 +140,9 @@ def bayes_schedule(args: argparse.Namespace, T: int) -> tuple[int, int, int]:
 
 def build_engine(setup: Setup):
     """Load checkpoints, heads and evaluation sets once."""
-    from task_vectors.checkpoints import finetuned_path, head_path
+    from task_vectors.checkpoints import finetuned_path
     from task_vectors.engine import MergeEngine
-    from task_vectors.heads import get_zero_shot_head
+    from task_vectors.heads import get_zero_shot_head, release_text_encoder
 
     start = time.perf_counter()
     args = setup.args
@@ -139,12 +150,11 @@ def build_engine(setup: Setup):
         import torch
 
         torch.set_num_threads(1)  # the demo model's ops are tiny: threads only add overhead
-    heads = {}
-    for dataset in setup.datasets:
-        path = head_path(setup.save, dataset)
-        heads[dataset] = str(path) if path.exists() else get_zero_shot_head(
-            dataset, setup.model_name, setup.save, setup.data_location, device=setup.device,
-            openclip_cachedir=args.openclip_cachedir)
+    # A cached head is reused only if it was built for this model (or carries no tag).
+    heads = {d: get_zero_shot_head(d, setup.model_name, setup.save, setup.data_location,
+                                   device=setup.device, openclip_cachedir=args.openclip_cachedir)
+             for d in setup.datasets}
+    release_text_encoder()
     engine = MergeEngine.from_checkpoints(
         model_name=setup.model_name, pretrained=setup.pretrained,
         finetuned={m: str(finetuned_path(setup.save, m)) for m in setup.models},

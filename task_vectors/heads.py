@@ -6,6 +6,7 @@ from so a different model never reuses them.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,17 +19,29 @@ from src.errors import MAPError
 from task_vectors.checkpoints import head_path, load_head, save_module
 from task_vectors.modeling import ClassificationHead, ImageEncoder
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
-def text_tower_key(model_name: str, clip_model: nn.Module) -> str:
-    """Identifies the text tower a head was built from: architecture + weight digest."""
+
+def model_key(model_name: str) -> str:
+    """Identifies the text tower heads of ``model_name`` come from, without building it.
+
+    An architecture name means its pretrained tag's weights (``ViT-B-32-quickgelu:openai``).
+    A local folder is named by the bytes of its config and weight files, not by its path
+    (the demo zoo is built in a staging folder and renamed), so a folder with other weights
+    never reuses a head, and the same weights anywhere always do.
+    """
+    name, pretrained = text_tower_source(model_name)
+    if pretrained is not None:
+        return f"{name}:{pretrained}"
+    folder = Path(model_name[len("local-dir:"):])
     digest = hashlib.sha1()
-    with torch.no_grad():
-        for name, tensor in sorted(clip_model.state_dict().items()):
-            if not name.startswith("visual."):
-                digest.update(name.encode())
-                digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
-                digest.update(str(float(tensor.detach().float().sum())).encode())
-    return f"{model_name}:{digest.hexdigest()[:16]}"
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.name.endswith(".json") or path.suffix in WEIGHT_SUFFIXES):
+            digest.update(path.name.encode())
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return f"local-dir:{digest.hexdigest()[:16]}"
 
 
 @torch.no_grad()
@@ -74,6 +87,7 @@ def text_tower_source(model_name: str) -> tuple[str, str | None]:
                    "head_<Dataset>.pt files under --save")
 
 
+@functools.lru_cache(maxsize=1)  # one CLIP build serves every missing head of a run
 def _text_encoder(model_name: str, openclip_cachedir: str | None) -> ImageEncoder:
     name, pretrained = text_tower_source(model_name)
     try:
@@ -89,26 +103,28 @@ def get_zero_shot_head(dataset_name: str, model_name: str, save: str | Path,
                        openclip_cachedir: str | None = None) -> ClassificationHead:
     """``head_<Dataset>.pt`` under ``save`` if it was built for this model, else build it.
 
-    Heads without a tag (e.g. the public task_vectors heads) are trusted as they are.
+    Heads without a tag (e.g. the public task_vectors heads) are trusted as they are; a
+    tagged head is checked against ``model_key`` (cheap: nothing is built to check it).
     """
     from task_vectors.datasets.registry import get_dataset
 
     path = head_path(save, dataset_name)
-    encoder = None
     if path.exists():
         head = load_head(path)
         tag = getattr(head, "model_key", None)
-        if tag is None:
+        if tag is None or tag == model_key(model_name):
             return head
-        encoder = _text_encoder(model_name, openclip_cachedir)
-        if tag == text_tower_key(model_name, encoder.model):
-            return head
-    if encoder is None:
-        encoder = _text_encoder(model_name, openclip_cachedir)
+    key = model_key(model_name)
+    encoder = _text_encoder(model_name, openclip_cachedir)
     dataset = get_dataset(dataset_name, data_location)
     tokenizer = open_clip.get_tokenizer(text_tower_source(model_name)[0])
     head = build_head(encoder.model, tokenizer, dataset.classnames, dataset.templates,
                       device=device)
-    head.model_key = text_tower_key(model_name, encoder.model)
+    head.model_key = key
     save_module(head, path)
     return head
+
+
+def release_text_encoder() -> None:
+    """Free the CLIP kept for building heads (call once every head is built)."""
+    _text_encoder.cache_clear()

@@ -25,7 +25,7 @@ from task_vectors.checkpoints import finetuned_path, head_path, save_module, zer
 from task_vectors.datasets.demo import DEMO_TASKS, TASKS
 from task_vectors.datasets.registry import get_dataset
 from task_vectors.engine import EvalTensors
-from task_vectors.heads import build_head, text_tower_key
+from task_vectors.heads import build_head, model_key
 from task_vectors.modeling import ClassificationHead, ImageEncoder
 
 MODEL_CFG = {
@@ -38,7 +38,7 @@ MODEL_CFG = {
 PREPROCESS_CFG = {"size": 16, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
                   "interpolation": "bicubic", "resize_mode": "shortest"}
 RECIPE = {
-    "version": 2,
+    "version": 3,  # 3: head tags name the weights, not the build folder
     "model_cfg": MODEL_CFG,
     "preprocess_cfg": PREPROCESS_CFG,
     "seed": 0,
@@ -206,7 +206,7 @@ def _build(folder: Path, verbose: bool) -> dict:
     save_file({k: v.contiguous() for k, v in clip.state_dict().items()},
               str(clip_dir / "open_clip_model.safetensors"))
 
-    key = text_tower_key(model_name, clip)
+    key = model_key(model_name)  # after the weights are written: it hashes them
     heads = {}
     for task in DEMO_TASKS:
         dataset = get_dataset(f"{task}Val", "")

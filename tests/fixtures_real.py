@@ -5,12 +5,22 @@ task_vectors expects them and returns what a loader should find. Labels are reco
 from each image, so tests can check that a loader labels what it reads correctly: file
 images get a size that encodes the label (``label_from_image``), array datasets (MNIST,
 SVHN) a pixel value. Colours depend on the class, so a model can learn something.
+
+Also helpers for checkpoints as other projects write them: pickles that reference
+task_vectors' ``src.modeling`` (``legacy_task_vectors_names``) and open_clip ``local-dir:``
+model folders (``write_open_clip_folder``).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib
+import json
 import os
+import sys
+import types
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -322,3 +332,108 @@ def make_all_trees(root: str, n_per_class: int = 2, seed: int = 0) -> dict[str, 
     """All 8 standard datasets under one data location."""
     return {name: make(root, n_per_class, seed + i)
             for i, (name, make) in enumerate(MAKERS.items())}
+
+
+# ---------------------------------------------------------------- task_vectors-style checkpoints
+# A stand-in for task_vectors' src/modeling.py: its class and attribute names, so pickles
+# written while it is importable reference ``src.modeling.*`` as the public checkpoints do.
+LEGACY_MODELING = '''
+import torch
+
+class ImageEncoder(torch.nn.Module):
+    def __init__(self, model, train_preprocess, val_preprocess, cache_dir=None):
+        super().__init__()
+        self.model = model
+        self.train_preprocess = train_preprocess
+        self.val_preprocess = val_preprocess
+        self.cache_dir = cache_dir
+
+    def forward(self, images):
+        return self.model.encode_image(images)
+
+class ClassificationHead(torch.nn.Linear):
+    def __init__(self, normalize, weights, biases=None):
+        output_size, input_size = weights.shape
+        super().__init__(input_size, output_size)
+        self.normalize = normalize
+        self.weight = torch.nn.Parameter(weights.clone())
+        self.bias = torch.nn.Parameter(biases.clone() if biases is not None
+                                       else torch.zeros_like(self.bias))
+
+    def forward(self, inputs):
+        if self.normalize:
+            inputs = inputs / inputs.norm(dim=-1, keepdim=True)
+        return super().forward(inputs)
+
+class ImageClassifier(torch.nn.Module):
+    def __init__(self, image_encoder, classification_head):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.classification_head = classification_head
+        self.train_preprocess = image_encoder.train_preprocess
+        self.val_preprocess = image_encoder.val_preprocess
+
+    def forward(self, inputs):
+        return self.classification_head(self.image_encoder(inputs))
+'''
+
+
+def _old_open_clip_names() -> dict:
+    """Classes open_clip < 2.0 pickled from ``open_clip.model`` (and the old ViT name)."""
+    from open_clip import transformer as oc
+
+    return {oc.VisionTransformer: "VisualTransformer", oc.Transformer: "Transformer",
+            oc.ResidualAttentionBlock: "ResidualAttentionBlock", oc.LayerNorm: "LayerNorm",
+            oc.QuickGELU: "QuickGELU"}
+
+
+@contextlib.contextmanager
+def legacy_task_vectors_names(workdir: str | os.PathLike) -> Iterator[types.ModuleType]:
+    """While active, ``torch.save`` pickles reference ``src.modeling.*`` and open_clip's old
+    class names, as the public task_vectors checkpoints do; yields the stand-in module.
+
+    Our own ``src`` package is hidden meanwhile: only build and save objects inside.
+    """
+    import open_clip
+
+    base = os.path.join(os.fspath(workdir), "legacy_src")
+    os.makedirs(os.path.join(base, "src"), exist_ok=True)
+    with open(os.path.join(base, "src", "__init__.py"), "w"):
+        pass
+    with open(os.path.join(base, "src", "modeling.py"), "w") as f:
+        f.write(LEGACY_MODELING)
+    renamed = _old_open_clip_names()
+    saved_modules = {k: sys.modules.get(k) for k in ("src", "src.modeling")}
+    saved_attrs = {cls: (cls.__module__, cls.__qualname__) for cls in renamed}
+    had_visual = hasattr(open_clip.model, "VisualTransformer")
+    sys.path.insert(0, base)
+    sys.modules.pop("src", None)
+    sys.modules.pop("src.modeling", None)
+    try:
+        legacy = importlib.import_module("src.modeling")
+        for cls, old in renamed.items():
+            cls.__module__, cls.__qualname__ = "open_clip.model", old
+            setattr(open_clip.model, old, cls)
+        yield legacy
+    finally:
+        sys.path.remove(base)
+        for k, mod in saved_modules.items():
+            if mod is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = mod
+        for cls, (mod, qual) in saved_attrs.items():
+            cls.__module__, cls.__qualname__ = mod, qual
+        if not had_visual:
+            del open_clip.model.VisualTransformer
+
+
+def write_open_clip_folder(folder: str | os.PathLike, model_cfg: dict,
+                           preprocess_cfg: dict | None = None) -> str:
+    """An open_clip ``local-dir:`` model (config only, so it builds with random weights);
+    returns the --model value."""
+    os.makedirs(folder, exist_ok=True)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg or {}}
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    return f"local-dir:{os.fspath(folder)}"
