@@ -105,6 +105,31 @@ def cached_decode(dataset_name: str, data_location: str, preprocess: T_.Compose,
     return data
 
 
+def check_activation(encoder: ImageEncoder, finetuned_paths: Iterable[str]) -> None:
+    """A Hugging Face checkpoint says whether it needs QuickGELU; a pretrained state dict
+    does not. Mixing the two activations gives wrong features silently, so refuse it."""
+    import json
+    from pathlib import Path
+
+    from open_clip.transformer import QuickGELU
+
+    from task_vectors import hf_clip
+
+    has_quick = any(isinstance(m, QuickGELU) for m in encoder.modules())
+    for path in map(Path, finetuned_paths):
+        if not (path / "config.json").is_file():
+            continue
+        config = json.loads((path / "config.json").read_text())
+        needs_quick = hf_clip.needs_quick_gelu(hf_clip.vision_config(config, str(path)))
+        if needs_quick != has_quick:
+            want = "QuickGELU" if needs_quick else "GELU"
+            raise MAPError(f"{path} was trained with {want} activations but the pretrained "
+                           f"model ({encoder.model_name}) uses "
+                           f"{'QuickGELU' if has_quick else 'GELU'}; pass --model "
+                           f"{encoder.model_name.removesuffix('-quickgelu')}"
+                           f"{'-quickgelu' if needs_quick else ''}")
+
+
 class MergeEngine:
     """Merged models theta(c) on one live encoder, evaluated on prepared tensors.
 
@@ -161,6 +186,7 @@ class MergeEngine:
         for name in datasets:
             check_dataset_name(name)
         encoder = load_encoder(pretrained, model_name, openclip_cachedir=openclip_cachedir)
+        check_activation(encoder, finetuned.values())
         reference = encoder.state_dict()
         states = []
         for task, path in tqdm(list(finetuned.items()), desc="loading fine-tuned models",

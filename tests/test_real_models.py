@@ -486,3 +486,21 @@ def test_unknown_model_name_exits_2(tmp_path, tiny_save, run_cli, capsys):
                              "--results-path", tmp_path / "runs"))
     assert code == 2
     assert "cannot build open_clip model 'ViT-Q-99'" in one_line_error(capsys)
+
+
+def test_activation_mismatch_with_hf_checkpoint_is_refused(tmp_path, demo_zoo):
+    # The zoo's encoder uses GELU; an HF config asking for quick_gelu must not be mixed in.
+    import json
+
+    from task_vectors.engine import check_activation
+    from task_vectors.modeling import ImageEncoder
+
+    encoder = ImageEncoder(demo_zoo.model_name)
+    folder = tmp_path / "TaskVal"
+    folder.mkdir()
+    config = {"model_type": "clip_vision_model", "hidden_act": "quick_gelu"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MAPError, match="QuickGELU.*--model"):
+        check_activation(encoder, [str(folder)])
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_act": "gelu"}))
+    check_activation(encoder, [str(folder)])  # same activation: accepted
