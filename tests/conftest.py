@@ -23,6 +23,18 @@ def zoo_root(demo_zoo) -> str:
     return str(demo_zoo.path.parent)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: the demo model's ops are tiny, and on a busy 2-core
+    machine extra intra-op threads only spin (about 10x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def run_cli():
     """Run run_MAP.main in-process (no interpreter start-up); returns the exit code.

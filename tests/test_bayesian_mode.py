@@ -3,7 +3,6 @@ record and figure, exactly initial + iter x update evaluations, and resuming a k
 without repeating a stored evaluation."""
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from src.bayesian import assign_bins, squared_errors
 from src.surrogate import fit_surrogates
+from helpers import CountingEvaluate
 
 PAIR = ["DigitsVal", "RotateVal"]
 THREE = ["DigitsVal", "RotateVal", "FlipVal"]
@@ -22,15 +22,7 @@ DEFAULT_SCHEDULE_2 = (8, 5, 3)  # (T+1)(T+2)/2 + 2 initial, 5 per round, 3 round
 SCHEDULE_3 = (11, 4, 2)  # given on the command line
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The demo model is tiny: on a shared 2-core machine extra intra-op threads only spin.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
 
 
 def _main(*argv) -> int:
@@ -63,21 +55,6 @@ def _stored(path: Path, models) -> tuple[np.ndarray, np.ndarray]:
     return C, Y
 
 
-class CountingEvaluate:
-    """Stands in for MergeEngine.evaluate: counts calls; raises KeyboardInterrupt (a user's
-    Ctrl-C) on the call after `stop_after`."""
-
-    def __init__(self, original, stop_after: int | None = None):
-        self.original, self.stop_after, self.calls = original, stop_after, 0
-
-    def __call__(self, engine, *args, **kwargs):
-        if self.stop_after is not None and self.calls >= self.stop_after:
-            raise KeyboardInterrupt
-        self.calls += 1
-        return self.original(engine, *args, **kwargs)
-
-    def __get__(self, engine, owner=None):  # bind like a method when set on the class
-        return self if engine is None else functools.partial(self, engine)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ stored numbers against an independent engine evaluation, the preference pick, th
 metric, 4 tasks, and resuming a killed run without repeating a stored evaluation."""
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import yaml
 
 from src.pareto import non_dominated, pick_by_preference
+from helpers import CountingEvaluate
 
 REPO = Path(__file__).resolve().parent.parent
 PAIR = ["DigitsVal", "RotateVal"]
@@ -21,15 +21,7 @@ REEVALUATE = "3"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The demo model is tiny: on a shared 2-core machine extra intra-op threads only spin.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
 
 
 def _main(*argv) -> int:
@@ -70,21 +62,6 @@ def _stored(path: Path, models, datasets, metric) -> tuple[np.ndarray, np.ndarra
     return C, Y
 
 
-class CountingEvaluate:
-    """Stands in for MergeEngine.evaluate: counts calls; raises KeyboardInterrupt (a user's
-    Ctrl-C) on the call after `stop_after`."""
-
-    def __init__(self, original, stop_after: int | None = None):
-        self.original, self.stop_after, self.calls = original, stop_after, 0
-
-    def __call__(self, engine, *args, **kwargs):
-        if self.stop_after is not None and self.calls >= self.stop_after:
-            raise KeyboardInterrupt
-        self.calls += 1
-        return self.original(engine, *args, **kwargs)
-
-    def __get__(self, engine, owner=None):  # bind like a method when set on the class
-        return self if engine is None else functools.partial(self, engine)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ checkpoints, accuracies against an independent engine, a JSON preference file, 8
 and resuming a killed run by replaying its stored rounds."""
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from src.pareto import pick_by_preference
+from helpers import CountingEvaluate
 
 REPO = Path(__file__).resolve().parent.parent
 FOUR = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]  # the --demo default for nested
@@ -25,13 +25,7 @@ PAIR_POINTS = 20  # the default --point per pair
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The demo model is tiny: on a shared 2-core machine extra intra-op threads only spin.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
 
 
 def _main(*argv) -> int:
@@ -55,21 +49,6 @@ def _default_argv(zoo_root: str, results: Path, exp_id: str) -> list:
             "--exp-id", exp_id]
 
 
-class CountingEvaluate:
-    """Stands in for MergeEngine.evaluate: counts calls; raises KeyboardInterrupt (a user's
-    Ctrl-C) on the call after `stop_after`."""
-
-    def __init__(self, original, stop_after: int | None = None):
-        self.original, self.stop_after, self.calls = original, stop_after, 0
-
-    def __call__(self, engine, *args, **kwargs):
-        if self.stop_after is not None and self.calls >= self.stop_after:
-            raise KeyboardInterrupt
-        self.calls += 1
-        return self.original(engine, *args, **kwargs)
-
-    def __get__(self, engine, owner=None):  # bind like a method when set on the class
-        return self if engine is None else functools.partial(self, engine)
 
 
 @pytest.fixture(scope="module")

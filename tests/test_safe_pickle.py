@@ -1,11 +1,7 @@
 """Restricted unpickling of task_vectors-style checkpoints (task_vectors.safe_pickle)."""
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
-import sys
-import textwrap
 import zipfile
 
 import numpy as np
@@ -19,87 +15,9 @@ from torchvision import transforms as T
 from src.errors import MAPError
 from task_vectors import modeling, safe_pickle
 
-# A stand-in for task_vectors' src/modeling.py: same class names and attribute names.
-LEGACY_MODELING = textwrap.dedent('''
-    import torch
+from fixtures_real import legacy_task_vectors_names
 
-    class ImageEncoder(torch.nn.Module):
-        def __init__(self, model, train_preprocess, val_preprocess, cache_dir=None):
-            super().__init__()
-            self.model = model
-            self.train_preprocess = train_preprocess
-            self.val_preprocess = val_preprocess
-            self.cache_dir = cache_dir
-
-        def forward(self, images):
-            return self.model.encode_image(images)
-
-    class ClassificationHead(torch.nn.Linear):
-        def __init__(self, normalize, weights, biases=None):
-            output_size, input_size = weights.shape
-            super().__init__(input_size, output_size)
-            self.normalize = normalize
-            self.weight = torch.nn.Parameter(weights.clone())
-            self.bias = torch.nn.Parameter(biases.clone() if biases is not None
-                                           else torch.zeros_like(self.bias))
-
-        def forward(self, inputs):
-            if self.normalize:
-                inputs = inputs / inputs.norm(dim=-1, keepdim=True)
-            return super().forward(inputs)
-
-    class ImageClassifier(torch.nn.Module):
-        def __init__(self, image_encoder, classification_head):
-            super().__init__()
-            self.image_encoder = image_encoder
-            self.classification_head = classification_head
-            self.train_preprocess = image_encoder.train_preprocess
-            self.val_preprocess = image_encoder.val_preprocess
-
-        def forward(self, inputs):
-            return self.classification_head(self.image_encoder(inputs))
-''')
-
-# Classes that open_clip < 2.0 pickled from open_clip.model (and the old ViT name).
-OLD_OPEN_CLIP_NAMES = {
-    oc_transformer.VisionTransformer: "VisualTransformer",
-    oc_transformer.Transformer: "Transformer",
-    oc_transformer.ResidualAttentionBlock: "ResidualAttentionBlock",
-    oc_transformer.LayerNorm: "LayerNorm",
-    oc_transformer.QuickGELU: "QuickGELU",
-}
-
-
-@contextlib.contextmanager
-def legacy_names(tmp_path):
-    """While active, pickles reference ``src.modeling.*`` and old open_clip names."""
-    pkg = tmp_path / "legacy_src" / "src"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "modeling.py").write_text(LEGACY_MODELING)
-    saved_modules = {k: sys.modules.get(k) for k in ("src", "src.modeling")}
-    saved_attrs = {cls: (cls.__module__, cls.__qualname__) for cls in OLD_OPEN_CLIP_NAMES}
-    had_visual = hasattr(open_clip.model, "VisualTransformer")
-    sys.path.insert(0, str(tmp_path / "legacy_src"))
-    sys.modules.pop("src", None)
-    sys.modules.pop("src.modeling", None)
-    try:
-        import src.modeling as legacy  # noqa: PLC0415 - the stand-in, found first on sys.path
-        for cls, old in OLD_OPEN_CLIP_NAMES.items():
-            cls.__module__, cls.__qualname__ = "open_clip.model", old
-            setattr(open_clip.model, old, cls)
-        yield legacy
-    finally:
-        sys.path.remove(str(tmp_path / "legacy_src"))
-        for k, mod in saved_modules.items():
-            if mod is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = mod
-        for cls, (mod, qual) in saved_attrs.items():
-            cls.__module__, cls.__qualname__ = mod, qual
-        if not had_visual:
-            del open_clip.model.VisualTransformer
+legacy_names = legacy_task_vectors_names  # pickles reference src.modeling.* and old names
 
 
 def tiny_clip() -> torch.nn.Module:

@@ -21,13 +21,7 @@ TASKS = ["DigitsVal", "RotateVal", "FlipVal", "InvertVal", "TransposeVal", "Pari
          "Ge5Val", "Mod3Val"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The demo model is tiny: on a busy 2-core machine, intra-op threads cost ~10x time.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
 
 
 @pytest.fixture(scope="module")
