@@ -1,6 +1,7 @@
 """Restricted unpickling of task_vectors-style checkpoints (task_vectors.safe_pickle)."""
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 
