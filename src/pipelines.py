@@ -107,6 +107,7 @@ def resolve(args: argparse.Namespace) -> Setup:
     for model in models:
         require_file(finetuned_path(save, model), f"fine-tuned checkpoint of '{model}'")
     device = args.device or default_device()
+    check_device(device)
     return Setup(args=args, models=models, datasets=datasets, metric=metric, link=link,
                  sense=pareto.sense_for_metric(metric), low=low, high=high,
                  model_name=args.model, save=save, pretrained=pretrained,
@@ -123,6 +124,19 @@ def check_model_name(model_name: str) -> None:
     if model_name not in open_clip.list_models():
         raise MAPError(f"cannot build open_clip model '{model_name}': unknown architecture "
                        "(e.g. ViT-B-32, ViT-B-16, ViT-L-14, or local-dir:<folder>)")
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise MAPError(f"--device {device}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise MAPError(f"--device {device}: CUDA is not available on this machine")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise MAPError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
 
 
 def default_device() -> str:

@@ -69,6 +69,8 @@ BAD_INPUT: list[tuple[str, Callable[[Path, Path], list[str]], str]] = [
     ("point-negative-nested", lambda t, z: ["--demo", "--point", "-3"], r"--point -3.*positive"),
     ("metric-type", lambda t, z: ["--demo", "--method", "map", "--metric-type", "f1"],
      r"unknown metric 'f1'"),
+    ("device-not-a-device", lambda t, z: ["--demo", "--method", "map", "--device", "gpu0"],
+     r"--device gpu0: not a device"),
     ("missing-pretrained", lambda t, z: ["--method", "map", "--save", _empty_save(t), *PAIR],
      r"pretrained checkpoint.*not found: .*empty/zeroshot\.pt"),
     ("missing-finetuned", lambda t, z: ["--method", "map", "--save",
