@@ -57,6 +57,18 @@ def resolve(args: argparse.Namespace) -> Setup:
     from task_vectors.checkpoints import finetuned_path, require_file
     from task_vectors.datasets.registry import check_dataset_name
 
+    # Settings first: a typo should not wait for the demo zoo to be built.
+    metric = args.metric_type
+    link = link_for_metric(metric)
+    low, high = map(float, args.bounds)
+    if not low < high:
+        raise MAPError(f"--bounds {low} {high}: LOW must be below HIGH")
+    if args.point is not None and args.point <= 0:
+        raise MAPError(f"--point {args.point}: the number of points must be positive")
+    if args.reevaluate < 0:
+        raise MAPError(f"--reevaluate {args.reevaluate}: must be 0 or more")
+    if args.n_gen <= 0:
+        raise MAPError(f"--n-gen {args.n_gen}: must be positive")
     if args.demo:
         from task_vectors.zoo import ensure_zoo
 
@@ -78,17 +90,6 @@ def resolve(args: argparse.Namespace) -> Setup:
         raise MAPError(f"MAP merges at least 2 models; got {len(models)} ({' '.join(models)})")
     for name in datasets:
         check_dataset_name(name)
-    metric = args.metric_type
-    link = link_for_metric(metric)
-    low, high = map(float, args.bounds)
-    if not low < high:
-        raise MAPError(f"--bounds {low} {high}: LOW must be below HIGH")
-    if args.point is not None and args.point <= 0:
-        raise MAPError(f"--point {args.point}: the number of points must be positive")
-    if args.reevaluate < 0:
-        raise MAPError(f"--reevaluate {args.reevaluate}: must be 0 or more")
-    if args.n_gen <= 0:
-        raise MAPError(f"--n-gen {args.n_gen}: must be positive")
     T = len(models)
     if args.method == "map" and args.point is not None and args.point < sampling.min_points(T):
         raise MAPError(f"--point {args.point} is fewer than the {sampling.min_points(T)} "
