@@ -228,8 +228,9 @@ def finish_front(setup: Setup, engine, C: np.ndarray, Y: np.ndarray,
     """Shared tail of map and bayesian modes: surrogate params, NSGA-III front, preference
     pick, re-evaluation of front points, figures, and the summary."""
     run, datasets, T = setup.run, setup.datasets, setup.T
-    write_json(run.params, {d: s.params_dict() | {"r2": float(s.score(C, Y[:, k]))}
-                            for k, (d, s) in enumerate(zip(datasets, surrogates))})
+    r2 = {d: float(s.score(C, Y[:, k])) for k, (d, s) in enumerate(zip(datasets, surrogates))}
+    write_json(run.params, {d: s.params_dict() | {"r2": r2[d]}
+                            for d, s in zip(datasets, surrogates)})
     C_front, F_front = search_front(surrogates, setup, T)
     write_json(run.pareto_front, front_json(C_front, F_front))
     weights = [setup.preference[d] for d in datasets]
@@ -248,8 +249,7 @@ def finish_front(setup: Setup, engine, C: np.ndarray, Y: np.ndarray,
     figures = draw_map_figures(setup, C, Y, surrogates, F_front, F_real, F_front[chosen])
     summary = {
         "n_evaluations": int(len(C)),
-        "surrogate_r2": {d: float(s.score(C, Y[:, k]))
-                         for k, (d, s) in enumerate(zip(datasets, surrogates))},
+        "surrogate_r2": r2,
         "front_size": int(len(C_front)),
         "chosen": {"coefficients": dict(zip(setup.models, C_front[chosen].tolist())),
                    "predicted": dict(zip(datasets, F_front[chosen].tolist())),
