@@ -523,7 +523,7 @@ def merge_tree_figure(
                     solid_joinstyle="miter")
             ax.scatter([x], [y], s=30, color=BLUE, edgecolors="white", linewidths=0.8, zorder=3)
             c = np.asarray(rec.get("pair_coefficients", []), dtype=float).reshape(-1)
-            label = f"round {_record_round(rec)}"
+            label = f"round {_record_round(rec) + 1}"  # as the round<k> folders and progress bars
             if c.size == 2:
                 label += f"\nc=({c[0]:.2f}, {c[1]:.2f})"
             ax.annotate(label, (x, y), xytext=(4, 3), textcoords="offset points",

@@ -349,8 +349,8 @@ def test_merge_tree_four_leaves():
     check_tree_layout(RECORDS4, pos)
     fig = P.merge_tree_figure(RECORDS4)
     texts = {t.get_text() for t in data_axes(fig)[0].texts}
-    assert {"round 0\nc=(0.60, 0.40)", "round 1\nc=(0.55, 0.50)",
-            "round 2\nc=(0.70, 0.65)"} <= texts
+    assert {"round 1\nc=(0.60, 0.40)", "round 2\nc=(0.55, 0.50)",
+            "round 3\nc=(0.70, 0.65)"} <= texts
     # Leaf accuracy comes from the records' pairing accuracy when not given.
     assert {"DigitsVal\n0.900", "RotateVal\n0.850", "InvertVal\n0.800", "BlurVal\n0.820"} <= texts
     assert legend_labels(fig) == ["task (fine-tuned accuracy)", "merge (round, pair coefficients)"]
@@ -366,7 +366,7 @@ def test_merge_tree_eight_leaves_from_nested_records(tmp_path):
     fig = P.merge_tree_figure(records, leaf_accuracy=override, title="nested MAP")
     texts = {t.get_text() for t in data_axes(fig)[0].texts}
     assert "MNISTVal\n0.500" in texts and "SVHNVal\n0.970" in texts
-    assert {f"round {r}" for r in range(7)} <= {t.split("\n")[0] for t in texts}
+    assert {f"round {r}" for r in range(1, 8)} <= {t.split("\n")[0] for t in texts}
     check_clean_layout(fig)
     check_png(P.plot_merge_tree(records, tmp_path / "tree8.png", leaf_accuracy=override,
                                 title="nested MAP"), fig.get_size_inches())
