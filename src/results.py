@@ -188,3 +188,27 @@ def versions() -> dict[str, str]:
             pass
     return out
 
+
+
+def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Reload a finished map/bayesian run: its run.json, the evaluated points (C, Y per
+    metric), the predicted front (C, F) and the fitted surrogates, ready to predict."""
+    from src.surrogate import QuadraticSurrogate
+
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / "run.json")
+    if info is None:
+        raise MAPError(f"{run_dir}: no run.json; not a MAP run directory")
+    names, models, datasets = "_".join(info["models"]), info["models"], info["datasets"]
+    out: dict[str, Any] = {"info": info}
+    store_path = run_dir / f"{names}scaling_results.json"
+    if store_path.exists():
+        store = ScalingResults(store_path, models)
+        out["C"], out["accuracy"] = store.arrays(datasets, "accuracy")
+        out["loss"] = store.arrays(datasets, "loss")[1]
+    if (run_dir / f"{names}pareto_front.json").exists():
+        out["front_C"], out["front_F"] = load_front(run_dir / f"{names}pareto_front.json")
+    params = read_json(run_dir / f"{names}_params.json")
+    if params is not None:
+        out["surrogates"] = {d: QuadraticSurrogate.from_params(p) for d, p in params.items()}
+    return out
