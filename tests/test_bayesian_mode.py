@@ -55,8 +55,6 @@ def _stored(path: Path, models) -> tuple[np.ndarray, np.ndarray]:
     return C, Y
 
 
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bayes_results")

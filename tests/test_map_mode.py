@@ -62,8 +62,6 @@ def _stored(path: Path, models, datasets, metric) -> tuple[np.ndarray, np.ndarra
     return C, Y
 
 
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("map_results")

@@ -49,8 +49,6 @@ def _default_argv(zoo_root: str, results: Path, exp_id: str) -> list:
             "--exp-id", exp_id]
 
 
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("nested_results")
