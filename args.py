@@ -107,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=128, help="Evaluation batch size.")
     g.add_argument("--max-eval-samples", type=int, default=None,
                    help="Evaluate on at most this many images per dataset (quick looks).")
-    g.add_argument("--num-workers", type=int, default=0,
-                   help="DataLoader workers for decoding evaluation sets (once per run).")
+    g.add_argument("--num-workers", type=int, default=None,
+                   help="DataLoader workers for decoding evaluation sets (once per run; "
+                        "default: up to 8 of the CPUs this job may use, for sets of 1024+ "
+                        "images; 0 decodes in the main process).")
     g.add_argument("--pdf", action="store_true", help="Also write figures as PDF.")
 
     g = p.add_argument_group("kept from task_vectors (fine-tuning flags; recorded, unused here)")

@@ -53,20 +53,43 @@ def split_normalize(preprocess: T_.Compose) -> tuple[T_.Compose, torch.Tensor, t
             torch.tensor(norm.std, dtype=torch.float32))
 
 
+class _Uint8Collate:
+    """Resize/crop a batch of (PIL, label) and keep it as uint8 (a class, not a closure,
+    so DataLoader workers can receive it under any start method)."""
+
+    def __init__(self, geometric: T_.Compose):
+        self.geometric = geometric
+
+    def __call__(self, items) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.stack([(self.geometric(img) * 255.0).round().to(torch.uint8)
+                              for img, _ in items])
+        return images, torch.tensor([int(label) for _, label in items], dtype=torch.int64)
+
+
+def default_workers(n_images: int) -> int:
+    """Worker processes worth starting: none for small sets (forking costs more than it
+    saves), else up to 8 of the CPUs this process may use (SLURM's --cpus-per-task)."""
+    import os
+
+    if n_images < 1024:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(8, max(0, (cpus or 1) - 1))
+
+
 def decode_dataset(dataset: torch.utils.data.Dataset, preprocess: T_.Compose, *,
-                   max_samples: int | None = None, num_workers: int = 0,
+                   max_samples: int | None = None, num_workers: int | None = None,
                    batch_size: int = 256, desc: str = "decoding") -> EvalTensors:
     """Read and preprocess every image once into one uint8 tensor."""
     geometric, mean, std = split_normalize(preprocess)
     if max_samples is not None and max_samples < len(dataset):
         dataset = torch.utils.data.Subset(dataset, range(max_samples))
-
-    def collate(items):
-        images = torch.stack([(geometric(img) * 255.0).round().to(torch.uint8) for img, _ in items])
-        return images, torch.tensor([int(label) for _, label in items], dtype=torch.int64)
+    if num_workers is None:
+        num_workers = default_workers(len(dataset))
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers, collate_fn=collate)
+                                         num_workers=num_workers,
+                                         collate_fn=_Uint8Collate(geometric))
     images, labels = [], []
     for x, y in tqdm(loader, desc=desc, leave=False, disable=len(loader) < 4):
         images.append(x)
@@ -78,7 +101,7 @@ def decode_dataset(dataset: torch.utils.data.Dataset, preprocess: T_.Compose, *,
 
 def cached_decode(dataset_name: str, data_location: str, preprocess: T_.Compose, *,
                   cache_dir: str | None = None, max_samples: int | None = None,
-                  num_workers: int = 0) -> EvalTensors:
+                  num_workers: int | None = None) -> EvalTensors:
     """decode_dataset of a registry dataset's test split, optionally cached on disk
     (``--cache-dir``) under a key of the dataset, its location, the preprocessing and the
     sample cap, so a second run skips reading and resizing the images."""
@@ -173,7 +196,7 @@ class MergeEngine:
     def from_checkpoints(cls, *, model_name: str, pretrained: str, finetuned: Mapping[str, str],
                          heads: Mapping[str, ClassificationHead | str], datasets: Sequence[str],
                          data_location: str, device: str = "cpu", batch_size: int = 128,
-                         max_eval_samples: int | None = None, num_workers: int = 0,
+                         max_eval_samples: int | None = None, num_workers: int | None = None,
                          openclip_cachedir: str | None = None, cache_dir: str | None = None
                          ) -> "MergeEngine":
         """Load everything once: the pretrained encoder, each task's fine-tuned weights

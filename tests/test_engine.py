@@ -318,3 +318,16 @@ def test_decode_respects_max_samples_and_rejects_pipelines_without_normalize(dem
     without.transforms = without.transforms[:-1]
     with pytest.raises(MAPError, match="Normalize"):
         decode_dataset(digits, without)
+
+
+def test_decode_with_worker_processes_equals_in_process(demo_zoo):
+    from task_vectors.engine import default_workers
+
+    val_preprocess = ImageEncoder(demo_zoo.model_name).val_preprocess
+    digits = get_dataset("FlipVal", "").split("test")
+    inline = decode_dataset(digits, val_preprocess, num_workers=0, batch_size=32)
+    workers = decode_dataset(digits, val_preprocess, num_workers=2, batch_size=32)
+    assert torch.equal(inline.images, workers.images)
+    assert torch.equal(inline.labels, workers.labels)
+    assert default_workers(100) == 0  # small sets decode in-process
+    assert 0 <= default_workers(50_000) <= 8
