@@ -200,6 +200,12 @@ def metric_matrix(evals: Sequence[dict], datasets: Sequence[str], metric: str) -
     return np.array([[e[d][metric] for d in datasets] for e in evals], dtype=float)
 
 
+def evaluate_metric(setup: Setup, engine, store: ScalingResults, C: np.ndarray) -> np.ndarray:
+    """[n, T] of the run's metric at the points of C (evaluating only the missing ones)."""
+    return metric_matrix(evaluate_points(engine, store, C, setup.datasets), setup.datasets,
+                         setup.metric)
+
+
 # ------------------------------------------------------------------ front and outputs
 def search_front(surrogates: Sequence[QuadraticSurrogate], setup: Setup, K: int,
                  seed_offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -319,8 +325,7 @@ def run_map(args: argparse.Namespace) -> dict[str, Any]:
     engine = build_engine(setup)
     store = ScalingResults(setup.run.scaling_results, setup.models)
     t0 = time.perf_counter()
-    Y = metric_matrix(evaluate_points(engine, store, C, setup.datasets), setup.datasets,
-                      setup.metric)
+    Y = evaluate_metric(setup, engine, store, C)
     setup.timings["evaluation_seconds"] = time.perf_counter() - t0
     surrogates = fit_surrogates(C, Y, setup.link)
     summary = finish_front(setup, engine, C, Y, surrogates)
@@ -341,17 +346,13 @@ def run_bayesian(args: argparse.Namespace) -> dict[str, Any]:
                                  "posterior, bin scores, surrogate error")
     records: list[dict] = []
 
-    def evaluate(C_new: np.ndarray) -> np.ndarray:
-        return metric_matrix(evaluate_points(engine, store, C_new, setup.datasets),
-                             setup.datasets, setup.metric)
-
     def on_round(record: dict) -> None:
         records.append(record)
         write_json(rounds_path, records)
 
     t0 = time.perf_counter()
     result = bayesian.run_rounds(
-        evaluate, T, n_initial=n_initial, n_update=n_update, n_iter=n_iter, link=setup.link,
+        lambda C_new: evaluate_metric(setup, engine, store, C_new), T, n_initial=n_initial, n_update=n_update, n_iter=n_iter, link=setup.link,
         low=setup.low, high=setup.high, seed=args.seed, on_round=on_round,
         C_done=C_done if len(C_done) else None, Y_done=Y_done if len(Y_done) else None)
     setup.timings["evaluation_seconds"] = time.perf_counter() - t0

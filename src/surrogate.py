@@ -21,6 +21,7 @@ from sklearn.preprocessing import PolynomialFeatures
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from src.errors import MAPError
+from src.sampling import min_points as n_quadratic_params  # (T+1)(T+2)/2
 
 LINKS = ("sigmoid", "softplus", "identity")
 _EPS = 1e-4  # keeps the inverse link finite for metrics at 0 or 1
@@ -32,11 +33,6 @@ def link_for_metric(metric_type: str) -> str:
     if metric_type not in _METRIC_LINKS:
         raise MAPError(f"unknown metric {metric_type!r}; expected one of {sorted(_METRIC_LINKS)}")
     return _METRIC_LINKS[metric_type]
-
-
-def n_quadratic_params(T: int) -> int:
-    """1 + T + T(T+1)/2 coefficients of a full quadratic in T variables."""
-    return (T + 1) * (T + 2) // 2
 
 
 def apply_link(z: np.ndarray, link: str) -> np.ndarray:

@@ -34,12 +34,16 @@ class EvalTensors:
         return EvalTensors(self.images.to(device), self.labels.to(device),
                            self.mean.to(device), self.std.to(device))
 
-    def batches(self, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, order: torch.Tensor | None = None
+                ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised (images, labels) batches, in stored order or in ``order``."""
         mean = self.mean.view(1, -1, 1, 1)
         std = self.std.view(1, -1, 1, 1)
         for start in range(0, len(self.labels), batch_size):
-            x = self.images[start:start + batch_size].float().div_(255.0)
-            yield (x - mean) / std, self.labels[start:start + batch_size]
+            idx = slice(start, start + batch_size) if order is None else \
+                order[start:start + batch_size]
+            x = self.images[idx].float().div_(255.0)
+            yield (x - mean) / std, self.labels[idx]
 
 
 def split_normalize(preprocess: T_.Compose) -> tuple[T_.Compose, torch.Tensor, torch.Tensor]:

@@ -117,20 +117,13 @@ def task_tensors(task: str, which: str, mean: torch.Tensor, std: torch.Tensor) -
     return EvalTensors(images[idx], labels[idx], mean, std)
 
 
-def _batches(data: EvalTensors, batch_size: int, generator: torch.Generator):
-    order = torch.randperm(len(data.labels), generator=generator)
-    mean, std = data.mean.view(1, -1, 1, 1), data.std.view(1, -1, 1, 1)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        yield (data.images[idx].float() / 255.0 - mean) / std, data.labels[idx]
-
-
 def _train(model: torch.nn.Module, head: torch.nn.Module, params, data: EvalTensors,
            cfg: dict, generator: torch.Generator) -> None:
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["wd"])
     model.train()
     for _ in range(cfg["epochs"]):
-        for x, y in _batches(data, cfg["batch_size"], generator):
+        order = torch.randperm(len(data.labels), generator=generator)
+        for x, y in data.batches(cfg["batch_size"], order):
             loss = F.cross_entropy(head(model(x)), y)
             opt.zero_grad()
             loss.backward()
