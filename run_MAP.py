@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from args import parse_arguments
-from src.errors import MAPError
+from map_common.errors import MAPError
 
 
 def main(argv: list[str] | None = None) -> int:

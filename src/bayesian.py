@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.sampling import design, from_hyperspherical, min_points, to_hyperspherical
 
 MAX_TASKS = 6

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.results import jsonable
 from src.sampling import design
 

@@ -21,7 +21,7 @@ from pymoo.optimize import minimize
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from pymoo.util.ref_dirs import get_reference_directions
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 
 SENSES = ("max", "min")
 _METRIC_SENSES = {"accuracy": "max", "loss": "min"}

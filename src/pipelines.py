@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from src import bayesian, nested, pareto, plotting, sampling
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.results import (RunDirectory, ScalingResults, front_json, load_preference, read_json,
                          versions, write_json)
 from src.surrogate import QuadraticSurrogate, fit_surrogates, link_for_metric

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 
 DPI = 300
 

@@ -8,34 +8,25 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from src.errors import MAPError
+from map_common.errors import MAPError
+from map_common.files import atomic_write
 
 Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l}}
 KEY_DECIMALS = 9  # coefficient vectors equal to 1e-9 are the same point
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON through a temporary file and an atomic rename: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
             json.dump(jsonable(data), f, indent=1)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+
+    return atomic_write(path, write)
 
 
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:

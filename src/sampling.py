@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 
 _TOL = 1e-9
 # Largest full grid we are willing to build while looking for enough candidates.

@@ -20,7 +20,7 @@ from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.preprocessing import PolynomialFeatures
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.sampling import min_points as n_quadratic_params  # (T+1)(T+2)/2
 
 LINKS = ("sigmoid", "softplus", "identity")

@@ -8,19 +8,17 @@ and Hugging Face CLIP vision folders. Written: the task_vectors layout
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from src.errors import MAPError
+from map_common.errors import MAPError
+from map_common.files import atomic_write
 from task_vectors.modeling import ClassificationHead, ImageEncoder
 
 PathLike = str | os.PathLike
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 # ---------------------------------------------------------------- layout
@@ -53,18 +51,7 @@ def require_file(path: PathLike, what: str) -> Path:
 # ---------------------------------------------------------------- writing
 def save_atomic(obj: Any, path: PathLike) -> Path:
     """torch.save through a temporary file, so a killed job never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_module(module: nn.Module, path: PathLike) -> Path:

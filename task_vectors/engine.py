@@ -16,7 +16,7 @@ from torch import nn
 from torchvision import transforms as T_
 from tqdm.auto import tqdm
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors.modeling import ClassificationHead, ImageEncoder
 from task_vectors.task_vector import is_mergeable
 

@@ -15,7 +15,7 @@ import open_clip
 import torch
 from torch import nn
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors.checkpoints import head_path, load_head, save_module
 from task_vectors.modeling import ClassificationHead, ImageEncoder
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import torch
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 
 PREFIX = "model.visual."
 

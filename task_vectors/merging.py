@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors.task_vector import is_mergeable
 
 Vector = Mapping[str, torch.Tensor]

@@ -12,7 +12,7 @@ import open_clip
 import torch
 from torch import nn
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 
 # Everything of an open_clip CLIP that belongs to the text tower.
 TEXT_TOWER_ATTRS = ("transformer", "token_embedding", "positional_embedding", "ln_final",

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch._weights_only_unpickler import _get_allowed_globals
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 
 # task_vectors' src.modeling -> ours.
 _MODELING = ("ImageEncoder", "ClassificationHead", "ImageClassifier")

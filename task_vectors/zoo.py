@@ -21,6 +21,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from map_common.files import process_umask
 from task_vectors.checkpoints import finetuned_path, head_path, save_module, zeroshot_path
 from task_vectors.datasets.demo import DEMO_TASKS, TASKS
 from task_vectors.datasets.registry import get_dataset
@@ -87,9 +88,7 @@ def ensure_zoo(root: str | Path | None = None, *, verbose: bool = True) -> Zoo:
         return Zoo(target)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; a shared MAP_ZOO_DIR must be readable
+    os.chmod(staging, 0o777 & ~process_umask())  # mkdtemp makes 0700; a shared MAP_ZOO_DIR must be readable
     try:
         if verbose:
             print(f"Building the demo model zoo in {target} (once; about a minute on 2 cores)")

@@ -23,7 +23,7 @@ from src.bayesian import (
     squared_errors,
     update_posterior,
 )
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.sampling import to_hyperspherical
 
 WIDTH_T2 = math.pi / 8  # one angle bin for T = 2 (4 bins over [0, pi/2])

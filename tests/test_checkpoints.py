@@ -12,7 +12,7 @@ from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
 from torch import nn
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors.checkpoints import (check_compatible, finetuned_path, head_path,
                                       load_encoder, load_head, load_state_dict,
                                       quickgelu_variant, save_module, zeroshot_path)

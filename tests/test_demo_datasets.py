@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors.datasets import demo
 from task_vectors.datasets.registry import check_dataset_name, dataset_names, get_dataset
 from task_vectors.engine import decode_dataset

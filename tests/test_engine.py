@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors import safe_pickle
 from task_vectors.checkpoints import finetuned_path, head_path, zeroshot_path
 from task_vectors.datasets.registry import get_dataset

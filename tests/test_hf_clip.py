@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import (CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel,
                           CLIPVisionModelWithProjection)
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors import hf_clip
 from task_vectors.modeling import ImageEncoder, drop_text_tower
 

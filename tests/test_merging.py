@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors.merging import apply, dare, dare_merge, task_arithmetic, ties_merge
 
 SHAPES = {"a": (2, 2), "b": (2,)}  # 6 entries over two weights: trimming must span both

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.nested import (
     PoolModel,
     compose_coefficients,

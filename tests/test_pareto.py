@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pymoo.indicators.igd import IGD
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.pareto import (
     SurrogateProblem,
     hypervolume,

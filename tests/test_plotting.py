@@ -12,7 +12,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.contour import QuadContourSet
 
 from src import plotting as P
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.nested import run_nested
 
 NAMES8 = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal", "EuroSATVal", "GTSRBVal",

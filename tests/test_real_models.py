@@ -18,7 +18,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionMode
 
 from fixtures_real import (legacy_task_vectors_names, make_eurosat_tree, make_mnist_tree,
                            make_svhn_tree, write_open_clip_folder)
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors.checkpoints import (check_compatible, finetuned_path, head_path,
                                       load_encoder, quickgelu_variant, save_module)
 from task_vectors.datasets.registry import get_dataset

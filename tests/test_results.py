@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.results import (RunDirectory, ScalingResults, front_json, load_front, load_preference,
                          load_run, write_json)
 from src.surrogate import fit_surrogates

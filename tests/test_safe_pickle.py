@@ -13,7 +13,7 @@ from open_clip import transformer as oc_transformer
 from PIL import Image
 from torchvision import transforms as T
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors import modeling, safe_pickle
 
 from fixtures_real import legacy_task_vectors_names

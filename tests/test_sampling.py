@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.sampling import (
     default_points,
     design,

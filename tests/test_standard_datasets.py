@@ -8,7 +8,7 @@ from PIL import Image
 
 from fixtures_real import (CARS_CLASSES, MAKERS, label_from_image, label_from_pixel,
                            make_all_trees, make_cars_folder_tree, make_dtd_torchvision_tree)
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors.datasets import registry, standard
 from task_vectors.datasets.templates import get_templates
 

@@ -7,7 +7,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import r2_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.surrogate import (
     QuadraticSurrogate,
     apply_link,

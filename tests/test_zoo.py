@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from src.pareto import non_dominated
 from task_vectors import zoo
 from task_vectors.checkpoints import (check_compatible, finetuned_path, head_path, load_encoder,

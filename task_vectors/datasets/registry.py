@@ -12,7 +12,7 @@ from typing import Callable, Literal, Protocol, Sequence
 import torch
 from torch.utils.data import Dataset, Subset
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 
 Split = Literal["train", "test"]
 VAL_FRACTION = 0.1

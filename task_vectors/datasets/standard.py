@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from src.errors import MAPError
+from map_common.errors import MAPError
 from task_vectors.datasets import templates as tpl
 from task_vectors.datasets.registry import register
 
