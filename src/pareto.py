@@ -13,36 +13,27 @@ from math import comb
 import numpy as np
 from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.algorithms.soo.nonconvex.ga import GA
-from pymoo.core.callback import Callback
 from pymoo.core.problem import Problem
 from pymoo.indicators.hv import HV
 from pymoo.indicators.igd import IGD
 from pymoo.optimize import minimize
+from pymoo.util.archive import MultiObjectiveArchive
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from pymoo.util.ref_dirs import get_reference_directions
 
-from map_common.errors import MAPError
 
 SENSES = ("max", "min")
-_METRIC_SENSES = {"accuracy": "max", "loss": "min"}
 _TARGET_DIRECTIONS = 100  # NSGA-III reference directions to aim for (lands in 50..150 for K<=8)
-
-
-def sense_for_metric(metric: str) -> str:
-    """accuracy -> "max", loss -> "min"."""
-    if metric not in _METRIC_SENSES:
-        raise MAPError(f"unknown metric {metric!r}; expected one of {sorted(_METRIC_SENSES)}")
-    return _METRIC_SENSES[metric]
 
 
 def _signs(senses: Sequence[str], K: int) -> np.ndarray:
     """+1 for "min", -1 for "max": multiply metric-scale objectives to get pymoo's minimisation."""
     senses = [senses] * K if isinstance(senses, str) else list(senses)
     if len(senses) != K:
-        raise MAPError(f"{len(senses)} senses for {K} objectives; expected one per objective")
+        raise ValueError(f"{len(senses)} senses for {K} objectives; expected one per objective")
     bad = [s for s in senses if s not in SENSES]
     if bad:
-        raise MAPError(f"unknown sense {bad[0]!r}; expected 'max' or 'min'")
+        raise ValueError(f"unknown sense {bad[0]!r}; expected 'max' or 'min'")
     return np.array([-1.0 if s == "max" else 1.0 for s in senses])
 
 
@@ -51,7 +42,7 @@ class SurrogateProblem(Problem):
 
     def __init__(self, surrogates: Sequence, senses: Sequence[str], low=0.0, high=1.0):
         if len(surrogates) == 0:
-            raise MAPError("no surrogates given; expected one per objective")
+            raise ValueError("no surrogates given; expected one per objective")
         T = int(surrogates[0].n_features_in_)
         xl, xu = _bounds(low, high, T)
         self.surrogates = list(surrogates)
@@ -66,7 +57,7 @@ class SurrogateProblem(Problem):
 def n_partitions_for(K: int) -> int:
     """Das-Dennis partitions p whose C(p+K-1, K-1) directions are closest to ~100 (log scale)."""
     if K < 2:
-        raise MAPError(f"K={K} objectives; reference directions need K >= 2")
+        raise ValueError(f"K={K} objectives; reference directions need K >= 2")
     best, p = 1, 1
     while comb(p + K - 1, K - 1) <= 4 * _TARGET_DIRECTIONS:
         if abs(np.log(comb(p + K - 1, K - 1) / _TARGET_DIRECTIONS)) < abs(
@@ -100,9 +91,9 @@ def nsga3_front(
     objective a GA runs instead and the single best point comes back.
     """
     if n_gen < 1:
-        raise MAPError(f"n_gen={n_gen}; expected a positive number of generations")
+        raise ValueError(f"n_gen={n_gen}; expected a positive number of generations")
     if pop_size is not None and pop_size < 2:
-        raise MAPError(f"pop_size={pop_size}; expected at least 2")
+        raise ValueError(f"pop_size={pop_size}; expected at least 2")
     problem = SurrogateProblem(surrogates, senses, low, high)
     K = problem.n_obj
     if K == 1:
@@ -112,11 +103,12 @@ def nsga3_front(
         return C, np.atleast_2d(res.F).astype(float) * problem.signs
 
     ref_dirs = get_reference_directions("das-dennis", K, n_partitions=n_partitions_for(K))
-    algorithm = NSGA3(ref_dirs=ref_dirs, pop_size=max(pop_size or 0, len(ref_dirs)))
-    extra = {"callback": _Archive()} if archive else {}
-    res = minimize(problem, algorithm, ("n_gen", n_gen), seed=seed, verbose=False, **extra)
+    # pymoo's archive keeps every non-dominated point any generation produced (unbounded).
+    kept = MultiObjectiveArchive(max_size=None, truncate_size=None) if archive else None
+    algorithm = NSGA3(ref_dirs=ref_dirs, pop_size=max(pop_size or 0, len(ref_dirs)), archive=kept)
+    res = minimize(problem, algorithm, ("n_gen", n_gen), seed=seed, verbose=False)
     if archive:
-        C, F = extra["callback"].X, extra["callback"].F
+        C, F = _non_dominated_rows(res.archive.get("X"), res.archive.get("F"))
     else:
         C, F = _non_dominated_rows(res.pop.get("X"), res.pop.get("F"))
     F = F * problem.signs
@@ -124,20 +116,6 @@ def nsga3_front(
     C, F = C[first], F[first]
     order = np.argsort(F[:, 0], kind="stable")
     return C[order], F[order]
-
-
-class _Archive(Callback):
-    """Keeps the non-dominated (X, F) over all generations, merged after each one."""
-
-    def __init__(self):
-        super().__init__()
-        self.X, self.F = None, None
-
-    def notify(self, algorithm):
-        X, F = algorithm.pop.get("X"), algorithm.pop.get("F")
-        if self.X is not None:
-            X, F = np.vstack([self.X, X]), np.vstack([self.F, F])
-        self.X, self.F = _non_dominated_rows(X, F)
 
 
 def _non_dominated_rows(X: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,22 +137,59 @@ def normalize_preference(p, K: int) -> np.ndarray:
     """Non-negative weights summing to 1, one per objective."""
     w = np.atleast_1d(np.asarray(p, dtype=float))
     if w.ndim != 1 or w.size != K:
-        raise MAPError(f"preference {list(np.ravel(w))} has {w.size} weights; expected {K}")
+        raise ValueError(f"preference {list(np.ravel(w))} has {w.size} weights; expected {K}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise MAPError(f"preference {w.tolist()} has a negative or non-finite weight; expected weights >= 0")
+        raise ValueError(f"preference {w.tolist()} has a negative or non-finite weight; expected weights >= 0")
     if w.sum() == 0:
-        raise MAPError("preference weights are all zero; expected at least one positive weight")
+        raise ValueError("preference weights are all zero; expected at least one positive weight")
     return w / w.sum()
 
 
+PICKS = ("tchebycheff", "weighted-sum")
+
+
 def pick_by_preference(F: np.ndarray, preference, senses: Sequence[str]) -> int:
-    """Row of F with the best preference-weighted sum (min columns enter with a minus sign)."""
+    """Row of F with the best preference-weighted sum (min columns enter with a minus sign).
+
+    This is the original tool's pick. On raw accuracies it favours the tasks with the
+    widest range, so with equal weights it often lands on an end of the front."""
     F = _as_2d(F, "F")
     if F.shape[0] == 0:
-        raise MAPError("cannot pick from an empty front; expected at least one point")
+        raise ValueError("cannot pick from an empty front; expected at least one point")
     w = normalize_preference(preference, F.shape[1])
     # _signs is +1 for "min"; flip it so larger scores are better in every column.
     return int(np.argmax(F @ (w * -_signs(senses, F.shape[1]))))
+
+
+def pick_tchebycheff(F: np.ndarray, preference, worst, best) -> int:
+    """Row of F closest to the ideal in the weighted Tchebycheff sense, on normalised metrics.
+
+    Each column k is rescaled to u_k = (F_k - worst_k) / (best_k - worst_k), so 0 is the
+    pretrained model's value and 1 the fine-tuned model's (for either sense: a loss has
+    best < worst). The pick minimises max_k w_k (1 - u_k): with equal weights, the model
+    whose worst task keeps the largest share of its fine-tuning gain."""
+    F = _as_2d(F, "F")
+    if F.shape[0] == 0:
+        raise ValueError("cannot pick from an empty front; expected at least one point")
+    w = normalize_preference(preference, F.shape[1])
+    worst, best = np.asarray(worst, dtype=float), np.asarray(best, dtype=float)
+    span = best - worst
+    # A task the fine-tuning did not move has no scale of its own: use its value as is.
+    span = np.where(np.abs(span) > 1e-12, span, np.where(np.abs(best) > 1e-12, best, 1.0))
+    u = (F - worst) / span
+    return int(np.argmin(np.max(w * (1.0 - u), axis=1)))
+
+
+def pick(F: np.ndarray, preference, senses: Sequence[str], method: str = "tchebycheff",
+         worst=None, best=None) -> int:
+    """The preference pick by ``method`` (one of PICKS); Tchebycheff needs worst and best."""
+    if method == "weighted-sum":
+        return pick_by_preference(F, preference, senses)
+    if method == "tchebycheff":
+        if worst is None or best is None:
+            raise ValueError("the Tchebycheff pick needs the worst and best value per objective")
+        return pick_tchebycheff(F, preference, worst, best)
+    raise ValueError(f"unknown pick {method!r}; expected one of {list(PICKS)}")
 
 
 def igd(F: np.ndarray, F_ref: np.ndarray) -> float:
@@ -188,7 +203,7 @@ def hypervolume(F: np.ndarray, ref_point, senses: Sequence[str]) -> float:
     signs = _signs(senses, F.shape[1])
     ref = np.asarray(ref_point, dtype=float)
     if ref.shape != (F.shape[1],):
-        raise MAPError(f"ref_point has shape {ref.shape}; expected ({F.shape[1]},)")
+        raise ValueError(f"ref_point has shape {ref.shape}; expected ({F.shape[1]},)")
     return float(HV(ref_point=ref * signs)(F * signs))
 
 
@@ -197,11 +212,11 @@ def _bounds(low, high, T: int) -> tuple[np.ndarray, np.ndarray]:
         xl = np.broadcast_to(np.asarray(low, dtype=float), (T,)).copy()
         xu = np.broadcast_to(np.asarray(high, dtype=float), (T,)).copy()
     except ValueError:
-        raise MAPError(
+        raise ValueError(
             f"bounds low={low!r}, high={high!r} do not fit T={T}; expected scalars or length-{T} arrays"
         ) from None
     if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu)) and np.all(xl < xu)):
-        raise MAPError(f"box low={xl.tolist()}, high={xu.tolist()} is empty; expected low < high")
+        raise ValueError(f"box low={xl.tolist()}, high={xu.tolist()} is empty; expected low < high")
     return xl, xu
 
 
@@ -210,5 +225,5 @@ def _as_2d(F: np.ndarray, name: str) -> np.ndarray:
     if F.ndim == 1:
         F = F[None, :]
     if F.ndim != 2:
-        raise MAPError(f"{name} has shape {F.shape}; expected (n, K)")
+        raise ValueError(f"{name} has shape {F.shape}; expected (n, K)")
     return F

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from map_common.errors import MAPError
-
 _TOL = 1e-9
 # Largest full grid we are willing to build while looking for enough candidates.
 _MAX_GRID_ROWS = 2_000_000
@@ -43,7 +41,7 @@ def grid_points(T: int, per_axis: int, low: float = 0.0, high: float = 1.0) -> n
     _check_positive_int(per_axis, "per_axis")
     _check_box(low, high)
     if per_axis ** T > _MAX_GRID_ROWS:
-        raise MAPError(
+        raise ValueError(
             f"grid with per_axis={per_axis} and T={T} has {per_axis ** T} rows; "
             f"expected at most {_MAX_GRID_ROWS} (use fewer points or fewer tasks)"
         )
@@ -66,7 +64,7 @@ def diagonal_points(
     _check_nonnegative_int(n, "n (number of diagonal points)")
     _check_box(low, high)
     if jitter < 0:
-        raise MAPError(f"jitter={jitter} is negative; expected a standard deviation >= 0")
+        raise ValueError(f"jitter={jitter} is negative; expected a standard deviation >= 0")
     s = low + (high - low) * np.arange(1, n + 1) / max(n, 1)
     points = np.repeat(s[:, None], T, axis=1)
     if jitter > 0:
@@ -88,9 +86,9 @@ def disturbed_points(
     _check_nonnegative_int(n, "n (number of disturbed points)")
     _check_box(low, high)
     if scale < 0:
-        raise MAPError(f"scale={scale} is negative; expected a standard deviation >= 0")
+        raise ValueError(f"scale={scale} is negative; expected a standard deviation >= 0")
     if n > 0 and base.shape[0] == 0:
-        raise MAPError("disturbed_points got an empty base; expected at least one row to disturb")
+        raise ValueError("disturbed_points got an empty base; expected at least one row to disturb")
     picks = rng.integers(0, base.shape[0], size=n)
     noise = rng.normal(0.0, scale, size=(n, base.shape[1]))
     return np.clip(base[picks] + noise, low, high)
@@ -117,9 +115,9 @@ def design(
     _check_nonnegative_int(n_disturbed, "n_disturbed")
     _check_box(low, high)
     if n_points < T:
-        raise MAPError(f"n_points={n_points} is fewer than T={T}; expected at least one point per task")
+        raise ValueError(f"n_points={n_points} is fewer than T={T}; expected at least one point per task")
     if T + n_diagonal + n_disturbed > n_points:
-        raise MAPError(
+        raise ValueError(
             f"n_points={n_points} cannot hold T={T} one-hot + n_diagonal={n_diagonal} "
             f"+ n_disturbed={n_disturbed} points"
         )
@@ -152,7 +150,7 @@ def to_hyperspherical(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     C = _as_2d(C, "C")
     if np.any(C < -_TOL):
-        raise MAPError(
+        raise ValueError(
             f"to_hyperspherical got a negative coefficient ({C.min():.3g}); "
             "expected points in the positive orthant"
         )
@@ -171,14 +169,14 @@ def from_hyperspherical(r: np.ndarray, angles: np.ndarray) -> np.ndarray:
     if angles.ndim == 1:
         angles = angles[None, :] if r.shape[0] == 1 else angles[:, None]
     if r.ndim != 1 or angles.ndim != 2 or angles.shape[0] != r.shape[0]:
-        raise MAPError(
+        raise ValueError(
             f"from_hyperspherical got r of shape {r.shape} and angles of shape {angles.shape}; "
             "expected (n,) and (n, T-1)"
         )
     if np.any(r < -_TOL):
-        raise MAPError(f"from_hyperspherical got a negative radius ({r.min():.3g}); expected r >= 0")
+        raise ValueError(f"from_hyperspherical got a negative radius ({r.min():.3g}); expected r >= 0")
     if np.any(angles < -_TOL) or np.any(angles > np.pi / 2 + _TOL):
-        raise MAPError(
+        raise ValueError(
             f"from_hyperspherical got angles in [{angles.min():.3g}, {angles.max():.3g}]; "
             "expected angles in [0, pi/2]"
         )
@@ -225,7 +223,7 @@ def _append_distinct(rows: np.ndarray, new: np.ndarray, redraw) -> np.ndarray:
                 break
             row = redraw()
         else:
-            raise MAPError("could not draw distinct random points; widen the box [low, high]")
+            raise ValueError("could not draw distinct random points; widen the box [low, high]")
         rows = np.vstack([rows, row])
     return rows
 
@@ -252,20 +250,20 @@ def _as_2d(C: np.ndarray, name: str) -> np.ndarray:
     if C.ndim == 1:
         C = C[None, :]
     if C.ndim != 2 or C.shape[1] < 1:
-        raise MAPError(f"{name} has shape {C.shape}; expected (n, T) with T >= 1")
+        raise ValueError(f"{name} has shape {C.shape}; expected (n, T) with T >= 1")
     return C
 
 
 def _check_positive_int(value: int, name: str) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise MAPError(f"{name}={value!r}; expected a positive integer")
+        raise ValueError(f"{name}={value!r}; expected a positive integer")
 
 
 def _check_nonnegative_int(value: int, name: str) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-        raise MAPError(f"{name}={value!r}; expected a non-negative integer")
+        raise ValueError(f"{name}={value!r}; expected a non-negative integer")
 
 
 def _check_box(low: float, high: float) -> None:
     if not (np.isfinite(low) and np.isfinite(high)) or high <= low:
-        raise MAPError(f"coefficient box [low={low}, high={high}] is empty; expected low < high")
+        raise ValueError(f"coefficient box [low={low}, high={high}] is empty; expected low < high")

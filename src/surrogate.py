@@ -20,19 +20,10 @@ from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.preprocessing import PolynomialFeatures
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from map_common.errors import MAPError
 from src.sampling import min_points as n_quadratic_params  # (T+1)(T+2)/2
 
 LINKS = ("sigmoid", "softplus", "identity")
 _EPS = 1e-4  # keeps the inverse link finite for metrics at 0 or 1
-_METRIC_LINKS = {"accuracy": "sigmoid", "loss": "softplus"}
-
-
-def link_for_metric(metric_type: str) -> str:
-    """The link that matches a metric's range: accuracy -> sigmoid, loss -> softplus."""
-    if metric_type not in _METRIC_LINKS:
-        raise MAPError(f"unknown metric {metric_type!r}; expected one of {sorted(_METRIC_LINKS)}")
-    return _METRIC_LINKS[metric_type]
 
 
 def apply_link(z: np.ndarray, link: str) -> np.ndarray:
@@ -83,12 +74,12 @@ class QuadraticSurrogate(RegressorMixin, BaseEstimator):
     def fit(self, X, y) -> "QuadraticSurrogate":
         _check_link(self.link)
         if not self.alpha >= 0:
-            raise MAPError(f"alpha={self.alpha!r}; expected a ridge penalty >= 0")
+            raise ValueError(f"alpha={self.alpha!r}; expected a ridge penalty >= 0")
         X, y = validate_data(self, X, y, y_numeric=True, dtype=float)
         n, T = X.shape
         needed = n_quadratic_params(T)
         if n < needed:
-            raise MAPError(
+            raise ValueError(
                 f"{n} samples for a quadratic surrogate in T={T} variables; "
                 f"expected at least {needed} = (T+1)(T+2)/2"
             )
@@ -152,21 +143,31 @@ class QuadraticSurrogate(RegressorMixin, BaseEstimator):
             "link": self.link,
         }
 
+    def original_params(self) -> list[float]:
+        """The coefficients in the original MAP tool's ``_params.json`` order: [c_i^2 for
+        each i, c_i*c_j for each i < j, c_i for each i, 1], before the link. The original
+        evaluates link(sum of coefficient * term), so scripts reading that file keep working."""
+        check_is_fitted(self)
+        T = self.b_.size
+        upper = np.triu_indices(T, k=1)
+        return [*(0.5 * np.diag(self.A_)).tolist(), *self.A_[upper].tolist(),
+                *self.b_.tolist(), float(self.e_)]
+
     @classmethod
     def from_params(cls, params: dict) -> "QuadraticSurrogate":
         """A fitted surrogate from params_dict() output (or hand-written coefficients)."""
         missing = {"A", "b", "e", "link"} - set(params)
         if missing:
-            raise MAPError(f"surrogate params lack {sorted(missing)}; expected keys A, b, e, link")
+            raise ValueError(f"surrogate params lack {sorted(missing)}; expected keys A, b, e, link")
         A = np.asarray(params["A"], dtype=float)
         b = np.asarray(params["b"], dtype=float)
         if b.ndim != 1 or A.shape != (b.size, b.size):
-            raise MAPError(
+            raise ValueError(
                 f"surrogate params have A of shape {A.shape} and b of shape {b.shape}; "
                 "expected (T, T) and (T,)"
             )
         if not np.allclose(A, A.T):
-            raise MAPError("surrogate params have a non-symmetric A; expected A == A^T")
+            raise ValueError("surrogate params have a non-symmetric A; expected A == A^T")
         _check_link(params["link"])
         model = cls(link=params["link"])
         model.A_, model.b_, model.e_ = A, b, float(params["e"])
@@ -183,8 +184,17 @@ def fit_surrogates(
         Y = Y[:, None]
     links = [link] * Y.shape[1] if isinstance(link, str) else list(link)
     if len(links) != Y.shape[1]:
-        raise MAPError(f"{len(links)} links for {Y.shape[1]} metric columns; expected one per column")
+        raise ValueError(f"{len(links)} links for {Y.shape[1]} metric columns; expected one per column")
     return [QuadraticSurrogate(link=lk, **kwargs).fit(C, Y[:, k]) for k, lk in enumerate(links)]
+
+
+def original_terms(C: np.ndarray) -> np.ndarray:
+    """The terms [c_i^2, c_i*c_j (i < j), c_i, 1] of each row of C, in the original's order:
+    ``original_terms(C) @ original_params`` is the quadratic before the link."""
+    C = np.atleast_2d(np.asarray(C, dtype=float))
+    T = C.shape[1]
+    i, j = np.triu_indices(T, k=1)
+    return np.hstack([C ** 2, C[:, i] * C[:, j], C, np.ones((C.shape[0], 1))])
 
 
 def _theta_to_quadratic(
@@ -206,4 +216,4 @@ def _theta_to_quadratic(
 
 def _check_link(link: str) -> None:
     if link not in LINKS:
-        raise MAPError(f"unknown link {link!r}; expected one of {list(LINKS)}")
+        raise ValueError(f"unknown link {link!r}; expected one of {list(LINKS)}")

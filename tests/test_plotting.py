@@ -12,7 +12,6 @@ from matplotlib.collections import PathCollection
 from matplotlib.contour import QuadContourSet
 
 from src import plotting as P
-from map_common.errors import MAPError
 from src.nested import run_nested
 
 NAMES8 = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal", "EuroSATVal", "GTSRBVal",
@@ -140,7 +139,7 @@ def test_front_bad_input_raises_value_error():
     evaluated, front = front_data(3)
     with pytest.raises(ValueError, match="columns"):
         P.front_figure(evaluated, front, ["A", "B"], "accuracy")  # 3 columns, 2 names
-    with pytest.raises(MAPError):
+    with pytest.raises(ValueError):
         P.front_figure(evaluated, front, ["A", "B", "C", "D"], "accuracy")
     with pytest.raises(ValueError, match="front_real"):
         P.front_figure(evaluated, front, ["A", "B", "C"], "accuracy", front_real=front[:, :2])
