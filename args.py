@@ -8,11 +8,46 @@ import argparse
 import os
 import time
 
+from src.config import Defaults
+from src.metrics import METRICS
+from src.pareto import PICKS
+
 DEFAULT_DATASETS = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal"]
 # Demo defaults: a pair that trades off for map/bayesian, four tasks for nested.
 DEMO_PAIR = ["DigitsVal", "RotateVal"]
 DEMO_NESTED = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
 METHODS = ("map", "bayesian", "nested")
+
+
+# ---- defaults that depend on the number of tasks T (edit them here)
+def surrogate_parameters(T: int) -> int:
+    """Coefficients of one quadratic surrogate in T variables: (T+1)(T+2)/2."""
+    return (T + 1) * (T + 2) // 2
+
+
+def default_points(T: int) -> int:
+    """--point for map: twice the surrogate's parameters, so each is over-determined."""
+    return 2 * surrogate_parameters(T)
+
+
+NESTED_PAIR_POINTS = 20  # --point for nested: merges evaluated per pair (T = 2 there)
+
+
+def default_bayes_schedule(T: int) -> tuple[int, int, int]:
+    """(--bayes-initial-pts, --bayes-update-pts, --bayes-iter) for T tasks."""
+    return surrogate_parameters(T) + 2, 5, 3
+
+
+def default_grid_points_per_axis(T: int) -> int | None:
+    """--grid-points-per-axis: 21 for 2 tasks (441 merges), 11 for 3 (1331); larger T
+    must set it, since the grid grows as per_axis ** T."""
+    return {2: 21, 3: 11}.get(T)
+
+
+DEFAULTS = Defaults(
+    models=tuple(DEFAULT_DATASETS), demo_pair=tuple(DEMO_PAIR), demo_nested=tuple(DEMO_NESTED),
+    points=default_points, nested_pair_points=NESTED_PAIR_POINTS,
+    bayes_schedule=default_bayes_schedule, grid_points_per_axis=default_grid_points_per_axis)
 
 
 def get_hex_time() -> str:
@@ -24,8 +59,15 @@ def _comma_list(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line naming it (no usage block), exit 2, like every input error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="run_MAP.py",
         description="MAP: merge fine-tuned CLIP models by task arithmetic and find the Pareto "
                     "front of trade-offs between tasks with few evaluations.",
@@ -68,18 +110,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--zeroshot-eval-datasets", nargs="+", default=None,
                    help="Datasets to evaluate merged models on, one per merged model, in the "
                         "same order (default: the merge models).")
-    g.add_argument("--metric-type", type=str, default="accuracy",
+    g.add_argument("--metric-type", type=str, default="accuracy", choices=sorted(METRICS),
                    help="Objective per task: accuracy (maximised, sigmoid link) or loss "
                         "(minimised, softplus link).")
     g.add_argument("--point", type=int, default=None,
-                   help="Number of coefficient vectors to evaluate (default (T+1)(T+2), twice "
-                        "the quadratic surrogate's parameter count; nested: per pair, "
-                        "default 20).")
+                   help="Number of coefficient vectors to evaluate (default: default_points(T) "
+                        "in args.py, (T+1)(T+2); nested: per pair, NESTED_PAIR_POINTS).")
     g.add_argument("--preference", type=str, default="example_preference.yaml",
                    help="YAML (or JSON) file {dataset: weight} used to pick a model from the "
                         "front.")
     g.add_argument("--bounds", type=float, nargs=2, default=[0.0, 1.0], metavar=("LOW", "HIGH"),
-                   help="Box of the merging coefficients searched.")
+                   help="Box of the merging coefficients sampled (and searched, unless "
+                        "--search-bounds is given).")
+    g.add_argument("--search-bounds", type=float, nargs=2, default=None,
+                   metavar=("LOW", "HIGH"),
+                   help="Box NSGA-III searches on the surrogates (default: --bounds). The "
+                        "original sampled [0, 1] and searched [-3, 3].")
+    g.add_argument("--pick", type=str, default="tchebycheff", choices=PICKS,
+                   help="How --preference picks one model from the front. tchebycheff: "
+                        "metrics normalised between each task's pretrained (c = 0) and "
+                        "fine-tuned value, the model whose worst weighted task keeps the "
+                        "largest share of its gain (equal weights give a balanced model); "
+                        "weighted-sum: the original's weighted sum of raw metrics (often an "
+                        "end of the front).")
     g.add_argument("--reevaluate", type=int, default=5,
                    help="Front points merged and evaluated for real after the search "
                         "('MAP, real'); 0 to skip. The preference pick is always among them.")
@@ -90,11 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("bayesian")
     g.add_argument("--bayes-iter", type=int, default=None,
-                   help="Number of adaptive rounds (default 3).")
+                   help="Number of adaptive rounds (default: default_bayes_schedule in args.py, 3).")
     g.add_argument("--bayes-update-pts", type=int, default=None,
-                   help="Points added per round (default 5).")
+                   help="Points added per round (default: default_bayes_schedule, 5).")
     g.add_argument("--bayes-initial-pts", type=int, default=None,
-                   help="Initial design size (default (T+1)(T+2)/2 + 2).")
+                   help="Initial design size (default: default_bayes_schedule, "
+                        "(T+1)(T+2)/2 + 2).")
 
     g = p.add_argument_group("output and run")
     g.add_argument("--results-path", type=str, default="nested_experiments4",

@@ -13,19 +13,23 @@ import logging
 import sys
 import warnings
 
-from args import parse_arguments
+from args import DEFAULTS, parse_arguments
 from map_common.errors import MAPError
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_arguments(argv)
+    try:
+        args = parse_arguments(argv)
+    except SystemExit as exc:  # --help, or a bad flag (already one line on stderr)
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("root").setLevel(logging.ERROR)  # open_clip's "initialized randomly"
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from src.pipelines import run
+    from src.config import build_config
+    from src.modes import run
 
     try:
-        run(args)
+        run(build_config(args, DEFAULTS))
     except MAPError as exc:
         print(f"run_MAP.py: error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
 """Shared helpers of the demo-zoo benches: run run_MAP.py in-process, an engine of our own
-on the zoo's files, held-out evaluations, surrogates read back from _params.json."""
+on the zoo's files, held-out evaluations, surrogates read back from _surrogates.json."""
 from __future__ import annotations
 
 import contextlib

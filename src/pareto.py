@@ -161,22 +161,25 @@ def pick_by_preference(F: np.ndarray, preference, senses: Sequence[str]) -> int:
     return int(np.argmax(F @ (w * -_signs(senses, F.shape[1]))))
 
 
-def pick_tchebycheff(F: np.ndarray, preference, worst, best) -> int:
+def pick_tchebycheff(F: np.ndarray, preference, senses: Sequence[str], worst, best) -> int:
     """Row of F closest to the ideal in the weighted Tchebycheff sense, on normalised metrics.
 
-    Each column k is rescaled to u_k = (F_k - worst_k) / (best_k - worst_k), so 0 is the
-    pretrained model's value and 1 the fine-tuned model's (for either sense: a loss has
-    best < worst). The pick minimises max_k w_k (1 - u_k): with equal weights, the model
-    whose worst task keeps the largest share of its fine-tuning gain."""
+    Each column k is rescaled to u_k in [0, 1] between a worst and a best value: the
+    pretrained model's (c = 0) and the task's fine-tuned model's, widened to the front's own
+    range where the front goes beyond them (a task whose fine-tuning gained little would
+    otherwise count every point of a trade-off as a total loss). The pick minimises
+    max_k w_k (1 - u_k): with equal weights, the model whose worst task keeps the largest
+    share of its range."""
     F = _as_2d(F, "F")
     if F.shape[0] == 0:
         raise ValueError("cannot pick from an empty front; expected at least one point")
     w = normalize_preference(preference, F.shape[1])
-    worst, best = np.asarray(worst, dtype=float), np.asarray(best, dtype=float)
-    span = best - worst
-    # A task the fine-tuning did not move has no scale of its own: use its value as is.
-    span = np.where(np.abs(span) > 1e-12, span, np.where(np.abs(best) > 1e-12, best, 1.0))
-    u = (F - worst) / span
+    up = -_signs(senses, F.shape[1])  # +1 where larger is better
+    G = F * up  # larger is better in every column
+    low = np.minimum(np.asarray(worst, dtype=float) * up, G.min(axis=0))
+    high = np.maximum(np.asarray(best, dtype=float) * up, G.max(axis=0))
+    span = np.where(high - low > 1e-12, high - low, 1.0)
+    u = (G - low) / span
     return int(np.argmin(np.max(w * (1.0 - u), axis=1)))
 
 
@@ -188,7 +191,7 @@ def pick(F: np.ndarray, preference, senses: Sequence[str], method: str = "tcheby
     if method == "tchebycheff":
         if worst is None or best is None:
             raise ValueError("the Tchebycheff pick needs the worst and best value per objective")
-        return pick_tchebycheff(F, preference, worst, best)
+        return pick_tchebycheff(F, preference, senses, worst, best)
     raise ValueError(f"unknown pick {method!r}; expected one of {list(PICKS)}")
 
 

@@ -1,7 +1,7 @@
 """The run directory: atomic JSON writes, resume, and the original tool's file names.
 
 ``<results-path>/<exp-id>/`` holds ``<names>scaling_results.json`` (every evaluated
-point), ``<names>_params.json`` (surrogates), ``<names>pareto_front.json`` (the front),
+point), ``<names>_params.json`` and ``<names>_surrogates.json`` (surrogates), ``<names>pareto_front.json`` (the front),
 figures, and ``run.json`` (arguments, versions, timings, what each file is).
 """
 from __future__ import annotations
@@ -136,11 +136,6 @@ class RunDirectory:
                          "every evaluated coefficient vector with accuracy and loss per dataset")
 
     @property
-    def params(self) -> Path:
-        return self.file(f"{self.names}_params.json",
-                         "quadratic surrogate per task: metric = link(0.5 c'Ac + b'c + e)")
-
-    @property
     def pareto_front(self) -> Path:
         return self.file(f"{self.names}pareto_front.json",
                          "amortized Pareto front: {coefficients: predicted metric per task}")
@@ -199,7 +194,7 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         out["loss"] = store.arrays(datasets, "loss")[1]
     if (run_dir / f"{names}pareto_front.json").exists():
         out["front_C"], out["front_F"] = load_front(run_dir / f"{names}pareto_front.json")
-    params = read_json(run_dir / f"{names}_params.json")
+    params = read_json(run_dir / f"{names}_surrogates.json")
     if params is not None:
         out["surrogates"] = {d: QuadraticSurrogate.from_params(p) for d, p in params.items()}
     return out

@@ -94,7 +94,7 @@ def test_bayesian_writes_map_files_plus_rounds(runs, T):
     run_dir, _, (initial, update, iterations) = runs[T]
     models = PAIR if T == 2 else THREE
     names = "_".join(models)
-    files = {f"{names}scaling_results.json", f"{names}_params.json",
+    files = {f"{names}scaling_results.json", f"{names}_params.json", f"{names}_surrogates.json",
              f"{names}pareto_front.json", "pareto_front.png", "surrogate_fit.png", "run.json",
              "bayesian_rounds.json", "bayesian_rounds.png"}
     if T == 2:
@@ -110,7 +110,7 @@ def test_bayesian_writes_map_files_plus_rounds(runs, T):
                for e in scaling.values())
     front = _read(run_dir / f"{names}pareto_front.json")
     assert all(len(json.loads(k)) == T and len(v) == T for k, v in front.items())
-    params = _read(run_dir / f"{names}_params.json")
+    params = _read(run_dir / f"{names}_surrogates.json")
     assert set(params) == set(models) and all(p["link"] == "sigmoid" for p in params.values())
 
     run = _read(run_dir / "run.json")

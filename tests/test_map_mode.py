@@ -47,7 +47,7 @@ def _front(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _predict(params: dict, C: np.ndarray) -> np.ndarray:
-    """metric = link(1/2 c'Ac + b'c + e), from the stored _params.json entry."""
+    """metric = link(1/2 c'Ac + b'c + e), from the stored _surrogates.json entry."""
     A, b, e = np.array(params["A"]), np.array(params["b"]), float(params["e"])
     z = 0.5 * np.einsum("ni,ij,nj->n", C, A, C) + C @ b + e
     return {"sigmoid": lambda v: 1 / (1 + np.exp(-v)),
@@ -89,7 +89,7 @@ def engine(demo_zoo):
 # ------------------------------------------------------------------ files and formats
 def test_map_writes_every_file_in_the_original_format(map_run):
     names = "DigitsVal_RotateVal"
-    files = {f"{names}scaling_results.json", f"{names}_params.json",
+    files = {f"{names}scaling_results.json", f"{names}_params.json", f"{names}_surrogates.json",
              f"{names}pareto_front.json", "pareto_front.png", "surrogate_fit.png",
              "surrogate_contours.png", "run.json"}
     assert files <= {p.name for p in map_run.iterdir()}
@@ -104,11 +104,15 @@ def test_map_writes_every_file_in_the_original_format(map_run):
             assert set(ev) == {"accuracy", "loss"}
             assert 0.0 <= ev["accuracy"] <= 1.0 and ev["loss"] > 0.0
 
+    # The original's _params.json: a list (one per task) of (T+1)(T+2)/2 coefficients.
     params = _read(map_run / f"{names}_params.json")
-    assert set(params) == set(PAIR)
-    for p in params.values():
+    assert isinstance(params, list) and len(params) == 2
+    assert all(len(p) == 6 for p in params)
+    surrogates = _read(map_run / f"{names}_surrogates.json")
+    assert set(surrogates) == set(PAIR)
+    for p in surrogates.values():
         assert np.shape(p["A"]) == (2, 2) and np.shape(p["b"]) == (2,)
-        assert p["link"] == "sigmoid"
+        assert p["link"] == "sigmoid" and 0.9 < p["r2"] <= 1.0
 
     front = _read(map_run / f"{names}pareto_front.json")
     assert len(front) >= 2
@@ -126,12 +130,39 @@ def test_map_writes_every_file_in_the_original_format(map_run):
     assert run["arguments"]["exp_id"] == "full" and run["arguments"]["n_gen"] == int(N_GEN)
     assert run["arguments"]["zeroshot_merge_models"] == PAIR
     assert {"torch", "numpy", "pymoo", "scikit-learn"} <= set(run["versions"])
-    for key in ("load_seconds", "evaluation_seconds", "search_seconds", "total_seconds"):
-        assert run["timings"][key] >= 0.0
+    timings = run["timings"]
+    for key in ("load_seconds", "evaluation_seconds", "search_seconds"):
+        assert 0.0 < timings[key] < timings["total_seconds"]
     # Every file the run wrote is described in run.json.
     written = {p.name for p in map_run.iterdir()} - {"run.json"}
     assert written <= set(run["outputs"])
     assert all(isinstance(v, str) and v for v in run["outputs"].values())
+
+
+def _original_quadratic(X, params, activation):
+    """The original MAP tool's model, written from its documented term order: x_i^2 for
+    each i, x_i*x_j for i < j, x_i for each i, then the constant; X is (n_task, n_point)."""
+    n, k, total = len(X), 0, 0.0
+    for i in range(n):
+        total, k = total + params[k] * X[i] ** 2, k + 1
+    for i in range(n):
+        for j in range(i + 1, n):
+            total, k = total + params[k] * X[i] * X[j], k + 1
+    for i in range(n):
+        total, k = total + params[k] * X[i], k + 1
+    return activation(total + params[k])
+
+
+def test_params_json_read_with_the_original_formula_reproduces_the_front(map_run):
+    names = "DigitsVal_RotateVal"
+    params = _read(map_run / f"{names}_params.json")
+    front = _read(map_run / f"{names}pareto_front.json")
+    C = np.array([json.loads(k) for k in front])
+    stored = np.array(list(front.values()))
+    sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    for k, p in enumerate(params):
+        np.testing.assert_allclose(_original_quadratic(C.T, p, sigmoid), stored[:, k],
+                                   rtol=0, atol=1e-9)
 
 
 def test_stored_evals_equal_a_direct_engine_evaluation(map_run, engine):
@@ -149,7 +180,7 @@ def test_stored_evals_equal_a_direct_engine_evaluation(map_run, engine):
 
 def test_front_is_the_stored_surrogates_non_dominated_set(map_run):
     names = "DigitsVal_RotateVal"
-    params = _read(map_run / f"{names}_params.json")
+    params = _read(map_run / f"{names}_surrogates.json")
     C, F = _front(map_run / f"{names}pareto_front.json")
     predicted = np.column_stack([_predict(params[d], C) for d in PAIR])
     np.testing.assert_allclose(F, predicted, atol=1e-9)
@@ -164,8 +195,18 @@ def test_front_is_the_stored_surrogates_non_dominated_set(map_run):
 
 def test_chosen_point_is_the_preference_pick_of_the_stored_front(map_run):
     preference = yaml.safe_load((REPO / "example_preference.yaml").read_text())
+    from src.front import anchor_values
+    from src.pareto import pick_tchebycheff
+    from src.surrogate import QuadraticSurrogate
+
     C, F = _front(map_run / "DigitsVal_RotateValpareto_front.json")
-    pick = pick_by_preference(F, [preference[d] for d in PAIR], ["max", "max"])
+    stored = _read(map_run / "DigitsVal_RotateVal_surrogates.json")
+    surrogates = [QuadraticSurrogate.from_params(stored[d]) for d in PAIR]
+    Cs, Ys = _stored(map_run / "DigitsVal_RotateValscaling_results.json", PAIR, PAIR, "accuracy")
+    worst, best = anchor_values(Cs, Ys, surrogates)
+    # the default pick: Tchebycheff between pretrained and fine-tuned values
+    pick = pick_tchebycheff(F, [preference[d] for d in PAIR], ["max", "max"], worst, best)
+    assert pick != pick_by_preference(F, [preference[d] for d in PAIR], ["max", "max"])
     chosen = _read(map_run / "run.json")["summary"]["chosen"]
     np.testing.assert_allclose([chosen["coefficients"][m] for m in PAIR], C[pick], atol=1e-12)
     np.testing.assert_allclose([chosen["predicted"][d] for d in PAIR], F[pick], atol=1e-12)
@@ -185,9 +226,9 @@ def test_loss_metric_is_minimised_with_a_softplus_link(results, zoo_root, tmp_pa
     weights = {"DigitsVal": 3.0, "RotateVal": 1.0}
     pref.write_text(json.dumps(weights))
     assert _main(*_map_argv(zoo_root, results, "loss", PAIR, "--metric-type", "loss",
-                            "--preference", pref)) == 0
+                            "--preference", pref, "--pick", "weighted-sum")) == 0
     run_dir = results / "loss"
-    params = _read(run_dir / "DigitsVal_RotateVal_params.json")
+    params = _read(run_dir / "DigitsVal_RotateVal_surrogates.json")
     assert [params[d]["link"] for d in PAIR] == ["softplus", "softplus"]
     Cs, Ys = _stored(run_dir / "DigitsVal_RotateValscaling_results.json", PAIR, PAIR, "loss")
     for k, d in enumerate(PAIR):  # fitted to the losses, not the accuracies
@@ -226,7 +267,7 @@ def test_four_task_demo_run(results, zoo_root):
     C, F = _front(run_dir / f"{names}pareto_front.json")
     assert C.shape[1] == 4 and F.shape[1] == 4 and len(C) >= 4
     assert non_dominated(F, ["max"] * 4).all()
-    params = _read(run_dir / f"{names}_params.json")
+    params = _read(run_dir / f"{names}_surrogates.json")
     np.testing.assert_allclose(F, np.column_stack([_predict(params[d], C) for d in FOUR]),
                                atol=1e-9)
     assert (run_dir / "pareto_front.png").read_bytes()[:8] == PNG_MAGIC

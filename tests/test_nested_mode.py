@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.pareto import pick_by_preference
+from src.pareto import pick_tchebycheff
 from helpers import CountingEvaluate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def check_tree_and_rounds(run_dir: Path, tasks: list[str], preference: dict[str,
         assert len(scaling) == n_points
         assert all(list(e["models"]) == [left, right] for e in scaling.values())
         assert all(set(e["evals"]) == set(rec["measured"]) for e in scaling.values())
-        params = _read(folder / f"{names}_params.json")
+        params = _read(folder / f"{names}_surrogates.json")
         assert set(params) == {left, right}
         assert (folder / "pareto_front.png").read_bytes()[:8] == PNG_MAGIC
         # The pair's pick is the preference pick of the pair's stored front.
@@ -126,7 +126,9 @@ def check_tree_and_rounds(run_dir: Path, tasks: list[str], preference: dict[str,
         chosen = _read(folder / "chosen.json")
         weights = [rec["left_preference"], rec["right_preference"]]
         assert chosen["preference"] == pytest.approx(weights)
-        pick = pick_by_preference(F, weights, ["max", "max"])
+        assert chosen["pick"] == "tchebycheff"  # the default
+        pick = pick_tchebycheff(F, weights, ["max", "max"], chosen["anchors"]["worst"],
+                                chosen["anchors"]["best"])
         np.testing.assert_allclose(chosen["pair_coefficients"], C[pick], atol=1e-12)
         np.testing.assert_allclose(rec["pair_coefficients"], C[pick], atol=1e-12)
 
@@ -210,7 +212,7 @@ def test_eight_task_accuracies_are_measured(run8, engine8):
 @pytest.mark.slow
 def test_killed_run_resumes_by_replaying_stored_rounds(run4, results, zoo_root, monkeypatch,
                                                         capsys):
-    import src.pipelines as pipelines
+    import src.modes.nested_mode as nested_mode
     from task_vectors.engine import MergeEngine
 
     original = MergeEngine.evaluate
@@ -226,10 +228,10 @@ def test_killed_run_resumes_by_replaying_stored_rounds(run4, results, zoo_root, 
     counter = CountingEvaluate(original)
     monkeypatch.setattr(MergeEngine, "evaluate", counter)
     pairs_run = []
-    map_on_pair = pipelines.map_on_pair
-    monkeypatch.setattr(pipelines, "map_on_pair",
-                        lambda setup, engine, a, b, r, *rest: pairs_run.append(r) or
-                        map_on_pair(setup, engine, a, b, r, *rest))
+    map_on_pair = nested_mode._map_on_pair
+    monkeypatch.setattr(nested_mode, "_map_on_pair",
+                        lambda ctx, a, b, r, *rest: pairs_run.append(r) or
+                        map_on_pair(ctx, a, b, r, *rest))
     assert _main(*argv) == 0
     assert pairs_run == [1, 2]  # round 1 (index 0) was replayed, not run again
     total = 4 + 3 * (PAIR_POINTS + 1)

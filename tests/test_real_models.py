@@ -321,7 +321,7 @@ def test_run_map_end_to_end_on_real_vit_b32_size(vit_zoo, run_cli, tmp_path, cap
     assert len(stored) == 6
     front = json.loads((run / f"{names}pareto_front.json").read_text())
     assert front and all(len(v) == 2 for v in front.values())
-    params = json.loads((run / f"{names}_params.json").read_text())
+    params = json.loads((run / f"{names}_surrogates.json").read_text())
     assert set(params) == set(PAIR)
 
     # One stored point recomputed by hand: theta_pre + sum c_i tau_i in a fresh copy.

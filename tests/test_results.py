@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from map_common.errors import MAPError
+from src.outputs import write_params
 from src.results import (RunDirectory, ScalingResults, front_json, load_front, load_preference,
                          load_run, write_json)
 from src.surrogate import fit_surrogates
@@ -60,7 +61,7 @@ def test_load_run_reloads_points_front_and_surrogates(tmp_path):
         store.add(c, _evals(c))
     Y = store.arrays(["AVal", "BVal"], "accuracy")[1]
     surrogates = fit_surrogates(C, Y, "sigmoid")
-    write_json(run.params, {d: s.params_dict() for d, s in zip(["AVal", "BVal"], surrogates)})
+    write_params(run.path, run.names, ["AVal", "BVal"], surrogates, {"AVal": 1.0, "BVal": 1.0})
     write_json(run.pareto_front, front_json(C[:3], Y[:3]))
     run.write_run_json({"models": ["A", "B"], "datasets": ["AVal", "BVal"]})
     loaded = load_run(run.path)

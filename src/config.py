@@ -1,0 +1,244 @@
+"""The run configuration: built once from the command line, checked, then frozen.
+
+``build_config(args, defaults)`` is the only place that reads the argparse Namespace.
+Every mode receives the resulting ``RunConfig`` and nothing else, so what a run does is
+decided (and validated) before anything is loaded or written. Defaults that depend on the
+number of tasks T come from ``args.py`` through ``Defaults``, so users keep editing them
+there; this package never imports the CLI module.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from map_common.errors import MAPError
+from src import sampling
+from src.metrics import Metric, get_metric
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The defaults of args.py that depend on the mode or on T."""
+
+    models: tuple[str, ...]              # --zeroshot-merge-models without --demo
+    demo_pair: tuple[str, ...]           # with --demo, map / bayesian / grid
+    demo_nested: tuple[str, ...]         # with --demo, nested
+    points: Callable[[int], int]         # map: evaluated merges for T tasks
+    nested_pair_points: int              # nested: evaluated merges per pair
+    bayes_schedule: Callable[[int], tuple[int, int, int]]  # (initial, per round, rounds)
+    grid_points_per_axis: Callable[[int], int | None]       # None: the user must choose
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the models and data come from."""
+
+    model_name: str
+    save: str
+    pretrained: str
+    finetuned: tuple[tuple[str, str], ...]  # (model, checkpoint path), task order
+    data_location: str
+    openclip_cachedir: str | None
+    zoo_recipe: str | None = None  # demo runs: the zoo's recipe key
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How merged models are evaluated (what may change a value is in ``value_settings``)."""
+
+    device: str
+    batch_size: int
+    max_eval_samples: int | None
+    num_workers: int | None
+    cache_dir: str | None
+    single_thread: bool  # the demo's tiny ops: extra torch threads only add overhead
+    engine_options: tuple[tuple[str, Any], ...] = ()  # precision, merge method, ...
+
+    def value_settings(self) -> dict[str, Any]:
+        """The settings that decide an evaluation's value (for the resume fingerprint)."""
+        return {"max_eval_samples": self.max_eval_samples, **dict(self.engine_options)}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run does, resolved and checked."""
+
+    method: str
+    models: tuple[str, ...]     # fine-tuned models merged (task vectors), in order
+    datasets: tuple[str, ...]   # evaluation dataset of each model, same order
+    metric: Metric
+    low: float                  # the box the designs sample
+    high: float
+    search_low: float           # the box NSGA-III searches (default: the sampled box)
+    search_high: float
+    points: int                 # map: merges evaluated; nested: per pair
+    reevaluate: int             # front points merged and evaluated for real
+    n_gen: int
+    seed: int
+    pick: str                   # tchebycheff | weighted-sum
+    preference: tuple[float, ...]  # weight of each dataset, same order
+    bayes: tuple[int, int, int] | None  # (initial, per round, rounds) for bayesian
+    source: ModelSource
+    evaluation: EvalSettings
+    results_path: str
+    exp_id: str
+    pdf: bool
+    arguments: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def T(self) -> int:
+        return len(self.models)
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.results_path) / self.exp_id
+
+    @property
+    def names(self) -> str:
+        """The original tool's file-name prefix: the merged models joined by '_'."""
+        return "_".join(self.models)
+
+    def weight_of(self) -> dict[str, float]:
+        return dict(zip(self.datasets, self.preference))
+
+
+def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
+    """Check every input and resolve every default; MAPError (one line) before anything
+    is loaded or written. Plain settings are checked before the demo zoo is built."""
+    from task_vectors.checkpoints import finetuned_path, require_file
+    from task_vectors.datasets.registry import check_dataset_name
+
+    metric = get_metric(args.metric_type)
+    low, high = map(float, args.bounds)
+    if not low < high:
+        raise MAPError(f"--bounds {low} {high}: LOW must be below HIGH")
+    search_low, search_high = (low, high) if args.search_bounds is None else \
+        map(float, args.search_bounds)
+    if not search_low < search_high:
+        raise MAPError(f"--search-bounds {search_low} {search_high}: LOW must be below HIGH")
+    if args.reevaluate < 0:
+        raise MAPError(f"--reevaluate {args.reevaluate}: must be 0 or more")
+    if args.n_gen <= 0:
+        raise MAPError(f"--n-gen {args.n_gen}: must be positive")
+
+    default_models = (defaults.demo_nested if args.method == "nested" else defaults.demo_pair) \
+        if args.demo else defaults.models
+    models = tuple(args.zeroshot_merge_models or default_models)
+    datasets = tuple(args.zeroshot_eval_datasets or models)
+    _check_models(models, datasets)
+    for name in datasets:
+        check_dataset_name(name)
+    points, bayes = _budget(args, defaults, len(models))
+    preference = _preference(args.preference, datasets)
+
+    zoo_recipe = None
+    if args.demo:  # built (once, about a minute) only after the plain settings passed
+        from task_vectors.zoo import ensure_zoo
+
+        zoo = ensure_zoo(args.zoo_dir)
+        model_name, save = zoo.model_name, str(zoo.path)
+        pretrained, data_location = str(zoo.path / "zeroshot.pt"), str(zoo.path)
+        zoo_recipe = zoo.path.name
+    else:
+        model_name, save, data_location = args.model, args.save, args.data_location
+        pretrained = args.pretrained_checkpoint or str(Path(save) / "zeroshot.pt")
+    _check_model_name(model_name)
+    require_file(pretrained, "pretrained checkpoint (--pretrained-checkpoint)")
+    finetuned = tuple((m, str(require_file(finetuned_path(save, m),
+                                           f"fine-tuned checkpoint of '{m}'")))
+                      for m in models)
+    device = args.device or _default_device()
+    _check_device(device)
+    source = ModelSource(model_name=model_name, save=save, pretrained=pretrained,
+                         finetuned=finetuned, data_location=data_location,
+                         openclip_cachedir=args.openclip_cachedir, zoo_recipe=zoo_recipe)
+    evaluation = EvalSettings(device=device, batch_size=args.batch_size,
+                              max_eval_samples=args.max_eval_samples,
+                              num_workers=args.num_workers, cache_dir=args.cache_dir,
+                              single_thread=bool(args.demo) and device == "cpu")
+    arguments = {k: v for k, v in vars(args).items()}
+    arguments.update(model=model_name, save=save, pretrained_checkpoint=pretrained,
+                     data_location=data_location)
+    return RunConfig(
+        method=args.method, models=models, datasets=datasets, metric=metric, low=low,
+        high=high, search_low=search_low, search_high=search_high, points=points,
+        reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=args.pick,
+        preference=preference, bayes=bayes, source=source, evaluation=evaluation,
+        results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf,
+        arguments=arguments)
+
+
+def _check_models(models: Sequence[str], datasets: Sequence[str]) -> None:
+    if len(models) != len(datasets):
+        raise MAPError(f"{len(models)} merge models ({' '.join(models)}) but {len(datasets)} "
+                       f"eval datasets ({' '.join(datasets)}); give one eval dataset per model")
+    if len(set(models)) != len(models):
+        raise MAPError(f"a merge model is listed twice: {' '.join(models)}")
+    if len(models) < 2:
+        raise MAPError(f"MAP merges at least 2 models; got {len(models)} ({' '.join(models)})")
+
+
+def _budget(args: argparse.Namespace, defaults: Defaults, T: int
+            ) -> tuple[int, tuple[int, int, int] | None]:
+    """(points, bayesian schedule) of the mode, checked against the surrogate's needs."""
+    if args.point is not None and args.point <= 0:
+        raise MAPError(f"--point {args.point}: the number of points must be positive")
+    if args.method == "nested":
+        points = args.point or defaults.nested_pair_points
+        if points < sampling.min_points(2):
+            raise MAPError(f"--point {points}: nested mode needs at least "
+                           f"{sampling.min_points(2)} points per pair")
+        return points, None
+    points = args.point or defaults.points(T)
+    if args.method == "map" and points < sampling.min_points(T):
+        raise MAPError(f"--point {points} is fewer than the {sampling.min_points(T)} "
+                       f"parameters of a quadratic surrogate in {T} coefficients")
+    if args.method != "bayesian":
+        return points, None
+    from src import bayesian
+
+    n_initial, n_update, n_iter = defaults.bayes_schedule(T)
+    schedule = (args.bayes_initial_pts if args.bayes_initial_pts is not None else n_initial,
+                args.bayes_update_pts if args.bayes_update_pts is not None else n_update,
+                args.bayes_iter if args.bayes_iter is not None else n_iter)
+    bayesian.check_schedule(T, *schedule)
+    return points, schedule
+
+
+def _preference(path: str, datasets: Sequence[str]) -> tuple[float, ...]:
+    from src import nested
+    from src.results import load_preference
+
+    weights = nested.validate_preference(load_preference(path), list(datasets))
+    return tuple(float(weights[d]) for d in datasets)
+
+
+def _check_model_name(model_name: str) -> None:
+    if model_name.startswith("local-dir:"):
+        return
+    import open_clip
+
+    if model_name not in open_clip.list_models():
+        raise MAPError(f"cannot build open_clip model '{model_name}': unknown architecture "
+                       "(e.g. ViT-B-32, ViT-B-16, ViT-L-14, or local-dir:<folder>)")
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise MAPError(f"--device {device}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise MAPError(f"--device {device}: CUDA is not available on this machine")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise MAPError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

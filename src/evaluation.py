@@ -1,0 +1,100 @@
+"""Where the algorithms meet the models: build the run's evaluator, evaluate points, store them.
+
+``open_evaluator`` loads checkpoints, heads and evaluation sets once (torch is imported
+here, lazily, never by the algorithm modules). ``evaluate_points`` sends the points a run
+directory does not hold yet to the evaluator and stores each result as it arrives, so a
+killed run loses at most the points in flight.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from src.config import RunConfig
+from src.results import ScalingResults
+
+
+def engine_spec(config: RunConfig):
+    """The picklable recipe of the run's engine. Missing heads are built zero-shot (and
+    written under --save) here, once, so every engine reads them from disk."""
+    from task_vectors.checkpoints import head_path
+    from task_vectors.evaluators import EngineSpec
+    from task_vectors.heads import get_zero_shot_head, release_text_encoder
+
+    src, ev = config.source, config.evaluation
+    for d in config.datasets:
+        get_zero_shot_head(d, src.model_name, src.save, src.data_location, device=ev.device,
+                           openclip_cachedir=src.openclip_cachedir)
+    release_text_encoder()
+    return EngineSpec(
+        model_name=src.model_name, pretrained=src.pretrained, finetuned=src.finetuned,
+        heads=tuple((d, str(head_path(src.save, d))) for d in config.datasets),
+        datasets=config.datasets, data_location=src.data_location, device=ev.device,
+        batch_size=ev.batch_size, max_eval_samples=ev.max_eval_samples,
+        num_workers=ev.num_workers, openclip_cachedir=src.openclip_cachedir,
+        cache_dir=ev.cache_dir, options=dict(ev.engine_options))
+
+
+def open_evaluator(config: RunConfig, timings: dict[str, float]):
+    """The run's evaluator, everything loaded once; ``timings['load_seconds']`` is set."""
+    from task_vectors.evaluators import LocalEvaluator
+
+    start = time.perf_counter()
+    if config.evaluation.single_thread:
+        import torch
+
+        torch.set_num_threads(1)  # the demo model's ops are tiny: threads only add overhead
+    evaluator = LocalEvaluator(engine_spec(config).build())
+    timings["load_seconds"] = time.perf_counter() - start
+    return evaluator
+
+
+def evaluate_points(evaluator, store: ScalingResults, C: np.ndarray, datasets: Sequence[str],
+                    coefficients: Callable[[np.ndarray], np.ndarray] | None = None,
+                    desc: str = "evaluating merges") -> list[dict]:
+    """Evaluations of every row of C, evaluating (and storing) only those ``store`` lacks.
+
+    ``coefficients`` maps a stored point to the engine's coefficients over the original
+    task vectors (identity, except for nested pairs)."""
+    C = np.atleast_2d(np.asarray(C, dtype=float))
+    todo = [c for c in _distinct(C) if store.get(c) is None]
+    if todo:
+        jobs = [c if coefficients is None else coefficients(c) for c in todo]
+        with tqdm(total=len(jobs), desc=desc, unit="model") as bar:
+            for i, evals in evaluator.evaluate(jobs, list(datasets)):
+                store.add(todo[i], evals)
+                bar.update()
+    return [store.get(c) for c in C]
+
+
+def _distinct(C: np.ndarray) -> list[np.ndarray]:
+    from src.results import point_key
+
+    seen, out = set(), []
+    for c in C:
+        key = point_key(c)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+def metric_matrix(evals: Sequence[dict], datasets: Sequence[str], metric: str) -> np.ndarray:
+    """[n, K] of one metric from evaluation records."""
+    return np.array([[e[d][metric] for d in datasets] for e in evals], dtype=float
+                    ).reshape(len(evals), len(datasets))
+
+
+def evaluate_metric(config: RunConfig, evaluator, store: ScalingResults, C: np.ndarray,
+                    desc: str = "evaluating merges") -> np.ndarray:
+    """[n, T] of the run's metric at the points of C (evaluating only the missing ones)."""
+    return metric_matrix(evaluate_points(evaluator, store, C, config.datasets, desc=desc),
+                         config.datasets, config.metric.name)
+
+
+def evaluator_stats(evaluator: Any) -> dict[str, Any]:
+    stats = getattr(evaluator, "stats", None)
+    return stats() if callable(stats) else {}

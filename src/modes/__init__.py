@@ -1,0 +1,15 @@
+"""One module per mode; each takes a RunConfig and returns the run's summary."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from src.config import RunConfig
+
+
+def run(config: RunConfig) -> dict[str, Any]:
+    """Run the mode ``config.method`` names."""
+    from src.modes import bayesian_mode, map_mode, nested_mode
+
+    modes: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
+        "map": map_mode.run, "bayesian": bayesian_mode.run, "nested": nested_mode.run}
+    return modes[config.method](config)

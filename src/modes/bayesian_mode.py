@@ -1,0 +1,41 @@
+"""--method bayesian: adaptive rounds that sample where the surrogates err most."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from src import bayesian, plotting
+from src.config import RunConfig
+from src.evaluation import evaluate_metric
+from src.modes.common import finish, open_run, solve_run_front
+from src.results import write_json
+
+
+def run(config: RunConfig) -> dict[str, Any]:
+    n_initial, n_update, n_iter = config.bayes
+    with open_run(config) as ctx:
+        store = ctx.store()
+        C_done, Y_done = store.arrays(config.datasets, config.metric.name)
+        rounds_path = ctx.run.file("bayesian_rounds.json", "per round: new points, bin "
+                                   "posterior, bin scores, surrogate error")
+        records: list[dict] = []
+
+        def on_round(record: dict) -> None:
+            records.append(record)
+            write_json(rounds_path, records)
+
+        t0 = time.perf_counter()
+        result = bayesian.run_rounds(
+            lambda C_new: evaluate_metric(config, ctx.evaluator, store, C_new), config.T,
+            n_initial=n_initial, n_update=n_update, n_iter=n_iter, link=config.metric.link,
+            low=config.low, high=config.high, seed=config.seed, on_round=on_round,
+            C_done=C_done if len(C_done) else None, Y_done=Y_done if len(Y_done) else None)
+        ctx.timings["evaluation_seconds"] = time.perf_counter() - t0
+        write_json(rounds_path, result.records)
+        _, summary = solve_run_front(ctx, result.C, result.Y)
+        summary["figures"] += [str(f) for f in plotting.plot_bayesian_rounds(
+            result.C, result.round_of_point, list(config.datasets),
+            ctx.run.file("bayesian_rounds.png", "where each round sampled"),
+            n_bins=bayesian.bins_per_angle(config.T), pdf=config.pdf)]
+        summary["schedule"] = {"initial": n_initial, "update": n_update, "iterations": n_iter}
+        return finish(ctx, summary)

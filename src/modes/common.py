@@ -1,0 +1,73 @@
+"""What every mode does around its own steps: open the run, solve a front over the run's
+datasets, write run.json and print the summary."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from src.config import RunConfig
+from src.evaluation import evaluate_metric, evaluator_stats, open_evaluator
+from src.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
+from src.outputs import print_summary, write_run_json
+from src.results import RunDirectory, ScalingResults
+
+
+@dataclass
+class RunContext:
+    config: RunConfig
+    run: RunDirectory
+    evaluator: Any
+    started: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def store(self) -> ScalingResults:
+        """The run's evaluated points (``<names>scaling_results.json``)."""
+        return ScalingResults(self.run.scaling_results, self.config.models)
+
+
+@contextmanager
+def open_run(config: RunConfig) -> Iterator[RunContext]:
+    """The run directory and the evaluator (everything loaded once), closed at the end."""
+    started = time.perf_counter()
+    run = RunDirectory(config.results_path, config.exp_id, config.models)
+    timings: dict[str, float] = {}
+    evaluator = open_evaluator(config, timings)
+    try:
+        yield RunContext(config, run, evaluator, started, timings)
+    finally:
+        evaluator.close()
+
+
+def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[FrontResult, dict]:
+    """The shared front step over the run's datasets (map and bayesian), front points
+    re-evaluated into ``<names>pareto_front_real.json``; returns the result and summary."""
+    config, run = ctx.config, ctx.run
+    real_store = ScalingResults(run.path / f"{run.names}pareto_front_real.json", config.models)
+
+    def evaluate_real(C_front: np.ndarray) -> np.ndarray:
+        run.outputs[real_store.path.name] = "front points merged and evaluated for real"
+        return evaluate_metric(config, ctx.evaluator, real_store, C_front,
+                               desc="re-evaluating front")
+
+    task = FrontTask(C=C, Y=Y, labels=config.datasets, metric=config.metric,
+                     weights=config.preference, folder=run.path, names=run.names,
+                     sample_box=(config.low, config.high), reevaluate=config.reevaluate,
+                     evaluate_real=evaluate_real)
+    result = solve_front(task, SearchSettings.of(config))
+    run.outputs.update(result.files)
+    ctx.timings["search_seconds"] = ctx.timings.get("search_seconds", 0.0) + \
+        result.search_seconds
+    return result, front_summary(task, result, config.models, config.pick)
+
+
+def finish(ctx: RunContext, summary: dict[str, Any], *, show: bool = True) -> dict[str, Any]:
+    """Write run.json (with the evaluator's per-point figures) and print the summary."""
+    write_run_json(ctx.config, ctx.run, summary, ctx.timings, ctx.started,
+                   extra={"evaluation": evaluator_stats(ctx.evaluator)})
+    if show:
+        print_summary(ctx.config, ctx.run, summary)
+    return summary

@@ -1,0 +1,139 @@
+"""--method nested: merge many models two at a time, MAP on each pair, up a tree."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from src import nested, plotting
+from src.config import RunConfig
+from src.evaluation import evaluate_points, metric_matrix
+from src.front import FrontTask, SearchSettings, solve_front
+from src.modes.common import RunContext, finish, open_run
+from src.results import ScalingResults, read_json, write_json
+
+
+def run(config: RunConfig) -> dict[str, Any]:
+    with open_run(config) as ctx:
+        run_dir, T = ctx.run, config.T
+        dataset_of = dict(zip(config.models, config.datasets))
+        preference = {m: w for m, w in zip(config.models, config.preference)}
+        single_accuracy = _single_accuracies(ctx, dataset_of)
+
+        tree_path = run_dir.file("merge_tree.json", "the merge tree: pairs, coefficients, "
+                                                    "preferences, measured accuracies, per round")
+        records: list[dict] = list((read_json(tree_path, {}) or {}).get("rounds", []))
+
+        def save_tree() -> None:
+            write_json(tree_path, {"models": config.models, "datasets": config.datasets,
+                                   "preference": preference, "single_accuracy": single_accuracy,
+                                   "metric": config.metric.name, "rounds": records})
+
+        def measure(coefficients: np.ndarray, tasks: tuple[str, ...]) -> dict[str, float]:
+            # Pairing follows accuracy whatever the front's metric (models of similar skill).
+            _, evals = next(iter(ctx.evaluator.evaluate([coefficients],
+                                                        [dataset_of[t] for t in tasks])))
+            return {t: evals[dataset_of[t]]["accuracy"] for t in tasks}
+
+        def on_round(record: dict) -> None:
+            records.append(record)
+            save_tree()
+
+        result = nested.run_nested(
+            list(config.models), single_accuracy, preference,
+            lambda a, b, r: _map_on_pair(ctx, a, b, r, dataset_of, preference),
+            measure, on_round=on_round, completed_rounds=list(records))
+        save_tree()
+        final_info = _write_final_model(ctx, result.final, dataset_of, single_accuracy)
+        figures = plotting.plot_merge_tree(
+            result.records, run_dir.file("merge_tree.png", "the merge tree"),
+            leaf_accuracy=single_accuracy, pdf=config.pdf)
+        figures += plotting.plot_nested_summary(
+            final_info["accuracy"], final_info["single_task_accuracy"],
+            run_dir.file("nested_summary.png", "final merged model vs each fine-tuned model"),
+            pdf=config.pdf)
+        # singles + per round: the pair's design and one measurement of the merged model
+        n_evals = T + sum(rec["info"]["n_points"] + 1 for rec in result.records)
+        summary = {"n_evaluations": n_evals, "rounds": len(result.records), "pick": config.pick,
+                   "final": final_info, "figures": [str(f) for f in figures]}
+        finish(ctx, summary, show=False)
+    print(f"\nRun directory: {run_dir.path}")
+    print(f"Merged {T} models in {len(result.records)} rounds with {n_evals} evaluations.")
+    print("Final coefficients: " + ", ".join(f"{m} {c:.3f}" for m, c in
+                                             final_info["coefficients"].items()))
+    for d, acc in final_info["accuracy"].items():
+        print(f"  {d}: accuracy {acc:.4f} (fine-tuned {final_info['single_task_accuracy'][d]:.4f})")
+    return summary
+
+
+def _single_accuracies(ctx: RunContext, dataset_of: dict[str, str]) -> dict[str, float]:
+    """Each fine-tuned model's accuracy on its own validation set (pairs similar models)."""
+    models = ctx.config.models
+    singles = ScalingResults(ctx.run.file("single_task_scaling_results.json",
+                                          "each fine-tuned model on its own dataset"), models)
+    eye = np.eye(len(models))
+    out = {}
+    for i, m in enumerate(models):
+        evals = evaluate_points(ctx.evaluator, singles, eye[i:i + 1], [dataset_of[m]],
+                                desc=f"fine-tuned {m}")
+        out[m] = evals[0][dataset_of[m]]["accuracy"]
+    return out
+
+
+def _map_on_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
+                 dataset_of: dict[str, str], preference: dict[str, float]):
+    """MAP on one pair of the tree, in its own round folder, through the shared front step."""
+    config = ctx.config
+    folder = ctx.run.path / f"round{r + 1}"
+    names = f"{a.name}_{b.name}"
+    ctx.run.outputs[f"round{r + 1}/"] = (f"MAP on the pair {names}: scaling results, "
+                                         "surrogate params, front, figure, chosen.json")
+    tasks = [t for t in config.models if t in a.tasks or t in b.tasks]
+    datasets = [dataset_of[t] for t in tasks]
+    store = ScalingResults(folder / f"{names}scaling_results.json", [a.name, b.name])
+    C = nested.pair_design(config.points, seed=config.seed + r, low=config.low, high=config.high)
+    evals = evaluate_points(ctx.evaluator, store, C, datasets,
+                            coefficients=lambda c: nested.compose_coefficients(
+                                a.coefficients, b.coefficients, c),
+                            desc=f"round {r + 1}: {a.name} + {b.name}")
+    table = metric_matrix(evals, datasets, config.metric.name)
+    Y = nested.side_scores({t: table[:, k] for k, t in enumerate(tasks)}, a.tasks, b.tasks,
+                           preference)
+    weights = nested.pair_preference(a, b, preference)
+    task = FrontTask(C=C, Y=Y, labels=[a.name, b.name],
+                     axis_labels=[f"{a.name} ({'+'.join(a.tasks)})",
+                                  f"{b.name} ({'+'.join(b.tasks)})"], metric=config.metric, weights=weights, folder=folder, names=names,
+                     sample_box=(config.low, config.high), seed_offset=r,
+                     title=f"Round {r + 1}", surrogate_figures=False)
+    result = solve_front(task, SearchSettings.of(config))
+    ctx.timings["search_seconds"] = ctx.timings.get("search_seconds", 0.0) + \
+        result.search_seconds
+    chosen = result.chosen
+    write_json(folder / "chosen.json", {"pair_coefficients": result.C_front[chosen].tolist(),
+                                        "predicted": result.F_front[chosen].tolist(),
+                                        "preference": weights.tolist(), "pick": config.pick,
+                                        "anchors": result.anchors})
+    info = {"folder": str(folder), "scaling_results": str(store.path),
+            "predicted": result.F_front[chosen].tolist(), "n_points": int(len(C)),
+            "figure": str(result.figures[0])}
+    return result.C_front[chosen], info
+
+
+def _write_final_model(ctx: RunContext, final: nested.PoolModel, dataset_of: dict[str, str],
+                       single_accuracy: dict[str, float]) -> dict[str, Any]:
+    """final_model/finetuned.pt (task_vectors pickle) and merge.json."""
+    from task_vectors.checkpoints import save_module
+
+    config, run_dir = ctx.config, ctx.run
+    engine = ctx.evaluator.engine
+    engine.set_coefficients(final.coefficients)
+    final_dir = run_dir.path / "final_model"
+    save_module(engine.encoder, final_dir / "finetuned.pt")
+    engine.encoder.to(engine.device)
+    info = {"coefficients": dict(zip(config.models, final.coefficients.tolist())),
+            "accuracy": {dataset_of[t]: v for t, v in final.measured.items()},
+            "single_task_accuracy": {dataset_of[t]: v for t, v in single_accuracy.items()}}
+    write_json(final_dir / "merge.json", info)
+    run_dir.outputs["final_model/finetuned.pt"] = "the final merged encoder (task_vectors pickle)"
+    run_dir.outputs["final_model/merge.json"] = "its coefficients on every task vector, accuracies"
+    return info
