@@ -276,7 +276,7 @@ def default_baselines(T: int, preference: Sequence[float] | Sequence[Sequence[fl
                                            "family": "TA with preference"}))
     if T == 2:
         out += [SLERP(f"SLERP, t={_fmt(t)}", float(t)) for t in slerp_t]
-    out.append(TaskArithmetic("Average of fine-tuned models", _floats([1.0 / T] * T)))
+    out.append(TaskArithmetic("Fine-tuned average", _floats([1.0 / T] * T)))
     return out
 
 

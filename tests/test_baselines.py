@@ -85,13 +85,13 @@ def test_default_baselines_two_tasks():
                      "TIES-merging", "DARE-TA", "DARE-TIES",
                      "TA with preference (0.25, 0.75)", "TA with preference (0.5, 0.5)",
                      "SLERP, t=0.25", "SLERP, t=0.5", "SLERP, t=0.75",
-                     "Average of fine-tuned models"]
+                     "Fine-tuned average"]
     by = {b.name: b for b in bs}
     assert by["Task Arithmetic (TA)"].coefficients == (0.8, 0.8)
     # c_i = T * lambda * w_i: a uniform preference is plain TA.
     np.testing.assert_allclose(by["TA with preference (0.25, 0.75)"].coefficients, [0.4, 1.2])
     np.testing.assert_allclose(by["TA with preference (0.5, 0.5)"].coefficients, [0.8, 0.8])
-    assert by["Average of fine-tuned models"].coefficients == (0.5, 0.5)
+    assert by["Fine-tuned average"].coefficients == (0.5, 0.5)
     assert by["TIES-merging"].describe()["density"] == 0.2
     assert by["TIES-merging"].describe()["lambda"] == 1.0
     assert by["DARE-TA"].describe()["drop_rate"] == 0.9
@@ -103,7 +103,7 @@ def test_default_baselines_two_tasks():
         out = b.theta(TAU, PRE)
         assert out.shape == PRE.shape and torch.isfinite(out).all()
     # Average of the fine-tuned models = mean of theta_pre + tau_i.
-    np.testing.assert_allclose(by["Average of fine-tuned models"].theta(TAU, PRE).numpy(),
+    np.testing.assert_allclose(by["Fine-tuned average"].theta(TAU, PRE).numpy(),
                                (PRE + TAU).mean(dim=0).numpy())
 
 
