@@ -62,7 +62,8 @@ Integer buffers are never merged (``is_mergeable``); MergeEngine leaves them out
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from functools import partial
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -79,7 +80,9 @@ MASK_BLOCK = 1 << 22
 
 __all__ = ["task_arithmetic", "apply", "ties_vectors", "dare_mask", "dare_vectors",
            "dare_ties_vectors", "ties_merge_flat", "dare_ties_merge_flat", "dare_ta_flat",
-           "slerp_flat", "trim_thresholds"]
+           "slerp_flat", "trim_thresholds", "tau_transform", "MERGE_METHODS"]
+
+MERGE_METHODS = ("ta", "ties", "dare", "dare-ties")
 
 
 # ------------------------------------------------------------------ dict task vectors
@@ -434,3 +437,21 @@ def slerp_flat(tau_a: torch.Tensor, tau_b: torch.Tensor, t: float, *,
     else:
         wa, wb = math.sin((1.0 - t) * omega) / sin, math.sin(t * omega) / sin
     return tau_a.mul(wa).add_(tau_b.to(tau_a.device, tau_a.dtype), alpha=wb)
+
+
+def tau_transform(method: str, *, density: float = 0.2, drop_rate: float = 0.9,
+                  seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The in-place tau preprocessing of ``--merge-method`` (None for plain "ta"), with its
+    settings checked now rather than after the models are loaded. A picklable partial."""
+    if method == "ta":
+        return None
+    if method == "ties":
+        return partial(ties_vectors, density=_check_density(density))
+    if method == "dare":
+        return partial(dare_vectors, drop_rate=_check_drop_rate(drop_rate),
+                       seed=_check_seed(seed))
+    if method == "dare-ties":
+        # The common DARE-TIES: the random drop replaces TIES's magnitude trim.
+        return partial(dare_ties_vectors, drop_rate=_check_drop_rate(drop_rate),
+                       density=None, seed=_check_seed(seed))
+    raise MAPError(f"unknown merge method {method!r}; choose one of {', '.join(MERGE_METHODS)}")

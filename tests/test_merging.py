@@ -284,6 +284,25 @@ def test_dare_ties_without_drop_is_sign_election_only():
     np.testing.assert_allclose(tau.numpy(), np.array(want, np.float32))
 
 
+def test_tau_transform_factory():
+    import pickle
+
+    assert merging.tau_transform("ta") is None
+    rng = np.random.default_rng(2)
+    tau = torch.tensor(rng.normal(size=(3, 20)), dtype=torch.float64)
+    for method, direct in [("ties", lambda t: merging.ties_vectors(t, 0.3)),
+                           ("dare", lambda t: merging.dare_vectors(t, 0.4, seed=1)),
+                           ("dare-ties", lambda t: merging.dare_ties_vectors(t, 0.4, seed=1))]:
+        fn = pickle.loads(pickle.dumps(
+            merging.tau_transform(method, density=0.3, drop_rate=0.4, seed=1)))
+        got = tau.clone()
+        fn(got)  # in place
+        assert torch.equal(got, direct(tau.clone())), method
+    _one_line_error(lambda: merging.tau_transform("magic"), "unknown merge method")
+    _one_line_error(lambda: merging.tau_transform("ties", density=0.0), "density")
+    _one_line_error(lambda: merging.tau_transform("dare", drop_rate=1.0), "drop_rate")
+
+
 # ---------------------------------------------------------------- SLERP
 
 def test_slerp_endpoints_midpoint_and_angle():
