@@ -183,11 +183,12 @@ def _panel(ax: Axes, i: int, j: int, grid_points, grid_front, runs, groups, chos
             ax.scatter(real[:, i], real[:, j], s=42, marker="*", color=colour,
                        edgecolors="white", linewidths=0.4, label=f"{label}, real",
                        zorder=4)
-    for (label, pts), style in zip(groups, BASELINE_STYLES):
+    for k, ((label, pts), style) in enumerate(zip(groups, BASELINE_STYLES)):
         filled = style["marker"] not in ("x", "+")
+        # Earlier baselines on top: the caller lists the headline ones (TA, TIES) first.
         ax.scatter(pts[:, i], pts[:, j], s=30, marker=style["marker"], color=style["color"],
                    edgecolors="white" if filled else None, linewidths=0.4 if filled else 1.3,
-                   label=label, zorder=5, clip_on=False)
+                   label=label, zorder=5 + 0.01 * (len(groups) - k), clip_on=False)
     if chosen is not None:
         ax.scatter(chosen[:, i], chosen[:, j], s=120, marker="*", color=VERMILLION,
                    edgecolors="black", linewidths=0.6, label="chosen (preference)", zorder=6,
