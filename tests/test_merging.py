@@ -1,4 +1,4 @@
-"""task_vectors.merging against hand computations and independent numpy implementations."""
+"""task_vectors.merging against hand computations and plain-loop reference implementations."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from map_common.errors import MAPError
-from task_vectors.merging import apply, dare, dare_merge, task_arithmetic, ties_merge
+from task_vectors import merging
+from task_vectors.merging import apply, task_arithmetic
 
 SHAPES = {"a": (2, 2), "b": (2,)}  # 6 entries over two weights: trimming must span both
 
@@ -66,157 +67,327 @@ def test_task_arithmetic_common_keys_integers_and_inputs_untouched():
     assert torch.equal(single["a"], t1["a"]) and single["a"].data_ptr() != t1["a"].data_ptr()
 
 
-# ---------------------------------------------------------------- TIES
+# ---------------------------------------------------------------- flat tau helpers
 
-def _ties_loops(vectors: list[np.ndarray], density: float, scale: float) -> np.ndarray:
-    """TIES written with plain loops: per task, sort magnitudes to find the threshold."""
-    n = len(vectors[0])
+T3 = [[4, -1, 0.5, 3, -2, 0.1],     # density 0.5 keeps 4, 3, -2
+      [-3, 2, 1, -0.2, 0.3, -5],    # keeps -3, 2, -5
+      [1, 6, -0.4, -2.5, 0.2, 0.7]]  # keeps 1, 6, -2.5
+# trimmed column sums: [2, 8, 0, 0.5, -2, -5] -> elected signs [+, +, 0, +, -, -]
+
+
+def _tau(rows, dtype=torch.float32) -> torch.Tensor:
+    return torch.tensor(rows, dtype=dtype)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks and mask blocks of a few entries, so every code path crosses boundaries."""
+    monkeypatch.setattr(merging, "CHUNK", 5)
+    monkeypatch.setattr(merging, "MASK_BLOCK", 8)
+
+
+def _trim_loops(rows: np.ndarray, density: float) -> np.ndarray:
+    n = rows.shape[1]
     keep = max(1, int(round(density * n)))
-    trimmed = []
-    for v in vectors:
-        v = [float(x) for x in v]
-        threshold = sorted((abs(x) for x in v), reverse=True)[keep - 1]
-        trimmed.append([x if abs(x) >= threshold else 0.0 for x in v])
-    merged = []
-    for j in range(n):
-        column = [t[j] for t in trimmed]
-        total = sum(column)
+    out = np.zeros_like(rows)
+    for i, v in enumerate(rows):
+        threshold = sorted((abs(float(x)) for x in v), reverse=True)[keep - 1]
+        out[i] = [x if abs(x) >= threshold else 0.0 for x in v]
+    return out
+
+
+def _elect_loops(trimmed: np.ndarray) -> np.ndarray:
+    """Zero entries whose sign differs from the sign of their column's sum."""
+    out = trimmed.copy()
+    for j in range(out.shape[1]):
+        total = sum(float(x) for x in trimmed[:, j])
         sign = (total > 0) - (total < 0)
-        agreeing = [x for x in column if x != 0 and ((x > 0) - (x < 0)) == sign]
-        merged.append(scale * sum(agreeing) / len(agreeing) if agreeing else 0.0)
+        for i in range(out.shape[0]):
+            x = float(out[i, j])
+            if ((x > 0) - (x < 0)) != sign:
+                out[i, j] = 0.0
+    return out
+
+
+def _disjoint_mean_loops(agreeing: np.ndarray, lam: float) -> np.ndarray:
+    merged = []
+    for j in range(agreeing.shape[1]):
+        kept = [float(x) for x in agreeing[:, j] if x != 0]
+        merged.append(lam * sum(kept) / len(kept) if kept else 0.0)
     return np.array(merged)
 
 
-def test_ties_by_hand():
-    # density 0.5 keeps 3 of 6 entries per task, chosen over both weights together.
-    t1 = [4, -1, 0.5, 3, -2, 0.1]     # keeps 4, 3, -2
-    t2 = [-3, 2, 1, -0.2, 0.3, -5]    # keeps -3, 2, -5
-    t3 = [1, 6, -0.4, -2.5, 0.2, 0.7]  # keeps 1, 6, -2.5
-    # trimmed sums: [2, 8, 0, 0.5, -2, -5] -> signs [+, +, 0, +, -, -]
-    # entry 0: mean(4, 1); entry 1: mean(2, 6); entry 2: all trimmed; entry 3: 3 (-2.5 disagrees)
+def _ties_loops(rows: np.ndarray, density: float, lam: float) -> np.ndarray:
+    return _disjoint_mean_loops(_elect_loops(_trim_loops(rows, density)), lam)
+
+
+def _dare_reference(tau: torch.Tensor, p: float, seed: int) -> np.ndarray:
+    """DARE from the documented mask (dare_mask) with plain numpy."""
+    rows = tau.double().numpy()
+    out = np.zeros_like(rows)
+    for i in range(rows.shape[0]):
+        keep = merging.dare_mask(i, 0, rows.shape[1], p, seed).numpy()
+        out[i] = np.where(keep, rows[i] / (1 - p), 0.0)
+    return out
+
+
+# ---------------------------------------------------------------- TIES
+
+def test_ties_merge_flat_by_hand():
+    tau = _tau(T3)
+    before = tau.clone()
+    # entry 0: mean(4, 1); 1: mean(2, 6); 2: all trimmed; 3: 3 (-2.5 disagrees); 4: -2; 5: -5
     want = [2.5, 4.0, 0.0, 3.0, -2.0, -5.0]
-    vectors = [_vector(t) for t in (t1, t2, t3)]
-    got = ties_merge(vectors, density=0.5)
-    assert {k: v.shape for k, v in got.items()} == {"a": (2, 2), "b": (2,)}
-    np.testing.assert_allclose(_flat(got), want, rtol=1e-6)
-    np.testing.assert_allclose(_flat(ties_merge(vectors, density=0.5, scale=0.4)),
+    np.testing.assert_allclose(merging.ties_merge_flat(tau, density=0.5).numpy(), want,
+                               rtol=1e-6)
+    np.testing.assert_allclose(merging.ties_merge_flat(tau, density=0.5, lam=0.4).numpy(),
                                0.4 * np.array(want), rtol=1e-6)
-    np.testing.assert_allclose(want, _ties_loops([np.array(t, float) for t in (t1, t2, t3)],
-                                                 0.5, 1.0))
+    np.testing.assert_allclose(want, _ties_loops(np.array(T3, float), 0.5, 1.0))
+    assert torch.equal(tau, before)  # not modified
 
 
-def test_ties_trim_is_global_not_per_weight():
-    # All of t1's large entries are in "a": a per-weight trim would keep one entry of "b".
-    t1 = [5, 4, 3, 2, 0.1, 0.2]
-    got = ties_merge([_vector(t1)], density=0.5)
-    np.testing.assert_allclose(_flat(got), [5, 4, 3, 0, 0, 0], rtol=1e-6)
+def test_ties_vectors_by_hand_in_place():
+    tau = _tau(T3)
+    out = merging.ties_vectors(tau, density=0.5)
+    assert out is tau
+    want = [[4, 0, 0, 3, -2, 0],   # all agree with the elected signs
+            [0, 2, 0, 0, 0, -5],   # -3 disagrees with + in column 0
+            [1, 6, 0, 0, 0, 0]]    # -2.5 disagrees with + in column 3
+    np.testing.assert_array_equal(tau.numpy(), np.array(want, dtype=np.float32))
 
 
-def test_ties_cancelling_signs_give_zero_and_density_one_keeps_all():
-    t1 = [2, 1, 1, 1, 1, 1]
-    t2 = [-2, 3, -1, 1, 1, 1]
-    got = ties_merge([_vector(t1), _vector(t2)], density=1.0)
-    # entry 0: 2 + -2 = 0 -> elected sign 0 -> 0; entry 2 likewise; entry 1: mean(1, 3).
-    np.testing.assert_allclose(_flat(got), [0, 2, 0, 1, 1, 1], rtol=1e-6)
+def test_ties_cancelling_signs_and_density_one():
+    tau = _tau([[2, 1, 1, 0, 1, 1], [-2, 3, -1, 1, 1, 1]])
+    # column 0: 2 - 2 = 0 -> elected sign 0 -> zero; column 2 likewise; zeros stay zeros.
+    np.testing.assert_allclose(merging.ties_merge_flat(tau, density=1.0).numpy(),
+                               [0, 2, 0, 1, 1, 1], rtol=1e-6)
+    merging.ties_vectors(tau, density=1.0)
+    np.testing.assert_array_equal(tau.numpy(), [[0, 1, 0, 0, 1, 1], [0, 3, 0, 1, 1, 1]])
 
 
-@pytest.mark.parametrize("density,scale,n_tasks", [(0.2, 1.0, 3), (0.5, 0.7, 4),
-                                                   (0.05, 1.3, 2), (1.0, 1.0, 5)])
-def test_ties_random_against_loops(density, scale, n_tasks):
+def test_ties_trim_threshold_is_per_row_with_ties_kept():
+    tau = _tau([[5, -5, 1, 1, 1, 1], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
+    np.testing.assert_allclose(merging.trim_thresholds(tau, 1 / 6).reshape(-1).numpy(),
+                               [5.0, 0.6])
+    # Both 5 and -5 tie at the threshold of row 0: both kept (then -5 loses the election
+    # only if the column sum says so: column 1 sums to -5 + 0 -> negative, so it stays).
+    merging.ties_vectors(tau, density=1 / 6)
+    np.testing.assert_allclose(tau.numpy(), [[5, -5, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0.6]])
+
+
+@pytest.mark.parametrize("density,lam,n_tasks", [(0.2, 1.0, 3), (0.5, 0.7, 4),
+                                                 (0.05, 1.3, 2), (1.0, 1.0, 5)])
+def test_ties_random_against_loops(small_chunks, density, lam, n_tasks):
     rng = np.random.default_rng(int(density * 100) + n_tasks)
-    shapes = {"w": (4, 6), "b": (6,), "s": (), "ln": (3,)}
-    vectors = _random_vectors(rng, n_tasks, shapes)
-    got = ties_merge(vectors, density=density, scale=scale)
-    keys = tuple(shapes)
-    want = _ties_loops([_flat(v, keys) for v in vectors], density, scale)
-    np.testing.assert_allclose(_flat(got, keys), want, rtol=1e-5, atol=1e-6)
-
-
-def test_ties_leaves_integers_and_inputs_alone():
-    t1 = _vector([4, -1, 0.5, 3, -2, 0.1]) | {"n": torch.tensor([3], dtype=torch.int32)}
-    before = {k: v.clone() for k, v in t1.items()}
-    got = ties_merge([t1, _vector([1, 1, 1, 1, 1, 1])], density=0.5)
-    assert set(got) == {"a", "b"}
-    for k, v in before.items():
-        assert torch.equal(t1[k], v)
+    rows = rng.normal(size=(n_tasks, 37))
+    tau = torch.tensor(rows, dtype=torch.float64)
+    np.testing.assert_allclose(merging.ties_merge_flat(tau, density, lam).numpy(),
+                               _ties_loops(rows, density, lam), rtol=1e-12, atol=1e-12)
+    merging.ties_vectors(tau, density)
+    np.testing.assert_allclose(tau.numpy(), _elect_loops(_trim_loops(rows, density)),
+                               rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- DARE
 
-def test_dare_survivors_are_exactly_rescaled_and_rate_is_right():
+def test_dare_mask_is_blockwise_and_range_independent(small_chunks):
+    full = merging.dare_mask(2, 0, 50, 0.5, seed=3)
+    parts = torch.cat([merging.dare_mask(2, a, b, 0.5, seed=3)
+                       for a, b in [(0, 7), (7, 8), (8, 33), (33, 50)]])
+    assert full.dtype == torch.bool and full.shape == (50,)
+    assert torch.equal(full, parts)
+    # The documented recipe: block b of row i from SeedSequence([seed, i, b]).
+    state = np.random.SeedSequence([3, 2, 1]).generate_state(1, dtype=np.uint64)[0]
+    u = torch.rand(8, generator=torch.Generator().manual_seed(int(state)))
+    assert torch.equal(full[8:16], u >= 0.5)
+    assert not torch.equal(full, merging.dare_mask(1, 0, 50, 0.5, seed=3))  # per row
+    assert not torch.equal(full, merging.dare_mask(2, 0, 50, 0.5, seed=4))  # per seed
+
+
+def test_dare_vectors_exact_against_mask_and_reproducible(small_chunks):
     rng = np.random.default_rng(0)
-    v = {"w": torch.tensor(rng.uniform(0.5, 2.0, (100, 200)) * rng.choice([-1, 1], (100, 200)),
-                           dtype=torch.float32)}
-    p = 0.3
-    out = dare(v, drop_rate=p, generator=torch.Generator().manual_seed(1))
-    kept = out["w"] != 0
-    np.testing.assert_allclose(out["w"][kept].numpy(), (v["w"][kept] / (1 - p)).numpy(),
-                               rtol=1e-6, atol=0)
-    n = v["w"].numel()
-    # Binomial(n, 1 - p): within 5 standard deviations.
+    tau = torch.tensor(rng.normal(size=(3, 41)), dtype=torch.float32)
+    want = _dare_reference(tau, 0.4, seed=7)
+    a = merging.dare_vectors(tau.clone(), 0.4, seed=7)
+    b = merging.dare_vectors(tau.clone(), 0.4, seed=7)
+    assert torch.equal(a, b)
+    np.testing.assert_allclose(a.numpy(), want, rtol=1e-6, atol=0)
+    # Survivors are exactly tau / (1 - p); a row's mask ignores the other rows' values.
+    other = tau.clone()
+    other[0] = 100.0
+    merging.dare_vectors(other, 0.4, seed=7)
+    assert torch.equal(other[1:], a[1:])
+    assert not torch.equal(a, merging.dare_vectors(tau.clone(), 0.4, seed=8))
+    same = tau.clone()
+    assert torch.equal(merging.dare_vectors(same, 0.0, seed=7), tau)  # p = 0: identity
+
+
+def test_dare_rate_and_rescale_on_a_large_tensor():
+    rng = np.random.default_rng(1)
+    n, p = 200_000, 0.6
+    tau = torch.tensor(rng.uniform(0.5, 2.0, (1, n)) * rng.choice([-1, 1], (1, n)),
+                       dtype=torch.float64)
+    out = merging.dare_vectors(tau.clone(), p, seed=0)
+    kept = out != 0
+    np.testing.assert_allclose(out[kept].numpy(), (tau[kept] / (1 - p)).numpy(), rtol=1e-15)
+    # Binomial(n, 1 - p) survivors, and E[tau'/tau] = 1: within 5 standard deviations.
     assert abs(kept.sum().item() - n * (1 - p)) < 5 * np.sqrt(n * p * (1 - p))
+    ratio = (out / tau).mean().item()
+    assert abs(ratio - 1.0) < 5 * np.sqrt(p / (1 - p) / n)
 
 
-def test_dare_is_unbiased_over_seeds():
-    v = _vector([1.0, -2.0, 0.5, 3.0, -0.25, 4.0])
-    p, n_seeds = 0.6, 3000
-    total = {k: torch.zeros_like(t, dtype=torch.float64) for k, t in v.items()}
+def test_dare_is_unbiased_over_seeds(small_chunks):
+    tau = _tau([[1.0, -2.0, 0.5, 3.0, -0.25, 4.0, 1.5, -1.0, 2.0, 0.75]], torch.float64)
+    p, n_seeds = 0.6, 2000
+    total = torch.zeros_like(tau)
     for seed in range(n_seeds):
-        out = dare(v, drop_rate=p, generator=torch.Generator().manual_seed(seed))
-        for k in total:
-            total[k] += out[k].double()
-    mean = _flat({k: t / n_seeds for k, t in total.items()})
-    original = _flat(v)
-    # Per entry: std of the mean = |v| sqrt(p / (1 - p)) / sqrt(n_seeds); allow 5 of them.
-    tolerance = 5 * np.abs(original) * np.sqrt(p / (1 - p)) / np.sqrt(n_seeds)
-    assert np.all(np.abs(mean - original) < tolerance)
+        total += merging.dare_vectors(tau.clone(), p, seed=seed)
+    mean = (total / n_seeds).numpy()
+    tolerance = 5 * np.abs(tau.numpy()) * np.sqrt(p / (1 - p)) / np.sqrt(n_seeds)
+    assert np.all(np.abs(mean - tau.numpy()) < tolerance)
 
 
-def test_dare_reproducible_and_zero_rate_is_identity():
-    rng = np.random.default_rng(5)
-    v = _random_vectors(rng, 1, {"w": (20, 20), "b": (20,)})[0]
-    a = dare(v, drop_rate=0.5, generator=torch.Generator().manual_seed(7))
-    b = dare(v, drop_rate=0.5, generator=torch.Generator().manual_seed(7))
-    c = dare(v, drop_rate=0.5, generator=torch.Generator().manual_seed(8))
-    assert all(torch.equal(a[k], b[k]) for k in v)
-    assert not torch.equal(a["w"], c["w"])
-    same = dare(v, drop_rate=0.0, generator=torch.Generator().manual_seed(7))
-    assert all(torch.equal(same[k], v[k]) for k in v)
-
-
-def test_dare_copies_integer_tensors():
-    steps = torch.tensor([1, 2, 3], dtype=torch.int64)
-    v = {"w": torch.ones(50), "steps": steps}
-    out = dare(v, drop_rate=0.9, generator=torch.Generator().manual_seed(0))
-    assert list(out) == ["w", "steps"]
-    assert torch.equal(out["steps"], steps) and out["steps"].data_ptr() != steps.data_ptr()
-    assert (out["w"] == 0).any()
-
-
-def test_dare_merge_reproducible_and_consistent_with_task_arithmetic():
+def test_dare_ta_flat_equals_dare_then_task_arithmetic(small_chunks):
     rng = np.random.default_rng(11)
-    shapes = {"w": (10, 10), "b": (10,)}
-    vectors = _random_vectors(rng, 2, shapes)
-    c = [0.7, -1.2]
-    p = 0.4
-    a = dare_merge(vectors, c, drop_rate=p, seed=3)
-    b = dare_merge(vectors, c, drop_rate=p, seed=3)
-    other = dare_merge(vectors, c, drop_rate=p, seed=4)
-    assert all(torch.equal(a[k], b[k]) for k in shapes)
-    assert not torch.equal(a["w"], other["w"])
-    # Each entry is c1 m1 t1 / (1-p) + c2 m2 t2 / (1-p) for some masks m1, m2 in {0, 1}.
-    t1, t2 = (_flat(v, tuple(shapes)) for v in vectors)
-    got = _flat(a, tuple(shapes))
-    options = np.stack([m1 * c[0] * t1 / (1 - p) + m2 * c[1] * t2 / (1 - p)
-                        for m1 in (0, 1) for m2 in (0, 1)])
-    distance = np.abs(options - got).min(axis=0)
-    assert distance.max() < 1e-5
-    # Both masks drop something and keep something.
-    assert np.abs(options[3] - got).min() < 1e-5 and np.abs(options[0] - got).min() < 1e-5
-    # No dropping: plain task arithmetic.
-    plain = task_arithmetic(vectors, c)
-    zero = dare_merge(vectors, c, drop_rate=0.0, seed=0)
-    assert all(torch.equal(zero[k], plain[k]) for k in shapes)
+    tau = torch.tensor(rng.normal(size=(3, 29)), dtype=torch.float64)
+    before = tau.clone()
+    c = [0.7, -1.2, 0.3]
+    got = merging.dare_ta_flat(tau, c, 0.5, seed=2)
+    assert torch.equal(tau, before)
+    np.testing.assert_allclose(got.numpy(), np.array(c) @ _dare_reference(tau, 0.5, 2),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(merging.dare_ta_flat(tau, c, 0.0, seed=2).numpy(),
+                               np.array(c) @ tau.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("density", [None, 0.5])
+def test_dare_ties_against_loops(small_chunks, density):
+    rng = np.random.default_rng(5)
+    tau = torch.tensor(rng.normal(size=(4, 33)), dtype=torch.float64)
+    p, seed = 0.3, 9
+    dared = _dare_reference(tau, p, seed)
+    trimmed = dared if density is None else _trim_loops(dared, density)
+    agreeing = _elect_loops(trimmed)
+    got = merging.dare_ties_merge_flat(tau, p, seed, lam=0.9, density=density)
+    np.testing.assert_allclose(got.numpy(), _disjoint_mean_loops(agreeing, 0.9),
+                               rtol=1e-12, atol=1e-12)
+    merging.dare_ties_vectors(tau, p, density=density, seed=seed)
+    np.testing.assert_allclose(tau.numpy(), agreeing, rtol=1e-12, atol=0)
+
+
+def test_dare_ties_without_drop_is_sign_election_only():
+    tau = _tau(T3)
+    merging.dare_ties_vectors(tau, 0.0)
+    # column sums of the untrimmed rows: [2, 7, 1.1, 0.3, -1.5, -4.2]: all positive but the
+    # last two, so every negative entry of columns 0-3 and positive of 4-5 is zeroed.
+    want = [[4, 0, 0.5, 3, -2, 0], [0, 2, 1, 0, 0, -5], [1, 6, 0, 0, 0, 0]]
+    np.testing.assert_allclose(tau.numpy(), np.array(want, np.float32))
+
+
+def test_tau_transform_factory():
+    import pickle
+
+    assert merging.tau_transform("ta") is None
+    rng = np.random.default_rng(2)
+    tau = torch.tensor(rng.normal(size=(3, 20)), dtype=torch.float64)
+    for method, direct in [("ties", lambda t: merging.ties_vectors(t, 0.3)),
+                           ("dare", lambda t: merging.dare_vectors(t, 0.4, seed=1)),
+                           ("dare-ties", lambda t: merging.dare_ties_vectors(t, 0.4, seed=1))]:
+        fn = pickle.loads(pickle.dumps(
+            merging.tau_transform(method, density=0.3, drop_rate=0.4, seed=1)))
+        got = tau.clone()
+        fn(got)  # in place
+        assert torch.equal(got, direct(tau.clone())), method
+    _one_line_error(lambda: merging.tau_transform("magic"), "unknown merge method")
+    _one_line_error(lambda: merging.tau_transform("ties", density=0.0), "density")
+    _one_line_error(lambda: merging.tau_transform("dare", drop_rate=1.0), "drop_rate")
+
+
+# ---------------------------------------------------------------- SLERP
+
+def test_slerp_endpoints_midpoint_and_angle():
+    a = torch.tensor([3.0, 0.0, 0.0], dtype=torch.float64)
+    b = torch.tensor([0.0, 3.0, 0.0], dtype=torch.float64)
+    before = a.clone()
+    np.testing.assert_allclose(merging.slerp_flat(a, b, 0.0).numpy(), a.numpy(), atol=1e-12)
+    np.testing.assert_allclose(merging.slerp_flat(a, b, 1.0).numpy(), b.numpy(), atol=1e-12)
+    mid = merging.slerp_flat(a, b, 0.5).numpy()
+    np.testing.assert_allclose(mid, [3 / np.sqrt(2), 3 / np.sqrt(2), 0], rtol=1e-12)
+    # Equal norms: the norm is kept and the angle to a grows linearly in t.
+    c = torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)
+    d = torch.tensor([-2.0, 1.0, 1.0], dtype=torch.float64)
+    omega = np.arccos(float(c @ d) / float(c @ c))
+    for t in (0.2, 0.7):
+        s = merging.slerp_flat(c, d, t)
+        assert abs(float(s.norm()) - float(c.norm())) < 1e-12
+        angle = np.arccos(float(s @ c) / float(s.norm() * c.norm()))
+        assert abs(angle - t * omega) < 1e-9
+    assert torch.equal(a, before)
+
+
+def test_slerp_parallel_antiparallel_and_zero_fall_back_to_lerp():
+    a = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    for b in (2 * a, -a, torch.zeros(3, dtype=torch.float64)):
+        got = merging.slerp_flat(a, b, 0.3).numpy()
+        np.testing.assert_allclose(got, 0.7 * a.numpy() + 0.3 * b.numpy(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- errors
+
+def _one_line_error(fn, match: str):
+    with pytest.raises(MAPError, match=match) as info:
+        fn()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("density", [0.0, -0.1, 1.5, float("nan"), "x"])
+def test_ties_rejects_bad_density(density):
+    tau = _tau(T3)
+    _one_line_error(lambda: merging.ties_merge_flat(tau, density=density), "density")
+    _one_line_error(lambda: merging.ties_vectors(tau, density=density), "density")
+    _one_line_error(lambda: merging.dare_ties_vectors(tau, 0.5, density=density), "density")
+    assert torch.equal(tau, _tau(T3))  # nothing was touched before the check
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.2, 2.0, float("nan")])
+def test_dare_rejects_bad_drop_rate(rate):
+    tau = _tau(T3)
+    for fn in (lambda: merging.dare_vectors(tau, rate),
+               lambda: merging.dare_ties_vectors(tau, rate),
+               lambda: merging.dare_ties_merge_flat(tau, rate),
+               lambda: merging.dare_ta_flat(tau, [1, 1, 1], rate)):
+        _one_line_error(fn, "drop_rate")
+    assert torch.equal(tau, _tau(T3))
+
+
+def test_flat_programmer_errors():
+    with pytest.raises(ValueError, match=r"\[T, P\]"):
+        merging.ties_vectors(torch.ones(6))
+    with pytest.raises(ValueError, match=r"\[T, P\]"):
+        merging.dare_vectors(torch.ones(2, 3, dtype=torch.int64))
+    with pytest.raises(TypeError):
+        merging.ties_merge_flat([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="one shape"):
+        merging.slerp_flat(torch.ones(3), torch.ones(4), 0.5)
+    _one_line_error(lambda: merging.dare_vectors(_tau(T3), 0.5, seed=-1), "seed")
+    _one_line_error(lambda: merging.dare_ta_flat(_tau(T3), [1.0], 0.5), "3 task vectors but 1")
+    _one_line_error(lambda: merging.ties_merge_flat(_tau(T3), lam=float("nan")), "lambda")
+
+
+def test_task_arithmetic_and_apply_errors():
+    v = _vector([1] * 6)
+    wrong_shape = {"a": torch.ones(4), "b": torch.ones(2)}
+    fn = lambda vs: task_arithmetic(vs, [1.0] * len(vs))  # noqa: E731
+    _one_line_error(lambda: fn([]), "no task vectors")
+    _one_line_error(lambda: fn([v, wrong_shape]), "shape")
+    _one_line_error(lambda: fn([v, {"c": torch.ones(2)}]), "share no")
+    _one_line_error(lambda: fn([{"n": torch.ones(2, dtype=torch.int64)}]), "share no")
+    _one_line_error(lambda: fn(v), "sequence")
+    _one_line_error(lambda: task_arithmetic([v, v], [1.0]), "2 task vectors but 1")
+    _one_line_error(lambda: task_arithmetic([v], [float("inf")]), "finite")
+    _one_line_error(lambda: apply(v, {"z": torch.ones(1)}), "lack 1 keys.*'z'")
+    _one_line_error(lambda: apply(v, {"a": torch.ones(4)}), "shape")
+    _one_line_error(lambda: apply({}, {}), "empty")
 
 
 # ---------------------------------------------------------------- apply
@@ -235,50 +406,6 @@ def test_apply_adds_and_copies():
         assert torch.equal(got[k], pre[k]) and got[k].data_ptr() != pre[k].data_ptr()
     assert got["ids"].dtype == torch.int64
     np.testing.assert_allclose(pre["a"].numpy(), [[1, 2], [3, 4]])  # input untouched
-
-
-# ---------------------------------------------------------------- errors
-
-def _one_line_error(fn, match: str):
-    with pytest.raises(MAPError, match=match) as info:
-        fn()
-    assert "\n" not in str(info.value)
-
-
-@pytest.mark.parametrize("density", [0.0, -0.1, 1.5, float("nan"), "x"])
-def test_ties_rejects_bad_density(density):
-    _one_line_error(lambda: ties_merge([_vector([1] * 6)], density=density), "density")
-
-
-@pytest.mark.parametrize("rate", [1.0, -0.2, 2.0, float("nan")])
-def test_dare_rejects_bad_drop_rate(rate):
-    v = _vector([1] * 6)
-    _one_line_error(lambda: dare(v, drop_rate=rate, generator=torch.Generator()), "drop_rate")
-    _one_line_error(lambda: dare_merge([v], [1.0], drop_rate=rate, seed=0), "drop_rate")
-
-
-def test_errors_on_bad_inputs():
-    v = _vector([1] * 6)
-    wrong_shape = {"a": torch.ones(4), "b": torch.ones(2)}
-    for fn in (lambda vs: task_arithmetic(vs, [1.0] * len(vs)),
-               lambda vs: ties_merge(vs),
-               lambda vs: dare_merge(vs, [1.0] * len(vs), drop_rate=0.1, seed=0)):
-        _one_line_error(lambda: fn([]), "no task vectors")
-        _one_line_error(lambda: fn([v, wrong_shape]), "shape")
-        _one_line_error(lambda: fn([v, {"c": torch.ones(2)}]), "share no")
-        _one_line_error(lambda: fn([{"n": torch.ones(2, dtype=torch.int64)}]), "share no")
-        _one_line_error(lambda: fn(v), "sequence")
-    _one_line_error(lambda: task_arithmetic([v, v], [1.0]), "2 task vectors but 1")
-    _one_line_error(lambda: task_arithmetic([v], [float("inf")]), "finite")
-    _one_line_error(lambda: dare_merge([v, v], [1.0, 2.0, 3.0], drop_rate=0.1, seed=0),
-                    "coefficients")
-    _one_line_error(lambda: dare_merge([v], [1.0], drop_rate=0.1, seed=-1), "seed")
-    _one_line_error(lambda: dare({}, drop_rate=0.1, generator=torch.Generator()), "empty")
-    _one_line_error(lambda: dare(v, drop_rate=0.1, generator=3), "Generator")
-    _one_line_error(lambda: ties_merge([v], scale=float("nan")), "scale")
-    _one_line_error(lambda: apply(v, {"z": torch.ones(1)}), "lack 1 keys.*'z'")
-    _one_line_error(lambda: apply(v, {"a": torch.ones(4)}), "shape")
-    _one_line_error(lambda: apply({}, {}), "empty")
 
 
 # ---------------------------------------------------------------- the demo zoo
