@@ -9,6 +9,9 @@ space, and the caller's engine only ever sets coefficients over the T original v
 This module holds the bookkeeping only: which two models to pair, how the tasks of each
 side are aggregated into one objective, and the round records. The expensive parts are
 injected: `run_pair` runs MAP on a pair and picks a point, `measure` evaluates a model.
+
+Why one file of ~390 lines: the pairing, the preference aggregation and the round replay
+(resume) all work on the same PoolModel records; about a third of it is input checking.
 """
 
 from __future__ import annotations

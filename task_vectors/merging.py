@@ -2,7 +2,7 @@
 
 Two layers:
 
-* Dict task vectors (``TaskVector.vector``: name -> tensor): ``task_arithmetic`` and
+* Dict task vectors (name -> tensor): ``task_arithmetic`` and
   ``apply``, the plain reference used to check MergeEngine.
 * The flat ``[T, P]`` task-vector matrix ``tau`` that MergeEngine holds (row i = task i's
   vector, every mergeable weight flattened in one order). Real sizes are T = 8 and

@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from task_vectors.datasets.registry import register
 
 IMAGE_SIZE = 16
 TEST_FRACTION = 0.2
@@ -102,5 +101,5 @@ class DemoTask:
         return DigitsTaskSplit(self.task, which)
 
 
-for _task in TASKS:
-    register(_task, lambda location, _t=_task: DemoTask(_t))
+# base name -> factory(location); the registry collects these (this module imports no registry)
+DEMO_DATASETS = {_task: (lambda location, _t=_task: DemoTask(_t)) for _task in TASKS}

@@ -13,6 +13,8 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from map_common.errors import MAPError
+from task_vectors.datasets.demo import DEMO_DATASETS
+from task_vectors.datasets.standard import STANDARD_DATASETS
 
 Split = Literal["train", "test"]
 VAL_FRACTION = 0.1
@@ -33,7 +35,8 @@ class TaskDataset(Protocol):
 
 
 Factory = Callable[[str], TaskDataset]
-_REGISTRY: dict[str, Factory] = {}
+# The built-in datasets; the dataset modules define them and never import this module.
+_REGISTRY: dict[str, Factory] = {**DEMO_DATASETS, **STANDARD_DATASETS}
 
 
 def register(base_name: str, factory: Factory) -> None:
@@ -41,17 +44,7 @@ def register(base_name: str, factory: Factory) -> None:
     _REGISTRY[base_name] = factory
 
 
-def _ensure_builtin_registered() -> None:
-    # Importing the modules registers them; done lazily so registry import stays cheap.
-    from task_vectors.datasets import demo  # noqa: F401
-    try:
-        from task_vectors.datasets import standard  # noqa: F401
-    except ImportError:  # pragma: no cover - module added by the real-data work
-        pass
-
-
 def dataset_names() -> list[str]:
-    _ensure_builtin_registered()
     names = sorted(_REGISTRY)
     return names + [n + "Val" for n in names]
 
@@ -61,7 +54,6 @@ def base_name(name: str) -> str:
 
 
 def check_dataset_name(name: str) -> None:
-    _ensure_builtin_registered()
     if base_name(name) not in _REGISTRY:
         raise MAPError(
             f"unknown dataset '{name}'; known datasets: {', '.join(dataset_names())}"
