@@ -1,7 +1,6 @@
 """Atomic file writes: a killed job never leaves half a file under the final name."""
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Callable
 PathLike = str | os.PathLike
 
 
-@functools.cache
 def process_umask() -> int:
     """The process umask, read without changing it (os.umask can only read by setting,
     which would leave a window where files are created world-writable)."""

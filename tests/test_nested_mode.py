@@ -184,10 +184,12 @@ def test_default_demo_merges_four_tasks(run4):
     assert run["summary"]["n_evaluations"] == 4 + 3 * (PAIR_POINTS + 1)
 
 
+@pytest.mark.slow
 def test_four_task_final_model_file_is_the_merge_of_the_zoo(run4, demo_zoo):
     check_final_model_file(run4, demo_zoo.path, FOUR)
 
 
+@pytest.mark.slow
 def test_four_task_accuracies_are_measured(run4, engine4):
     check_accuracies_are_measured(run4, engine4, FOUR)
 
@@ -200,10 +202,12 @@ def test_eight_task_demo_merges_all_eight_with_a_json_preference(run8):
     assert set(merge["accuracy"]) == set(EIGHT)
 
 
+@pytest.mark.slow
 def test_eight_task_final_model_file_is_the_merge_of_the_zoo(run8, demo_zoo):
     check_final_model_file(run8, demo_zoo.path, EIGHT)
 
 
+@pytest.mark.slow
 def test_eight_task_accuracies_are_measured(run8, engine8):
     check_accuracies_are_measured(run8, engine8, EIGHT)
 

@@ -38,18 +38,27 @@ def test_scaling_results_original_format_and_resume(tmp_path):
         ScalingResults(path, ["A", "C"])
 
 
-def test_write_json_is_atomic_and_shared(tmp_path):
-    path = write_json(tmp_path / "x.json", {"a": np.arange(3), "b": np.float32(0.5)})
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_write_json_is_atomic_and_shared(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = write_json(tmp_path / "x.json", {"a": np.arange(3), "b": np.float32(0.5)})
+    finally:
+        os.umask(old)
     assert json.loads(path.read_text()) == {"a": [0, 1, 2], "b": 0.5}
-    assert os.stat(path).st_mode & 0o044  # readable by others per umask, not 0600
+    # what open() would give under this umask, not mkstemp's 0600
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary left
 
 
-def test_front_round_trip():
+def test_front_round_trip(tmp_path):
     C = np.array([[0.1, 0.9], [0.7, 0.2]])
     F = np.array([[0.3, 0.8], [0.6, 0.5]])
     data = front_json(C, F)
     assert data == {"[0.1, 0.9]": [0.3, 0.8], "[0.7, 0.2]": [0.6, 0.5]}
+    C_back, F_back = load_front(write_json(tmp_path / "front.json", data))
+    np.testing.assert_array_equal(C_back, C)
+    np.testing.assert_array_equal(F_back, F)
 
 
 def test_load_run_reloads_points_front_and_surrogates(tmp_path):
