@@ -47,19 +47,16 @@ def model_key(model_name: str) -> str:
 @torch.no_grad()
 def zero_shot_weights(clip_model: nn.Module, tokenizer: Callable, classnames: Sequence[str],
                       templates: Sequence[Callable[[str], str]], *, device: str = "cpu",
-                      batch_size: int = 512) -> torch.Tensor:
+                      classes_per_batch: int = 32) -> torch.Tensor:
     """[n_classes, embed_dim]: per class, the mean of normalised template embeddings,
-    renormalised and scaled by the logit scale."""
+    renormalised (open_clip's zero-shot classifier), scaled by the logit scale as
+    task_vectors' heads are."""
+    from open_clip.zero_shot_classifier import build_zero_shot_classifier
+
     clip_model = clip_model.to(device).eval()
-    texts = [template(name) for name in classnames for template in templates]
-    embeddings = []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(texts[start:start + batch_size]).to(device)
-        emb = clip_model.encode_text(tokens)
-        embeddings.append(emb / emb.norm(dim=-1, keepdim=True))
-    emb = torch.cat(embeddings).reshape(len(classnames), len(templates), -1).mean(dim=1)
-    emb = emb / emb.norm(dim=-1, keepdim=True)
-    return emb * clip_model.logit_scale.exp()
+    weights = build_zero_shot_classifier(clip_model, tokenizer, list(classnames), list(templates),
+                                         num_classes_per_batch=classes_per_batch, device=device)
+    return weights.T * clip_model.logit_scale.exp()
 
 
 def build_head(clip_model: nn.Module, tokenizer: Callable, classnames: Sequence[str],

@@ -39,7 +39,7 @@ MODEL_CFG = {
 PREPROCESS_CFG = {"size": 16, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
                   "interpolation": "bicubic", "resize_mode": "shortest"}
 RECIPE = {
-    "version": 3,  # 3: head tags name the weights, not the build folder
+    "version": 4,  # 4: heads from open_clip's zero-shot classifier builder
     "model_cfg": MODEL_CFG,
     "preprocess_cfg": PREPROCESS_CFG,
     "seed": 0,

@@ -52,9 +52,9 @@ def test_zero_shot_weights_match_hand_computation(zoo_clip, tokenizer, demo_zoo,
     dataset = get_dataset(f"{task}Val", str(demo_zoo.path))
     expected = hand_weights(zoo_clip, tokenizer, dataset.classnames, dataset.templates)
     assert expected.shape == (len(dataset.classnames), 32)
-    # A batch size that splits classes across batches must not change anything.
+    # A batch of classes that splits them unevenly must not change anything.
     got = heads.zero_shot_weights(zoo_clip, tokenizer, dataset.classnames, dataset.templates,
-                                  batch_size=7)
+                                  classes_per_batch=3)
     torch.testing.assert_close(got, expected, **TOL)
     head = heads.build_head(zoo_clip, tokenizer, dataset.classnames, dataset.templates)
     assert isinstance(head, ClassificationHead) and head.normalize
