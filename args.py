@@ -16,7 +16,7 @@ DEFAULT_DATASETS = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal"]
 # Demo defaults: a pair that trades off for map/bayesian, four tasks for nested.
 DEMO_PAIR = ["DigitsVal", "RotateVal"]
 DEMO_NESTED = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
-METHODS = ("map", "bayesian", "nested")
+METHODS = ("map", "bayesian", "nested", "grid")
 
 
 # ---- defaults that depend on the number of tasks T (edit them here)
@@ -53,6 +53,18 @@ DEFAULTS = Defaults(
 def get_hex_time() -> str:
     """A fresh experiment id: the current time in hex (as the original tool)."""
     return hex(int(time.time() * 1000))[2:]
+
+
+def _reevaluate_count(value: str) -> int | str:
+    if value == "all":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or 'all', got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
 
 
 def _comma_list(value: str) -> list[str]:
@@ -102,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", type=str, default="nested", choices=METHODS,
                    help="map: sample, fit quadratic surrogates, NSGA-III front; bayesian: the "
                         "same with adaptive sampling rounds (<= 6 tasks); nested: merge two "
-                        "models at a time (many tasks).")
+                        "models at a time (many tasks); grid: evaluate a regular grid of "
+                        "merges, the ground truth (see --truth).")
     g.add_argument("--zeroshot-merge-models", nargs="+", default=None,
                    help=f"Fine-tuned models to merge, by dataset name (default: "
                         f"{' '.join(DEFAULT_DATASETS)}; with --demo: {' '.join(DEMO_PAIR)}, or "
@@ -133,13 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "largest share of its gain (equal weights give a balanced model); "
                         "weighted-sum: the original's weighted sum of raw metrics (often an "
                         "end of the front).")
-    g.add_argument("--reevaluate", type=int, default=5,
+    g.add_argument("--reevaluate", type=_reevaluate_count, default=5,
                    help="Front points merged and evaluated for real after the search "
-                        "('MAP, real'); 0 to skip. The preference pick is always among them.")
+                        "('MAP, real'); 0 to skip, 'all' for every front point. The "
+                        "preference pick is always among them.")
     g.add_argument("--n-gen", type=int, default=100,
                    help="NSGA-III generations (the surrogates are smooth quadratics: 100 is "
                         "plenty; pymoo costs ~30 ms a generation).")
     g.add_argument("--seed", type=int, default=0, help="Seed of every random step.")
+
+    g = p.add_argument_group("ground truth (grid)")
+    g.add_argument("--grid-points-per-axis", type=int, default=None,
+                   help="--method grid: values per coefficient axis over --bounds (default: "
+                        "default_grid_points_per_axis(T) in args.py: 21 for 2 tasks, 11 for 3; "
+                        "larger T must set it).")
+    g.add_argument("--truth", type=str, default=None, metavar="RUN_DIR",
+                   help="A finished --method grid run of the same models, datasets and box: "
+                        "map and bayesian runs score their front against its front "
+                        "(indicators.json) and draw it beneath theirs.")
 
     g = p.add_argument_group("bayesian")
     g.add_argument("--bayes-iter", type=int, default=None,

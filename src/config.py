@@ -18,6 +18,10 @@ from src import sampling
 from src.metrics import Metric, get_metric
 
 
+# A grid of more merges than this would take days even at a GPU's pace (~1 s per merge).
+MAX_GRID_POINTS = 200_000
+
+
 @dataclass(frozen=True)
 class Defaults:
     """The defaults of args.py that depend on the mode or on T."""
@@ -74,12 +78,14 @@ class RunConfig:
     search_low: float           # the box NSGA-III searches (default: the sampled box)
     search_high: float
     points: int                 # map: merges evaluated; nested: per pair
-    reevaluate: int             # front points merged and evaluated for real
+    reevaluate: int | str       # front points merged and evaluated for real, or "all"
     n_gen: int
     seed: int
     pick: str                   # tchebycheff | weighted-sum
     preference: tuple[float, ...]  # weight of each dataset, same order
     bayes: tuple[int, int, int] | None  # (initial, per round, rounds) for bayesian
+    grid_per_axis: int | None   # grid: points per coefficient axis
+    truth: str | None           # a finished grid run to score the front against
     source: ModelSource
     evaluation: EvalSettings
     results_path: str
@@ -118,8 +124,6 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         map(float, args.search_bounds)
     if not search_low < search_high:
         raise MAPError(f"--search-bounds {search_low} {search_high}: LOW must be below HIGH")
-    if args.reevaluate < 0:
-        raise MAPError(f"--reevaluate {args.reevaluate}: must be 0 or more")
     if args.n_gen <= 0:
         raise MAPError(f"--n-gen {args.n_gen}: must be positive")
 
@@ -131,6 +135,13 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     for name in datasets:
         check_dataset_name(name)
     points, bayes = _budget(args, defaults, len(models))
+    grid_per_axis = _grid_per_axis(args, defaults, len(models))
+    truth = None
+    if args.truth is not None:
+        if args.method not in ("map", "bayesian"):
+            raise MAPError(f"--truth scores map and bayesian fronts; --method {args.method} "
+                           "has none to score")
+        truth = str(require_file(args.truth, "grid run (--truth)"))
     preference = _preference(args.preference, datasets)
 
     zoo_recipe = None
@@ -165,7 +176,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         method=args.method, models=models, datasets=datasets, metric=metric, low=low,
         high=high, search_low=search_low, search_high=search_high, points=points,
         reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=args.pick,
-        preference=preference, bayes=bayes, source=source, evaluation=evaluation,
+        preference=preference, bayes=bayes, grid_per_axis=grid_per_axis, truth=truth,
+        source=source, evaluation=evaluation,
         results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf,
         arguments=arguments)
 
@@ -205,6 +217,22 @@ def _budget(args: argparse.Namespace, defaults: Defaults, T: int
                 args.bayes_iter if args.bayes_iter is not None else n_iter)
     bayesian.check_schedule(T, *schedule)
     return points, schedule
+
+
+def _grid_per_axis(args: argparse.Namespace, defaults: Defaults, T: int) -> int | None:
+    if args.method != "grid":
+        return None
+    per_axis = args.grid_points_per_axis or defaults.grid_points_per_axis(T)
+    if per_axis is None:
+        raise MAPError(f"--method grid with {T} tasks: set --grid-points-per-axis N (the grid "
+                       f"has N**{T} merges, e.g. {5 ** T} for N = 5)")
+    if per_axis < 2:
+        raise MAPError(f"--grid-points-per-axis {per_axis}: need at least 2 points per axis")
+    if per_axis ** T > MAX_GRID_POINTS:
+        raise MAPError(f"--grid-points-per-axis {per_axis} with {T} tasks is {per_axis ** T} "
+                       f"merges; at most {MAX_GRID_POINTS} (largest per axis for {T} tasks: "
+                       f"{int(MAX_GRID_POINTS ** (1 / T) + 1e-9)})")
+    return per_axis
 
 
 def _preference(path: str, datasets: Sequence[str]) -> tuple[float, ...]:

@@ -47,7 +47,7 @@ class FrontTask:
     folder: Path
     names: str                    # the original file-name prefix
     sample_box: tuple[float, float] = (0.0, 1.0)
-    reevaluate: int = 0
+    reevaluate: int | str = 0     # front points evaluated for real; "all" for every one
     # front points [m, d] -> their real metric [m, K], evaluating (and storing) them
     evaluate_real: Callable[[np.ndarray], np.ndarray] | None = None
     seed_offset: int = 0
@@ -93,7 +93,8 @@ def solve_front(task: FrontTask, settings: SearchSettings) -> FrontResult:
     worst, best = anchor_values(C, Y, surrogates)
     chosen = pareto.pick(F_front, task.weights, senses, settings.pick, worst=worst, best=best)
 
-    idx = reevaluation_indices(len(C_front), chosen, task.reevaluate)
+    n_real = len(C_front) if task.reevaluate == "all" else int(task.reevaluate)
+    idx = reevaluation_indices(len(C_front), chosen, n_real)
     F_real = task.evaluate_real(C_front[idx]) if idx and task.evaluate_real else None
     if F_real is None:
         idx = []

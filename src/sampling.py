@@ -51,6 +51,16 @@ def grid_points(T: int, per_axis: int, low: float = 0.0, high: float = 1.0) -> n
     return grid[keep]
 
 
+def full_grid(T: int, per_axis: int, low: float = 0.0, high: float = 1.0) -> np.ndarray:
+    """Every point of the regular grid with ``per_axis`` values per coefficient, (per_axis**T, T),
+    in lexicographic order: the ground truth a grid search evaluates."""
+    _check_positive_int(T, "T (number of tasks)")
+    _check_positive_int(per_axis, "per_axis")
+    _check_box(low, high)
+    axis = np.linspace(low, high, per_axis)
+    return np.stack(np.meshgrid(*([axis] * T), indexing="ij"), axis=-1).reshape(-1, T)
+
+
 def diagonal_points(
     T: int,
     n: int,
