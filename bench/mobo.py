@@ -39,8 +39,8 @@ def random_search(evaluate: Evaluate, T: int, budget: int, low: float = 0.0,
 
 def botorch_qnehvi(evaluate: Evaluate, T: int, budget: int, low: float = 0.0,
                    high: float = 1.0, seed: int = 0, *, n_initial: int | None = None,
-                   batch_size: int = 4, mc_samples: int = 64, num_restarts: int = 4,
-                   raw_samples: int = 128) -> tuple[np.ndarray, np.ndarray]:
+                   batch_size: int = 5, mc_samples: int = 32, num_restarts: int = 2,
+                   raw_samples: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Multi-objective Bayesian optimisation: Sobol start, then batches chosen by qLogNEHVI.
 
     One GP per objective (SingleTaskGP, inputs normalised to the box, outcomes
@@ -80,7 +80,7 @@ def botorch_qnehvi(evaluate: Evaluate, T: int, budget: int, low: float = 0.0,
             sampler=SobolQMCNormalSampler(sample_shape=torch.Size([mc_samples]), seed=seed))
         candidates, _ = optimize_acqf(acqf, bounds=bounds, q=q, num_restarts=num_restarts,
                                       raw_samples=raw_samples, sequential=True,
-                                      options={"batch_limit": 5, "maxiter": 100})
+                                      options={"batch_limit": 5, "maxiter": 50})
         candidates = candidates.detach()
         Y_new = torch.as_tensor(_call(evaluate, candidates.numpy()), dtype=torch.double)
         X, Y = torch.cat([X, candidates]), torch.cat([Y, Y_new])

@@ -283,28 +283,43 @@ def split_half_floor(Y_a, Y_b, senses: Senses, margin: float = DEFAULT_MARGIN
 
 
 def bootstrap_floor(correct: Sequence[np.ndarray], senses: Senses, *,
-                    n_splits: int = 20, margin: float = DEFAULT_MARGIN, seed: int = 0
-                    ) -> dict[str, float]:
-    """split_half_floor averaged over random half-splits of each evaluation set.
+                    n_splits: int = 20, margin: float = DEFAULT_MARGIN, seed: int = 0,
+                    resample: str = "half") -> dict[str, float]:
+    """split_half_floor averaged over random resamplings of each evaluation set.
 
     correct[k]: (n, N_k) per-image scores of the n candidate models on objective k's
-    evaluation set (0/1 correctness for accuracy, per-image loss for loss); each split
-    draws a random half of the N_k images per objective, the same half for every model.
+    evaluation set (0/1 correctness for accuracy, per-image loss for loss). Each split
+    draws, per objective and the same for every model, either
+      resample="half":      a random half of the N_k images and its complement (disjoint,
+                            honest, but each half is noisier than the full set), or
+      resample="bootstrap": two independent bootstrap samples of N_k images each (full-size
+                            noise, as if two evaluation sets had been drawn from the
+                            empirical distribution; the samples overlap, so this is the
+                            optimistic estimate of the two).
     Returns the mean, std, min and max of the per-split mean ratios.
     """
     if n_splits < 1:
         raise ValueError(f"n_splits must be >= 1, got {n_splits}")
+    if resample not in ("half", "bootstrap"):
+        raise ValueError(f"resample must be 'half' or 'bootstrap', got {resample!r}")
     correct = [np.asarray(c, dtype=float) for c in correct]
     n = {c.shape[0] for c in correct}
     if len(n) != 1 or any(c.ndim != 2 or c.shape[1] < 2 for c in correct):
         raise ValueError("every objective needs an (n, N_k) array with the same n, N_k >= 2")
     rng = np.random.default_rng(seed)
+
+    def halves(N: int) -> tuple[np.ndarray, np.ndarray]:
+        if resample == "bootstrap":
+            return rng.integers(0, N, N), rng.integers(0, N, N)
+        perm = rng.permutation(N)
+        return perm[: N // 2], perm[N // 2:]
+
     ratios = []
     for _ in range(n_splits):
-        halves = [rng.permutation(c.shape[1]) for c in correct]
-        Y_a = np.column_stack([c[:, h[: len(h) // 2]].mean(axis=1) for c, h in zip(correct, halves)])
-        Y_b = np.column_stack([c[:, h[len(h) // 2:]].mean(axis=1) for c, h in zip(correct, halves)])
+        idx = [halves(c.shape[1]) for c in correct]
+        Y_a = np.column_stack([c[:, a].mean(axis=1) for c, (a, _) in zip(correct, idx)])
+        Y_b = np.column_stack([c[:, b].mean(axis=1) for c, (_, b) in zip(correct, idx)])
         ratios.append(split_half_floor(Y_a, Y_b, senses, margin)["mean"])
     r = np.asarray(ratios)
     return {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()),
-            "max": float(r.max()), "n_splits": int(n_splits)}
+            "max": float(r.max()), "n_splits": int(n_splits), "resample": resample}

@@ -118,3 +118,15 @@ def test_split_half_floor_without_noise_is_one_and_noise_lowers_it():
     assert 0.5 < floor["mean"] < 0.99
     many = [(rng.random((41, 20000)) < Y[:, [k]]).astype(float) for k in range(2)]
     assert bootstrap_floor(many, "max", n_splits=3)["mean"] > floor["mean"]
+
+
+def test_bootstrap_resampling_is_less_pessimistic_than_halves():
+    rng = np.random.default_rng(3)
+    t = np.linspace(0, 1, 31)
+    Y = np.column_stack([np.cos(t * np.pi / 2), np.sin(t * np.pi / 2)]) * 0.8 + 0.1
+    correct = [(rng.random((31, 300)) < Y[:, [k]]).astype(float) for k in range(2)]
+    half = bootstrap_floor(correct, "max", n_splits=10, seed=0, resample="half")
+    boot = bootstrap_floor(correct, "max", n_splits=10, seed=0, resample="bootstrap")
+    assert half["mean"] < boot["mean"] < 1.0
+    with pytest.raises(ValueError):
+        bootstrap_floor(correct, "max", resample="jackknife")
