@@ -25,6 +25,13 @@ ratios are divided by is a noisy grid front too, so read each ratio against thes
 MAP's HV ratio as its design grows from (T+1)(T+2)/2 to 3(T+1)(T+2)/2 points (--no-curve
 skips it). Per-set rows go to --csv; the summary table is printed. Asserts nothing.
 
+Held-out check: the Val accuracies a method searched on are the ones it is scored on,
+which flatters methods that keep the best of many noisy evaluations. So the models each
+method would hand over (its Val front and its preference picks) are also measured on the
+base datasets' test splits (Digits for DigitsVal: disjoint, never searched on) against the
+test grid's front; "oracle" is the Val grid's own front and picks measured the same way,
+the held-out ceiling for a perfect method.
+
 Phase-1 note: MAP and bayesian run through the algorithm modules here (design /
 fit_surrogates / nsga3_front / run_rounds), not through the pipeline's front step.
 """
@@ -42,7 +49,9 @@ import numpy as np
 
 from common import add_common_flags, demo_zoo, set_threads  # also puts the repo on sys.path
 from src import bayesian, pareto, sampling
-from src.indicators import bootstrap_floor, front_indicators, pareto_filter, preference_regret
+from src.indicators import (bootstrap_floor, front_indicators, pareto_filter,
+                            preference_regret)
+from src.pareto import non_dominated
 from src.surrogate import fit_surrogates
 
 TRIPLES = [("DigitsVal", "RotateVal", "FlipVal"), ("DigitsVal", "InvertVal", "ParityVal"),
@@ -54,14 +63,27 @@ SENSE = "max"
 
 
 # ------------------------------------------------------------------ evaluation
+def heldout_name(task: str) -> str:
+    """DigitsVal -> Digits: the base dataset's test split, disjoint from the Val set (which
+    is 10% of the base train split) and never seen by the methods."""
+    return task.removesuffix("Val")
+
+
 class Evaluator:
     """One engine over every task of the zoo; a task set's merge sets the other tasks'
-    coefficients to 0 (theta_pre + sum over the set only). Counts evaluations."""
+    coefficients to 0 (theta_pre + sum over the set only). Counts the evaluations the
+    methods ask for (on the Val sets); held-out test evaluations are measurement only."""
 
     def __init__(self, zoo, tasks: Sequence[str]):
-        from common import engine_for
+        from task_vectors.engine import MergeEngine
 
-        self.engine = engine_for(zoo, list(tasks))
+        root = zoo.path
+        heads = {t: str(root / f"head_{t}.pt") for t in tasks}
+        heads |= {heldout_name(t): heads[t] for t in tasks}  # same classes, same head
+        self.engine = MergeEngine.from_checkpoints(
+            model_name=zoo.model_name, pretrained=str(root / "zeroshot.pt"),
+            finetuned={t: str(root / t / "finetuned.pt") for t in tasks}, heads=heads,
+            datasets=list(heads), data_location=str(root))
         self.tasks = list(tasks)
         self.count = 0
 
@@ -81,17 +103,28 @@ class Evaluator:
             return np.array(rows, dtype=float).reshape(-1, len(task_set))
         return evaluate
 
-    def per_image(self, task_set: Sequence[str], C: np.ndarray) -> list[np.ndarray]:
-        """Per-image correctness (n, N_k) of each merge on each task's evaluation set (the
-        engine only reports the mean, so its encoder and heads are run here directly)."""
+    def heldout(self, task_set: Sequence[str], C: np.ndarray) -> np.ndarray:
+        """Test accuracies [n, T] (not counted: measurement, not search)."""
+        C = np.atleast_2d(C)
+        if len(C) == 0:
+            return np.zeros((0, len(task_set)))
+        names = [heldout_name(t) for t in task_set]
+        return np.column_stack([c.mean(axis=1) for c in self.per_image(task_set, C, names)])
+
+    def per_image(self, task_set: Sequence[str], C: np.ndarray,
+                  datasets: Sequence[str] | None = None) -> list[np.ndarray]:
+        """Per-image correctness (n, N_k) of each merge on each dataset (default: the task
+        set's Val sets; the engine only reports the mean, so its encoder and heads are run
+        here directly)."""
         import torch
 
         eng = self.engine
-        out = [[] for _ in task_set]
+        datasets = list(task_set) if datasets is None else list(datasets)
+        out = [[] for _ in datasets]
         with torch.no_grad():
             for c in C:
                 eng.set_coefficients(self.full(task_set, c))
-                for k, d in enumerate(task_set):
+                for k, d in enumerate(datasets):
                     hits = [(eng.heads[d](eng.encoder(x)).argmax(dim=1) == y).cpu()
                             for x, y in eng.eval_sets[d].batches(eng.batch_size)]
                     out[k].append(torch.cat(hits).numpy())
@@ -99,21 +132,24 @@ class Evaluator:
 
 
 def grid_truth(ev: Evaluator, task_set: Sequence[str], per_axis: int, cache: Path
-               ) -> tuple[np.ndarray, list[np.ndarray], float]:
-    """(C_grid, per-image correctness per task, seconds): from the cache when present."""
-    key = cache / f"grid_{'_'.join(task_set)}_{per_axis}.npz"
+               ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, float]:
+    """(C_grid, per-image Val correctness per task, test accuracies [n, T], seconds), from
+    the cache when present."""
+    key = cache / f"grid-v2_{'_'.join(task_set)}_{per_axis}.npz"
+    T = len(task_set)
     if key.exists():
         data = np.load(key)
-        return data["C"], [data[f"correct{k}"] for k in range(len(task_set))], 0.0
+        return data["C"], [data[f"correct{k}"] for k in range(T)], data["test"], 0.0
     start = time.perf_counter()
-    C = sampling.grid_points(len(task_set), per_axis)
+    C = sampling.grid_points(T, per_axis)
     correct = ev.per_image(task_set, C)
+    test = ev.heldout(task_set, C)
     seconds = time.perf_counter() - start
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = key.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, C=C, **{f"correct{k}": c for k, c in enumerate(correct)})
+    tmp = key.with_name(key.stem + ".tmp.npz")
+    np.savez_compressed(tmp, C=C, test=test, **{f"correct{k}": c for k, c in enumerate(correct)})
     tmp.replace(key)
-    return C, correct, seconds
+    return C, correct, test, seconds
 
 
 # ------------------------------------------------------------------ methods
@@ -154,7 +190,7 @@ def surrogate_front(evaluate, C: np.ndarray, Y: np.ndarray, surrogates, preferen
     real_of = dict(zip(rows, real))
     return {"C_all": np.vstack([C, C_front[rows]]), "Y_all": np.vstack([Y, real]),
             "predicted": F_front[rows], "real": real,
-            "chosen_real": [real_of[p] for p in picks]}
+            "chosen_real": [real_of[p] for p in picks], "chosen_C": C_front[picks]}
 
 
 def run_map(evaluate, T: int, n_fit: int, preferences, n_reeval: int, seed: int) -> dict:
@@ -173,8 +209,22 @@ def run_bayes(evaluate, T: int, preferences, n_reeval: int, seed: int) -> dict:
 
 def direct(C: np.ndarray, Y: np.ndarray, preferences) -> dict:
     """A direct-search method: every evaluation is real; picks among its evaluated models."""
-    chosen = [Y[pareto.pick_by_preference(Y, w, [SENSE] * Y.shape[1])] for w in preferences]
-    return {"C_all": C, "Y_all": Y, "predicted": None, "real": None, "chosen_real": chosen}
+    picks = [pareto.pick_by_preference(Y, w, [SENSE] * Y.shape[1]) for w in preferences]
+    return {"C_all": C, "Y_all": Y, "predicted": None, "real": None,
+            "chosen_real": [Y[i] for i in picks], "chosen_C": C[picks]}
+
+
+def heldout_score(ev: Evaluator, task_set, C_all: np.ndarray, Y_all: np.ndarray,
+                  chosen_C: np.ndarray, test_grid: np.ndarray, preferences) -> dict:
+    """The models a method would hand over (its Val front, its preference picks) measured
+    on the held-out test splits, against the test grid's front: free of the selection
+    bias that flatters every method scored on the same noisy Val evaluations it chose by."""
+    front_C = C_all[non_dominated(Y_all, SENSE)]
+    ind = front_indicators(test_grid, None, ev.heldout(task_set, front_C), senses=SENSE)
+    chosen_test = ev.heldout(task_set, chosen_C)
+    regrets = [preference_regret(test_grid, y, w, SENSE) for y, w in zip(chosen_test, preferences)]
+    return {"hv_ratio_test": ind["hv_ratio"], "igd_plus_test": ind["igd_plus"],
+            "regret_test": float(np.mean(regrets))}
 
 
 def score(out: dict, truth_Y: np.ndarray, preferences) -> dict:
@@ -233,8 +283,8 @@ def main() -> None:
     for task_set in sets:
         T = len(task_set)
         prefs = PREFERENCES[T]
-        C_grid, correct, grid_s = grid_truth(ev, task_set, a.pair_grid if T == 2 else a.triple_grid,
-                                             cache)
+        C_grid, correct, test_grid, grid_s = grid_truth(
+            ev, task_set, a.pair_grid if T == 2 else a.triple_grid, cache)
         truth_Y = np.column_stack([c.mean(axis=1) for c in correct])
         floor = bootstrap_floor(correct, SENSE, n_splits=a.splits, seed=a.seed)
         floor_boot = bootstrap_floor(correct, SENSE, n_splits=a.splits, seed=a.seed,
@@ -246,7 +296,13 @@ def main() -> None:
                        truth_Y[:: max(1, len(C_grid) // 3)]).max()
         if check > 1e-9:
             raise SystemExit(f"per-image accuracies differ from MergeEngine.evaluate by {check}")
+        # the perfect method on held-out data: the Val grid's front and picks, on test
+        oracle = heldout_score(ev, task_set, C_grid, truth_Y,
+                               C_grid[[pareto.pick_by_preference(truth_Y, w, [SENSE] * T)
+                                       for w in prefs]], test_grid, prefs)
         base = {"tasks": "+".join(task_set), "T": T, "grid_points": len(C_grid),
+                "oracle_hv_ratio_test": oracle["hv_ratio_test"],
+                "oracle_regret_test": oracle["regret_test"],
                 "grid_seconds": grid_s, "truth_front": len(pareto_filter(truth_Y, SENSE)),
                 "floor": floor["mean"], "floor_std": floor["std"],
                 "floor_boot": floor_boot["mean"], "budget": budget}
@@ -275,10 +331,14 @@ def main() -> None:
             wall = time.perf_counter() - start
             row = base | {"method": method, "seed": seed, "seconds": wall,
                           "counted_evaluations": ev.count} | score(out, truth_Y, prefs)
+            row |= heldout_score(ev, task_set, out["C_all"], out["Y_all"], out["chosen_C"],
+                                 test_grid, prefs)
             rows.append(row)
             print(f"{row['tasks']:<28} {method:<9} seed {seed}: HV ratio {row['hv_ratio']:.3f} "
                   f"(floor {floor['mean']:.3f}/{floor_boot['mean']:.3f}), IGD+ {row['igd_plus']:.4f}, regret "
-                  f"{row['regret']:.4f}, {ev.count} evals, {wall:.1f} s", flush=True)
+                  f"{row['regret']:.4f}; test: HV ratio {row['hv_ratio_test']:.3f} (grid's Val front "
+                  f"{oracle['hv_ratio_test']:.3f}), regret {row['regret_test']:.4f} ("
+                  f"{oracle['regret_test']:.4f}); {ev.count} evals, {wall:.1f} s", flush=True)
 
         if not a.no_curve and "map" in a.methods:
             m = sampling.min_points(T)
@@ -312,7 +372,8 @@ def summarise(rows: list[dict], curve: list[dict]) -> None:
     print("\nper method and T (means over task sets and seeds; worst = lowest HV ratio)")
     print("floor: split-half / bootstrap noise floor of the HV ratio (see src.indicators)")
     print(f"{'method':<9} {'T':>2} {'runs':>4} {'HV ratio':>8} {'worst':>6} {'floor':>11} "
-          f"{'IGD+':>7} {'regret':>7} {'pred err':>8} {'evals':>5} {'sec':>6}")
+          f"{'IGD+':>7} {'regret':>7} {'pred err':>8} {'evals':>5} {'sec':>6} | {'test HV':>7} "
+          f"{'oracle':>6} {'test regret':>11} {'oracle':>6}")
     for (method, T) in dict.fromkeys((r["method"], r["T"]) for r in rows):
         sel = [r for r in rows if r["method"] == method and r["T"] == T]
         mae = [r["pred_real_mae"] for r in sel if "pred_real_mae" in r]
@@ -323,7 +384,11 @@ def summarise(rows: list[dict], curve: list[dict]) -> None:
               f"{np.mean([r['regret'] for r in sel]):>7.4f} "
               f"{(np.mean(mae) if mae else float('nan')):>8.4f} "
               f"{np.mean([r['evaluations'] for r in sel]):>5.0f} "
-              f"{np.mean([r['seconds'] for r in sel]):>6.1f}")
+              f"{np.mean([r['seconds'] for r in sel]):>6.1f} | "
+              f"{np.mean([r['hv_ratio_test'] for r in sel]):>7.3f} "
+              f"{np.mean([r['oracle_hv_ratio_test'] for r in sel]):>6.3f} "
+              f"{np.mean([r['regret_test'] for r in sel]):>11.4f} "
+              f"{np.mean([r['oracle_regret_test'] for r in sel]):>6.4f}")
     if curve:
         print("\nMAP's HV ratio as its design grows (mean over task sets; + re-evaluations)")
         for T in sorted({c["T"] for c in curve}):
