@@ -243,12 +243,30 @@ def test_draw_counts_follow_the_posterior_closely():
         assert np.all(np.abs(counts - n * p) < 1 + 1e-9), (n, counts)
 
 
-def test_demo_like_rounds_do_not_lock_onto_one_bin():
-    """A truth with a little error everywhere: every round spreads its draws."""
-    res = run_rounds(bumpy(3), 2, n_initial=8, n_update=5, n_iter=3, link="identity",
-                     fit=quadratic_fit, seed=0)
-    for rec in res.records[1:]:
-        assert max(rec["bin_posterior"]) < 0.95 and min(rec["bin_posterior"]) > 0
+def test_each_round_follows_its_own_errors():
+    """No compounding: the surrogate errs in bin 3 in round 1 and in bin 0 in round 2, so
+    round 2 must favour bin 0 (a product of posteriors would stay on bin 3)."""
+    calls = []
+
+    class Wrong:
+        def __init__(self, bin_):
+            self.bin = bin_
+
+        def predict(self, C):
+            return np.asarray(C)[:, 0] + 0.5 * (assign_bins(C, 4) == self.bin)
+
+    def fit(C, Y):
+        calls.append(len(C))
+        bin_ = {1: 3, 2: 0}.get(len(calls), 1)
+        return [Wrong(bin_), Wrong(bin_)]
+
+    res = run_rounds(lambda C: np.column_stack([C[:, 0], C[:, 0]]), 2, n_initial=8,
+                     n_update=10, n_iter=2, fit=fit, seed=0)
+    first, second = (np.array(r["bin_posterior"]) for r in res.records[1:3])
+    assert np.argmax(first) == 3 and np.argmax(second) == 0, (first, second)
+    assert first.min() > 0 and second.min() > 0
+    counts = np.bincount(assign_bins(res.C[res.round_of_point == 2], 4), minlength=4)
+    assert counts[0] == counts.max() and counts.sum() == 10
 
 
 # --------------------------------------------------------------------------- draws
