@@ -4,7 +4,9 @@ Evaluated coefficients c are mapped to hyperspherical coordinates (radius and T-
 in [0, pi/2]); each angle is cut into equal bins and the joint bins tile the positive
 orthant by direction. Every round scores each bin by the surrogates' squared error there
 (plus a resampled spread, so a bin whose error rests on one bad point is not over-trusted),
-turns the scores into a posterior over bins and draws new points from it.
+turns the scores into a posterior over bins (shares in proportion to the scores, with a
+floor of exploration; each round on its own, not multiplied into the last) and draws new
+points from it.
 
 Every step is a small function of arrays and a numpy Generator; `run_rounds` wires them
 into the loop and is resumable from already-evaluated points.
@@ -29,14 +31,17 @@ DEFAULT_ITER = 3
 # keep the first fit from interpolating exactly (zero error everywhere says nothing).
 INITIAL_MARGIN = 2
 DEFAULT_LAMBDA = 0.5
-DEFAULT_TEMPERATURE = 0.07
+# Temperature 1: draws in proportion to each bin's score (see acquisition_posterior).
+DEFAULT_TEMPERATURE = 1.0
+# Share of every round's draws spread evenly over the bins: no bin is ever given up.
+DEFAULT_EXPLORE = 0.1
 DEFAULT_RADIUS = (0.2, 0.8)
 # An empty bin scores this fraction above the best non-empty bin: first choice, but a
 # badly fitted bin still keeps a fair share of the draws.
 EMPTY_MARGIN = 0.1
 # Squared errors below this fraction of the metric's variance are rounding noise (a fit
-# that is exact up to floating point). The scores' max-normalisation would otherwise blow
-# that noise up to full scale and the posterior would lock onto a random bin.
+# that is exact up to floating point). Scores are compared by their ratios, so that noise
+# would otherwise look like real differences between bins.
 ERROR_FLOOR = 1e-6
 
 _HALF_PI = math.pi / 2
@@ -123,7 +128,7 @@ def bin_scores(
     at (1 + EMPTY_MARGIN) * max(best non-empty score, floor), or 1.0 when that is 0. If
     every bin is empty all score 1.0 (a uniform preference). `floor` is the smallest error
     that means anything (see run_rounds): when every bin's error is below it, the empty
-    bins still stand out after update_posterior divides by the largest score.
+    bins still stand out.
     """
     rng = np.random.default_rng() if rng is None else rng
     sq_err = np.asarray(sq_err, dtype=float).reshape(-1)
@@ -150,34 +155,51 @@ def bin_scores(
     return scores
 
 
-def update_posterior(
-    prior: np.ndarray, scores: np.ndarray, temperature: float = DEFAULT_TEMPERATURE
+def acquisition_posterior(
+    scores: np.ndarray,
+    temperature: float = DEFAULT_TEMPERATURE,
+    explore: float = DEFAULT_EXPLORE,
 ) -> np.ndarray:
-    """Posterior over bins: prior * softmax(scores / max|scores| / temperature), normalised.
+    """Share of the next draws per bin: (1 - explore) * s^(1/temperature) / sum + explore / n.
 
-    Scores are divided by their largest magnitude first, so they lie in [-1, 1] whatever
-    the metric's scale and the temperature means the same for accuracy or loss errors.
-    Computed in log space: stable for huge scores and a tiny prior; bins with zero prior
-    stay at zero.
+    At temperature 1 a bin's share is proportional to its score, so a bin that errs twice
+    as much gets twice the draws, and a bin whose error is comparable to the worst keeps a
+    comparable share. The power form is a softmax of log-scores: it depends on the ratios
+    of the scores only (the metric's scale drops out), temperature < 1 sharpens it and
+    > 1 flattens it. `explore` spreads that fraction of the draws evenly, so no bin ever
+    gets 0 (the surrogate's error there is only known from the points already drawn).
+    The posterior is a function of this round's scores alone: rounds do not compound.
     """
-    prior = np.asarray(prior, dtype=float).reshape(-1)
     scores = np.asarray(scores, dtype=float).reshape(-1)
-    if prior.shape != scores.shape:
-        raise ValueError(f"prior has {prior.size} bins, scores has {scores.size}")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("scores must be finite")
-    if np.any(prior < 0) or not np.isfinite(prior).all() or prior.sum() <= 0:
-        raise ValueError("prior must be finite, non-negative and not all zero")
-    if not temperature > 0:
+    if scores.size == 0:
+        raise ValueError("scores is empty")
+    if not np.all(np.isfinite(scores)) or np.any(scores < 0):
+        raise ValueError("scores must be finite and non-negative")
+    if not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be > 0, got {temperature}")
-
-    scale = np.abs(scores).max()
-    z = scores / scale if scale > 0 else np.zeros_like(scores)
+    if not 0.0 <= explore <= 1.0:
+        raise ValueError(f"explore must be in [0, 1], got {explore}")
+    n = scores.size
+    top = scores.max()
+    if top <= 0:
+        return np.full(n, 1.0 / n)
     with np.errstate(divide="ignore"):
-        logp = np.log(prior) + z / temperature
-    logp -= logp.max()  # the max is finite: some prior entry is positive
-    post = np.exp(logp)
-    return post / post.sum()
+        # log space: s^(1/t) for t << 1 would underflow; a zero score stays at weight 0
+        logw = np.log(scores / top) / temperature
+    w = np.exp(logw - logw.max())
+    return (1.0 - explore) * w / w.sum() + explore / n
+
+
+def draw_counts(posterior: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Bin index of n draws (n,), by systematic resampling: each bin gets floor or ceil of
+    n * p_b draws (in expectation exactly n * p_b), so a round of 5 draws follows the
+    posterior instead of a multinomial's luck. Shuffled."""
+    p = np.asarray(posterior, dtype=float).reshape(-1)
+    edges = np.cumsum(p / p.sum())
+    edges[-1] = 1.0
+    u = (rng.random() + np.arange(n)) / n
+    idx = np.searchsorted(edges, u, side="right")
+    return rng.permutation(np.minimum(idx, p.size - 1))
 
 
 def draw_points(
@@ -190,14 +212,14 @@ def draw_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """n new points: (C (n, T), bin_idx (n,)).
 
-    A bin is drawn from the posterior, angles uniformly inside it, the radius uniformly in
+    Bins follow the posterior (systematic resampling, see draw_counts), angles uniformly inside it, the radius uniformly in
     `radius`; hyperspherical coordinates are mapped back to c.
     """
     rng = np.random.default_rng() if rng is None else rng
     p = np.asarray(posterior, dtype=float).reshape(-1)
     if p.size != bins ** (T - 1):
         raise ValueError(f"posterior has {p.size} bins, expected {bins ** (T - 1)}")
-    idx = rng.choice(p.size, size=n, p=p / p.sum())
+    idx = draw_counts(p, n, rng)
     lo, hi = bin_bounds(idx, bins, T)
     angles = rng.uniform(lo, hi)
     r = rng.uniform(radius[0], radius[1], size=n)
@@ -277,6 +299,7 @@ def run_rounds(
     temperature: float = DEFAULT_TEMPERATURE,
     radius: tuple[float, float] = DEFAULT_RADIUS,
     seed: int = 0,
+    explore: float = DEFAULT_EXPLORE,
     fit: Callable[[np.ndarray, np.ndarray], list] | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     C_done: np.ndarray | None = None,
@@ -300,6 +323,8 @@ def run_rounds(
     """
     check_schedule(T, n_initial, n_update, n_iter)
     _check_settings(lam, temperature, radius)
+    if not 0.0 <= explore <= 1.0:
+        raise MAPError(f"bayesian explore must be in [0, 1], got {explore!r}")
     if fit is None:
         from src.surrogate import fit_surrogates  # imported late: only the default needs it
 
@@ -334,11 +359,10 @@ def run_rounds(
     )
     C, Y = complete(C0, 0)
     rounds = np.zeros(len(C), dtype=int)
-    prior = np.full(n_joint, 1.0 / n_joint)
     finish({
         "round": 0,
         "points": C.tolist(),
-        "bin_posterior": prior.tolist(),
+        "bin_posterior": np.full(n_joint, 1.0 / n_joint).tolist(),
         "bin_scores": None,
         "surrogate_mse": None,
         "n_points": int(len(C)),
@@ -351,16 +375,16 @@ def run_rounds(
         floor = ERROR_FLOOR * float(np.mean(np.var(Y, axis=0)))
         scores = bin_scores(err, assign_bins(C, bins), n_joint, lam=lam, rng=rng, floor=floor)
         # A bin is "as good as perfect" below the floor: lift every score to it so noise
-        # differences vanish after normalisation (real errors far above it are unaffected).
-        prior = update_posterior(prior, np.maximum(scores, floor), temperature)
-        C_new, _ = draw_points(prior, n_update, bins, T, radius, rng)
+        # differences vanish (real errors far above it are unaffected).
+        posterior = acquisition_posterior(np.maximum(scores, floor), temperature, explore)
+        C_new, _ = draw_points(posterior, n_update, bins, T, radius, rng)
         C_new, Y_new = complete(C_new, len(C))
         C, Y = np.concatenate([C, C_new]), np.concatenate([Y, Y_new])
         rounds = np.concatenate([rounds, np.full(len(C_new), r)])
         finish({
             "round": r,
             "points": C_new.tolist(),
-            "bin_posterior": prior.tolist(),
+            "bin_posterior": posterior.tolist(),
             "bin_scores": scores.tolist(),
             "surrogate_mse": float(err.mean()),
             "n_points": int(len(C)),

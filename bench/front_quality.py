@@ -1,0 +1,405 @@
+"""How close does each method get to the Pareto front a dense grid of merges gives? (demo zoo)
+
+    .venv/bin/python bench/front_quality.py [--sets pairs|triples|all|A,B;C,D,E]
+        [--max-sets N] [--methods map bayesian random botorch] [--random-seeds 0 1 2]
+        [--reevaluate 10] [--pair-grid 21] [--triple-grid 11] [--splits 20]
+        [--cache DIR] [--csv PATH] [--no-curve]
+
+Truth: every point of a grid over [0, 1]^T merged and evaluated (cached per task set in
+--cache, so reruns skip it). Every method gets the same number of real evaluations (every
+merged model counts, re-evaluations included): budget = bayesian's default schedule
+((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
+  map       design of that many points, quadratic surrogates, NSGA-III, then --reevaluate
+            front points (spread along the front, plus each preference's pick);
+  bayesian  src.bayesian.run_rounds with its default schedule, then the same re-evaluation;
+  random    the budget as uniform random merges (each --random-seeds seed);
+  botorch   qLogNEHVI, GP per task (bench/mobo.py; needs botorch).
+The method's front is the non-dominated set of every model it evaluated for real.
+Indicators (src.indicators, reference point = the grid's worst - 0.01): HV ratio to the
+grid front, IGD+, preference regret (mean over PREFERENCES; MAP/bayesian pick on their
+predicted front, random/botorch on their evaluated models), predicted-vs-real error, wall
+time. Noise floor: the HV ratio the grid itself reaches when its front is chosen on one
+random half of each evaluation set and scored on the other half, and the same with two
+bootstrap resamples of the full set (src.indicators.bootstrap_floor; the truth the HV
+ratios are divided by is a noisy grid front too, so read each ratio against these).
+MAP's HV ratio as its design grows from (T+1)(T+2)/2 to 3(T+1)(T+2)/2 points (--no-curve
+skips it). Per-set rows go to --csv; the summary table is printed. Asserts nothing.
+
+Held-out check: the Val accuracies a method searched on are the ones it is scored on,
+which flatters methods that keep the best of many noisy evaluations. So the models each
+method would hand over (its Val front and its preference picks) are also measured on the
+base datasets' test splits (Digits for DigitsVal: disjoint, never searched on) against the
+test grid's front; "oracle" is the Val grid's own front and picks measured the same way,
+the held-out ceiling for a perfect method.
+
+Phase-1 note: MAP and bayesian run through the algorithm modules here (design /
+fit_surrogates / nsga3_front / run_rounds), not through the pipeline's front step.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from common import add_common_flags, demo_zoo, set_threads  # also puts the repo on sys.path
+from src import bayesian, pareto, sampling
+from src.indicators import (bootstrap_floor, front_indicators, pareto_filter,
+                            preference_regret)
+from src.pareto import non_dominated
+from src.surrogate import fit_surrogates
+
+TRIPLES = [("DigitsVal", "RotateVal", "FlipVal"), ("DigitsVal", "InvertVal", "ParityVal"),
+           ("RotateVal", "TransposeVal", "Ge5Val"), ("FlipVal", "InvertVal", "Mod3Val"),
+           ("ParityVal", "Ge5Val", "Mod3Val"), ("DigitsVal", "TransposeVal", "Mod3Val")]
+PREFERENCES = {2: [(1, 1), (3, 1), (1, 3)], 3: [(1, 1, 1), (3, 1, 1), (1, 3, 1), (1, 1, 3)]}
+N_GEN = 100
+SENSE = "max"
+
+
+# ------------------------------------------------------------------ evaluation
+def heldout_name(task: str) -> str:
+    """DigitsVal -> Digits: the base dataset's test split, disjoint from the Val set (which
+    is 10% of the base train split) and never seen by the methods."""
+    return task.removesuffix("Val")
+
+
+class Evaluator:
+    """One engine over every task of the zoo; a task set's merge sets the other tasks'
+    coefficients to 0 (theta_pre + sum over the set only). Counts the evaluations the
+    methods ask for (on the Val sets); held-out test evaluations are measurement only."""
+
+    def __init__(self, zoo, tasks: Sequence[str]):
+        from task_vectors.engine import MergeEngine
+
+        root = zoo.path
+        heads = {t: str(root / f"head_{t}.pt") for t in tasks}
+        heads |= {heldout_name(t): heads[t] for t in tasks}  # same classes, same head
+        self.engine = MergeEngine.from_checkpoints(
+            model_name=zoo.model_name, pretrained=str(root / "zeroshot.pt"),
+            finetuned={t: str(root / t / "finetuned.pt") for t in tasks}, heads=heads,
+            datasets=list(heads), data_location=str(root))
+        self.tasks = list(tasks)
+        self.count = 0
+
+    def full(self, task_set: Sequence[str], c: np.ndarray) -> np.ndarray:
+        full = np.zeros(len(self.tasks))
+        full[[self.tasks.index(t) for t in task_set]] = c
+        return full
+
+    def accuracy(self, task_set: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
+        """evaluate(C [n, T]) -> accuracies [n, T], through MergeEngine.evaluate_at."""
+        def evaluate(C: np.ndarray) -> np.ndarray:
+            rows = []
+            for c in np.atleast_2d(C):
+                res = self.engine.evaluate_at(self.full(task_set, c), list(task_set))
+                rows.append([res[d]["accuracy"] for d in task_set])
+                self.count += 1
+            return np.array(rows, dtype=float).reshape(-1, len(task_set))
+        return evaluate
+
+    def heldout(self, task_set: Sequence[str], C: np.ndarray) -> np.ndarray:
+        """Test accuracies [n, T] (not counted: measurement, not search)."""
+        C = np.atleast_2d(C)
+        if len(C) == 0:
+            return np.zeros((0, len(task_set)))
+        names = [heldout_name(t) for t in task_set]
+        return np.column_stack([c.mean(axis=1) for c in self.per_image(task_set, C, names)])
+
+    def per_image(self, task_set: Sequence[str], C: np.ndarray,
+                  datasets: Sequence[str] | None = None) -> list[np.ndarray]:
+        """Per-image correctness (n, N_k) of each merge on each dataset (default: the task
+        set's Val sets; the engine only reports the mean, so its encoder and heads are run
+        here directly)."""
+        import torch
+
+        eng = self.engine
+        datasets = list(task_set) if datasets is None else list(datasets)
+        out = [[] for _ in datasets]
+        with torch.no_grad():
+            for c in C:
+                eng.set_coefficients(self.full(task_set, c))
+                for k, d in enumerate(datasets):
+                    hits = [(eng.heads[d](eng.encoder(x)).argmax(dim=1) == y).cpu()
+                            for x, y in eng.eval_sets[d].batches(eng.batch_size)]
+                    out[k].append(torch.cat(hits).numpy())
+        return [np.array(rows, dtype=bool) for rows in out]
+
+
+def grid_truth(ev: Evaluator, task_set: Sequence[str], per_axis: int, cache: Path
+               ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, float]:
+    """(C_grid, per-image Val correctness per task, test accuracies [n, T], seconds), from
+    the cache when present."""
+    key = cache / f"grid-v2_{'_'.join(task_set)}_{per_axis}.npz"
+    T = len(task_set)
+    if key.exists():
+        data = np.load(key)
+        return data["C"], [data[f"correct{k}"] for k in range(T)], data["test"], 0.0
+    start = time.perf_counter()
+    C = sampling.grid_points(T, per_axis)
+    correct = ev.per_image(task_set, C)
+    test = ev.heldout(task_set, C)
+    seconds = time.perf_counter() - start
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = key.with_name(key.stem + ".tmp.npz")
+    np.savez_compressed(tmp, C=C, test=test, **{f"correct{k}": c for k, c in enumerate(correct)})
+    tmp.replace(key)
+    return C, correct, test, seconds
+
+
+# ------------------------------------------------------------------ methods
+def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
+    """(points the surrogate methods fit on, total real evaluations of every method)."""
+    n_initial, n_update, n_iter = bayesian.default_schedule(T)
+    n_fit = n_initial + n_update * n_iter
+    return n_fit, n_fit + reevaluate
+
+
+def pick_indices(F_front: np.ndarray, preferences, n: int) -> tuple[list[int], list[int]]:
+    """Front rows to re-evaluate: each preference's pick, then rows spread along the front
+    until n (or the whole front) are chosen. Returns (rows, pick row per preference)."""
+    picks = [pareto.pick_by_preference(F_front, w, [SENSE] * F_front.shape[1])
+             for w in preferences]
+    rows = list(dict.fromkeys(picks))
+    for i in np.round(np.linspace(0, len(F_front) - 1, max(n, 1))).astype(int):
+        if len(rows) >= min(n, len(F_front)):
+            break
+        if int(i) not in rows:
+            rows.append(int(i))
+    # spread rows may collide; fill from the rest of the front in order
+    for i in range(len(F_front)):
+        if len(rows) >= min(n, len(F_front)):
+            break
+        if i not in rows:
+            rows.append(i)
+    return rows, picks
+
+
+def surrogate_front(evaluate, C: np.ndarray, Y: np.ndarray, surrogates, preferences,
+                    n_reeval: int, seed: int) -> dict:
+    """NSGA-III on the surrogates, re-evaluate front rows; everything front_indicators needs."""
+    T = C.shape[1]
+    C_front, F_front = pareto.nsga3_front(surrogates, [SENSE] * T, n_gen=N_GEN, seed=seed)
+    rows, picks = pick_indices(F_front, preferences, n_reeval)
+    real = evaluate(C_front[rows])
+    real_of = dict(zip(rows, real))
+    return {"C_all": np.vstack([C, C_front[rows]]), "Y_all": np.vstack([Y, real]),
+            "predicted": F_front[rows], "real": real,
+            "chosen_real": [real_of[p] for p in picks], "chosen_C": C_front[picks]}
+
+
+def run_map(evaluate, T: int, n_fit: int, preferences, n_reeval: int, seed: int) -> dict:
+    C = sampling.design(T, n_fit, n_diagonal=max(1, n_fit // 10), seed=seed)
+    Y = evaluate(C)
+    return surrogate_front(evaluate, C, Y, fit_surrogates(C, Y, "sigmoid"), preferences,
+                           n_reeval, seed)
+
+
+def run_bayes(evaluate, T: int, preferences, n_reeval: int, seed: int) -> dict:
+    n_initial, n_update, n_iter = bayesian.default_schedule(T)
+    res = bayesian.run_rounds(evaluate, T, n_initial=n_initial, n_update=n_update,
+                              n_iter=n_iter, link="sigmoid", seed=seed)
+    return surrogate_front(evaluate, res.C, res.Y, res.surrogates, preferences, n_reeval, seed)
+
+
+def direct(C: np.ndarray, Y: np.ndarray, preferences) -> dict:
+    """A direct-search method: every evaluation is real; picks among its evaluated models."""
+    picks = [pareto.pick_by_preference(Y, w, [SENSE] * Y.shape[1]) for w in preferences]
+    return {"C_all": C, "Y_all": Y, "predicted": None, "real": None,
+            "chosen_real": [Y[i] for i in picks], "chosen_C": C[picks]}
+
+
+def heldout_score(ev: Evaluator, task_set, C_all: np.ndarray, Y_all: np.ndarray,
+                  chosen_C: np.ndarray, test_grid: np.ndarray, preferences) -> dict:
+    """The models a method would hand over (its Val front, its preference picks) measured
+    on the held-out test splits, against the test grid's front: free of the selection
+    bias that flatters every method scored on the same noisy Val evaluations it chose by."""
+    front_C = C_all[non_dominated(Y_all, SENSE)]
+    ind = front_indicators(test_grid, None, ev.heldout(task_set, front_C), senses=SENSE)
+    chosen_test = ev.heldout(task_set, chosen_C)
+    regrets = [preference_regret(test_grid, y, w, SENSE) for y, w in zip(chosen_test, preferences)]
+    return {"hv_ratio_test": ind["hv_ratio"], "igd_plus_test": ind["igd_plus"],
+            "regret_test": float(np.mean(regrets))}
+
+
+def score(out: dict, truth_Y: np.ndarray, preferences) -> dict:
+    ind = front_indicators(truth_Y, None, out["Y_all"], senses=SENSE)
+    regrets = [preference_regret(truth_Y, chosen, w, SENSE)
+               for chosen, w in zip(out["chosen_real"], preferences)]
+    row = {"hv_ratio": ind["hv_ratio"], "igd_plus": ind["igd_plus"], "igd": ind["igd"],
+           "win_rate_of_truth": ind["win_rate_of_truth"], "regret": float(np.mean(regrets)),
+           "regret_max": float(np.max(regrets)), "evaluations": int(len(out["Y_all"]))}
+    if out["predicted"] is not None:
+        both = front_indicators(truth_Y, out["predicted"], out["real"], senses=SENSE)
+        row |= {"pred_real_mae": both["predicted_vs_real_mae"],
+                "hv_ratio_reevaluated": both["hv_ratio"]}
+    return row
+
+
+# ------------------------------------------------------------------ main
+def task_sets(spec: str, tasks: Sequence[str]) -> list[tuple[str, ...]]:
+    pairs = list(itertools.combinations(tasks, 2))
+    if spec == "pairs":
+        return pairs
+    if spec == "triples":
+        return TRIPLES
+    if spec == "all":
+        return pairs + TRIPLES
+    return [tuple(s.split(",")) for s in spec.split(";")]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sets", default="all")
+    p.add_argument("--max-sets", type=int, default=None, help="only the first N task sets")
+    p.add_argument("--methods", nargs="+", default=["map", "bayesian", "random", "botorch"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--reevaluate", type=int, default=10)
+    p.add_argument("--pair-grid", type=int, default=21)
+    p.add_argument("--triple-grid", type=int, default=11)
+    p.add_argument("--splits", type=int, default=20)
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "map-merging" / "bench"))
+    p.add_argument("--csv", default=None)
+    p.add_argument("--no-curve", action="store_true")
+    add_common_flags(p)
+    a = p.parse_args()
+    threads = set_threads(a.threads)
+    zoo = demo_zoo()
+    tasks = zoo.tasks
+    sets = task_sets(a.sets, tasks)[: a.max_sets]
+    ev = Evaluator(zoo, tasks)
+    cache = Path(a.cache)
+    print(f"demo zoo {zoo.path}; torch threads {threads}; {len(sets)} task sets; "
+          f"re-evaluate {a.reevaluate}")
+
+    rows: list[dict] = []
+    curve: list[dict] = []
+    for task_set in sets:
+        T = len(task_set)
+        prefs = PREFERENCES[T]
+        C_grid, correct, test_grid, grid_s = grid_truth(
+            ev, task_set, a.pair_grid if T == 2 else a.triple_grid, cache)
+        truth_Y = np.column_stack([c.mean(axis=1) for c in correct])
+        floor = bootstrap_floor(correct, SENSE, n_splits=a.splits, seed=a.seed)
+        floor_boot = bootstrap_floor(correct, SENSE, n_splits=a.splits, seed=a.seed,
+                                     resample="bootstrap")
+        n_fit, budget = budget_for(T, a.reevaluate)
+        evaluate = ev.accuracy(task_set)
+        # the grid's per-image path must agree with the engine's own accuracy
+        check = np.abs(evaluate(C_grid[:: max(1, len(C_grid) // 3)]) -
+                       truth_Y[:: max(1, len(C_grid) // 3)]).max()
+        if check > 1e-9:
+            raise SystemExit(f"per-image accuracies differ from MergeEngine.evaluate by {check}")
+        # the perfect method on held-out data: the Val grid's front and picks, on test
+        oracle = heldout_score(ev, task_set, C_grid, truth_Y,
+                               C_grid[[pareto.pick_by_preference(truth_Y, w, [SENSE] * T)
+                                       for w in prefs]], test_grid, prefs)
+        base = {"tasks": "+".join(task_set), "T": T, "grid_points": len(C_grid),
+                "oracle_hv_ratio_test": oracle["hv_ratio_test"],
+                "oracle_regret_test": oracle["regret_test"],
+                "grid_seconds": grid_s, "truth_front": len(pareto_filter(truth_Y, SENSE)),
+                "floor": floor["mean"], "floor_std": floor["std"],
+                "floor_boot": floor_boot["mean"], "budget": budget}
+
+        runs: list[tuple[str, int, Callable[[], dict]]] = []
+        if "map" in a.methods:
+            runs.append(("map", a.seed, lambda s=a.seed: run_map(evaluate, T, n_fit, prefs,
+                                                                   a.reevaluate, s)))
+        if "bayesian" in a.methods:
+            runs.append(("bayesian", a.seed, lambda s=a.seed: run_bayes(evaluate, T, prefs,
+                                                                        a.reevaluate, s)))
+        if "random" in a.methods:
+            from mobo import random_search
+            for s in a.random_seeds:
+                runs.append(("random", s, lambda s=s: direct(*random_search(
+                    evaluate, T, budget, seed=s), prefs)))
+        if "botorch" in a.methods:
+            from mobo import botorch_qnehvi
+            runs.append(("botorch", a.seed, lambda s=a.seed: direct(*botorch_qnehvi(
+                evaluate, T, budget, seed=s), prefs)))
+
+        for method, seed, fn in runs:
+            ev.count = 0
+            start = time.perf_counter()
+            out = fn()
+            wall = time.perf_counter() - start
+            row = base | {"method": method, "seed": seed, "seconds": wall,
+                          "counted_evaluations": ev.count} | score(out, truth_Y, prefs)
+            row |= heldout_score(ev, task_set, out["C_all"], out["Y_all"], out["chosen_C"],
+                                 test_grid, prefs)
+            rows.append(row)
+            print(f"{row['tasks']:<28} {method:<9} seed {seed}: HV ratio {row['hv_ratio']:.3f} "
+                  f"(floor {floor['mean']:.3f}/{floor_boot['mean']:.3f}), IGD+ {row['igd_plus']:.4f}, regret "
+                  f"{row['regret']:.4f}; test: HV ratio {row['hv_ratio_test']:.3f} (grid's Val front "
+                  f"{oracle['hv_ratio_test']:.3f}), regret {row['regret_test']:.4f} ("
+                  f"{oracle['regret_test']:.4f}); {ev.count} evals, {wall:.1f} s", flush=True)
+
+        if not a.no_curve and "map" in a.methods:
+            m = sampling.min_points(T)
+            for n in sorted({m, 3 * m // 2, 2 * m, 3 * m}):
+                out = run_map(evaluate, T, n, prefs, a.reevaluate, a.seed)
+                curve.append({"tasks": base["tasks"], "T": T, "n_fit": n,
+                              "evaluations": n + len(out["real"]),
+                              "hv_ratio": score(out, truth_Y, prefs)["hv_ratio"],
+                              "floor": floor["mean"], "floor_boot": floor_boot["mean"]})
+
+    summarise(rows, curve)
+    if a.csv:
+        write_csv(Path(a.csv), rows)
+        if curve:
+            write_csv(Path(a.csv).with_name(Path(a.csv).stem + "_curve.csv"), curve)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {path}")
+
+
+def summarise(rows: list[dict], curve: list[dict]) -> None:
+    if not rows:
+        return
+    print("\nper method and T (means over task sets and seeds; worst = lowest HV ratio)")
+    print("floor: split-half / bootstrap noise floor of the HV ratio (see src.indicators)")
+    print(f"{'method':<9} {'T':>2} {'runs':>4} {'HV ratio':>8} {'worst':>6} {'floor':>11} "
+          f"{'IGD+':>7} {'regret':>7} {'pred err':>8} {'evals':>5} {'sec':>6} | {'test HV':>7} "
+          f"{'oracle':>6} {'test regret':>11} {'oracle':>6}")
+    for (method, T) in dict.fromkeys((r["method"], r["T"]) for r in rows):
+        sel = [r for r in rows if r["method"] == method and r["T"] == T]
+        mae = [r["pred_real_mae"] for r in sel if "pred_real_mae" in r]
+        print(f"{method:<9} {T:>2} {len(sel):>4} {np.mean([r['hv_ratio'] for r in sel]):>8.3f} "
+              f"{np.min([r['hv_ratio'] for r in sel]):>6.3f} "
+              f"{np.mean([r['floor'] for r in sel]):>5.3f}/{np.mean([r['floor_boot'] for r in sel]):.3f} "
+              f"{np.mean([r['igd_plus'] for r in sel]):>7.4f} "
+              f"{np.mean([r['regret'] for r in sel]):>7.4f} "
+              f"{(np.mean(mae) if mae else float('nan')):>8.4f} "
+              f"{np.mean([r['evaluations'] for r in sel]):>5.0f} "
+              f"{np.mean([r['seconds'] for r in sel]):>6.1f} | "
+              f"{np.mean([r['hv_ratio_test'] for r in sel]):>7.3f} "
+              f"{np.mean([r['oracle_hv_ratio_test'] for r in sel]):>6.3f} "
+              f"{np.mean([r['regret_test'] for r in sel]):>11.4f} "
+              f"{np.mean([r['oracle_regret_test'] for r in sel]):>6.4f}")
+    if curve:
+        print("\nMAP's HV ratio as its design grows (mean over task sets; + re-evaluations)")
+        for T in sorted({c["T"] for c in curve}):
+            for n in sorted({c["n_fit"] for c in curve if c["T"] == T}):
+                sel = [c for c in curve if c["T"] == T and c["n_fit"] == n]
+                print(f"T={T} design {n:>3} ({np.mean([c['evaluations'] for c in sel]):.0f} "
+                      f"evals): HV ratio {np.mean([c['hv_ratio'] for c in sel]):.3f} "
+                      f"(worst {np.min([c['hv_ratio'] for c in sel]):.3f}, floor "
+                      f"{np.mean([c['floor'] for c in sel]):.3f}/"
+                      f"{np.mean([c['floor_boot'] for c in sel]):.3f})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
