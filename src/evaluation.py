@@ -63,11 +63,20 @@ def evaluate_points(evaluator, store: ScalingResults, C: np.ndarray, datasets: S
     todo = [c for c in _distinct(C) if store.get(c) is None]
     if todo:
         jobs = [c if coefficients is None else coefficients(c) for c in todo]
-        with tqdm(total=len(jobs), desc=desc, unit="model") as bar:
+        with progress(len(jobs), desc) as bar:
             for i, evals in evaluator.evaluate(jobs, list(datasets)):
                 store.add(todo[i], evals)
                 bar.update()
     return [store.get(c) for c in C]
+
+
+def progress(total: int, desc: str) -> tqdm:
+    """A progress bar in merged models per second. Written to a log file (a SLURM job's
+    stderr is no terminal) it updates every 30 s rather than filling the log with lines."""
+    import sys
+
+    interactive = getattr(sys.stderr, "isatty", lambda: False)()
+    return tqdm(total=total, desc=desc, unit="model", mininterval=0.1 if interactive else 30.0)
 
 
 def _distinct(C: np.ndarray) -> list[np.ndarray]:

@@ -8,8 +8,9 @@ from src.config import RunConfig
 
 def run(config: RunConfig) -> dict[str, Any]:
     """Run the mode ``config.method`` names."""
-    from src.modes import bayesian_mode, map_mode, nested_mode
+    from src.modes import bayesian_mode, grid_mode, map_mode, nested_mode
 
     modes: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
-        "map": map_mode.run, "bayesian": bayesian_mode.run, "nested": nested_mode.run}
+        "map": map_mode.run, "bayesian": bayesian_mode.run, "nested": nested_mode.run,
+        "grid": grid_mode.run}
     return modes[config.method](config)

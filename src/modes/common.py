@@ -13,7 +13,9 @@ from src.config import RunConfig
 from src.evaluation import evaluate_metric, evaluator_stats, open_evaluator
 from src.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
 from src.outputs import print_summary, write_run_json
-from src.results import RunDirectory, ScalingResults
+from src.figures_comparison import plot_comparison
+from src.results import RunDirectory, ScalingResults, write_json
+from src.truth import load_truth, score_against_truth
 
 
 @dataclass
@@ -23,6 +25,7 @@ class RunContext:
     evaluator: Any
     started: float
     timings: dict[str, float] = field(default_factory=dict)
+    truth: Any = None  # src.truth.Truth with --truth
 
     def store(self) -> ScalingResults:
         """The run's evaluated points (``<names>scaling_results.json``)."""
@@ -35,9 +38,10 @@ def open_run(config: RunConfig) -> Iterator[RunContext]:
     started = time.perf_counter()
     run = RunDirectory(config.results_path, config.exp_id, config.models)
     timings: dict[str, float] = {}
+    truth = load_truth(config.truth, config) if config.truth else None  # before any loading
     evaluator = open_evaluator(config, timings)
     try:
-        yield RunContext(config, run, evaluator, started, timings)
+        yield RunContext(config, run, evaluator, started, timings, truth)
     finally:
         evaluator.close()
 
@@ -61,7 +65,28 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[Fron
     run.outputs.update(result.files)
     ctx.timings["search_seconds"] = ctx.timings.get("search_seconds", 0.0) + \
         result.search_seconds
-    return result, front_summary(task, result, config.models, config.pick)
+    summary = front_summary(task, result, config.models, config.pick)
+    if ctx.truth is not None:
+        summary["indicators"] = score_run(ctx, task, result)
+    return result, summary
+
+
+def score_run(ctx: RunContext, task: FrontTask, result: FrontResult) -> dict[str, Any]:
+    """indicators.json and the figure of the run's fronts over the grid's (--truth)."""
+    truth, idx = ctx.truth, result.reevaluated
+    scores = score_against_truth(truth, result.F_front[idx] if idx else None, result.F_real,
+                                 task.Y, result.chosen_real, task.weights)
+    write_json(ctx.run.file("indicators.json", "the front against the grid's (--truth): "
+                            "HV ratio, IGD, IGD+, GD, win rate, preference regret"), scores)
+    figures = plot_comparison(
+        list(ctx.config.datasets), ctx.config.metric.name,
+        ctx.run.file("pareto_front_vs_grid.png", "the front over the grid's points and front"),
+        grid_points=truth.Y, grid_front=truth.Y[truth.front_mask],
+        runs=[("MAP", result.F_front, result.F_real)],
+        chosen=result.chosen_real if result.chosen_real is not None
+        else result.F_front[result.chosen], pdf=ctx.config.pdf)
+    result.figures += figures
+    return scores
 
 
 def finish(ctx: RunContext, summary: dict[str, Any], *, show: bool = True) -> dict[str, Any]:
