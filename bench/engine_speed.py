@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,7 +130,9 @@ def tool_and_pure(kwargs: dict, precision: str, points: np.ndarray, pure_model) 
         pure_s.append(timed(pure))
     stats = engine.stats()
     del engine
-    return {"tool": statistics.median(tool_s), "pure": statistics.median(pure_s),
+    # The fastest of the points: each does the same work, and on a shared machine the
+    # fastest run is the one least slowed by other processes.
+    return {"tool": min(tool_s), "pure": min(pure_s),
             "merge": stats["merge_seconds_median"], "load": stats["load_seconds"],
             "images_per_second": stats["images_per_second"]}
 
@@ -281,7 +283,7 @@ def main() -> None:
         del pure_model
         original = original_point(kwargs, points[0])
 
-    print("\nper point (median)          tool s    pure s  tool/pure   merge s  images/s")
+    print("\nper point (fastest)         tool s    pure s  tool/pure   merge s  images/s")
     for prec, r in results.items():
         print(f"  {prec:<24} {r['tool']:8.3f}  {r['pure']:8.3f}  {r['tool'] / r['pure']:9.3f}"
               f"  {r['merge']:8.3f}  {r['images_per_second']:8.1f}")
@@ -308,7 +310,8 @@ def main() -> None:
 
     demo_points = np.vstack([np.zeros(8), np.full(8, 0.3), np.eye(8)[0], np.eye(8)[5],
                              rng.uniform(0.0, 1.0, (2, 8))])
-    worst, n = demo_agreement(demo_points)
+    with contextlib.redirect_stderr(io.StringIO()):  # progress bars of the 8-task loads
+        worst, n = demo_agreement(demo_points)
     print(f"\ndemo zoo fp32 vs bf16, 8 tasks x {len(demo_points)} coefficient vectors: "
           f"max |d accuracy| {worst:.2f} points ({verdict(worst, GOALS['demo_points'])}; "
           f"one image of {n} is {100 / n:.2f} points)")
