@@ -289,7 +289,8 @@ def main() -> None:
               f"  {r['merge']:8.3f}  {r['images_per_second']:8.1f}")
     for prec, r in results.items():
         print(f"tool/pure {prec}: {r['tool'] / r['pure']:.3f}  "
-              f"({verdict(r['tool'] / r['pure'], GOALS['tool/pure'])})")
+              f"({verdict(r['tool'] / r['pure'], GOALS['tool/pure'])}); what the tool adds "
+              f"to a forward pass, (pure + merge) / pure: {(r['pure'] + r['merge']) / r['pure']:.3f}")
     ratio = results["bf16"]["tool"] / results["fp32"]["tool"]
     note = f" (CPU capability {torch.backends.cpu.get_cpu_capability()})" \
         if a.device == "cpu" else ""
