@@ -278,8 +278,9 @@ def main() -> None:
 
         torch.manual_seed(5)
         pure_model = ImageEncoder(a.arch).to(a.device).eval()
-        results = {prec: tool_and_pure(kwargs, prec, points, pure_model)
-                   for prec in ("fp32", "bf16")}
+        with contextlib.redirect_stderr(io.StringIO()):  # progress bars of the loads
+            results = {prec: tool_and_pure(kwargs, prec, points, pure_model)
+                       for prec in ("fp32", "bf16")}
         del pure_model
         original = original_point(kwargs, points[0])
 
