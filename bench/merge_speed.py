@@ -1,5 +1,7 @@
-"""Per-point merge cost: MergeEngine.set_coefficients (one matrix-vector product written
-into the live model) against the naive way (sum task vectors in a dict, load_state_dict).
+"""Per-point merge cost: MergeEngine.set_coefficients (one matrix-vector product into a
+kept flat buffer, copied into the live model) against a fresh flat theta per point (the
+engine before the kept buffer) and the naive way (sum task vectors in a dict,
+load_state_dict).
 
     .venv/bin/python bench/merge_speed.py [--model ViT-B-32] [--tasks 4] [--repeats 5]
 
@@ -58,11 +60,20 @@ def main() -> None:
         return (time.perf_counter() - start) / a.repeats
 
     t_engine = timed(engine.set_coefficients)
+
+    @torch.no_grad()
+    def fresh_flat(c) -> None:
+        theta = torch.addmv(engine.theta_pre, engine.tau.T,
+                            torch.as_tensor(c, dtype=torch.float32, device=a.device))
+        engine.set_theta(theta)
+
+    t_fresh = timed(fresh_flat)
     t_naive = timed(lambda c: naive_merge(engine.encoder, pre, taus, c))
     n_params = sum(p.numel() for p in engine.encoder.parameters())
     print(f"model {a.model}, {n_params / 1e6:.1f}M parameters, {a.tasks} task vectors, "
           f"device {a.device}")
     print(f"MergeEngine.set_coefficients : {t_engine * 1e3:8.1f} ms per merge")
+    print(f"fresh flat theta per point   : {t_fresh * 1e3:8.1f} ms per merge")
     print(f"naive dict sum + load_state_dict: {t_naive * 1e3:8.1f} ms per merge")
     print(f"speed-up: {t_naive / t_engine:.1f}x")
 

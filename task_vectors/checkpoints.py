@@ -59,13 +59,91 @@ def save_module(module: nn.Module, path: PathLike) -> Path:
     return save_atomic(module.cpu(), path)
 
 
+# ---------------------------------------------------------------- damaged files
+def _looks_like_text(head: bytes) -> bool:
+    for cut in range(4):  # the sample may end inside a multi-byte character
+        try:
+            text = head[:len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return bool(text) and all(ch.isprintable() or ch in "\n\r\t" for ch in text)
+    return False
+
+
+def _safetensors_problem(path: Path, head: bytes, size: int) -> str | None:
+    import json
+
+    if size < 8:
+        return f"too short for a safetensors file ({size} bytes)"
+    n = int.from_bytes(head[:8], "little")
+    if head[8:9] != b"{":
+        hint = " (it looks like a torch.save checkpoint)" if head.startswith(b"PK") else ""
+        return f"not a safetensors file: no JSON header after the first 8 bytes{hint}"
+    if 8 + n > size:
+        return f"truncated safetensors file: its header alone needs {8 + n} bytes, " \
+               f"the file has {size}"
+    with open(path, "rb") as f:
+        f.seek(8)
+        try:
+            header = json.loads(f.read(n))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items()
+                       if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return "not a safetensors file: its header is not valid safetensors JSON"
+    if 8 + n + end > size:
+        return f"truncated safetensors file: {size} bytes of the {8 + n + end} its " \
+               "header describes"
+    return None
+
+
+def file_problem(path: PathLike) -> str | None:
+    """What is visibly wrong with a checkpoint file, from its size and first bytes (empty,
+    truncated, text, not the format its name says), or None."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if _looks_like_text(head):
+        return f"a text file ({size} bytes), not a checkpoint"
+    if path.suffix == ".safetensors":
+        return _safetensors_problem(path, head, size)
+    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):
+        return f"truncated or damaged torch.save archive ({size} bytes); save or copy it again"
+    if head[8:9] == b"{" and not head.startswith(b"PK"):
+        return "a safetensors file under another name; name it *.safetensors"
+    if not head.startswith(b"PK") and head[:1] != b"\x80":
+        return "not a torch.save checkpoint (neither a zip archive nor a pickle)"
+    return None
+
+
+def _unreadable(path: Path, exc: Exception) -> MAPError:
+    """One line naming the file: the visible problem if there is one, else the error's
+    first line."""
+    problem = file_problem(path)
+    if problem:
+        return MAPError(f"{path}: {problem}")
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return MAPError(lines[0])
+
+
 # ---------------------------------------------------------------- reading
 def load_object(path: PathLike) -> Any:
     """Unpickle a ``.pt`` file through the restricted unpickler (no arbitrary code)."""
     from task_vectors import safe_pickle
 
     path = require_file(path, "checkpoint")
-    return safe_pickle.load(str(path), map_location="cpu")
+    if path.is_file() and path.stat().st_size == 0:
+        raise MAPError(f"{path}: empty file (0 bytes)")
+    try:
+        return safe_pickle.load(str(path), map_location="cpu")
+    except MAPError as exc:
+        raise _unreadable(path, exc) from None
 
 
 def normalize_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -103,7 +181,8 @@ def load_state_dict(path: PathLike, reference: Mapping[str, torch.Tensor] | None
         try:
             return normalize_keys(load_file(str(path)))
         except Exception as exc:  # safetensors raises its own error types
-            raise MAPError(f"{path}: not a readable safetensors file ({exc})") from None
+            raise _unreadable(path, MAPError(
+                f"{path}: not a readable safetensors file ({exc})")) from None
     from task_vectors import safe_pickle
 
     return normalize_keys(safe_pickle.extract_state_dict(load_object(path)))

@@ -192,3 +192,35 @@ def test_quickgelu_variant_follows_the_activation():
     assert quickgelu_variant("ViT-B-32-quickgelu", obj=quick) == "ViT-B-32-quickgelu"
     # No such open_clip architecture: the name is kept rather than invented.
     assert quickgelu_variant("local-dir:/x", obj=quick) == "local-dir:/x"
+
+
+def _damaged_files(folder) -> dict[str, tuple]:
+    """name -> (path, words the error must say)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"w": torch.ones(4096)}, folder / "good.pt")
+    save_file({"w": torch.ones(4096)}, str(folder / "good.safetensors"))
+    pt, st = (folder / "good.pt").read_bytes(), (folder / "good.safetensors").read_bytes()
+    garbage = bytes(range(7, 256)) * 16
+    files = {"empty.pt": (b"", "empty file"), "empty.safetensors": (b"", "empty file"),
+             "truncated.pt": (pt[: len(pt) // 2], "truncated"),
+             "truncated.safetensors": (st[: len(st) // 2], "truncated safetensors"),
+             "text.pt": (b"<!DOCTYPE html>\n<title>404</title>\n", "text file"),
+             "text.safetensors": (b"oid sha256:0123\nsize 42\n", "text file"),
+             "garbage.pt": (garbage, "not a torch.save checkpoint"),
+             "garbage.safetensors": (garbage, "not a safetensors file"),
+             "renamed.pt": (st, "safetensors file under another name")}
+    out = {}
+    for name, (content, words) in files.items():
+        (folder / name).write_bytes(content)
+        out[name] = (folder / name, words)
+    return out
+
+
+def test_damaged_files_give_one_line_naming_file_and_problem(tmp_path):
+    for name, (path, words) in _damaged_files(tmp_path).items():
+        for load in (load_state_dict, load_head):
+            with pytest.raises(MAPError) as err:
+                load(path)
+            message = str(err.value)
+            assert message.startswith(f"{path}: "), (name, message)
+            assert words in message and "\n" not in message, (name, message)
