@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -213,6 +213,40 @@ def check_compatible(reference: Mapping[str, torch.Tensor],
                            f"the pretrained model has {tuple(reference[k].shape)}")
 
 
+def uses_quick_gelu(module: nn.Module) -> bool:
+    """Whether a built model has QuickGELU activations (OpenAI CLIP's)."""
+    from open_clip.transformer import QuickGELU
+
+    return any(isinstance(m, QuickGELU) for m in module.modules())
+
+
+def hf_needs_quick_gelu(folder: PathLike) -> bool:
+    """Whether a Hugging Face CLIP folder's config asks for QuickGELU activations."""
+    import json
+
+    from task_vectors import hf_clip
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    return hf_clip.needs_quick_gelu(hf_clip.vision_config(config, str(folder)))
+
+
+def check_activation(encoder: ImageEncoder, finetuned_paths: Iterable[PathLike]) -> None:
+    """A Hugging Face checkpoint says whether it needs QuickGELU; a pretrained state dict
+    does not. Mixing the two activations gives wrong features silently, so refuse it."""
+    has_quick = uses_quick_gelu(encoder)
+    for path in map(Path, finetuned_paths):
+        if not (path / "config.json").is_file():
+            continue
+        needs_quick = hf_needs_quick_gelu(path)
+        if needs_quick != has_quick:
+            want = "QuickGELU" if needs_quick else "GELU"
+            raise MAPError(f"{path} was trained with {want} activations but the pretrained "
+                           f"model ({encoder.model_name}) uses "
+                           f"{'QuickGELU' if has_quick else 'GELU'}; pass --model "
+                           f"{encoder.model_name.removesuffix('-quickgelu')}"
+                           f"{'-quickgelu' if needs_quick else ''}")
+
+
 def quickgelu_variant(model_name: str, obj: Any = None, hf_folder: PathLike | None = None
                       ) -> str:
     """OpenAI CLIP weights (task_vectors pickles, HF checkpoints) need QuickGELU; open_clip's
@@ -221,16 +255,9 @@ def quickgelu_variant(model_name: str, obj: Any = None, hf_folder: PathLike | No
 
     wants_quick = False
     if hf_folder is not None:
-        import json
-
-        from task_vectors import hf_clip
-
-        config = json.loads((Path(hf_folder) / "config.json").read_text())
-        wants_quick = hf_clip.needs_quick_gelu(hf_clip.vision_config(config, str(hf_folder)))
+        wants_quick = hf_needs_quick_gelu(hf_folder)
     elif isinstance(obj, nn.Module):
-        from open_clip.transformer import QuickGELU
-
-        wants_quick = any(isinstance(m, QuickGELU) for m in obj.modules())
+        wants_quick = uses_quick_gelu(obj)
     quick = f"{model_name}-quickgelu"
     if wants_quick and not model_name.endswith("-quickgelu") and quick in open_clip.list_models():
         return quick

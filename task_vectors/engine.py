@@ -7,6 +7,9 @@ no deepcopy, no load_state_dict and nothing read from disk per evaluated point.
 Memory: the [T, P] tau matrix is allocated once and filled one fine-tuned checkpoint at a
 time, so loading peaks at about T + 3 encoders (live encoder, flat theta_pre, tau, one
 state dict being read; the theta buffer replaces the state dict once loading is done).
+
+Why one file of ~400 lines: MergeEngine's loading, merging and evaluation share its flat
+buffers and per-point timers; evaluation data and precision live in their own modules.
 """
 from __future__ import annotations
 
@@ -27,191 +30,11 @@ from torchvision import transforms as T_
 from tqdm.auto import tqdm
 
 from map_common.errors import MAPError
+from task_vectors.checkpoints import check_activation
+from task_vectors.eval_data import EvalTensors, cached_decode
 from task_vectors.modeling import ClassificationHead, ImageEncoder
+from task_vectors.precision import autocast_for, check_tau_dtype
 from task_vectors.task_vector import is_mergeable
-
-
-@dataclass
-class EvalTensors:
-    """A decoded evaluation set: uint8 images after resize/crop, normalised on the fly."""
-
-    images: torch.Tensor  # [N, 3, H, W] uint8
-    labels: torch.Tensor  # [N] int64
-    mean: torch.Tensor    # [3]
-    std: torch.Tensor     # [3]
-
-    def to(self, device: str | torch.device) -> "EvalTensors":
-        return EvalTensors(self.images.to(device), self.labels.to(device),
-                           self.mean.to(device), self.std.to(device))
-
-    def batches(self, batch_size: int, order: torch.Tensor | None = None
-                ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalised (images, labels) batches, in stored order or in ``order``."""
-        mean = self.mean.view(1, -1, 1, 1)
-        std = self.std.view(1, -1, 1, 1)
-        for start in range(0, len(self.labels), batch_size):
-            idx = slice(start, start + batch_size) if order is None else \
-                order[start:start + batch_size]
-            x = self.images[idx].float().div_(255.0)
-            yield (x - mean) / std, self.labels[idx]
-
-
-def split_normalize(preprocess: T_.Compose) -> tuple[T_.Compose, torch.Tensor, torch.Tensor]:
-    """Cut the trailing Normalize off a preprocessing pipeline, so images can be kept as
-    uint8 (4x less memory) and normalised on the device, with identical values."""
-    steps = list(getattr(preprocess, "transforms", [preprocess]))
-    if not steps or not isinstance(steps[-1], T_.Normalize):
-        raise MAPError("the model's val_preprocess must end with a Normalize transform")
-    norm = steps[-1]
-    return (T_.Compose(steps[:-1]), torch.tensor(norm.mean, dtype=torch.float32),
-            torch.tensor(norm.std, dtype=torch.float32))
-
-
-class _Uint8Collate:
-    """Resize/crop a batch of (PIL, label) and keep it as uint8 (a class, not a closure,
-    so DataLoader workers can receive it under any start method)."""
-
-    def __init__(self, geometric: T_.Compose):
-        self.geometric = geometric
-
-    def __call__(self, items) -> tuple[torch.Tensor, torch.Tensor]:
-        images = torch.stack([(self.geometric(img) * 255.0).round().to(torch.uint8)
-                              for img, _ in items])
-        return images, torch.tensor([int(label) for _, label in items], dtype=torch.int64)
-
-
-def default_workers(n_images: int) -> int:
-    """Worker processes worth starting: none for small sets (forking costs more than it
-    saves), else up to 8 of the CPUs this process may use (SLURM's --cpus-per-task)."""
-    import os
-
-    if n_images < 1024:
-        return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(8, max(0, (cpus or 1) - 1))
-
-
-def decode_dataset(dataset: torch.utils.data.Dataset, preprocess: T_.Compose, *,
-                   max_samples: int | None = None, num_workers: int | None = None,
-                   batch_size: int = 256, desc: str = "decoding") -> EvalTensors:
-    """Read and preprocess every image once into one uint8 tensor."""
-    geometric, mean, std = split_normalize(preprocess)
-    if max_samples is not None and max_samples < len(dataset):
-        dataset = torch.utils.data.Subset(dataset, range(max_samples))
-    if num_workers is None:
-        num_workers = default_workers(len(dataset))
-
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers,
-                                         collate_fn=_Uint8Collate(geometric))
-    images, labels = [], []
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=len(loader) < 4):
-        images.append(x)
-        labels.append(y)
-    if not images:
-        raise MAPError(f"{desc}: the evaluation set is empty")
-    return EvalTensors(torch.cat(images), torch.cat(labels), mean, std)
-
-
-def cached_decode(dataset_name: str, data_location: str, preprocess: T_.Compose, *,
-                  cache_dir: str | None = None, max_samples: int | None = None,
-                  num_workers: int | None = None) -> EvalTensors:
-    """decode_dataset of a registry dataset's test split, optionally cached on disk
-    (``--cache-dir``) under a key of the dataset, its location, the preprocessing and the
-    sample cap, so a second run skips reading and resizing the images."""
-    import hashlib
-    import os
-
-    from task_vectors.checkpoints import save_atomic
-    from task_vectors.datasets.registry import get_dataset
-
-    path = None
-    if cache_dir:
-        key = hashlib.sha1(repr((dataset_name, os.path.abspath(data_location), repr(preprocess),
-                                 max_samples)).encode()).hexdigest()[:16]
-        path = os.path.join(cache_dir, f"eval_{dataset_name}_{key}.pt")
-        if os.path.exists(path):
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-            return EvalTensors(**stored)
-    split = get_dataset(dataset_name, data_location).split("test")
-    data = decode_dataset(split, preprocess, max_samples=max_samples, num_workers=num_workers,
-                          desc=f"decoding {dataset_name}")
-    if path:
-        save_atomic({"images": data.images, "labels": data.labels, "mean": data.mean,
-                     "std": data.std}, path)
-    return data
-
-
-def check_activation(encoder: ImageEncoder, finetuned_paths: Iterable[str]) -> None:
-    """A Hugging Face checkpoint says whether it needs QuickGELU; a pretrained state dict
-    does not. Mixing the two activations gives wrong features silently, so refuse it."""
-    import json
-    from pathlib import Path
-
-    from open_clip.transformer import QuickGELU
-
-    from task_vectors import hf_clip
-
-    has_quick = any(isinstance(m, QuickGELU) for m in encoder.modules())
-    for path in map(Path, finetuned_paths):
-        if not (path / "config.json").is_file():
-            continue
-        config = json.loads((path / "config.json").read_text())
-        needs_quick = hf_clip.needs_quick_gelu(hf_clip.vision_config(config, str(path)))
-        if needs_quick != has_quick:
-            want = "QuickGELU" if needs_quick else "GELU"
-            raise MAPError(f"{path} was trained with {want} activations but the pretrained "
-                           f"model ({encoder.model_name}) uses "
-                           f"{'QuickGELU' if has_quick else 'GELU'}; pass --model "
-                           f"{encoder.model_name.removesuffix('-quickgelu')}"
-                           f"{'-quickgelu' if needs_quick else ''}")
-
-
-# ---------------------------------------------------------------- precision
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16,
-                                             "fp16": torch.float16}
-TAU_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-@functools.cache
-def autocast_runs(device_type: str, dtype: torch.dtype) -> bool:
-    """Whether this torch can autocast a ViT's ops (conv, linear, layer norm, GELU,
-    attention) to ``dtype`` on ``device_type``: tried, not assumed from the version."""
-    try:
-        with torch.no_grad(), torch.autocast(device_type, dtype=dtype):
-            x = torch.randn(2, 3, 8, 8, device=device_type)
-            y = F.conv2d(x, torch.randn(4, 3, 4, 4, device=device_type), stride=4)
-            y = y.flatten(2).transpose(1, 2)  # [2, 4 tokens, 4 channels]
-            y = F.gelu(F.layer_norm(F.linear(y, torch.randn(8, 4, device=device_type)), (8,)))
-            q = y.view(2, 4, 2, 4).transpose(1, 2)
-            out = F.scaled_dot_product_attention(q, q, q)
-        return out.dtype == dtype and bool(torch.isfinite(out.float()).all())
-    except (RuntimeError, NotImplementedError, TypeError, AssertionError):
-        return False
-
-
-def autocast_for(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """A factory of the context the forward pass runs in; MAPError for a precision this
-    device cannot run."""
-    if precision not in PRECISIONS:
-        raise MAPError(f"unknown precision '{precision}'; accepted values: "
-                       f"{', '.join(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext
-    if not autocast_runs(device.type, dtype):
-        if precision == "fp16" and device.type == "cpu":
-            raise MAPError("--precision fp16 needs a CUDA device; use bf16 on CPU")
-        raise MAPError(f"--precision {precision} cannot run on {device.type} with this torch; "
-                       "use fp32")
-    return functools.partial(torch.autocast, device.type, dtype=dtype)
-
-
-def check_tau_dtype(tau_dtype: str) -> torch.dtype:
-    if tau_dtype not in TAU_DTYPES:
-        raise MAPError(f"unknown tau dtype '{tau_dtype}'; accepted values: "
-                       f"{', '.join(TAU_DTYPES)}")
-    return TAU_DTYPES[tau_dtype]
 
 
 def peak_rss_bytes() -> int:

@@ -10,6 +10,9 @@ Two layers:
   never build a temporary of the whole matrix (at most one row-sized temporary, for a
   trim threshold).
 
+Why one file of ~460 lines: TIES, DARE and their merges share the chunked column loop, the
+trim thresholds, the sign election and the seeded masks; split, each would import the rest.
+
 In-place / new-tensor contract:
 
 * ``*_vectors(tau, ...)`` (``ties_vectors``, ``dare_vectors``, ``dare_ties_vectors``)

@@ -25,7 +25,7 @@ from map_common.files import process_umask
 from task_vectors.checkpoints import finetuned_path, head_path, save_module, zeroshot_path
 from task_vectors.datasets.demo import DEMO_TASKS, TASKS
 from task_vectors.datasets.registry import get_dataset
-from task_vectors.engine import EvalTensors
+from task_vectors.eval_data import EvalTensors
 from task_vectors.heads import build_head, model_key
 from task_vectors.modeling import ClassificationHead, ImageEncoder
 

@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 from map_common.errors import MAPError
 from task_vectors.datasets import demo
 from task_vectors.datasets.registry import check_dataset_name, dataset_names, get_dataset
-from task_vectors.engine import decode_dataset
+from task_vectors.eval_data import decode_dataset
 from task_vectors.modeling import ImageEncoder
 
 TASKS = ["Digits", "Rotate", "Flip", "Invert", "Transpose", "Parity", "Ge5", "Mod3"]

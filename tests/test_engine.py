@@ -17,7 +17,8 @@ from map_common.errors import MAPError
 from task_vectors import safe_pickle
 from task_vectors.checkpoints import finetuned_path, head_path, zeroshot_path
 from task_vectors.datasets.registry import get_dataset
-from task_vectors.engine import EvalTensors, MergeEngine, decode_dataset
+from task_vectors.engine import MergeEngine
+from task_vectors.eval_data import EvalTensors, decode_dataset
 from task_vectors.modeling import ClassificationHead, ImageEncoder
 from task_vectors.zoo import MODEL_CFG, PREPROCESS_CFG
 
@@ -321,7 +322,7 @@ def test_decode_respects_max_samples_and_rejects_pipelines_without_normalize(dem
 
 
 def test_decode_with_worker_processes_equals_in_process(demo_zoo):
-    from task_vectors.engine import default_workers
+    from task_vectors.eval_data import default_workers
 
     val_preprocess = ImageEncoder(demo_zoo.model_name).val_preprocess
     digits = get_dataset("FlipVal", "").split("test")

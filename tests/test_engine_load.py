@@ -293,7 +293,7 @@ def test_head_that_does_not_fit_the_dataset_or_encoder(tmp_path, demo_zoo):
 
 
 def test_direct_engine_checks_heads_against_the_labels(demo_zoo, engine):
-    from task_vectors.engine import EvalTensors
+    from task_vectors.eval_data import EvalTensors
 
     data = engine.eval_sets["DigitsVal"]
     small = ClassificationHead(True, torch.randn(5, engine.embed_dim()))

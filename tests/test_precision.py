@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from map_common.errors import MAPError
-from task_vectors import engine as engine_module
+from task_vectors import precision as engine_module
 from task_vectors.checkpoints import finetuned_path, head_path, zeroshot_path
 from task_vectors.engine import MergeEngine
 

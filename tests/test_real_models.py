@@ -492,7 +492,7 @@ def test_activation_mismatch_with_hf_checkpoint_is_refused(tmp_path, demo_zoo):
     # The zoo's encoder uses GELU; an HF config asking for quick_gelu must not be mixed in.
     import json
 
-    from task_vectors.engine import check_activation
+    from task_vectors.checkpoints import check_activation
     from task_vectors.modeling import ImageEncoder
 
     encoder = ImageEncoder(demo_zoo.model_name)
