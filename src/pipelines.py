@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from src import bayesian, nested, pareto, plotting, sampling
 from map_common.errors import MAPError
-from src.results import (RunDirectory, ScalingResults, front_json, load_preference, read_json,
+from src.results import (EVALUATION_SETTINGS, RunDirectory, ScalingResults, check_fingerprint,
+                         evaluation_fingerprint, front_json, load_preference, read_json,
                          versions, write_json)
 from src.surrogate import QuadraticSurrogate, fit_surrogates, link_for_metric
 
@@ -161,6 +162,7 @@ def build_engine(setup: Setup):
 
     start = time.perf_counter()
     args = setup.args
+    check_fingerprint(setup.run.path, run_fingerprint(setup))  # before loading: refuse early
     if args.demo and setup.device == "cpu":
         import torch
 
@@ -179,6 +181,23 @@ def build_engine(setup: Setup):
         openclip_cachedir=args.openclip_cachedir, cache_dir=args.cache_dir)
     setup.timings["load_seconds"] = time.perf_counter() - start
     return engine
+
+
+def run_fingerprint(setup: Setup) -> dict:
+    """What decides an evaluation's value in this run (see results.evaluation_fingerprint)."""
+    from task_vectors.checkpoints import finetuned_path, head_path
+    from task_vectors.zoo import recipe_key
+
+    args = setup.args
+    checkpoints = {"pretrained checkpoint": setup.pretrained,
+                   **{f"fine-tuned checkpoint of {m}": finetuned_path(setup.save, m)
+                      for m in setup.models},
+                   **{f"head of {d}": head_path(setup.save, d) for d in setup.datasets}}
+    return evaluation_fingerprint(
+        setup.model_name, checkpoints=checkpoints, datasets=setup.datasets,
+        data_location=setup.data_location, max_eval_samples=args.max_eval_samples,
+        settings={k: getattr(args, k) for k in EVALUATION_SETTINGS if hasattr(args, k)},
+        zoo_recipe=recipe_key() if args.demo else None)
 
 
 # ------------------------------------------------------------------ evaluation
