@@ -112,20 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
     g = p.add_argument_group("data and checkpoints")
-    g.add_argument("--data-location", type=str, default=os.path.expanduser("/data"),
+    g.add_argument("--data-location", type=folder_path, default=os.path.expanduser("/data"),
                    help="Root folder of the datasets (task_vectors layouts).")
     g.add_argument("--model", type=str, default="ViT-B-32",
                    help="open_clip architecture (ViT-B-32, ViT-B-16, ViT-L-14) or "
                         "local-dir:<folder> with an open_clip_config.json.")
-    g.add_argument("--save", type=str, default="/checkpoints/ViT-B-32",
+    g.add_argument("--save", type=folder_path, default="/checkpoints/ViT-B-32",
                    help="Checkpoint folder in the task_vectors layout: <save>/<Dataset>/"
                         "finetuned.pt and <save>/head_<Dataset>.pt (heads missing there are "
                         "built zero-shot from the CLIP text tower and cached).")
     g.add_argument("--pretrained-checkpoint", type=str, default=None,
                    help="Pretrained encoder checkpoint (default: <save>/zeroshot.pt).")
-    g.add_argument("--cache-dir", type=str, default=None,
+    g.add_argument("--cache-dir", type=folder_path, default=None,
                    help="Folder for caching decoded evaluation sets between runs.")
-    g.add_argument("--openclip-cachedir", type=str, default=".cache/open_clip",
+    g.add_argument("--openclip-cachedir", type=folder_path, default=".cache/open_clip",
                    help="Cache folder for open_clip model files.")
     g.add_argument("--demo", action="store_true",
                    help="Use the embedded demo zoo (a tiny CLIP ViT fine-tuned on 8 digit tasks, "
