@@ -3,18 +3,26 @@
 ``<results-path>/<exp-id>/`` holds ``<names>scaling_results.json`` (every evaluated
 point), ``<names>_params.json`` and ``<names>_surrogates.json`` (surrogates), ``<names>pareto_front.json`` (the front),
 figures, and ``run.json`` (arguments, versions, timings, what each file is).
+
+Resume safety: ``fingerprint.json`` records everything that decides an evaluation's value
+(a resume with other settings is refused), ``.lock`` keeps one run per directory, and each
+evaluated point is appended to a journal (``<names>scaling_results.jsonl``) that is folded
+into the JSON file at the end of a run and on resume.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from map_common.errors import MAPError
-from map_common.files import atomic_write
+from map_common.files import atomic_write, remove_stale_temporaries
 
 Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l}}
 KEY_DECIMALS = 9  # coefficient vectors equal to 1e-9 are the same point
@@ -58,24 +66,58 @@ def point_key(c: Sequence[float]) -> tuple[float, ...]:
     return tuple(round(float(x), KEY_DECIMALS) + 0.0 for x in c)
 
 
+_OPEN_STORES: list["ScalingResults"] = []  # folded by fold_open_stores() when a run ends
+
+
 class ScalingResults:
-    """Evaluated points in the original format, kept in memory, rewritten atomically per point.
+    """Evaluated points in the original format: kept in memory, appended to a journal.
 
     File: {"0": {"evals": {dataset: {"accuracy", "loss"}}, "models": {model: c}}, ...}
+    Each ``add`` appends one JSON line to ``<file stem>.jsonl`` (flushed and fsync'd: constant
+    cost per point); ``fold()`` rewrites the JSON file with every point and drops the journal.
+    Opening a store folds what a killed run left in its journal; a torn last line (a kill
+    during the append) is ignored, so that point is evaluated again. ``readonly`` stores
+    (readers of a run that may still be going) never write.
     """
 
-    def __init__(self, path: str | os.PathLike, models: Sequence[str]):
+    def __init__(self, path: str | os.PathLike, models: Sequence[str], *, readonly: bool = False):
         self.path = Path(path)
+        self.journal = journal_path(self.path)
         self.models = list(models)
+        self.readonly = readonly
         self.entries: list[dict] = []
+        self._index: dict[tuple[float, ...], dict] = {}
+        self._handle = None
         stored = read_json(self.path, {})
-        for key in sorted(stored, key=int):
-            entry = stored[key]
-            if list(entry.get("models", {})) != self.models:
-                raise MAPError(f"{self.path}: stored points merge {list(entry.get('models', {}))}, "
-                               f"this run merges {self.models}; use another --exp-id")
-            self.entries.append(entry)
-        self._index = {point_key(self.coefficients_of(e)): e for e in self.entries}
+        if not isinstance(stored, dict):
+            raise MAPError(f"{self.path}: not a scaling-results file (expected a JSON object); "
+                           "move it away to start afresh")
+        try:
+            keys = sorted(stored, key=int)
+        except ValueError:
+            raise MAPError(f"{self.path}: not a scaling-results file (keys must be 0, 1, ...); "
+                           "move it away to start afresh") from None
+        for key in keys:
+            self._take(stored[key], self.path)
+        for entry in read_journal(self.journal):
+            if self.get(self.coefficients_of(self._check(entry, self.journal))) is None:
+                self._take(entry, self.journal)  # else: folded already, journal not yet removed
+        self._dirty = self.journal.exists()
+        if not readonly:
+            self.fold()
+            _OPEN_STORES.append(self)
+
+    def _check(self, entry: Any, source: Path) -> dict:
+        models = list(entry.get("models", {})) if isinstance(entry, dict) else None
+        if models != self.models:
+            raise MAPError(f"{source}: stored points merge {models}, this run merges "
+                           f"{self.models}; use another --exp-id")
+        return entry
+
+    def _take(self, entry: dict, source: Path) -> None:
+        self._check(entry, source)
+        self.entries.append(entry)
+        self._index[point_key(self.coefficients_of(entry))] = entry
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -88,10 +130,36 @@ class ScalingResults:
         return None if entry is None else entry["evals"]
 
     def add(self, c: Sequence[float], evals: Evals) -> None:
-        entry = {"evals": evals, "models": dict(zip(self.models, map(float, c)))}
+        if self.readonly:
+            raise RuntimeError(f"{self.path}: opened read-only")
+        entry = jsonable({"evals": evals, "models": dict(zip(self.models, map(float, c)))})
+        line = json.dumps(entry) + "\n"
+        if self._handle is None:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.journal, "a")
+        self._handle.write(line)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._dirty = True
         self.entries.append(entry)
         self._index[point_key(c)] = entry
+
+    def fold(self) -> None:
+        """Write every point into the JSON file (atomically), then drop the journal."""
+        if self.readonly or not self._dirty:
+            return
         write_json(self.path, {str(i): e for i, e in enumerate(self.entries)})
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self.journal.unlink(missing_ok=True)
+        self._dirty = False
+
+    def close(self) -> None:
+        """Fold and forget: the JSON file is complete afterwards."""
+        self.fold()
+        if self in _OPEN_STORES:
+            _OPEN_STORES.remove(self)
 
     def arrays(self, datasets: Sequence[str], metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(C [n, T], Y [n, K]) of every stored point, in evaluation order."""
@@ -100,6 +168,36 @@ class ScalingResults:
                      dtype=float)
         return C.reshape(len(self.entries), len(self.models)), Y.reshape(len(self.entries),
                                                                           len(datasets))
+
+
+def journal_path(path: str | os.PathLike) -> Path:
+    """``X.json`` -> ``X.jsonl``: the per-point journal beside a scaling-results file."""
+    return Path(path).with_suffix(".jsonl")
+
+
+def read_journal(path: str | os.PathLike) -> list[dict]:
+    """The entries of a journal; a torn last line (killed mid-append) is left out."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
+    entries = []
+    for number, line in enumerate(lines, 1):
+        try:
+            entries.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            if number == len(lines):  # torn by a kill during the append: evaluate it again
+                break
+            raise MAPError(f"{path}: line {number} is not JSON; move the file away to "
+                           "evaluate its points again") from None
+    return entries
+
+
+def fold_open_stores() -> None:
+    """Fold and close every store opened for writing: the end of a run (also an
+    interrupted one), so each scaling-results JSON file is complete."""
+    while _OPEN_STORES:
+        _OPEN_STORES[0].close()
 
 
 def front_json(C: np.ndarray, F: np.ndarray) -> dict[str, list[float]]:
@@ -123,7 +221,10 @@ class RunDirectory:
     def __init__(self, results_path: str | os.PathLike, exp_id: str, models: Sequence[str]):
         self.path = Path(results_path) / str(exp_id)
         self.names = "_".join(models)
-        self.outputs: dict[str, str] = {}
+        self.outputs: dict[str, str] = {
+            FINGERPRINT: "what decides an evaluation's value (checkpoint sizes and times, "
+                         "datasets, settings); a resume with another is refused",
+            LOCK: "pid and host of the run holding the directory (flock)"}
 
     def file(self, name: str, description: str | None = None) -> Path:
         if description:
@@ -140,6 +241,9 @@ class RunDirectory:
         return self.file(f"{self.names}pareto_front.json",
                          "amortized Pareto front: {coefficients: predicted metric per task}")
 
+    def lock(self) -> "RunLock":
+        return RunLock(self.path)
+
     def write_run_json(self, info: Mapping[str, Any]) -> Path:
         previous = read_json(self.path / "run.json", {})
         data = {**previous, **info, "outputs": {**previous.get("outputs", {}), **self.outputs}}
@@ -153,8 +257,17 @@ def load_preference(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
         raise MAPError(f"preference file not found: {path}")
+    if path.is_dir():
+        raise MAPError(f"--preference {path} is a folder; give a YAML or JSON file")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise MAPError(f"{path}: not a text file; --preference needs YAML or JSON "
+                       "{dataset: weight}") from None
+    except OSError as exc:
+        raise MAPError(f"cannot read preference file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise MAPError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -188,8 +301,8 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     names, models, datasets = "_".join(info["models"]), info["models"], info["datasets"]
     out: dict[str, Any] = {"info": info}
     store_path = run_dir / f"{names}scaling_results.json"
-    if store_path.exists():
-        store = ScalingResults(store_path, models)
+    if store_path.exists() or journal_path(store_path).exists():
+        store = ScalingResults(store_path, models, readonly=True)  # the run may still go on
         out["C"], out["accuracy"] = store.arrays(datasets, "accuracy")
         out["loss"] = store.arrays(datasets, "loss")[1]
     if (run_dir / f"{names}pareto_front.json").exists():
@@ -198,3 +311,216 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     if params is not None:
         out["surrogates"] = {d: QuadraticSurrogate.from_params(p) for d, p in params.items()}
     return out
+
+
+# ------------------------------------------------------------------ fingerprint
+FINGERPRINT = "fingerprint.json"
+# How each fingerprint entry is named to the user; settings are named by their flag.
+_LABELS = {"model": "--model", "datasets": "eval datasets", "data_location": "--data-location",
+           "max_eval_samples": "--max-eval-samples", "zoo_recipe": "demo zoo recipe"}
+
+
+def file_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Size and mtime of a file, or of every file in a folder (None if absent): enough to
+    notice a checkpoint replaced on disk without reading gigabytes."""
+    path = Path(path)
+    if path.is_dir():
+        return {str(p.relative_to(path)): file_stamp(p) for p in sorted(path.rglob("*"))
+                if p.is_file()}
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def evaluation_fingerprint(model_name: str, *, checkpoints: Mapping[str, str | os.PathLike],
+                           datasets: Sequence[str], data_location: str,
+                           max_eval_samples: int | None,
+                           settings: Mapping[str, Any] | None = None,
+                           zoo_recipe: str | None = None) -> dict[str, Any]:
+    """Everything that decides the value of an evaluation (pure but for file stamps).
+
+    ``checkpoints``: {what: path} (e.g. "pretrained checkpoint", "fine-tuned checkpoint of
+    DigitsVal", "head of DigitsVal"); a folder stands for its files. ``settings``: any other
+    evaluation setting by its flag's dest name (precision, merge_method and its
+    hyperparameters); new ones join without code changes. The batch size and the number of
+    workers are left out: they do not change the values.
+    """
+    files = {what: {"path": str(path), "stamp": file_stamp(path)}
+             for what, path in checkpoints.items()}
+    if model_name.startswith("local-dir:"):  # the architecture lives in a folder of files
+        folder = model_name[len("local-dir:"):]
+        files["model folder"] = {"path": folder, "stamp": file_stamp(folder)}
+    return jsonable({"model": model_name, "files": files, "datasets": list(datasets),
+                     "data_location": str(data_location), "max_eval_samples": max_eval_samples,
+                     "settings": dict(settings or {}), "zoo_recipe": zoo_recipe})
+
+
+def _describe(value: Any) -> str:
+    if value is None or value == {}:
+        return "none"
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def _stamp_text(entry: Mapping | None) -> str:
+    stamp = (entry or {}).get("stamp")
+    if stamp is None:
+        return "absent"
+    if "size" in stamp and "mtime_ns" in stamp:
+        from datetime import datetime, timezone
+
+        when = datetime.fromtimestamp(stamp["mtime_ns"] / 1e9, timezone.utc)
+        return f"{stamp['size']} bytes, modified {when:%Y-%m-%d %H:%M:%S} UTC"
+    return f"{len(stamp)} files"
+
+
+def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs, each as 'was made with X, this run has Y'. A file absent from the old
+    fingerprint and present now is no change: the earlier run built and cached it (a
+    zero-shot head)."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if key in ("files", "settings"):
+            continue
+        if old.get(key) != new.get(key):
+            label = _LABELS.get(key, key)
+            changes.append(f"{label} {_describe(old.get(key))}, this run has "
+                           f"{_describe(new.get(key))}")
+    old_set, new_set = old.get("settings", {}), new.get("settings", {})
+    for key in sorted(set(old_set) | set(new_set)):
+        if old_set.get(key) != new_set.get(key):
+            flag = "--" + key.replace("_", "-")
+            changes.append(f"{flag} {_describe(old_set.get(key))}, this run has "
+                           f"{_describe(new_set.get(key))}")
+    old_files, new_files = old.get("files", {}), new.get("files", {})
+    for what in sorted(set(old_files) | set(new_files)):
+        before, now = old_files.get(what), new_files.get(what)
+        if (before or {}).get("stamp") is None and now is not None and \
+                (before is None or before.get("path") == now.get("path")):
+            continue  # created by the earlier run
+        if before != now:
+            path = (now or before or {}).get("path", "?")
+            changes.append(f"the {what} {path} as {_stamp_text(before)}, this run finds "
+                           f"{_stamp_text(now)}")
+    return changes
+
+
+def check_fingerprint(run_path: str | os.PathLike, fp: Mapping[str, Any]) -> None:
+    """Refuse to resume a run directory made with other evaluation settings (MAPError naming
+    the first change, nothing written); record ``fp`` when the directory has none yet."""
+    run_path = Path(run_path)
+    stored = read_json(run_path / FINGERPRINT)
+    fp = jsonable(fp)
+    if stored is None:
+        write_json(run_path / FINGERPRINT, fp)
+        return
+    changes = fingerprint_changes(stored, fp)
+    if changes:
+        more = f" (and {len(changes) - 1} more change(s))" if len(changes) > 1 else ""
+        raise MAPError(f"run dir {run_path} was made with {changes[0]}{more}; use another "
+                       f"--exp-id or delete {run_path} to start afresh")
+    if stored != fp:  # files the earlier run created (cached heads): remember them now
+        write_json(run_path / FINGERPRINT, fp)
+
+
+# ------------------------------------------------------------------ one run per directory
+LOCK = ".lock"
+BOOKKEEPING = {LOCK, FINGERPRINT}
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first existing non-folder on the way to ``path`` (a file given as a folder)."""
+    for part in reversed([path, *path.parents]):
+        if part.exists() and not part.is_dir():
+            return part
+    return None
+
+
+def make_folder(path: str | os.PathLike, what: str) -> Path:
+    """mkdir -p, with one line (MAPError) when a file is in the way or it is not allowed."""
+    path = Path(path)
+    blocker = _file_in_the_way(path)
+    if blocker is not None:
+        raise MAPError(f"{what} {path}: {blocker} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MAPError(f"cannot create {what} {path}: {exc.strerror}") from None
+    return path
+
+
+class RunLock:
+    """One run per run directory: an exclusive ``flock`` on ``<run dir>/.lock``.
+
+    The lock file holds the owner's pid and hostname (for the refusal message). The kernel
+    drops the lock when its process dies, so a lock left by a killed run is simply taken
+    over. Taking it also removes the ``.<name>.XXXX.tmp`` files a killed write left behind.
+    If the run fails before storing anything, the directory it created is removed again.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.lock_path = self.path / LOCK
+        self._fd: int | None = None
+        self._created: list[Path] = []  # folders this run made, innermost first
+
+    def acquire(self) -> "RunLock":
+        self._created = [p for p in [self.path, *self.path.parents] if not p.exists()]
+        make_folder(self.path, "run directory")
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                raise MAPError(f"run dir {self.path} is in use by {self.owner()}; wait for it "
+                               "to finish or use another --exp-id") from None
+            # A cleanup may have unlinked the file between our open and flock: lock anew.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        self._fd = fd
+        for folder in [self.path, *(p for p in self.path.rglob("*") if p.is_dir())]:
+            remove_stale_temporaries(folder)
+        return self
+
+    def owner(self) -> str:
+        try:
+            info = json.loads(self.lock_path.read_text())
+            return f"process {info['pid']} on {info['host']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    def release(self, *, failed: bool = False) -> None:
+        if self._fd is None:
+            return
+        if failed and self._created and \
+                {p.name for p in self.path.iterdir()} <= BOOKKEEPING:
+            for name in BOOKKEEPING:  # nothing was stored: leave no trace of this run
+                (self.path / name).unlink(missing_ok=True)
+            for folder in self._created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.release(failed=exc_type is not None)
+

@@ -10,7 +10,7 @@ import pytest
 from map_common.errors import MAPError
 from src.outputs import write_params
 from src.results import (RunDirectory, ScalingResults, front_json, load_front, load_preference,
-                         load_run, write_json)
+                         load_run, read_journal, write_json)
 from src.surrogate import fit_surrogates
 
 
@@ -25,6 +25,8 @@ def test_scaling_results_original_format_and_resume(tmp_path):
     points = [(0.0, 1.0), (0.5, 0.25)]
     for c in points:
         store.add(c, _evals(c))
+    store.close()  # the end of a run folds the journal into the original file
+    assert not path.with_suffix(".jsonl").exists()
     stored = json.loads(path.read_text())
     assert list(stored) == ["0", "1"]
     assert stored["1"] == {"evals": _evals(points[1]), "models": {"A": 0.5, "B": 0.25}}
@@ -84,14 +86,84 @@ def test_load_run_reloads_points_front_and_surrogates(tmp_path):
         load_run(tmp_path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[1, 2]", "must map dataset names"),
-    ("a: [", "not valid YAML"),
+@pytest.mark.parametrize("data, message", [
+    (b"[1, 2]", "must map dataset names"),
+    (b"a: [", "not valid YAML"),
+    (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "not a text file"),
 ])
-def test_load_preference_errors(tmp_path, text, message):
+def test_load_preference_errors(tmp_path, data, message):
     path = tmp_path / "pref.yaml"
-    path.write_text(text)
+    path.write_bytes(data)
     with pytest.raises(MAPError, match=message):
         load_preference(path)
     with pytest.raises(MAPError, match="not found"):
         load_preference(tmp_path / "missing.yaml")
+    with pytest.raises(MAPError, match="is a folder"):
+        load_preference(tmp_path)
+
+
+# ------------------------------------------------------------------ journal
+def test_add_appends_one_line_per_point_and_never_rewrites_the_json(tmp_path):
+    path = tmp_path / "A_Bscaling_results.json"
+    store = ScalingResults(path, ["A", "B"])
+    for i in range(5):
+        store.add((i / 10, 1.0), _evals((i / 10, 1.0)))
+        assert not path.exists()  # constant cost: only the journal grew
+        assert len(path.with_suffix(".jsonl").read_text().splitlines()) == i + 1
+    reader = ScalingResults(path, ["A", "B"], readonly=True)
+    assert len(reader) == 5 and not path.exists()  # readers see the journal, write nothing
+    store.fold()
+    assert len(json.loads(path.read_text())) == 5
+    store.add((0.9, 0.9), _evals((0.9, 0.9)))  # after a fold the journal starts again
+    store.close()
+    assert list(json.loads(path.read_text())) == [str(i) for i in range(6)]
+
+
+def test_a_killed_runs_journal_is_folded_on_resume_and_a_torn_line_is_dropped(tmp_path):
+    path = tmp_path / "A_Bscaling_results.json"
+    store = ScalingResults(path, ["A", "B"])
+    for c in [(0.0, 0.0), (0.5, 0.5)]:
+        store.add(c, _evals(c))
+    store.close()
+    store = ScalingResults(path, ["A", "B"])
+    store.add((0.25, 0.75), _evals((0.25, 0.75)))
+    journal = path.with_suffix(".jsonl")
+    with open(journal, "a") as f:  # kill -9 in the middle of the next append
+        f.write('{"evals": {"AVal": {"accuracy": 0.5, "lo')
+    assert len(read_journal(journal)) == 1
+    resumed = ScalingResults(path, ["A", "B"])  # a new process: the old one never closed
+    assert len(resumed) == 3 and resumed.get((0.25, 0.75)) == _evals((0.25, 0.75))
+    assert not journal.exists()  # folded on resume
+    stored = json.loads(path.read_text())
+    assert list(stored) == ["0", "1", "2"]
+    assert stored["2"]["models"] == {"A": 0.25, "B": 0.75}
+
+
+def test_a_point_in_both_the_json_and_the_journal_is_kept_once(tmp_path):
+    # A kill between the fold's rename and the journal's removal.
+    path = tmp_path / "A_Bscaling_results.json"
+    store = ScalingResults(path, ["A", "B"])
+    store.add((0.1, 0.2), _evals((0.1, 0.2)))
+    journal_text = path.with_suffix(".jsonl").read_text()
+    store.close()
+    path.with_suffix(".jsonl").write_text(journal_text)
+    assert len(ScalingResults(path, ["A", "B"])) == 1
+
+
+def test_garbage_in_the_middle_of_a_journal_is_one_error(tmp_path):
+    path = tmp_path / "A_Bscaling_results.json"
+    good = json.dumps({"evals": _evals((0, 0)), "models": {"A": 0.0, "B": 0.0}})
+    path.with_suffix(".jsonl").write_text(f"{good}\nnot json\n{good}\n")
+    with pytest.raises(MAPError, match="line 2 is not JSON"):
+        ScalingResults(path, ["A", "B"])
+
+
+def test_load_run_reads_a_journal_that_was_never_folded(tmp_path):
+    run = RunDirectory(tmp_path, "exp", ["A", "B"])
+    store = ScalingResults(run.scaling_results, ["A", "B"])
+    store.add((0.3, 0.4), _evals((0.3, 0.4)))
+    run.write_run_json({"models": ["A", "B"], "datasets": ["AVal", "BVal"]})
+    loaded = load_run(run.path)
+    np.testing.assert_allclose(loaded["C"], [[0.3, 0.4]])
+    assert not run.scaling_results.exists()  # reading changed nothing
+    store.close()

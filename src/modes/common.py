@@ -14,7 +14,8 @@ from src.evaluation import evaluate_metric, evaluator_stats, open_evaluator
 from src.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
 from src.outputs import print_summary, write_run_json
 from src.figures_comparison import plot_comparison
-from src.results import RunDirectory, ScalingResults, write_json
+from src.results import (RunDirectory, ScalingResults, check_fingerprint,
+                         evaluation_fingerprint, write_json)
 from src.truth import load_truth, score_against_truth
 
 
@@ -39,11 +40,28 @@ def open_run(config: RunConfig) -> Iterator[RunContext]:
     run = RunDirectory(config.results_path, config.exp_id, config.models)
     timings: dict[str, float] = {}
     truth = load_truth(config.truth, config) if config.truth else None  # before any loading
+    check_fingerprint(run.path, run_fingerprint(config))  # a resume must mean the same values
     evaluator = open_evaluator(config, timings)
     try:
         yield RunContext(config, run, evaluator, started, timings, truth)
     finally:
         evaluator.close()
+
+
+def run_fingerprint(config: RunConfig) -> dict[str, Any]:
+    """What decides an evaluation's value in this run (see results.evaluation_fingerprint)."""
+    from task_vectors.checkpoints import head_path
+
+    src = config.source
+    checkpoints = {"pretrained checkpoint": src.pretrained,
+                   **{f"fine-tuned checkpoint of {m}": path for m, path in src.finetuned},
+                   **{f"head of {d}": head_path(src.save, d) for d in config.datasets}}
+    settings = config.evaluation.value_settings()
+    max_eval_samples = settings.pop("max_eval_samples")
+    return evaluation_fingerprint(
+        src.model_name, checkpoints=checkpoints, datasets=config.datasets,
+        data_location=src.data_location, max_eval_samples=max_eval_samples,
+        settings=settings, zoo_recipe=src.zoo_recipe)
 
 
 def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[FrontResult, dict]:
