@@ -10,6 +10,7 @@ import os
 import time
 
 from src.config import Defaults
+from task_vectors.merging import MERGE_METHODS
 from src.metrics import METRICS
 from src.pareto import PICKS
 
@@ -221,6 +222,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "plenty; pymoo costs ~30 ms a generation).")
     g.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="Seed of every random step.")
 
+    g = p.add_argument_group("merge methods and baselines")
+    g.add_argument("--merge-method", type=str, default="ta", choices=MERGE_METHODS,
+                   help="Task vectors merged: ta (as fine-tuned), ties (trimmed to the top "
+                        "--ties-density magnitudes per task, entries against the elected sign "
+                        "zeroed), dare (entries dropped with probability --dare-drop-rate, "
+                        "survivors rescaled by 1/(1-p), a mask fixed by --seed), dare-ties "
+                        "(DARE then TIES sign election). theta(c) = theta_pre + sum c_i tau'_i.")
+    g.add_argument("--ties-density", type=float_in(0.0, 1.0, low_open=True), default=0.2,
+                   help="TIES: fraction of each task vector's largest magnitudes kept "
+                        "(Yadav et al. 2023: 0.2).")
+    g.add_argument("--dare-drop-rate", type=float_in(0.0, 1.0, high_open=True), default=0.9,
+                   help="DARE: probability of dropping each task-vector entry (Yu et al. "
+                        "2024: 0.9).")
+    g.add_argument("--baselines", action="store_true",
+                   help="map / bayesian: also evaluate the single merged models of the "
+                        "original's figure (Task Arithmetic, tuned TA, TIES-merging, DARE-TA, "
+                        "DARE-TIES, TA with preference, SLERP for 2 tasks, the average) into "
+                        "baselines.json, and draw pareto_front_withbaselines.png.")
+    g.add_argument("--compare", type=str, nargs="+", default=None, metavar="RUN_DIR",
+                   help="Finished map / bayesian runs of the same models (e.g. with "
+                        "--merge-method dare) whose fronts join pareto_front_withbaselines.png.")
+
     g = p.add_argument_group("ground truth (grid)")
     g.add_argument("--grid-points-per-axis", type=int_in(2, MAX_POINTS), default=None,
                    help="--method grid: values per coefficient axis over --bounds (default: "
@@ -248,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "stored evaluations are not repeated.")
     g.add_argument("--device", type=str, default=None,
                    help="cuda, cuda:1 or cpu (default: cuda if available).")
+    g.add_argument("--precision", type=str, default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="Evaluation precision (autocast of the forward pass; the merge stays "
+                        "exact fp32). bf16 is 2-4x faster on GPUs; fp16 needs CUDA.")
+    g.add_argument("--tau-dtype", type=str, default="fp32", choices=("fp32", "bf16"),
+                   help="Storage of the task vectors: bf16 halves their memory (T encoders); "
+                        "each merge is still computed in fp32.")
     g.add_argument("--batch-size", type=positive_int, default=128, help="Evaluation batch size.")
     g.add_argument("--max-eval-samples", type=positive_int, default=None,
                    help="Evaluate on at most this many images per dataset (quick looks).")

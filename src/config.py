@@ -86,6 +86,8 @@ class RunConfig:
     bayes: tuple[int, int, int] | None  # (initial, per round, rounds) for bayesian
     grid_per_axis: int | None   # grid: points per coefficient axis
     truth: str | None           # a finished grid run to score the front against
+    baselines: bool             # also evaluate the single-model baselines
+    compare: tuple[str, ...]    # finished runs whose fronts join the baselines figure
     source: ModelSource
     evaluation: EvalSettings
     results_path: str
@@ -168,7 +170,17 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     evaluation = EvalSettings(device=device, batch_size=args.batch_size,
                               max_eval_samples=args.max_eval_samples,
                               num_workers=args.num_workers, cache_dir=args.cache_dir,
-                              single_thread=bool(args.demo) and device == "cpu")
+                              single_thread=bool(args.demo) and device == "cpu",
+                              engine_options=tuple(_engine_options(args).items()))
+    baselines = bool(args.baselines)
+    if baselines and args.method not in ("map", "bayesian"):
+        raise MAPError(f"--baselines goes with --method map or bayesian, not {args.method}")
+    if baselines and args.merge_method != "ta":
+        raise MAPError("--baselines evaluates the merges of the plain task vectors (TIES and "
+                       "DARE baselines transform them themselves): run it with --merge-method "
+                       "ta, and add this run's front with --compare")
+    compare = tuple(str(require_file(p, "run to compare (--compare)"))
+                    for p in (args.compare or ()))
     arguments = {k: v for k, v in vars(args).items()}
     arguments.update(model=model_name, save=save, pretrained_checkpoint=pretrained,
                      data_location=data_location)
@@ -177,9 +189,23 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         high=high, search_low=search_low, search_high=search_high, points=points,
         reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=args.pick,
         preference=preference, bayes=bayes, grid_per_axis=grid_per_axis, truth=truth,
+        baselines=baselines, compare=compare,
         source=source, evaluation=evaluation,
         results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf,
         arguments=arguments)
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine settings that change an evaluation's value (recorded in run.json and the
+    resume fingerprint): precision, task-vector storage, merge method and its own settings."""
+    options: dict[str, Any] = {"precision": args.precision, "tau_dtype": args.tau_dtype,
+                               "merge_method": args.merge_method}
+    if args.merge_method in ("ties",):
+        options["ties_density"] = args.ties_density
+    if args.merge_method in ("dare", "dare-ties"):
+        options["dare_drop_rate"] = args.dare_drop_rate
+        options["merge_seed"] = args.seed  # the DARE mask
+    return options
 
 
 def _check_models(models: Sequence[str], datasets: Sequence[str]) -> None:

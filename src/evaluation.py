@@ -24,7 +24,14 @@ def engine_spec(config: RunConfig):
     from task_vectors.evaluators import EngineSpec
     from task_vectors.heads import get_zero_shot_head, release_text_encoder
 
+    from task_vectors.merging import tau_transform
+
     src, ev = config.source, config.evaluation
+    options = dict(ev.engine_options)
+    transform = tau_transform(options.pop("merge_method"),
+                              density=options.pop("ties_density", 0.2),
+                              drop_rate=options.pop("dare_drop_rate", 0.9),
+                              seed=options.pop("merge_seed", 0))
     for d in config.datasets:
         get_zero_shot_head(d, src.model_name, src.save, src.data_location, device=ev.device,
                            openclip_cachedir=src.openclip_cachedir)
@@ -35,7 +42,7 @@ def engine_spec(config: RunConfig):
         datasets=config.datasets, data_location=src.data_location, device=ev.device,
         batch_size=ev.batch_size, max_eval_samples=ev.max_eval_samples,
         num_workers=ev.num_workers, openclip_cachedir=src.openclip_cachedir,
-        cache_dir=ev.cache_dir, options=dict(ev.engine_options))
+        cache_dir=ev.cache_dir, options={**options, "tau_transform": transform})
 
 
 def open_evaluator(config: RunConfig, timings: dict[str, float]):

@@ -49,7 +49,11 @@ def load_truth(run_dir: str | Path, config) -> Truth:
             raise MAPError(f"--truth {run_dir}: its {key} are {info.get(key)}, this run's are "
                            f"{value}; run the grid with the same settings")
     theirs = info.get("arguments", {})
-    for key, value in config.evaluation.value_settings().items():
+    ours = config.evaluation.value_settings()
+    # What the grid measures with must match; the merge method may differ (the original
+    # scores MAP (DARE) against the task-arithmetic grid too).
+    for key in ("max_eval_samples", "precision"):
+        value = ours.get(key)
         if key in theirs and theirs[key] != value:
             raise MAPError(f"--truth {run_dir}: it was evaluated with --{key.replace('_', '-')} "
                            f"{theirs[key]}, this run with {value}")

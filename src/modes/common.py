@@ -13,7 +13,10 @@ from src.config import RunConfig
 from src.evaluation import evaluate_metric, evaluator_stats, open_evaluator
 from src.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
 from src.outputs import print_summary, write_run_json
+from src.baselines import baseline_dominance, evaluate_baselines, figure_baselines
+from src.compare import load_compared, method_label
 from src.figures_comparison import plot_comparison
+from src.indicators import pareto_filter
 from src.results import (RunDirectory, ScalingResults, check_fingerprint,
                          evaluation_fingerprint, write_json)
 from src.truth import load_truth, score_against_truth
@@ -86,7 +89,35 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[Fron
     summary = front_summary(task, result, config.models, config.pick)
     if ctx.truth is not None:
         summary["indicators"] = score_run(ctx, task, result)
+    add_baselines_and_comparisons(ctx, task, result, summary)
     return result, summary
+
+
+def add_baselines_and_comparisons(ctx: RunContext, task: FrontTask, result: FrontResult,
+                                  summary: dict[str, Any]) -> None:
+    """--baselines and --compare: baselines.json, their dominance by the MAP real front, and
+    pareto_front_withbaselines.png in the style of the original's figure."""
+    config = ctx.config
+    if not (config.baselines or config.compare):
+        return
+    stored = {}
+    if config.baselines:
+        stored = evaluate_baselines(ctx.evaluator, config, ctx.run.file(
+            "baselines.json", "the single-model baselines: how each is merged, its metrics"))
+        real = task.Y if result.F_real is None else np.vstack([result.F_real, task.Y])
+        front = pareto_filter(real, [config.metric.sense] * config.T)  # MAP's real front
+        summary["baselines"] = baseline_dominance(front, stored, config)
+    label = method_label(dict(config.evaluation.engine_options).get("merge_method", "ta"))
+    runs = [(label, result.F_front, result.F_real), *load_compared(config.compare, config)]
+    truth = ctx.truth
+    figures = plot_comparison(
+        list(config.datasets), config.metric.name,
+        ctx.run.file("pareto_front_withbaselines.png", "the fronts with the single-model "
+                     "baselines (and the grid, with --truth)"),
+        grid_points=None if truth is None else truth.Y,
+        grid_front=None if truth is None else truth.Y[truth.front_mask],
+        runs=runs, baselines=figure_baselines(stored, config), pdf=config.pdf)
+    summary["figures"] += [str(f) for f in figures]
 
 
 def score_run(ctx: RunContext, task: FrontTask, result: FrontResult) -> dict[str, Any]:
