@@ -59,6 +59,24 @@ def _import_ray():
     return ray
 
 
+def _quiet_init_options(ray) -> dict[str, Any]:
+    # Keep Ray from rewriting CUDA_VISIBLE_DEVICES for CPU-only actors (and its warning).
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    return dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                configure_logging=True,
+                job_config=ray.job_config.JobConfig(code_search_path=[PROJECT_ROOT]))
+
+
+def start_local_ray(num_cpus: int, num_gpus: int = 0) -> None:
+    """Start a private Ray on this machine with exactly these resources (on 127.0.0.1, no
+    dashboard, quiet logs). ``address="local"``: never join one found through RAY_ADDRESS
+    or ``ray start``."""
+    ray = _import_ray()
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
+             object_store_memory=256 * 2**20,  # results are a few floats per job
+             _node_ip_address="127.0.0.1", **_quiet_init_options(ray))
+
+
 class _Worker:
     """Body of the Ray actor: one engine, built once, evaluating one job at a time."""
 
@@ -76,7 +94,7 @@ class _Worker:
             self.error = e
         self.build_seconds = time.perf_counter() - start
         self.jobs = 0
-        self.busy_seconds = 0.0
+        self.busy_seconds = self.cpu_seconds = 0.0
 
     def info(self) -> dict[str, Any]:
         """Raises the engine's build error, if any; else who and where this worker is."""
@@ -88,16 +106,17 @@ class _Worker:
                 "build_seconds": self.build_seconds}
 
     def run(self, job: Any, datasets: Sequence[str]) -> Evals:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         evals = run_job(self.engine, job, datasets)
         self.busy_seconds += time.perf_counter() - start
+        self.cpu_seconds += time.process_time() - cpu
         self.jobs += 1
         return evals
 
     def stats(self) -> dict[str, Any]:
         engine_stats = getattr(self.engine, "stats", None)
         return {"pid": os.getpid(), "jobs": self.jobs, "busy_seconds": self.busy_seconds,
-                "build_seconds": self.build_seconds,
+                "cpu_seconds": self.cpu_seconds, "build_seconds": self.build_seconds,
                 "engine": engine_stats() if callable(engine_stats) else {}}
 
 
@@ -117,15 +136,20 @@ class RayEvaluator:
     logs); ``"auto"`` or ``"host:port"`` joins a running cluster. ``workers=None`` uses
     every GPU (CUDA specs) or every ``cpus_per_worker`` cores of the machine or cluster.
     ``gpus_per_worker=None`` means 1 for a CUDA spec, else 0 (fractions share a GPU).
+    Each worker is handed up to ``queue_depth`` jobs at a time, so it starts the next one
+    without waiting for the driver's round trip. ``max_retries``: further attempts of a job
+    whose own code raised or whose worker died while running it.
     """
 
     def __init__(self, spec: EngineSpec, workers: int | None = None, address: str | None = None,
                  cpus_per_worker: int = 1, gpus_per_worker: float | None = None,
-                 max_retries: int = 3, start_timeout_s: float = 900.0):
+                 max_retries: int = 3, queue_depth: int = 2, start_timeout_s: float = 900.0):
         if cpus_per_worker < 1:
             raise ValueError(f"cpus_per_worker must be >= 1, got {cpus_per_worker}")
         if workers is not None and workers < 1:
             raise MAPError(f"--workers must be at least 1, got {workers}")
+        if queue_depth < 1:
+            raise ValueError(f"queue_depth must be >= 1, got {queue_depth}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         ray = self._ray = _import_ray()
@@ -136,6 +160,7 @@ class RayEvaluator:
         self.gpus_per_worker = float(gpus_per_worker if gpus_per_worker is not None
                                      else (1 if uses_cuda else 0))
         self.max_retries = max_retries
+        self.queue_depth = queue_depth
         self.start_timeout_s = start_timeout_s
         # Ray pins each GPU actor to its own device(s), which it then sees as cuda:0.
         self._device = "cuda" if self.gpus_per_worker > 0 else spec.device
@@ -149,27 +174,17 @@ class RayEvaluator:
             max_task_retries=0)
         self._slots: list[_Slot] = [self._start_slot() for _ in range(self.workers)]
         self._counts = {"jobs": 0, "retries": 0, "worker_restarts": 0}
+        self._start_failures = 0
 
     # ------------------------------------------------------------------ set-up
     def _init_ray(self, workers: int | None) -> None:
-        ray = self._ray
-        # Keep Ray from rewriting CUDA_VISIBLE_DEVICES for CPU-only actors (and its warning).
-        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-        kwargs: dict[str, Any] = dict(
-            include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-            configure_logging=True,
-            job_config=ray.job_config.JobConfig(code_search_path=[PROJECT_ROOT]))
         if self.address is None:
             n = workers or self._local_capacity()
-            # "local": a new private instance, never one found via RAY_ADDRESS or `ray start`.
-            kwargs.update(address="local", num_cpus=n * self.cpus_per_worker,
-                          num_gpus=int(np.ceil(n * self.gpus_per_worker)),
-                          object_store_memory=256 * 2**20,  # results are a few floats
-                          _node_ip_address="127.0.0.1")
-        else:
-            kwargs["address"] = self.address
+            start_local_ray(num_cpus=n * self.cpus_per_worker,
+                            num_gpus=int(np.ceil(n * self.gpus_per_worker)))
+            return
         try:
-            ray.init(**kwargs)
+            self._ray.init(address=self.address, **_quiet_init_options(self._ray))
         except ConnectionError as e:
             raise MAPError(f"cannot reach the Ray cluster at {self.address!r}: {e}") from e
 
@@ -221,37 +236,53 @@ class RayEvaluator:
         datasets = list(datasets)
         queue = deque(range(len(jobs)))
         failures = [0] * len(jobs)
-        idle: deque[_Slot] = deque(s for s in self._slots if s.info is not None)
+        ready = [s for s in self._slots if s.info is not None]  # engine built, taking jobs
         starting = {s.ready: s for s in self._slots if s.info is None}
-        running: dict[Any, tuple[_Slot, int]] = {}
-        start_failures = 0
+        # Each worker's jobs in submission order, which is the order an actor runs them in.
+        flight: dict[_Slot, dict[Any, int]] = {s: {} for s in ready}
+        owner: dict[Any, _Slot] = {}
         waited_since = time.monotonic()
 
         def dispatch() -> None:
-            while queue and idle:
-                slot, index = idle.popleft(), queue.popleft()
-                running[slot.actor.run.remote(jobs[index], datasets)] = (slot, index)
+            for depth in range(1, self.queue_depth + 1):  # spread first, then queue up
+                for slot in ready:
+                    if queue and len(flight[slot]) < depth:
+                        index = queue.popleft()
+                        ref = slot.actor.run.remote(jobs[index], datasets)
+                        flight[slot][ref] = index
+                        owner[ref] = slot
 
-        def requeue(index: int, error: BaseException) -> None:
+        def blame(index: int, error: BaseException) -> None:
             failures[index] += 1
             if failures[index] > self.max_retries:
                 raise JobFailedError(f"{describe_job(index, jobs[index])} failed "
                                      f"{failures[index]} times; last error: {error}") from error
-            self._counts["retries"] += 1
-            queue.appendleft(index)
 
         def restart(slot: _Slot) -> None:
             fresh = self._replace(slot)
             starting[fresh.ready] = fresh
 
-        while queue or running:
+        def lose(slot: _Slot, error: BaseException) -> None:
+            """``slot``'s worker is gone: its jobs go back to the front of the queue, the
+            one it was running (the first) takes the blame, and a fresh worker starts."""
+            ready.remove(slot)
+            lost = list(flight.pop(slot).items())
+            for ref, _ in lost:
+                owner.pop(ref, None)
+            queue.extendleft(reversed([index for _, index in lost]))
+            self._counts["retries"] += len(lost)
+            restart(slot)
+            if lost:
+                blame(lost[0][1], error)
+
+        while queue or owner:
             dispatch()
-            if not running and not starting:
+            if not owner and not starting:
                 raise JobFailedError("no Ray worker is left to run the remaining jobs")
             # Only a pool that is all still loading can stall; bound that wait.
-            timeout = None if running else max(
+            timeout = None if owner else max(
                 1.0, self.start_timeout_s - (time.monotonic() - waited_since))
-            done, _ = ray.wait([*running, *starting], num_returns=1, timeout=timeout)
+            done, _ = ray.wait([*owner, *starting], num_returns=1, timeout=timeout)
             if not done:
                 raise JobFailedError(f"no Ray worker became ready within "
                                      f"{self.start_timeout_s:.0f} s ({len(queue)} jobs left); "
@@ -268,29 +299,34 @@ class RayEvaluator:
                     raise RuntimeError(f"a Ray worker could not build its engine: "
                                        f"{e.cause or e}") from e
                 except lost_worker as e:  # died while loading (killed, out of memory)
-                    start_failures += 1
-                    if start_failures > self.max_retries * len(self._slots):
+                    self._start_failures += 1
+                    if self._start_failures > self.max_retries * len(self._slots):
                         raise JobFailedError(f"Ray workers keep dying while loading the "
                                              f"models; last error: {e}") from e
                     restart(slot)
                     continue
-                idle.append(slot)
+                ready.append(slot)
+                flight[slot] = {}
                 waited_since = time.monotonic()
                 continue
-            slot, index = running.pop(ref)
+            slot = owner[ref]
             try:
                 evals = ray.get(ref)
             except lost_worker as e:
-                restart(slot)
-                requeue(index, e)
+                lose(slot, e)
                 continue
-            except ray.exceptions.RayTaskError as e:
-                idle.append(slot)
-                if isinstance(e.cause, MAPError):  # bad input: the same on every worker
-                    raise MAPError(f"{describe_job(index, jobs[index])}: {e.cause}") from e.cause
-                requeue(index, e.cause if e.cause is not None else e)
+            except ray.exceptions.RayTaskError as e:  # the job raised; the worker lives on
+                index = flight[slot].pop(ref)
+                del owner[ref]
+                error = e.cause if e.cause is not None else e
+                if isinstance(error, MAPError):  # bad input: the same on every worker
+                    raise MAPError(f"{describe_job(index, jobs[index])}: {error}") from error
+                blame(index, error)
+                self._counts["retries"] += 1
+                queue.appendleft(index)
                 continue
-            idle.append(slot)
+            index = flight[slot].pop(ref)
+            del owner[ref]
             dispatch()  # keep the workers busy while the caller handles this result
             self._counts["jobs"] += 1
             yield index, evals
