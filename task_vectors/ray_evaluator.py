@@ -100,9 +100,12 @@ class _Worker:
         """Raises the engine's build error, if any; else who and where this worker is."""
         import socket
 
+        import ray
+
         if self.error is not None:
             raise self.error
         return {"pid": os.getpid(), "host": socket.gethostname(),
+                "node": ray.get_runtime_context().get_node_id(),
                 "build_seconds": self.build_seconds}
 
     def run(self, job: Any, datasets: Sequence[str]) -> Evals:
@@ -332,12 +335,15 @@ class RayEvaluator:
             yield index, evals
 
     # ------------------------------------------------------------------ the rest
-    def worker_pids(self) -> list[int]:
-        """Process ids of the workers whose engines are built (waits for them)."""
+    def worker_info(self) -> list[dict[str, Any]]:
+        """Each worker's pid, host, Ray node id and engine build time (waits for them)."""
         infos = self._ray.get([s.ready for s in self._slots])
         for slot, info in zip(self._slots, infos):
             slot.info = info
-        return [info["pid"] for info in infos]
+        return infos
+
+    def worker_pids(self) -> list[int]:
+        return [info["pid"] for info in self.worker_info()]
 
     def stats(self) -> dict[str, Any]:
         """Counts of this evaluator plus each live worker's own figures."""
