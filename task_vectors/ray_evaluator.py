@@ -183,8 +183,15 @@ class RayEvaluator:
     def _init_ray(self, workers: int | None) -> None:
         if self.address is None:
             n = workers or self._local_capacity()
-            start_local_ray(num_cpus=n * self.cpus_per_worker,
-                            num_gpus=int(np.ceil(n * self.gpus_per_worker)))
+            gpus = int(np.ceil(n * self.gpus_per_worker))
+            if gpus:
+                import torch
+
+                visible = torch.cuda.device_count()
+                if gpus > visible:
+                    raise MAPError(f"{n} workers with {self.gpus_per_worker:g} GPU each need "
+                                   f"{gpus} GPUs; {visible} visible")
+            start_local_ray(num_cpus=n * self.cpus_per_worker, num_gpus=gpus)
             return
         try:
             self._ray.init(address=self.address, **_quiet_init_options(self._ray))
@@ -232,6 +239,8 @@ class RayEvaluator:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, jobs: Sequence[Any], datasets: Sequence[str]) -> Iterator[tuple[int, Evals]]:
         """Yield ``(index, evals)`` for every job as it completes, each exactly once."""
+        if not self._slots:
+            raise RuntimeError("this RayEvaluator is closed")
         ray = self._ray
         lost_worker = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                        ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError,
@@ -346,14 +355,23 @@ class RayEvaluator:
         return [info["pid"] for info in self.worker_info()]
 
     def stats(self) -> dict[str, Any]:
-        """Counts of this evaluator plus each live worker's own figures."""
+        """Counts of this evaluator plus each worker's own figures (None: still loading,
+        busy for 30 s, or gone)."""
         ray = self._ray
-        per_worker = []
-        for slot in self._slots:
+        loading = {s.ready: s for s in self._slots if s.info is None}
+        for ref in ray.wait(list(loading), num_returns=len(loading), timeout=0)[0]:
             try:
-                per_worker.append(ray.get(slot.actor.stats.remote(), timeout=30))
-            except (ray.exceptions.RayError, TimeoutError):
-                per_worker.append(None)
+                loading[ref].info = ray.get(ref)
+            except ray.exceptions.RayError:  # evaluate() deals with it
+                pass
+        refs = {s.actor.stats.remote(): i for i, s in enumerate(self._slots) if s.info}
+        done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=30) if refs else ([], [])
+        per_worker: list[dict[str, Any] | None] = [None] * len(self._slots)
+        for ref in done:
+            try:
+                per_worker[refs[ref]] = ray.get(ref)
+            except ray.exceptions.RayError:
+                pass
         return {"backend": "ray", "workers": self.workers, **self._counts,
                 "per_worker": per_worker}
 

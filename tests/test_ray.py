@@ -57,6 +57,7 @@ def ray_eval(spec):
 @pytest.mark.slow
 def test_results_match_local_evaluator_exactly(ray_eval, local):
     assert isinstance(ray_eval, Evaluator)
+    assert len({w["node"] for w in ray_eval.worker_info()}) == 1  # both engines built, here
     jobs = grid(16)
     got = list(ray_eval.evaluate(jobs, TASKS))
     assert sorted(i for i, _ in got) == list(range(len(jobs)))
