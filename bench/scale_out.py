@@ -7,11 +7,13 @@ evaluated by three evaluators, each process with one torch thread: LocalEvaluato
 (in-process), and RayEvaluator with 1 worker and with 2 workers (one CPU each) on one
 private local Ray of 3 CPUs. The three take turns, one pass each per round, so a change in
 the machine's load hits all of them alike; the best pass of each counts. Start-up (building
-a worker's engine) is timed apart. Reported per merge: wall ms; for the Ray paths also the
-worker's own wall and CPU ms inside ``run_job`` (so wall minus in-worker time is what Ray
-adds); the speed-up of 2 workers over 1; and whether every path gave identical results.
-The figures depend on what else the machine runs (the load average is printed). Asserts
-nothing about time.
+a worker's engine) is timed apart. Reported per merge: wall ms, the driver's CPU ms
+(for the Ray paths: dispatching, on the same cores as the workers) and, for the Ray paths,
+the workers' own wall and thread CPU ms inside ``run_job`` (wall minus in-worker wall is
+what Ray adds; in-worker wall above its CPU means the workers waited for a core); then the
+speed-up of 2 workers over 1 and whether every path gave identical results. The figures
+depend on what else the machine runs (the load average is printed). Asserts nothing about
+time.
 """
 from __future__ import annotations
 
@@ -41,14 +43,15 @@ def worker_totals(evaluator) -> np.ndarray:
                     ).sum(axis=0)
 
 
-def one_pass(evaluator, jobs, datasets) -> tuple[float, np.ndarray | None, dict]:
-    """Wall seconds of one pass, the workers' [jobs, wall, CPU] spent in it, the results."""
+def one_pass(evaluator, jobs, datasets) -> tuple[float, np.ndarray | None, dict, float]:
+    """Wall seconds of one pass, the workers' [jobs, wall, CPU] spent in it, the results,
+    and the CPU seconds of this (the driver's) process."""
     before = worker_totals(evaluator) if isinstance(evaluator, RayEvaluator) else None
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     results = dict(evaluator.evaluate(jobs, datasets))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     spent = worker_totals(evaluator) - before if before is not None else None
-    return seconds, spent, results
+    return seconds, spent, results, cpu
 
 
 def main() -> None:
@@ -83,7 +86,7 @@ def main() -> None:
     try:
         for path in paths.values():
             list(path["evaluator"].evaluate(jobs[:4], tasks))  # warm-up
-            path["best"] = (float("inf"), None, None)
+            path["best"] = (float("inf"), None, None, None)
         for _ in range(a.rounds):
             for path in paths.values():
                 result = one_pass(path["evaluator"], jobs, tasks)
@@ -98,13 +101,14 @@ def main() -> None:
 
     reference = paths["local"]["best"][2]
     print(f"\n{'path':<16}{'start-up s':>11}{'grid s':>9}{'wall ms/merge':>15}"
-          f"{'in-worker wall ms':>19}{'in-worker CPU ms':>18}{'same results':>14}")
+          f"{'driver CPU ms':>15}{'in-worker wall ms':>19}{'in-worker CPU ms':>18}"
+          f"{'same results':>14}")
     for name, path in paths.items():
-        seconds, spent, results = path["best"]
+        seconds, spent, results, cpu = path["best"]
         inside = (f"{1e3 * spent[1] / spent[0]:>19.2f}{1e3 * spent[2] / spent[0]:>18.2f}"
                   if spent is not None else f"{'-':>19}{'-':>18}")
         print(f"{name:<16}{path['startup']:>11.2f}{seconds:>9.3f}{1e3 * seconds / n:>15.2f}"
-              f"{inside}{str(results == reference):>14}")
+              f"{1e3 * cpu / n:>15.2f}{inside}{str(results == reference):>14}")
     local_s = paths["local"]["best"][0]
     ray1, ray2 = paths["ray, 1 worker"]["best"], paths["ray, 2 workers"]["best"]
     print(f"\nspeed-up, 2 Ray workers over 1: {ray1[0] / ray2[0]:.2f}x   (aim >= 1.7x)")
