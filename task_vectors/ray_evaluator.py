@@ -6,8 +6,9 @@ The driver hands a job to whichever actor is free and yields results as they com
 tagged with the job's index. Ray does the placement (GPUs, nodes); this module only keeps
 the pool busy and survives lost workers:
 
-* a worker that dies (killed, out of memory, node lost) is replaced, and its in-flight job
-  goes back to the queue for the next free worker;
+* a worker that dies (killed, out of memory, node lost) is replaced, and the jobs it held
+  (up to ``queue_depth``) go back to the front of the queue for the next free worker; the
+  one it was running counts as a failed attempt of that job;
 * a job that raises is retried up to ``max_retries`` times, then ``JobFailedError`` names
   it; a ``MAPError`` (bad input the user can fix) is not retried;
 * results already yielded stay with the caller whatever happens afterwards.
