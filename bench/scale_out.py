@@ -1,0 +1,123 @@
+"""Scale-out on Ray: speed-up of 2 workers over 1, and Ray's overhead per merge (demo zoo).
+
+    .venv/bin/python bench/scale_out.py [--pair DigitsVal,RotateVal] [--grid 11] [--rounds 3]
+
+A grid of --grid x --grid coefficient vectors of one pair (121 merges by default) is
+evaluated by three evaluators, each process with one torch thread: LocalEvaluator
+(in-process), and RayEvaluator with 1 worker and with 2 workers (one CPU each) on one
+private local Ray of 3 CPUs. The three take turns, one pass each per round, so a change in
+the machine's load hits all of them alike; the best pass of each counts. Start-up (building
+a worker's engine) is timed apart. Reported per merge: wall ms, the driver's CPU ms
+(for the Ray paths: dispatching, on the same cores as the workers) and, for the Ray paths,
+the workers' own wall and thread CPU ms inside ``run_job`` (wall minus in-worker wall is
+what Ray adds; in-worker wall above its CPU means the workers waited for a core); then the
+speed-up of 2 workers over 1 and whether every path gave identical results. The figures
+depend on what else the machine runs (the load average is printed). Asserts nothing about
+time.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from common import demo_zoo, set_threads
+from task_vectors.checkpoints import finetuned_path, head_path
+from task_vectors.evaluators import EngineSpec, LocalEvaluator
+from task_vectors.ray_evaluator import RayEvaluator, start_local_ray
+
+
+def demo_spec(zoo, tasks) -> EngineSpec:
+    return EngineSpec(model_name=zoo.model_name, pretrained=str(zoo.path / "zeroshot.pt"),
+                      finetuned=tuple((t, str(finetuned_path(zoo.path, t))) for t in tasks),
+                      heads=tuple((t, str(head_path(zoo.path, t))) for t in tasks),
+                      datasets=tuple(tasks), data_location=str(zoo.path))
+
+
+def worker_totals(evaluator) -> np.ndarray:
+    """[jobs, wall s, CPU s] summed over a RayEvaluator's workers."""
+    per_worker = evaluator.stats()["per_worker"]
+    return np.array([[w["jobs"], w["busy_seconds"], w["cpu_seconds"]] for w in per_worker]
+                    ).sum(axis=0)
+
+
+def one_pass(evaluator, jobs, datasets) -> tuple[float, np.ndarray | None, dict, float]:
+    """Wall seconds of one pass, the workers' [jobs, wall, CPU] spent in it, the results,
+    and the CPU seconds of this (the driver's) process."""
+    before = worker_totals(evaluator) if isinstance(evaluator, RayEvaluator) else None
+    start, cpu = time.perf_counter(), time.process_time()
+    results = dict(evaluator.evaluate(jobs, datasets))
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    spent = worker_totals(evaluator) - before if before is not None else None
+    return seconds, spent, results, cpu
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pair", default="DigitsVal,RotateVal")
+    p.add_argument("--grid", type=int, default=11)
+    p.add_argument("--rounds", type=int, default=3)
+    a = p.parse_args()
+    set_threads(1)
+    tasks = a.pair.split(",")
+    axis = np.linspace(0.0, 1.0, a.grid)
+    jobs = [np.array([x, y]) for x in axis for y in axis]
+    n = len(jobs)
+    zoo = demo_zoo()
+    spec = demo_spec(zoo, tasks)
+    print(f"demo zoo: {zoo.path}")
+    print(f"{n} merges of {' / '.join(tasks)}, evaluated on both tasks; one torch thread per "
+          f"process; {a.rounds} rounds, best pass counts; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at start")
+
+    start_local_ray(num_cpus=3)  # both pools at once, so their passes can take turns
+    paths: dict[str, dict] = {}
+    start = time.perf_counter()
+    paths["local"] = {"evaluator": LocalEvaluator(spec.build())}
+    paths["local"]["startup"] = time.perf_counter() - start
+    for workers in (1, 2):
+        start = time.perf_counter()
+        evaluator = RayEvaluator(spec, workers=workers)
+        evaluator.worker_pids()  # wait until every engine is built
+        paths[f"ray, {workers} worker{'s' * (workers > 1)}"] = {
+            "evaluator": evaluator, "startup": time.perf_counter() - start}
+    try:
+        for path in paths.values():
+            list(path["evaluator"].evaluate(jobs[:4], tasks))  # warm-up
+            path["best"] = (float("inf"), None, None, None)
+        for _ in range(a.rounds):
+            for path in paths.values():
+                result = one_pass(path["evaluator"], jobs, tasks)
+                if result[0] < path["best"][0]:
+                    path["best"] = result
+    finally:
+        for path in paths.values():
+            path["evaluator"].close()
+        import ray
+
+        ray.shutdown()
+
+    reference = paths["local"]["best"][2]
+    print(f"\n{'path':<16}{'start-up s':>11}{'grid s':>9}{'wall ms/merge':>15}"
+          f"{'driver CPU ms':>15}{'in-worker wall ms':>19}{'in-worker CPU ms':>18}"
+          f"{'same results':>14}")
+    for name, path in paths.items():
+        seconds, spent, results, cpu = path["best"]
+        inside = (f"{1e3 * spent[1] / spent[0]:>19.2f}{1e3 * spent[2] / spent[0]:>18.2f}"
+                  if spent is not None else f"{'-':>19}{'-':>18}")
+        print(f"{name:<16}{path['startup']:>11.2f}{seconds:>9.3f}{1e3 * seconds / n:>15.2f}"
+              f"{1e3 * cpu / n:>15.2f}{inside}{str(results == reference):>14}")
+    local_s = paths["local"]["best"][0]
+    ray1, ray2 = paths["ray, 1 worker"]["best"], paths["ray, 2 workers"]["best"]
+    print(f"\nspeed-up, 2 Ray workers over 1: {ray1[0] / ray2[0]:.2f}x   (aim >= 1.7x)")
+    print(f"speed-up, 2 Ray workers over LocalEvaluator: {local_s / ray2[0]:.2f}x")
+    print(f"Ray overhead per merge, 1 worker: wall minus in-worker wall "
+          f"{1e3 * (ray1[0] - ray1[1][1]) / n:.2f} ms; wall minus LocalEvaluator's wall "
+          f"{1e3 * (ray1[0] - local_s) / n:.2f} ms   (aim < 5 ms)")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
