@@ -9,7 +9,7 @@ the evaluation data it is scored on.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -80,7 +80,7 @@ class FrontResult:
 def solve_front(task: FrontTask, settings: SearchSettings) -> FrontResult:
     """Fit one surrogate per objective, search the front, pick, re-evaluate, write, draw."""
     C, Y = np.asarray(task.C, dtype=float), np.asarray(task.Y, dtype=float)
-    K, senses = Y.shape[1], [task.metric.sense] * Y.shape[1]
+    senses = [task.metric.sense] * Y.shape[1]
     surrogates = fit_surrogates(C, Y, task.metric.link)
     r2 = {str(lab): float(s.score(C, Y[:, k]))
           for k, (lab, s) in enumerate(zip(task.labels, surrogates))}

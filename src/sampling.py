@@ -45,8 +45,7 @@ def grid_points(T: int, per_axis: int, low: float = 0.0, high: float = 1.0) -> n
             f"grid with per_axis={per_axis} and T={T} has {per_axis ** T} rows; "
             f"expected at most {_MAX_GRID_ROWS} (use fewer points or fewer tasks)"
         )
-    axis = np.linspace(low, high, per_axis)
-    grid = np.stack(np.meshgrid(*([axis] * T), indexing="ij"), axis=-1).reshape(-1, T)
+    grid = full_grid(T, per_axis, low, high)
     keep = ~(_is_one_hot(grid) | _is_diagonal(grid) | (np.abs(grid.sum(axis=1) - 1.0) < _TOL))
     return grid[keep]
 

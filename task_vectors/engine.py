@@ -13,20 +13,15 @@ buffers and per-point timers; evaluation data and precision live in their own mo
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import resource
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torchvision import transforms as T_
 from tqdm.auto import tqdm
 
 from map_common.errors import MAPError

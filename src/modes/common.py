@@ -15,7 +15,7 @@ from src.front import FrontResult, FrontTask, SearchSettings, front_summary, sol
 from src.outputs import print_summary, write_run_json
 from src.baselines import baseline_dominance, evaluate_baselines, figure_baselines
 from src.compare import load_compared, method_label
-from src.figures_comparison import plot_comparison
+from src.plotting.comparison import plot_comparison
 from src.indicators import pareto_filter
 from src.results import (RunDirectory, ScalingResults, check_fingerprint,
                          evaluation_fingerprint, write_json)

@@ -7,7 +7,7 @@ from typing import Any
 from src import sampling
 from src.config import RunConfig
 from src.evaluation import evaluate_metric
-from src.figures_comparison import plot_comparison
+from src.plotting.comparison import plot_comparison
 from src.modes.common import finish, open_run
 from src.pareto import non_dominated
 from src.results import front_json, write_json

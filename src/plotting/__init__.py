@@ -1,4 +1,5 @@
-"""Publication figures: Pareto fronts, surrogate fits, adaptive-sampling rounds, merge trees.
+"""Publication figures: Pareto fronts, surrogate fits, adaptive-sampling rounds, merge trees,
+and fronts compared with the grid and the baselines.
 
 Every figure comes in two layers: a `*_figure(...)` builder returning a matplotlib
 `Figure` (for tests and for users who want to restyle it) and a `plot_*(..., path)` that
@@ -7,12 +8,17 @@ the written paths. Figures are made with `matplotlib.figure.Figure` directly, ne
 pyplot, so no GUI backend or global figure registry is involved (headless, SLURM, threads)
 and a figure is freed as soon as it goes out of scope.
 """
-from src.plotting.fronts import (front_figure, plot_front, plot_surrogate_fit,  # noqa: F401
+from src.plotting.comparison import comparison_figure, plot_comparison
+from src.plotting.fronts import (front_figure, plot_front, plot_surrogate_fit,
                                  plot_true_vs_predicted, surrogate_fit_figure,
                                  true_vs_predicted_figure)
-from src.plotting.rounds import (bayesian_rounds_figure, merge_tree_figure,  # noqa: F401
-                                 merge_tree_layout, nested_summary_figure, plot_bayesian_rounds,
-                                 plot_merge_tree, plot_nested_summary)
-from src.plotting.style import *  # noqa: F401,F403
-from src.plotting.style import (_axis_label, _grid_shape, _hide_unused, _matrix,  # noqa: F401
-                                _names, _new_figure, _save, _shared_legend, _style)
+from src.plotting.rounds import (bayesian_rounds_figure, merge_tree_figure, merge_tree_layout,
+                                 nested_summary_figure, plot_bayesian_rounds, plot_merge_tree,
+                                 plot_nested_summary)
+from src.plotting.style import DPI, PlotInputError
+
+__all__ = ["comparison_figure", "plot_comparison", "front_figure", "plot_front",
+           "plot_surrogate_fit", "plot_true_vs_predicted", "surrogate_fit_figure",
+           "true_vs_predicted_figure", "bayesian_rounds_figure", "merge_tree_figure",
+           "merge_tree_layout", "nested_summary_figure", "plot_bayesian_rounds",
+           "plot_merge_tree", "plot_nested_summary", "DPI", "PlotInputError"]

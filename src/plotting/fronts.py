@@ -5,14 +5,12 @@ from __future__ import annotations
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from itertools import combinations
-from numbers import Integral
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-from matplotlib import colormaps, rc_context
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -21,9 +19,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 
-from src.plotting.style import *  # noqa: F401,F403
-from src.plotting.style import (_axis_label, _grid_shape, _hide_unused, _matrix, _names, _new_figure,
-                                _save, _shared_legend, _style)
+from src.plotting.style import (BLUE, GREY, ORANGE, PlotInputError, VERMILLION,
+                               _axis_label, _grid_shape, _hide_unused, _matrix, _names,
+                               _new_figure, _save, _shared_legend, _style)
 
 def front_figure(
     evaluated: np.ndarray,

@@ -5,25 +5,20 @@ from __future__ import annotations
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from itertools import combinations
 from numbers import Integral
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
-from matplotlib import colormaps, rc_context
-from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 
 
-from src.plotting.style import *  # noqa: F401,F403
-from src.plotting.style import (_axis_label, _grid_shape, _hide_unused, _matrix, _names, _new_figure,
-                                _save, _shared_legend, _style)
+from src.plotting.style import (BLUE, GREY, ORANGE, PlotInputError, _grid_shape,
+                               _hide_unused, _matrix, _names, _new_figure, _save,
+                               _shared_legend, _style)
 
 def bayesian_rounds_figure(
     C: np.ndarray, round_of_point: np.ndarray, names: Sequence[str], *, n_bins: int = 4,

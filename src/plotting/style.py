@@ -1,30 +1,15 @@
-"""Shared style and input checks of the figures (see the package docstring).
-
-Every figure comes in two layers: a `*_figure(...)` builder returning a matplotlib
-`Figure` (for tests and for users who want to restyle it) and a `plot_*(..., path)` that
-builds, writes `path` as a 300-dpi PNG (plus a PDF beside it when pdf=True) and returns
-the written paths. Figures are made with `matplotlib.figure.Figure` directly, never
-pyplot, so no GUI backend or global figure registry is involved (headless, SLURM, threads)
-and a figure is freed as soon as it goes out of scope.
-"""
+"""Shared style, saving and input checks of the figures (see the package docstring)."""
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from itertools import combinations
-from numbers import Integral
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
-from matplotlib import colormaps, rc_context
-from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib import rc_context
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 
 DPI = 300
 

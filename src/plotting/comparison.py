@@ -21,9 +21,9 @@ from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from src.plotting import (BLUE, GREEN, ORANGE, PURPLE, SKY, VERMILLION, PlotInputError,
-                          _axis_label, _grid_shape, _hide_unused, _matrix, _names,
-                          _new_figure, _save, _shared_legend, _style)
+from src.plotting.style import (BLUE, GREEN, ORANGE, PURPLE, SKY, VERMILLION, PlotInputError,
+                                _axis_label, _grid_shape, _hide_unused, _matrix, _names,
+                                _new_figure, _save, _shared_legend, _style)
 
 # Runs: strong colours, one per MAP variant; baselines: other colours and distinct markers.
 RUN_COLOURS = (VERMILLION, BLUE, SKY, "#CC6677")

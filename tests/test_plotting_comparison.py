@@ -1,4 +1,4 @@
-"""src.figures_comparison: files written, legend entries, the grid-front staircase."""
+"""src.plotting.comparison: files written, legend entries, the grid-front staircase."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -7,7 +7,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from src import figures_comparison as FC
+from src.plotting import comparison as FC
 from src.plotting import DPI, PlotInputError
 
 
