@@ -7,7 +7,7 @@ import torch
 
 from map_common.errors import MAPError
 from task_vectors import merging
-from task_vectors.merging import apply, task_arithmetic
+from task_vectors.merging import apply, task_arithmetic, tau_transform
 
 SHAPES = {"a": (2, 2), "b": (2,)}  # 6 entries over two weights: trimming must span both
 
@@ -414,13 +414,14 @@ def test_apply_adds_and_copies():
 def test_task_arithmetic_on_the_zoo_equals_merge_engine(demo_zoo):
     from task_vectors.checkpoints import finetuned_path, load_state_dict, zeroshot_path
     from task_vectors.engine import MergeEngine
-    from task_vectors.task_vector import TaskVector
 
     tasks = demo_zoo.tasks[1:3]
     c = (0.3, 0.5)
     pre = load_state_dict(zeroshot_path(demo_zoo.path))
-    vectors = [TaskVector(pre, load_state_dict(finetuned_path(demo_zoo.path, t))).vector
-               for t in tasks]
+    vectors = []
+    for t in tasks:
+        ft = load_state_dict(finetuned_path(demo_zoo.path, t))
+        vectors.append({k: ft[k] - v for k, v in pre.items() if v.is_floating_point()})
     merged = apply(pre, task_arithmetic(vectors, c))
 
     engine = MergeEngine.from_checkpoints(
@@ -436,3 +437,34 @@ def test_task_arithmetic_on_the_zoo_equals_merge_engine(demo_zoo):
                                    err_msg=k)
         changed += not torch.equal(merged[k], pre[k])
     assert changed > len(live) // 2  # the merge moved most weights
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("method", ["ties", "dare", "dare-ties"])
+def test_engine_merge_of_a_method_equals_theta_pre_plus_its_transformed_vectors(demo_zoo,
+                                                                                method):
+    """theta(c) = theta_pre + sum_i c_i tau'_i, with tau' computed here from the checkpoint
+    files (our own flattening), not read back from the engine."""
+    from task_vectors.checkpoints import finetuned_path, load_state_dict, zeroshot_path
+    from task_vectors.engine import MergeEngine
+
+    tasks = demo_zoo.tasks[:3]
+    c = np.array([0.4, 0.7, 0.2])
+    pre = load_state_dict(zeroshot_path(demo_zoo.path))
+    engine = MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(demo_zoo.path)),
+        finetuned={t: str(finetuned_path(demo_zoo.path, t)) for t in tasks},
+        heads={}, datasets=[], data_location="",
+        tau_transform=tau_transform(method, density=0.3, drop_rate=0.5, seed=3))
+    keys = engine.keys  # the merged weights, in the engine's flattening order
+    flat_pre = torch.cat([pre[k].reshape(-1) for k in keys])
+    fts = [load_state_dict(finetuned_path(demo_zoo.path, t)) for t in tasks]
+    tau = torch.stack([torch.cat([ft[k].reshape(-1) for k in keys]) - flat_pre for ft in fts])
+    tau_transform(method, density=0.3, drop_rate=0.5, seed=3)(tau)
+    expected = flat_pre + (torch.as_tensor(c, dtype=torch.float32)[:, None] * tau).sum(0)
+    engine.set_coefficients(c)
+    live = engine.encoder.state_dict()
+    got = torch.cat([live[k].reshape(-1) for k in keys])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(tau, torch.stack([torch.cat([ft[k].reshape(-1) for k in keys])
+                                                - flat_pre for ft in fts]))  # it transformed
