@@ -134,15 +134,16 @@ class ScalingResults:
             raise RuntimeError(f"{self.path}: opened read-only")
         entry = jsonable({"evals": evals, "models": dict(zip(self.models, map(float, c)))})
         line = json.dumps(entry) + "\n"
+        # Memory first: a Ctrl-C/SIGTERM landing anywhere below still gets the point folded.
+        self.entries.append(entry)
+        self._index[point_key(c)] = entry
+        self._dirty = True
         if self._handle is None:
             self.journal.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.journal, "a")
         self._handle.write(line)
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self._dirty = True
-        self.entries.append(entry)
-        self._index[point_key(c)] = entry
 
     def fold(self) -> None:
         """Write every point into the JSON file (atomically), then drop the journal."""
