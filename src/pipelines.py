@@ -18,7 +18,7 @@ from src import bayesian, nested, pareto, plotting, sampling
 from map_common.errors import MAPError
 from src.results import (EVALUATION_SETTINGS, RunDirectory, ScalingResults, check_fingerprint,
                          evaluation_fingerprint, front_json, load_preference, read_json,
-                         versions, write_json)
+                         record_fingerprint, versions, write_json)
 from src.surrogate import QuadraticSurrogate, fit_surrogates, link_for_metric
 
 NESTED_PAIR_POINTS = 20
@@ -172,6 +172,7 @@ def build_engine(setup: Setup):
                                    device=setup.device, openclip_cachedir=args.openclip_cachedir)
              for d in setup.datasets}
     release_text_encoder()
+    record_fingerprint(setup.run.path, run_fingerprint(setup))  # the heads as evaluated
     engine = MergeEngine.from_checkpoints(
         model_name=setup.model_name, pretrained=setup.pretrained,
         finetuned={m: str(finetuned_path(setup.save, m)) for m in setup.models},

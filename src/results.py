@@ -435,6 +435,16 @@ def check_fingerprint(run_path: str | os.PathLike, fp: Mapping[str, Any]) -> Non
         write_json(run_path / FINGERPRINT, fp)
 
 
+def record_fingerprint(run_path: str | os.PathLike, fp: Mapping[str, Any]) -> None:
+    """Store ``fp`` as the run's fingerprint (after check_fingerprint passed and the heads
+    are settled: a cached head built for another model is rebuilt by the run, and the
+    rebuilt file is what its evaluations used)."""
+    path = Path(run_path) / FINGERPRINT
+    fp = jsonable(fp)
+    if read_json(path) != fp:
+        write_json(path, fp)
+
+
 # ------------------------------------------------------------------ one run per directory
 LOCK = ".lock"
 BOOKKEEPING = {LOCK, FINGERPRINT}

@@ -19,7 +19,7 @@ import pytest
 from helpers import CountingEvaluate
 from map_common.errors import MAPError
 from src.results import (FINGERPRINT, LOCK, RunLock, check_fingerprint, evaluation_fingerprint,
-                         fingerprint_changes)
+                         fingerprint_changes, record_fingerprint)
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = "DigitsVal_RotateVal"
@@ -129,6 +129,9 @@ def test_a_head_the_first_run_built_is_no_change_but_a_replaced_one_is(tmp_path)
     (tmp_path / "head_AVal.pt").write_bytes(b"another head")
     with pytest.raises(MAPError, match=r"was made with the head of AVal .* as 4 bytes"):
         check_fingerprint(run, _fp(tmp_path))
+    # A run that rebuilt a head (cached for another model) records the file it used.
+    record_fingerprint(run, _fp(tmp_path))
+    check_fingerprint(run, _fp(tmp_path))
 
 
 def test_a_folder_checkpoint_is_stamped_file_by_file(tmp_path):
