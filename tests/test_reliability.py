@@ -265,7 +265,7 @@ def test_sigterm_stops_like_ctrl_c_and_the_directory_resumes(
     message = err.strip().splitlines()[-1]
     assert message.startswith("run_MAP.py: interrupted by SIGTERM; the merge being evaluated "
                               f"was dropped, every finished evaluation is stored in {run_dir}")
-    assert message.endswith(f"--exp-id term)")
+    assert message.endswith("--exp-id term)")
     # Stopped cleanly: the journal was folded into a complete original-format file.
     assert not (run_dir / f"{NAMES}scaling_results.jsonl").exists()
     stored = len(json.loads((run_dir / f"{NAMES}scaling_results.json").read_text()))
