@@ -8,6 +8,7 @@ import argparse
 import math
 import os
 import time
+from typing import Callable
 
 from src.config import Defaults
 from task_vectors.merging import MERGE_METHODS
@@ -66,7 +67,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def int_in(low: int, high: int | None = None, why: str = "") -> "callable":
+def int_in(low: int, high: int | None = None, why: str = "") -> Callable[[str], int]:
     """argparse type: an integer in [low, high]; the message says the range (and why)."""
     def parse(text: str) -> int:
         try:
@@ -90,7 +91,7 @@ point_count = int_in(1, MAX_POINTS, ": every point is a full evaluation of a mer
 
 
 def float_in(low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
-             high_open: bool = False) -> "callable":
+             high_open: bool = False) -> Callable[[str], float]:
     """argparse type: a finite float in a range (open or closed at each end)."""
     def parse(text: str) -> float:
         try:

@@ -134,15 +134,16 @@ class ScalingResults:
             raise RuntimeError(f"{self.path}: opened read-only")
         entry = jsonable({"evals": evals, "models": dict(zip(self.models, map(float, c)))})
         line = json.dumps(entry) + "\n"
+        # Memory first: a Ctrl-C/SIGTERM landing anywhere below still gets the point folded.
+        self.entries.append(entry)
+        self._index[point_key(c)] = entry
+        self._dirty = True
         if self._handle is None:
             self.journal.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.journal, "a")
         self._handle.write(line)
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self._dirty = True
-        self.entries.append(entry)
-        self._index[point_key(c)] = entry
 
     def fold(self) -> None:
         """Write every point into the JSON file (atomically), then drop the journal."""
@@ -424,6 +425,16 @@ def check_fingerprint(run_path: str | os.PathLike, fp: Mapping[str, Any]) -> Non
                        f"--exp-id or delete {run_path} to start afresh")
     if stored != fp:  # files the earlier run created (cached heads): remember them now
         write_json(run_path / FINGERPRINT, fp)
+
+
+def record_fingerprint(run_path: str | os.PathLike, fp: Mapping[str, Any]) -> None:
+    """Store ``fp`` as the run's fingerprint (after check_fingerprint passed and the heads
+    are settled: a cached head built for another model is rebuilt by the run, and the
+    rebuilt file is what its evaluations used)."""
+    path = Path(run_path) / FINGERPRINT
+    fp = jsonable(fp)
+    if read_json(path) != fp:
+        write_json(path, fp)
 
 
 # ------------------------------------------------------------------ one run per directory

@@ -19,7 +19,7 @@ import pytest
 from helpers import CountingEvaluate
 from map_common.errors import MAPError
 from src.results import (FINGERPRINT, LOCK, RunLock, check_fingerprint, evaluation_fingerprint,
-                         fingerprint_changes)
+                         fingerprint_changes, record_fingerprint)
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = "DigitsVal_RotateVal"
@@ -129,6 +129,9 @@ def test_a_head_the_first_run_built_is_no_change_but_a_replaced_one_is(tmp_path)
     (tmp_path / "head_AVal.pt").write_bytes(b"another head")
     with pytest.raises(MAPError, match=r"was made with the head of AVal .* as 4 bytes"):
         check_fingerprint(run, _fp(tmp_path))
+    # A run that rebuilt a head (cached for another model) records the file it used.
+    record_fingerprint(run, _fp(tmp_path))
+    check_fingerprint(run, _fp(tmp_path))
 
 
 def test_a_folder_checkpoint_is_stamped_file_by_file(tmp_path):
@@ -262,7 +265,7 @@ def test_sigterm_stops_like_ctrl_c_and_the_directory_resumes(
     message = err.strip().splitlines()[-1]
     assert message.startswith("run_MAP.py: interrupted by SIGTERM; the merge being evaluated "
                               f"was dropped, every finished evaluation is stored in {run_dir}")
-    assert message.endswith(f"--exp-id term)")
+    assert message.endswith("--exp-id term)")
     # Stopped cleanly: the journal was folded into a complete original-format file.
     assert not (run_dir / f"{NAMES}scaling_results.jsonl").exists()
     stored = len(json.loads((run_dir / f"{NAMES}scaling_results.json").read_text()))

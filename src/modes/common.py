@@ -18,7 +18,7 @@ from src.compare import load_compared, method_label
 from src.plotting.comparison import plot_comparison
 from src.indicators import pareto_filter
 from src.results import (RunDirectory, ScalingResults, check_fingerprint,
-                         evaluation_fingerprint, write_json)
+                         evaluation_fingerprint, record_fingerprint, write_json)
 from src.truth import load_truth, score_against_truth
 
 
@@ -45,6 +45,7 @@ def open_run(config: RunConfig) -> Iterator[RunContext]:
     truth = load_truth(config.truth, config) if config.truth else None  # before any loading
     check_fingerprint(run.path, run_fingerprint(config))  # a resume must mean the same values
     evaluator = open_evaluator(config, timings)
+    record_fingerprint(run.path, run_fingerprint(config))  # the heads as evaluated
     try:
         yield RunContext(config, run, evaluator, started, timings, truth)
     finally:
