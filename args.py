@@ -8,6 +8,7 @@ import argparse
 import math
 import os
 import time
+from pathlib import Path
 from typing import Callable
 
 from src.config import Defaults
@@ -15,6 +16,7 @@ from task_vectors.merging import MERGE_METHODS
 from src.metrics import METRICS
 from src.pareto import PICKS
 
+REPO = Path(__file__).resolve().parent
 DEFAULT_DATASETS = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal"]
 # Demo defaults: a pair that trades off for map/bayesian, four tasks for nested.
 DEMO_PAIR = ["DigitsVal", "RotateVal"]
@@ -197,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--point", type=point_count, default=None,
                    help="Number of coefficient vectors to evaluate (default: default_points(T) "
                         "in args.py, (T+1)(T+2); nested: per pair, NESTED_PAIR_POINTS).")
-    g.add_argument("--preference", type=str, default="example_preference.yaml",
+    g.add_argument("--preference", type=str, default=str(REPO / "example_preference.yaml"),
                    help="YAML (or JSON) file {dataset: weight} used to pick a model from the "
                         "front.")
     g.add_argument("--bounds", type=finite_float, nargs=2, default=[0.0, 1.0], metavar=("LOW", "HIGH"),

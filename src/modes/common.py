@@ -30,6 +30,7 @@ class RunContext:
     started: float
     timings: dict[str, float] = field(default_factory=dict)
     truth: Any = None  # src.truth.Truth with --truth
+    compared: list = field(default_factory=list)  # --compare: (label, front, real points)
 
     def store(self) -> ScalingResults:
         """The run's evaluated points (``<names>scaling_results.json``)."""
@@ -42,12 +43,14 @@ def open_run(config: RunConfig) -> Iterator[RunContext]:
     started = time.perf_counter()
     run = RunDirectory(config.results_path, config.exp_id, config.models)
     timings: dict[str, float] = {}
-    truth = load_truth(config.truth, config) if config.truth else None  # before any loading
+    # the other runs a run refers to are read before anything is loaded or written
+    truth = load_truth(config.truth, config) if config.truth else None
+    compared = load_compared(config.compare, config)
     check_fingerprint(run.path, run_fingerprint(config))  # a resume must mean the same values
     evaluator = open_evaluator(config, timings)
     record_fingerprint(run.path, run_fingerprint(config))  # the heads as evaluated
     try:
-        yield RunContext(config, run, evaluator, started, timings, truth)
+        yield RunContext(config, run, evaluator, started, timings, truth, compared)
     finally:
         evaluator.close()
 
@@ -109,7 +112,7 @@ def add_baselines_and_comparisons(ctx: RunContext, task: FrontTask, result: Fron
         front = pareto_filter(real, [config.metric.sense] * config.T)  # MAP's real front
         summary["baselines"] = baseline_dominance(front, stored, config)
     label = method_label(dict(config.evaluation.engine_options).get("merge_method", "ta"))
-    runs = [(label, result.F_front, result.F_real), *load_compared(config.compare, config)]
+    runs = [(label, result.F_front, result.F_real), *ctx.compared]
     truth = ctx.truth
     figures = plot_comparison(
         list(config.datasets), config.metric.name,
