@@ -29,7 +29,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from map_common.errors import MAPError
-from task_vectors.evaluators import EngineSpec, Evals, run_job
+from task_vectors.evaluators import EngineSpec, Evals, merged_state, run_job
 
 PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -116,6 +116,9 @@ class _Worker:
         self.cpu_seconds += time.thread_time() - cpu
         self.jobs += 1
         return evals
+
+    def merged_state(self, coefficients: Sequence[float]) -> dict[str, Any]:
+        return merged_state(self.engine, coefficients)
 
     def stats(self) -> dict[str, Any]:
         engine_stats = getattr(self.engine, "stats", None)
@@ -351,6 +354,18 @@ class RayEvaluator:
         for slot, info in zip(self._slots, infos):
             slot.info = info
         return infos
+
+    def merged_state(self, coefficients: Sequence[float]) -> dict[str, Any]:
+        """θ(c) as a CPU state dict, built by the first worker that can (tried in turn)."""
+        error: BaseException | None = None
+        for slot in list(self._slots):
+            try:
+                return self._ray.get(slot.actor.merged_state.remote(list(map(float,
+                                                                           coefficients))))
+            except self._ray.exceptions.RayError as e:
+                error = e
+        raise JobFailedError(f"no Ray worker could build the merged model at "
+                             f"{list(coefficients)}: {error}")
 
     def worker_pids(self) -> list[int]:
         return [info["pid"] for info in self.worker_info()]

@@ -185,10 +185,17 @@ def test_each_round_pairs_the_closest_models():
     world = FakeLinearWorld(TASKS8, seed=4)
     acc = single_acc(TASKS8, seed=4)
     res = run_nested(TASKS8, acc, {t: 1.0 for t in TASKS8}, world.run_pair, world.measure)
-    for names, rec in zip(res.pool_history, res.records):
-        pool = [res.models[n] for n in names]
-        i, j = pair_closest(pool)
-        assert (rec["left"], rec["right"]) == (names[i], names[j])
+    # Level by level: 8 -> 4 -> 2 -> 1 models; each level's pairs are disjoint, closest
+    # first, each the closest pair of the models not yet paired at that level.
+    assert [len(names) for names in res.pool_history] == [8, 4, 2, 1]
+    assert [rec["level"] for rec in res.records] == [0, 0, 0, 0, 1, 1, 2]
+    for level, names in enumerate(res.pool_history[:-1]):
+        left = [res.models[n] for n in names]
+        for rec in [r for r in res.records if r["level"] == level]:
+            i, j = pair_closest(left)
+            assert (rec["left"], rec["right"]) == (left[i].name, left[j].name)
+            left = [m for k, m in enumerate(left) if k not in (i, j)]
+        assert left == []
     # First round: the globally closest pair of single accuracies.
     vals = sorted(acc.items(), key=lambda kv: kv[1])
     gaps = [(vals[k + 1][1] - vals[k][1], {vals[k][0], vals[k + 1][0]}) for k in range(7)]
