@@ -324,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Join a running Ray cluster (e.g. the one scripts/slurm/"
                         "map_ray_multinode.sbatch starts) instead of starting one; --workers "
                         "defaults to 'auto' then.")
+    g.add_argument("--sweep", choices=("pairs", "triples"), default=None,
+                   help="Run --method map on every pair (triple) of --zeroshot-merge-models, "
+                        "each in <results-path>/<exp-id>/<A>_<B>/, all on one pool of engines "
+                        "(every subset's design in one batch); writes sweep.csv and sweep.png "
+                        "there. --point counts per subset (default: for 2 or 3 tasks).")
     g.add_argument("--cpus-per-worker", type=positive_int, default=1,
                    help="CPU cores (and torch threads) of each Ray worker (default 1).")
 

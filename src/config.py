@@ -107,6 +107,7 @@ class RunConfig:
     results_path: str
     exp_id: str
     pdf: bool
+    sweep: str | None = None    # pairs | triples: map on every subset of the models
     arguments: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -150,7 +151,9 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     _check_models(models, datasets)
     for name in datasets:
         check_dataset_name(name)
-    points, bayes = _budget(args, defaults, len(models))
+    sweep = _sweep(args, len(models))
+    points, bayes = _budget(args, defaults, len(models) if sweep is None else
+                            {"pairs": 2, "triples": 3}[sweep])
     grid_per_axis = _grid_per_axis(args, defaults, len(models))
     truth = None
     if args.truth is not None:
@@ -214,7 +217,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         preference=preference, bayes=bayes, grid_per_axis=grid_per_axis, truth=truth,
         baselines=baselines, compare=compare,
         source=source, evaluation=evaluation,
-        results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf,
+        results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf, sweep=sweep,
         arguments=arguments)
 
 
@@ -266,6 +269,23 @@ def _budget(args: argparse.Namespace, defaults: Defaults, T: int
                 args.bayes_iter if args.bayes_iter is not None else n_iter)
     bayesian.check_schedule(T, *schedule)
     return points, schedule
+
+
+def _sweep(args: argparse.Namespace, T: int) -> str | None:
+    sweep = getattr(args, "sweep", None)
+    if sweep is None:
+        return None
+    k = {"pairs": 2, "triples": 3}[sweep]
+    if args.method != "map":
+        raise MAPError(f"--sweep runs --method map on every subset, not --method {args.method}")
+    if T <= k:
+        raise MAPError(f"--sweep {sweep} over {T} models is a single run; list more models "
+                       "with --zeroshot-merge-models")
+    for flag, value in (("--truth", args.truth), ("--baselines", args.baselines),
+                        ("--compare", args.compare)):
+        if value:
+            raise MAPError(f"{flag} does not go with --sweep (run it on one subset's run)")
+    return sweep
 
 
 def _grid_per_axis(args: argparse.Namespace, defaults: Defaults, T: int) -> int | None:
