@@ -1,15 +1,16 @@
 """Where the algorithms meet the models: build the run's evaluator, evaluate points, store them.
 
 ``open_evaluator`` loads checkpoints, heads and evaluation sets once (torch is imported
-here, lazily, never by the algorithm modules). ``evaluate_points`` sends the points a run
-directory does not hold yet to the evaluator and stores each result as it arrives, so a
-killed run loses at most the points in flight.
+here, lazily, never by the algorithm modules), or starts a pool of Ray workers that do.
+``evaluate_points`` sends the points a run directory does not hold yet to the evaluator
+and stores each result in job order as soon as the earlier ones are in, so a killed run
+loses at most the points in flight and files are the same with or without Ray.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -133,9 +134,8 @@ def evaluate_points(evaluator, store: ScalingResults, C: np.ndarray, datasets: S
     if todo:
         jobs = [c if coefficients is None else coefficients(c) for c in todo]
         with progress(len(jobs), desc) as bar:
-            for i, evals in evaluator.evaluate(jobs, list(datasets)):
+            for i, evals in in_order(evaluator.evaluate(jobs, list(datasets)), bar):
                 store.add(todo[i], evals)
-                bar.update()
     return [store.get(c) for c in C]
 
 
@@ -159,12 +159,29 @@ def evaluate_groups(evaluator, groups: Sequence[Group], desc: str = "evaluating 
                 where.append((g, c))
     if jobs:
         with progress(len(jobs), desc) as bar:
-            for i, evals in evaluator.evaluate(jobs, []):
+            for i, evals in in_order(evaluator.evaluate(jobs, []), bar):
                 g, c = where[i]
                 groups[g][0].add(c, evals)
-                bar.update()
     return [[store.get(c) for c in np.atleast_2d(np.asarray(C, dtype=float))]
             for store, C, _, _ in groups]
+
+
+def in_order(results: Iterator[tuple[int, Any]], bar: tqdm | None = None
+             ) -> Iterator[tuple[int, Any]]:
+    """(index, result) pairs in index order, whatever order they complete in (a pool of
+    workers), so a run's files are the same with or without Ray. A result waits only for
+    the earlier jobs still in flight (a few per worker); a killed driver loses those too."""
+    pending: dict[int, Any] = {}
+    next_index = 0
+    for i, result in results:
+        if bar is not None:
+            bar.update()
+        pending[i] = result
+        while next_index in pending:
+            yield next_index, pending.pop(next_index)
+            next_index += 1
+    if pending:
+        raise RuntimeError(f"the evaluator skipped job {next_index}")
 
 
 def progress(total: int, desc: str) -> tqdm:

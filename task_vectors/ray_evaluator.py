@@ -121,8 +121,11 @@ class _Worker:
         return merged_state(self.engine, coefficients)
 
     def stats(self) -> dict[str, Any]:
+        import ray
+
         engine_stats = getattr(self.engine, "stats", None)
-        return {"pid": os.getpid(), "jobs": self.jobs, "busy_seconds": self.busy_seconds,
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "jobs": self.jobs, "busy_seconds": self.busy_seconds,
                 "cpu_seconds": self.cpu_seconds, "build_seconds": self.build_seconds,
                 "engine": engine_stats() if callable(engine_stats) else {}}
 
