@@ -8,7 +8,10 @@ space, and the caller's engine only ever sets coefficients over the T original v
 
 This module holds the bookkeeping only: which two models to pair, how the tasks of each
 side are aggregated into one objective, and the round records. The expensive parts are
-injected: `run_pair` runs MAP on a pair and picks a point, `measure` evaluates a model.
+injected: `run_level` (or `run_pair`) runs MAP on a level's pairs and picks a point for
+each, `measure_level` (or `measure`) evaluates the merged models. The tree is built level
+by level (all of a level's pairs are known before any is run), so a pool of workers can
+evaluate a level's pairs together; records stay one per pair, with their "level".
 
 Why one file of ~390 lines: the pairing, the preference aggregation and the round replay
 (resume) all work on the same PoolModel records; about a third of it is input checking.
