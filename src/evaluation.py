@@ -70,9 +70,12 @@ def open_evaluator(config: RunConfig, timings: dict[str, float]):
 
         if ev.shares_decoding:
             spec = replace(spec, cache_dir=str(decode_once(config, spec)))
-        evaluator = OneLineFailures(RayEvaluator(
-            spec, workers=None if ev.workers == "auto" else int(ev.workers),
-            address=ev.ray_address, cpus_per_worker=ev.cpus_per_worker))
+        pool = RayEvaluator(spec, workers=None if ev.workers == "auto" else int(ev.workers),
+                            address=ev.ray_address, cpus_per_worker=ev.cpus_per_worker)
+        # Loading is load_seconds, not evaluation time (a worker that cannot be placed
+        # or built is reported by the first evaluate()).
+        pool.wait_ready(timeout=pool.start_timeout_s)
+        evaluator = OneLineFailures(pool)
     else:
         evaluator = LocalEvaluator(spec.build())
     timings["load_seconds"] = time.perf_counter() - start

@@ -370,6 +370,20 @@ class RayEvaluator:
         raise JobFailedError(f"no Ray worker could build the merged model at "
                              f"{list(coefficients)}: {error}")
 
+    def wait_ready(self, timeout: float | None = None) -> int:
+        """Wait (at most ``timeout`` s) until every worker has built its engine; returns how
+        many have. A worker that failed to build is left for evaluate() to report."""
+        ray = self._ray
+        pending = {s.ready: s for s in self._slots if s.info is None}
+        if pending:
+            done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
+            for ref in done:
+                try:
+                    pending[ref].info = ray.get(ref)
+                except ray.exceptions.RayError:
+                    pass
+        return sum(s.info is not None for s in self._slots)
+
     def worker_pids(self) -> list[int]:
         return [info["pid"] for info in self.worker_info()]
 
