@@ -319,11 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "machine (of the cluster with --ray-address). Default: no Ray, one "
                         "engine in this process. With more than one worker and no --cache-dir "
                         "the evaluation sets are decoded once, into <run>/.eval_cache (kept, "
-                        "so a resumed run skips decoding; delete it freely).")
+                        "so a resumed run skips decoding; delete it freely). A merge that keeps "
+                        "failing on the workers stops the run: one line naming it, exit 2, "
+                        "everything finished stored.")
     g.add_argument("--ray-address", type=ray_address, default=None, metavar="auto|HOST:PORT",
                    help="Join a running Ray cluster (e.g. the one scripts/slurm/"
                         "map_ray_multinode.sbatch starts) instead of starting one; --workers "
-                        "defaults to 'auto' then.")
+                        "defaults to 'auto' then. --device is the workers' (give --device "
+                        "cuda when this machine has no GPU but the cluster's nodes do).")
     g.add_argument("--sweep", choices=("pairs", "triples"), default=None,
                    help="Run --method map on every pair (triple) of --zeroshot-merge-models, "
                         "each in <results-path>/<exp-id>/<A>_<B>/, all on one pool of engines "

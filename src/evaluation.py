@@ -137,8 +137,8 @@ def evaluate_points(evaluator, store: ScalingResults, C: np.ndarray, datasets: S
     if todo:
         jobs = [c if coefficients is None else coefficients(c) for c in todo]
         with progress(len(jobs), desc) as bar:
-            for i, evals in in_order(evaluator.evaluate(jobs, list(datasets)), bar):
-                store.add(todo[i], evals)
+            store_in_order(evaluator.evaluate(jobs, list(datasets)),
+                           lambda i, evals: store.add(todo[i], evals), bar)
     return [store.get(c) for c in C]
 
 
@@ -162,29 +162,47 @@ def evaluate_groups(evaluator, groups: Sequence[Group], desc: str = "evaluating 
                 where.append((g, c))
     if jobs:
         with progress(len(jobs), desc) as bar:
-            for i, evals in in_order(evaluator.evaluate(jobs, []), bar):
-                g, c = where[i]
-                groups[g][0].add(c, evals)
+            store_in_order(evaluator.evaluate(jobs, []),
+                           lambda i, evals: groups[where[i][0]][0].add(where[i][1], evals), bar)
     return [[store.get(c) for c in np.atleast_2d(np.asarray(C, dtype=float))]
             for store, C, _, _ in groups]
 
 
-def in_order(results: Iterator[tuple[int, Any]], bar: tqdm | None = None
-             ) -> Iterator[tuple[int, Any]]:
-    """(index, result) pairs in index order, whatever order they complete in (a pool of
-    workers), so a run's files are the same with or without Ray. A result waits only for
-    the earlier jobs still in flight (a few per worker); a killed driver loses those too."""
-    pending: dict[int, Any] = {}
-    next_index = 0
-    for i, result in results:
-        if bar is not None:
-            bar.update()
-        pending[i] = result
-        while next_index in pending:
-            yield next_index, pending.pop(next_index)
-            next_index += 1
-    if pending:
-        raise RuntimeError(f"the evaluator skipped job {next_index}")
+class InOrder:
+    """Hands results on in job order, whatever order they complete in (a pool of workers),
+    so a run's files are the same with or without Ray. A result waits only for the earlier
+    jobs still in flight (a few per worker); ``drain()`` gives the waiting ones when the
+    evaluation stops early (a job that keeps failing, Ctrl-C), so they are stored too."""
+
+    def __init__(self, bar: tqdm | None = None):
+        self.bar, self.pending, self.next_index = bar, {}, 0
+
+    def push(self, index: int, result: Any) -> Iterator[tuple[int, Any]]:
+        if self.bar is not None:
+            self.bar.update()
+        self.pending[index] = result
+        while self.next_index in self.pending:
+            yield self.next_index, self.pending.pop(self.next_index)
+            self.next_index += 1
+
+    def drain(self) -> list[tuple[int, Any]]:
+        out = sorted(self.pending.items())
+        self.pending.clear()
+        return out
+
+
+def store_in_order(results: Iterator[tuple[int, Any]], add: Callable[[int, Any], None],
+                   bar: tqdm | None = None) -> None:
+    """``add(index, result)`` for every result, in job order; on an error or interrupt the
+    results that were waiting for an earlier job are added before it propagates."""
+    order = InOrder(bar)
+    try:
+        for i, result in results:
+            for j, ready in order.push(i, result):
+                add(j, ready)
+    finally:
+        for j, ready in order.drain():
+            add(j, ready)
 
 
 def progress(total: int, desc: str) -> tqdm:

@@ -350,3 +350,24 @@ def test_sweep_over_three_models_runs_three_pairs(runs, zoo_root, ray_tmp, one_t
         for d in ("DigitsVal", "FlipVal"):
             assert swept[key]["evals"][d]["accuracy"] == pytest.approx(
                 one[key]["evals"][d]["accuracy"], abs=1e-9)
+
+
+def test_results_are_stored_in_job_order_and_none_is_lost_on_failure():
+    from src.evaluation import store_in_order
+    from task_vectors.ray_evaluator import JobFailedError
+
+    stored = []
+    store_in_order(iter([(1, "b"), (0, "a"), (3, "d"), (2, "c")]),
+                   lambda i, r: stored.append((i, r)))
+    assert stored == [(0, "a"), (1, "b"), (2, "c"), (3, "d")]
+
+    def failing():
+        yield 0, "a"
+        yield 2, "c"  # finished while job 1 kept failing
+        yield 3, "d"
+        raise JobFailedError("job 1 failed 4 times")
+
+    stored.clear()
+    with pytest.raises(JobFailedError):
+        store_in_order(failing(), lambda i, r: stored.append((i, r)))
+    assert stored == [(0, "a"), (2, "c"), (3, "d")]  # everything finished is stored
