@@ -328,12 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "defaults to 'auto' then. --device is the workers' (give --device "
                         "cuda when this machine has no GPU but the cluster's nodes do).")
     g.add_argument("--sweep", choices=("pairs", "triples"), default=None,
-                   help="Run --method map on every pair (triple) of --zeroshot-merge-models, "
+                   help="Run MAP (--method map; the default nested is taken as map) on "
+                        "every pair (triple) of --zeroshot-merge-models (with --demo: of the "
+                        "4 demo models), "
                         "each in <results-path>/<exp-id>/<A>_<B>/, all on one pool of engines "
                         "(every subset's design in one batch); writes sweep.csv and sweep.png "
                         "there. --point counts per subset (default: for 2 or 3 tasks).")
     g.add_argument("--cpus-per-worker", type=positive_int, default=1,
-                   help="CPU cores (and torch threads) of each Ray worker (default 1).")
+                   help="CPU cores (and torch threads) of each Ray worker.")
 
     g = p.add_argument_group("kept from task_vectors (fine-tuning flags; recorded, unused here)")
     g.add_argument("--eval-datasets", default=None, type=_comma_list,

@@ -152,6 +152,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     for name in datasets:
         check_dataset_name(name)
     sweep = _sweep(args, len(models))
+    if sweep is not None and args.method == "nested":  # the default: a sweep runs map
+        args = argparse.Namespace(**{**vars(args), "method": "map"})
     points, bayes = _budget(args, defaults, len(models) if sweep is None else
                             {"pairs": 2, "triples": 3}[sweep])
     grid_per_axis = _grid_per_axis(args, defaults, len(models))
@@ -276,7 +278,7 @@ def _sweep(args: argparse.Namespace, T: int) -> str | None:
     if sweep is None:
         return None
     k = {"pairs": 2, "triples": 3}[sweep]
-    if args.method != "map":
+    if args.method not in ("map", "nested"):  # nested, the default, is taken as map
         raise MAPError(f"--sweep runs --method map on every subset, not --method {args.method}")
     if T <= k:
         raise MAPError(f"--sweep {sweep} over {T} models is a single run; list more models "

@@ -65,7 +65,8 @@ def test_bad_execution_flags_are_one_line_and_write_nothing(flags, message, tmp_
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--method", "nested", "--sweep", "pairs"], "--sweep runs --method map"),
+    (["--method", "grid", "--sweep", "pairs"], "--sweep runs --method map"),
+    (["--method", "bayesian", "--sweep", "pairs"], "--sweep runs --method map"),
     (["--method", "map", "--sweep", "pairs"], "--sweep pairs over 2 models is a single run"),
     (["--method", "map", "--sweep", "triples", "--zeroshot-merge-models", "DigitsVal",
       "RotateVal", "FlipVal"], "--sweep triples over 3 models is a single run"),
@@ -101,6 +102,8 @@ def test_build_config_resolves_the_pool(zoo_root):
     sweep = _config(zoo_root, "--method", "map", "--sweep", "pairs",
                     "--zeroshot-merge-models", "DigitsVal", "RotateVal", "FlipVal")
     assert sweep.sweep == "pairs" and sweep.points == 12  # the default for 2 tasks
+    demo = _config(zoo_root, "--sweep", "pairs")  # --method nested (default) means map
+    assert demo.method == "map" and demo.T == 4 and demo.points == 12
 
 
 def test_job_failure_becomes_one_line_error():
