@@ -134,6 +134,31 @@ def folder_path(text: str) -> str:
     return text
 
 
+def worker_count(text: str) -> int | str:
+    """--workers: a positive integer or 'auto'."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got "
+                                         f"'{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {value}")
+    return value
+
+
+def ray_address(text: str) -> str:
+    """--ray-address: 'auto' or HOST:PORT."""
+    if text == "auto":
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or HOST:PORT (e.g. 10.0.0.1:6379), "
+                                         f"got '{text}'")
+    return text
+
+
 def get_hex_time() -> str:
     """A fresh experiment id: the current time in hex (as the original tool)."""
     return hex(int(time.time() * 1000))[2:]
@@ -288,6 +313,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: up to 8 of the CPUs this job may use, for sets of 1024+ "
                         "images; 0 decodes in the main process).")
     g.add_argument("--pdf", action="store_true", help="Also write figures as PDF.")
+
+    g = p.add_argument_group("execution (Ray: several engines, one or more machines)")
+    g.add_argument("--workers", type=worker_count, default=None, metavar="N|auto",
+                   help="Evaluate on N engines in a private local Ray (one process each; "
+                        "results are identical to a run without it). 'auto': one per visible "
+                        "GPU with a CUDA --device, else one per --cpus-per-worker CPUs of this "
+                        "machine (of the cluster with --ray-address). Default: no Ray, one "
+                        "engine in this process. With more than one worker and no --cache-dir "
+                        "the evaluation sets are decoded once, into <run>/.eval_cache (kept, "
+                        "so a resumed run skips decoding; delete it freely). A merge that keeps "
+                        "failing on the workers stops the run: one line naming it, exit 2, "
+                        "everything finished stored.")
+    g.add_argument("--ray-address", type=ray_address, default=None, metavar="auto|HOST:PORT",
+                   help="Join a running Ray cluster (e.g. the one scripts/slurm/"
+                        "map_ray_multinode.sbatch starts) instead of starting one; --workers "
+                        "defaults to 'auto' then. --device is the workers' (give --device "
+                        "cuda when this machine has no GPU but the cluster's nodes do).")
+    g.add_argument("--sweep", choices=("pairs", "triples"), default=None,
+                   help="Run MAP (--method map; the default nested is taken as map) on "
+                        "every pair (triple) of --zeroshot-merge-models (with --demo: of the "
+                        "4 demo models), "
+                        "each in <results-path>/<exp-id>/<A>_<B>/, all on one pool of engines "
+                        "(every subset's design in one batch); writes sweep.csv and sweep.png "
+                        "there. --point counts per subset (default: for 2 or 3 tasks).")
+    g.add_argument("--cpus-per-worker", type=positive_int, default=1,
+                   help="CPU cores (and torch threads) of each Ray worker.")
 
     g = p.add_argument_group("kept from task_vectors (fine-tuning flags; recorded, unused here)")
     g.add_argument("--eval-datasets", default=None, type=_comma_list,

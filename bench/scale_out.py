@@ -14,6 +14,13 @@ what Ray adds; in-worker wall above its CPU means the workers waited for a core)
 speed-up of 2 workers over 1 and whether every path gave identical results. The figures
 depend on what else the machine runs (the load average is printed). Asserts nothing about
 time.
+
+Then the same grid through the command line, as a user runs it: ``run_MAP.py --demo
+--method grid --grid-points-per-axis G`` without Ray, with ``--workers 1`` and with
+``--workers 2`` (each a fresh process; Ray's start and the workers' loading are outside
+the evaluation time run.json reports): evaluation seconds, ms per merge, the speed-up of 2
+workers over 1, the per-point overhead of Ray over the local path, and whether the three
+wrote the same scaling results. ``--cli-only`` / ``--no-cli`` pick one part.
 """
 from __future__ import annotations
 
@@ -59,7 +66,65 @@ def main() -> None:
     p.add_argument("--pair", default="DigitsVal,RotateVal")
     p.add_argument("--grid", type=int, default=11)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--cli-only", action="store_true", help="only the command-line part")
+    p.add_argument("--no-cli", action="store_true", help="skip the command-line part")
     a = p.parse_args()
+    if not a.cli_only:
+        evaluator_paths(a)
+    if not a.no_cli:
+        cli_paths(a)
+
+
+def cli_paths(a) -> None:
+    """The grid through run_MAP.py: no Ray, --workers 1, --workers 2 (one process each)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    tasks = a.pair.split(",")
+    n = a.grid ** 2
+    zoo = demo_zoo()
+    print(f"\nrun_MAP.py --demo --method grid --grid-points-per-axis {a.grid} ({n} merges), "
+          f"load average {os.getloadavg()[0]:.1f}")
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="mapbench") as folder:
+        env = {**os.environ, "RAY_TMPDIR": folder}
+        for name, flags in (("local", []), ("--workers 1", ["--workers", "1"]),
+                            ("--workers 2", ["--workers", "2"])):
+            exp = name.strip("-").replace(" ", "")
+            start = time.perf_counter()
+            out = subprocess.run(
+                [sys.executable, str(repo / "run_MAP.py"), "--demo", "--zoo-dir",
+                 str(zoo.path.parent), "--method", "grid", "--zeroshot-merge-models", *tasks,
+                 "--grid-points-per-axis", str(a.grid), "--device", "cpu",
+                 "--results-path", folder, "--exp-id", exp, *flags],
+                cwd=repo, env=env, capture_output=True, text=True)
+            total = time.perf_counter() - start
+            if out.returncode:
+                print(f"{name}: failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+                return
+            run = json.loads((Path(folder) / exp / "run.json").read_text())
+            results = json.loads((Path(folder) / exp /
+                                  f"{'_'.join(tasks)}scaling_results.json").read_text())
+            rows[name] = (run["timings"]["evaluation_seconds"], run["timings"]["load_seconds"],
+                          total, results)
+    reference = rows["local"][3]
+    print(f"{'path':<14}{'process s':>10}{'load s':>8}{'grid s':>8}{'ms/merge':>10}"
+          f"{'same results':>14}")
+    for name, (seconds, load, total, results) in rows.items():
+        print(f"{name:<14}{total:>10.1f}{load:>8.1f}{seconds:>8.2f}{1e3 * seconds / n:>10.2f}"
+              f"{str(results == reference):>14}")
+    local, one, two = (rows[k][0] for k in ("local", "--workers 1", "--workers 2"))
+    print(f"speed-up, --workers 2 over --workers 1: {one / two:.2f}x; over local: "
+          f"{local / two:.2f}x")
+    print(f"Ray's overhead per merge (--workers 1 minus local): {1e3 * (one - local) / n:.2f} ms")
+
+
+def evaluator_paths(a) -> None:
+    """The evaluator path: LocalEvaluator vs RayEvaluator with 1 and 2 workers, in turns."""
     set_threads(1)
     tasks = a.pair.split(",")
     axis = np.linspace(0.0, 1.0, a.grid)

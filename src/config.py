@@ -59,6 +59,20 @@ class EvalSettings:
     cache_dir: str | None
     single_thread: bool  # the demo's tiny ops: extra torch threads only add overhead
     engine_options: tuple[tuple[str, Any], ...] = ()  # precision, merge method, ...
+    # Ray (none of these changes a value, so none is in the resume fingerprint):
+    workers: int | str | None = None  # engines; "auto": Ray sizes the pool; None: no Ray
+    ray_address: str | None = None    # join this cluster ("auto" or host:port)
+    cpus_per_worker: int = 1
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.workers is not None or self.ray_address is not None
+
+    @property
+    def shares_decoding(self) -> bool:
+        """Decode the evaluation sets once in the driver for the workers to read: a pool
+        that may hold more than one engine and no --cache-dir to share already."""
+        return self.uses_ray and self.workers != 1 and self.cache_dir is None
 
     def value_settings(self) -> dict[str, Any]:
         """The settings that decide an evaluation's value (for the resume fingerprint)."""
@@ -93,6 +107,7 @@ class RunConfig:
     results_path: str
     exp_id: str
     pdf: bool
+    sweep: str | None = None    # pairs | triples: map on every subset of the models
     arguments: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -136,7 +151,11 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     _check_models(models, datasets)
     for name in datasets:
         check_dataset_name(name)
-    points, bayes = _budget(args, defaults, len(models))
+    sweep = _sweep(args, len(models))
+    if sweep is not None and args.method == "nested":  # the default: a sweep runs map
+        args = argparse.Namespace(**{**vars(args), "method": "map"})
+    points, bayes = _budget(args, defaults, len(models) if sweep is None else
+                            {"pairs": 2, "triples": 3}[sweep])
     grid_per_axis = _grid_per_axis(args, defaults, len(models))
     truth = None
     if args.truth is not None:
@@ -163,7 +182,14 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
                                            f"fine-tuned checkpoint of '{m}'")))
                       for m in models)
     device = args.device or _default_device()
-    _check_device(device)
+    workers = getattr(args, "workers", None)
+    ray_address = getattr(args, "ray_address", None)
+    if ray_address is not None and workers is None:
+        workers = "auto"
+    if workers is not None:
+        _check_workers(workers, ray_address, args.cpus_per_worker, device)
+    if ray_address is None:  # a cluster's GPUs need not be on the driver's machine
+        _check_device(device)
     source = ModelSource(model_name=model_name, save=save, pretrained=pretrained,
                          finetuned=finetuned, data_location=data_location,
                          openclip_cachedir=args.openclip_cachedir, zoo_recipe=zoo_recipe)
@@ -171,7 +197,9 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
                               max_eval_samples=args.max_eval_samples,
                               num_workers=args.num_workers, cache_dir=args.cache_dir,
                               single_thread=bool(args.demo) and device == "cpu",
-                              engine_options=tuple(_engine_options(args).items()))
+                              engine_options=tuple(_engine_options(args).items()),
+                              workers=workers, ray_address=ray_address,
+                              cpus_per_worker=getattr(args, "cpus_per_worker", 1))
     baselines = bool(args.baselines)
     if baselines and args.method not in ("map", "bayesian"):
         raise MAPError(f"--baselines goes with --method map or bayesian, not {args.method}")
@@ -191,7 +219,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         preference=preference, bayes=bayes, grid_per_axis=grid_per_axis, truth=truth,
         baselines=baselines, compare=compare,
         source=source, evaluation=evaluation,
-        results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf,
+        results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf, sweep=sweep,
         arguments=arguments)
 
 
@@ -245,6 +273,23 @@ def _budget(args: argparse.Namespace, defaults: Defaults, T: int
     return points, schedule
 
 
+def _sweep(args: argparse.Namespace, T: int) -> str | None:
+    sweep = getattr(args, "sweep", None)
+    if sweep is None:
+        return None
+    k = {"pairs": 2, "triples": 3}[sweep]
+    if args.method not in ("map", "nested"):  # nested, the default, is taken as map
+        raise MAPError(f"--sweep runs --method map on every subset, not --method {args.method}")
+    if T <= k:
+        raise MAPError(f"--sweep {sweep} over {T} models is a single run; list more models "
+                       "with --zeroshot-merge-models")
+    for flag, value in (("--truth", args.truth), ("--baselines", args.baselines),
+                        ("--compare", args.compare)):
+        if value:
+            raise MAPError(f"{flag} does not go with --sweep (run it on one subset's run)")
+    return sweep
+
+
 def _grid_per_axis(args: argparse.Namespace, defaults: Defaults, T: int) -> int | None:
     if args.method != "grid":
         return None
@@ -290,6 +335,31 @@ def _check_device(device: str) -> None:
         raise MAPError(f"--device {device}: CUDA is not available on this machine")
     if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
         raise MAPError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+
+
+def _check_workers(workers: int | str, ray_address: str | None, cpus_per_worker: int,
+                   device: str) -> None:
+    """A local pool must fit this machine (the cluster's size is Ray's to check)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("ray") is None:
+        raise MAPError("--workers / --ray-address need Ray: pip install '.[ray]'")
+    if cpus_per_worker < 1:
+        raise MAPError(f"--cpus-per-worker {cpus_per_worker}: must be positive")
+    if ray_address is not None or workers == "auto":
+        return
+    if device.startswith("cuda"):
+        import torch
+
+        if workers > torch.cuda.device_count():
+            raise MAPError(f"--workers {workers} with --device {device}: one GPU per worker, "
+                           f"this machine has {torch.cuda.device_count()}")
+        return
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if workers * cpus_per_worker > 8 * (cpus or 1):
+        raise MAPError(f"--workers {workers} x --cpus-per-worker {cpus_per_worker} is far more "
+                       f"than the {cpus} CPUs of this machine; use --ray-address for a cluster")
 
 
 def _default_device() -> str:

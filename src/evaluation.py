@@ -1,14 +1,16 @@
 """Where the algorithms meet the models: build the run's evaluator, evaluate points, store them.
 
 ``open_evaluator`` loads checkpoints, heads and evaluation sets once (torch is imported
-here, lazily, never by the algorithm modules). ``evaluate_points`` sends the points a run
-directory does not hold yet to the evaluator and stores each result as it arrives, so a
-killed run loses at most the points in flight.
+here, lazily, never by the algorithm modules), or starts a pool of Ray workers that do.
+``evaluate_points`` sends the points a run directory does not hold yet to the evaluator
+and stores each result in job order as soon as the earlier ones are in, so a killed run
+loses at most the points in flight and files are the same with or without Ray.
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -46,17 +48,81 @@ def engine_spec(config: RunConfig):
 
 
 def open_evaluator(config: RunConfig, timings: dict[str, float]):
-    """The run's evaluator, everything loaded once; ``timings['load_seconds']`` is set."""
+    """The run's evaluator, everything loaded once; ``timings['load_seconds']`` is set.
+
+    Without --workers / --ray-address: a ``LocalEvaluator`` (one engine in this process).
+    With them: a ``RayEvaluator``; the driver then builds no engine of its own (the workers
+    load the checkpoints), only the missing zero-shot heads and, for a pool of more than
+    one worker without --cache-dir, the decoded evaluation sets (``<run>/.eval_cache``)."""
     from task_vectors.evaluators import LocalEvaluator
 
     start = time.perf_counter()
-    if config.evaluation.single_thread:
+    ev = config.evaluation
+    if ev.single_thread:
         import torch
 
         torch.set_num_threads(1)  # the demo model's ops are tiny: threads only add overhead
-    evaluator = LocalEvaluator(engine_spec(config).build())
+    spec = engine_spec(config)
+    if ev.uses_ray:
+        from dataclasses import replace
+
+        from task_vectors.ray_evaluator import RayEvaluator
+
+        if ev.shares_decoding:
+            spec = replace(spec, cache_dir=str(decode_once(config, spec)))
+        pool = RayEvaluator(spec, workers=None if ev.workers == "auto" else int(ev.workers),
+                            address=ev.ray_address, cpus_per_worker=ev.cpus_per_worker)
+        # Loading is load_seconds, not evaluation time (a worker that cannot be placed
+        # or built is reported by the first evaluate()).
+        pool.wait_ready(timeout=pool.start_timeout_s)
+        evaluator = OneLineFailures(pool)
+    else:
+        evaluator = LocalEvaluator(spec.build())
     timings["load_seconds"] = time.perf_counter() - start
     return evaluator
+
+
+EVAL_CACHE = ".eval_cache"
+
+
+def decode_once(config: RunConfig, spec) -> Path:
+    """Decode the run's evaluation sets into ``<run>/.eval_cache`` (the --cache-dir format,
+    so a worker's engine reads them instead of decoding them again). Needs only the
+    pretrained encoder's preprocessing, on the CPU. Kept after the run: a resume reuses it."""
+    from task_vectors.checkpoints import load_encoder
+    from task_vectors.eval_data import cached_decode
+
+    folder = config.run_path / EVAL_CACHE
+    folder.mkdir(parents=True, exist_ok=True)
+    encoder = load_encoder(spec.pretrained, spec.model_name,
+                           openclip_cachedir=spec.openclip_cachedir)
+    for name in spec.datasets:
+        cached_decode(name, spec.data_location, encoder.val_preprocess, cache_dir=str(folder),
+                      max_samples=spec.max_eval_samples, num_workers=spec.num_workers)
+    return folder
+
+
+class OneLineFailures:
+    """A RayEvaluator whose ``JobFailedError`` (a merge that kept failing, or no worker
+    left) becomes a MAPError: run_MAP.py prints one line naming the job and exits with 2;
+    every evaluation that finished before is already stored, and rerunning the command
+    resumes."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def evaluate(self, jobs, datasets):
+        from map_common.errors import MAPError
+        from task_vectors.ray_evaluator import JobFailedError
+
+        try:
+            yield from self.inner.evaluate(jobs, datasets)
+        except JobFailedError as e:
+            raise MAPError(f"evaluation stopped on the Ray workers: {e} (finished "
+                           "evaluations are stored; rerun the same command to resume)") from e
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
 
 
 def evaluate_points(evaluator, store: ScalingResults, C: np.ndarray, datasets: Sequence[str],
@@ -71,10 +137,72 @@ def evaluate_points(evaluator, store: ScalingResults, C: np.ndarray, datasets: S
     if todo:
         jobs = [c if coefficients is None else coefficients(c) for c in todo]
         with progress(len(jobs), desc) as bar:
-            for i, evals in evaluator.evaluate(jobs, list(datasets)):
-                store.add(todo[i], evals)
-                bar.update()
+            store_in_order(evaluator.evaluate(jobs, list(datasets)),
+                           lambda i, evals: store.add(todo[i], evals), bar)
     return [store.get(c) for c in C]
+
+
+Group = tuple[ScalingResults, np.ndarray, Sequence[str],
+              Callable[[np.ndarray], np.ndarray] | None]  # store, C, datasets, coefficients
+
+
+def evaluate_groups(evaluator, groups: Sequence[Group], desc: str = "evaluating merges"
+                    ) -> list[list[dict]]:
+    """evaluate_points for several stores at once (nested's pairs of a level, a sweep's
+    subsets): ONE evaluate() call, each job carrying its own datasets, so a pool of workers
+    runs them all concurrently. Returns the evaluations of each group's rows of C."""
+    from task_vectors.evaluators import SubsetJob
+
+    jobs, where = [], []
+    for g, (store, C, datasets, coefficients) in enumerate(groups):
+        for c in _distinct(np.atleast_2d(np.asarray(C, dtype=float))):
+            if store.get(c) is None:
+                full = c if coefficients is None else coefficients(c)
+                jobs.append(SubsetJob(tuple(float(x) for x in full), tuple(datasets)))
+                where.append((g, c))
+    if jobs:
+        with progress(len(jobs), desc) as bar:
+            store_in_order(evaluator.evaluate(jobs, []),
+                           lambda i, evals: groups[where[i][0]][0].add(where[i][1], evals), bar)
+    return [[store.get(c) for c in np.atleast_2d(np.asarray(C, dtype=float))]
+            for store, C, _, _ in groups]
+
+
+class InOrder:
+    """Hands results on in job order, whatever order they complete in (a pool of workers),
+    so a run's files are the same with or without Ray. A result waits only for the earlier
+    jobs still in flight (a few per worker); ``drain()`` gives the waiting ones when the
+    evaluation stops early (a job that keeps failing, Ctrl-C), so they are stored too."""
+
+    def __init__(self, bar: tqdm | None = None):
+        self.bar, self.pending, self.next_index = bar, {}, 0
+
+    def push(self, index: int, result: Any) -> Iterator[tuple[int, Any]]:
+        if self.bar is not None:
+            self.bar.update()
+        self.pending[index] = result
+        while self.next_index in self.pending:
+            yield self.next_index, self.pending.pop(self.next_index)
+            self.next_index += 1
+
+    def drain(self) -> list[tuple[int, Any]]:
+        out = sorted(self.pending.items())
+        self.pending.clear()
+        return out
+
+
+def store_in_order(results: Iterator[tuple[int, Any]], add: Callable[[int, Any], None],
+                   bar: tqdm | None = None) -> None:
+    """``add(index, result)`` for every result, in job order; on an error or interrupt the
+    results that were waiting for an earlier job are added before it propagates."""
+    order = InOrder(bar)
+    try:
+        for i, result in results:
+            for j, ready in order.push(i, result):
+                add(j, ready)
+    finally:
+        for j, ready in order.drain():
+            add(j, ready)
 
 
 def progress(total: int, desc: str) -> tqdm:

@@ -8,7 +8,10 @@ space, and the caller's engine only ever sets coefficients over the T original v
 
 This module holds the bookkeeping only: which two models to pair, how the tasks of each
 side are aggregated into one objective, and the round records. The expensive parts are
-injected: `run_pair` runs MAP on a pair and picks a point, `measure` evaluates a model.
+injected: `run_level` (or `run_pair`) runs MAP on a level's pairs and picks a point for
+each, `measure_level` (or `measure`) evaluates the merged models. The tree is built level
+by level (all of a level's pairs are known before any is run), so a pool of workers can
+evaluate a level's pairs together; records stay one per pair, with their "level".
 
 Why one file of ~390 lines: the pairing, the preference aggregation and the round replay
 (resume) all work on the same PoolModel records; about a third of it is input checking.
@@ -50,7 +53,7 @@ class NestedResult:
     final: PoolModel
     records: list[dict]
     models: dict[str, PoolModel]  # every model ever in the pool, by name
-    pool_history: list[list[str]]  # pool names before each round, then the final pool
+    pool_history: list[list[str]]  # pool names before each level, then the final pool
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -331,25 +334,58 @@ def _replay(
     return c, measured, dict(record.get("info", {}))
 
 
+def level_pairs(pool: Sequence[PoolModel]) -> list[tuple[int, int]]:
+    """Disjoint pairs of one level: the closest pair (pair_closest), then the closest of
+    the rest, and so on; with an odd pool one model waits for the next level."""
+    left = list(range(len(pool)))
+    pairs = []
+    while len(left) > 1:
+        i, j = pair_closest([pool[k] for k in left])
+        pairs.append((left[i], left[j]))
+        left = [k for n, k in enumerate(left) if n not in (i, j)]
+    return pairs
+
+
+PairJob = tuple[PoolModel, PoolModel, int]  # (left, right, round index)
+
+
 def run_nested(
     tasks: list[str],
     single_accuracy: dict[str, float],
     preference: dict[str, float],
-    run_pair: Callable[[PoolModel, PoolModel, int], tuple[np.ndarray, dict]],
-    measure: Callable[[np.ndarray, tuple[str, ...]], dict[str, float]],
+    run_pair: Callable[[PoolModel, PoolModel, int], tuple[np.ndarray, dict]] | None = None,
+    measure: Callable[[np.ndarray, tuple[str, ...]], dict[str, float]] | None = None,
     on_round: Callable[[dict], None] | None = None,
     completed_rounds: list[dict] | None = None,
+    *,
+    run_level: Callable[[list[PairJob]], list[tuple[np.ndarray, dict]]] | None = None,
+    measure_level: Callable[[list[tuple[np.ndarray, tuple[str, ...]]]],
+                            list[dict[str, float]]] | None = None,
 ) -> NestedResult:
-    """Merge `tasks` pairwise until one model holds them all.
+    """Merge `tasks` pairwise, level by level, until one model holds them all.
 
-    run_pair(model_a, model_b, round_idx) -> (pair coefficients (2,), info dict):
-        runs MAP on the pair and picks a point (the pair's preference is
-        pair_preference(model_a, model_b, preference)).
-    measure(coefficients (T,), tasks) -> {task: accuracy} for the composed model.
+    At each level the pool is split into disjoint pairs of similar accuracy (level_pairs);
+    every pair of the level is a round (numbered on across levels, closest pair first),
+    its merge joins the next level's pool after the models left unpaired.
+
+    run_level(pairs) -> [(pair coefficients (2,), info dict)] for all of a level's pairs
+        at once (so their designs can be evaluated together); or run_pair(model_a,
+        model_b, round_idx) -> (c, info), one pair at a time. Each runs MAP on a pair and
+        picks a point (the pair's preference is pair_preference(model_a, model_b, ...)).
+    measure_level([(coefficients (T,), tasks)]) -> [{task: accuracy}] of the level's
+        merged models at once; or measure(coefficients, tasks) -> {task: accuracy}.
     on_round(record) is called after each newly computed round (not for replayed ones).
     completed_rounds: records of an earlier run, replayed without calling run_pair or
     measure; they must be the rounds this run would do (else MAPError).
     """
+    if run_level is None:
+        if run_pair is None:
+            raise TypeError("run_nested needs run_pair or run_level")
+        run_level = lambda pairs: [run_pair(a, b, r) for a, b, r in pairs]  # noqa: E731
+    if measure_level is None:
+        if measure is None:
+            raise TypeError("run_nested needs measure or measure_level")
+        measure_level = lambda items: [measure(c, t) for c, t in items]  # noqa: E731
     weights = validate_preference(preference, tasks)
     tasks = list(tasks)
     accuracy = _validate_accuracies(single_accuracy, tasks)
@@ -364,26 +400,42 @@ def run_nested(
     models = {m.name: m for m in pool}
     records: list[dict] = []
     history: list[list[str]] = []
-    round_idx = 0
+    round_idx = level = 0
     while len(pool) > 1:
         history.append([m.name for m in pool])
-        i, j = pair_closest(pool)
-        left, right = pool[i], pool[j]
-        pair_tasks = left.tasks + right.tasks
-        if round_idx < len(completed):
-            c, measured, info = _replay(completed[round_idx], round_idx, left, right)
-        else:
-            c_raw, info = run_pair(left, right, round_idx)
-            c = _check_pair_coefficients(c_raw, round_idx)
-            composed = compose_coefficients(left.coefficients, right.coefficients, c)
-            measured = _check_measured(measure(composed, pair_tasks), pair_tasks, round_idx)
-        merged = _merged_model(left, right, c, measured, round_idx, order, weights)
-        record = _record(round_idx, left, right, merged, c, weights, info or {})
-        records.append(record)
-        if round_idx >= len(completed) and on_round is not None:
-            on_round(record)
-        pool = [m for k, m in enumerate(pool) if k not in (i, j)] + [merged]
-        models[merged.name] = merged
-        round_idx += 1
+        pairs = level_pairs(pool)
+        rounds = list(range(round_idx, round_idx + len(pairs)))
+        chosen: dict[int, tuple[np.ndarray, dict[str, float] | None, dict]] = {}
+        for (i, j), r in zip(pairs, rounds):
+            if r < len(completed):
+                chosen[r] = _replay(completed[r], r, pool[i], pool[j])
+        todo = [(pool[i], pool[j], r) for (i, j), r in zip(pairs, rounds) if r not in chosen]
+        if todo:
+            fitted = run_level(todo)
+            composed = []
+            for (left, right, r), (c_raw, info) in zip(todo, fitted):
+                c = _check_pair_coefficients(c_raw, r)
+                chosen[r] = (c, None, info)
+                composed.append((compose_coefficients(left.coefficients, right.coefficients, c),
+                                 left.tasks + right.tasks))
+            for (left, right, r), measured, (_, pair_tasks) in zip(
+                    todo, measure_level(composed), composed):
+                chosen[r] = (chosen[r][0], _check_measured(measured, pair_tasks, r), chosen[r][2])
+        merged_level = []
+        for (i, j), r in zip(pairs, rounds):
+            left, right = pool[i], pool[j]
+            c, measured, info = chosen[r]
+            merged = _merged_model(left, right, c, measured, r, order, weights)
+            record = _record(r, left, right, merged, c, weights, info or {})
+            record["level"] = level
+            records.append(record)
+            if r >= len(completed) and on_round is not None:
+                on_round(record)
+            models[merged.name] = merged
+            merged_level.append(merged)
+        paired = {k for pair in pairs for k in pair}
+        pool = [m for k, m in enumerate(pool) if k not in paired] + merged_level
+        round_idx += len(pairs)
+        level += 1
     history.append([m.name for m in pool])
     return NestedResult(final=pool[0], records=records, models=models, pool_history=history)

@@ -4,6 +4,9 @@ A mode hands an evaluator a batch of *jobs* and receives ``(index, evals)`` pair
 jobs complete, in any order. A job is a coefficient vector over the run's task vectors
 (θ = θ_pre + Σ c_i τ'_i) or a baseline object with ``theta(tau, theta_pre) -> flat θ``.
 Only the driver (the caller) writes the run directory, so an evaluator never touches it.
+A job may carry its own datasets (``job.datasets``, e.g. one subset of a sweep over one
+pool of task vectors); otherwise it is evaluated on the ``datasets`` of the call.
+``merged_state(coefficients)`` returns θ(c) as a CPU state dict (nested's final model).
 
 ``LocalEvaluator`` runs jobs on one in-process ``MergeEngine``. An ``EngineSpec`` is the
 picklable recipe of an engine, so other processes (Ray actors) build identical engines.
@@ -69,10 +72,27 @@ class EngineSpec:
 
 
 def run_job(engine, job: Any, datasets: Sequence[str]) -> Evals:
-    """Evaluate one job on ``engine``: a coefficient vector, or a baseline's flat θ."""
+    """Evaluate one job on ``engine``: a coefficient vector, or a baseline's flat θ; on
+    the job's own datasets if it carries them."""
+    datasets = getattr(job, "datasets", None) or datasets
     if hasattr(job, "theta"):
         return engine.evaluate_theta(job.theta(engine.tau, engine.theta_pre), datasets)
-    return engine.evaluate_at(np.asarray(job, dtype=float), datasets)
+    return engine.evaluate_at(np.asarray(getattr(job, "coefficients", job), dtype=float),
+                              datasets)
+
+
+@dataclass(frozen=True)
+class SubsetJob:
+    """A coefficient vector evaluated on its own datasets (a sweep's subset of tasks)."""
+
+    coefficients: tuple[float, ...]
+    datasets: tuple[str, ...]
+
+
+def merged_state(engine, coefficients: Sequence[float]) -> dict[str, Any]:
+    """The encoder's state dict at θ(c), copied to the CPU (for writing a model file)."""
+    engine.set_coefficients(np.asarray(coefficients, dtype=float))
+    return {k: v.detach().to("cpu", copy=True) for k, v in engine.encoder.state_dict().items()}
 
 
 class LocalEvaluator:
@@ -84,6 +104,9 @@ class LocalEvaluator:
     def evaluate(self, jobs: Sequence[Any], datasets: Sequence[str]) -> Iterator[tuple[int, Evals]]:
         for i, job in enumerate(jobs):
             yield i, run_job(self.engine, job, datasets)
+
+    def merged_state(self, coefficients: Sequence[float]) -> dict[str, Any]:
+        return merged_state(self.engine, coefficients)
 
     def close(self) -> None:
         pass

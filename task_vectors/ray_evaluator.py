@@ -29,7 +29,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from map_common.errors import MAPError
-from task_vectors.evaluators import EngineSpec, Evals, run_job
+from task_vectors.evaluators import EngineSpec, Evals, merged_state, run_job
 
 PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -117,9 +117,15 @@ class _Worker:
         self.jobs += 1
         return evals
 
+    def merged_state(self, coefficients: Sequence[float]) -> dict[str, Any]:
+        return merged_state(self.engine, coefficients)
+
     def stats(self) -> dict[str, Any]:
+        import ray
+
         engine_stats = getattr(self.engine, "stats", None)
-        return {"pid": os.getpid(), "jobs": self.jobs, "busy_seconds": self.busy_seconds,
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "jobs": self.jobs, "busy_seconds": self.busy_seconds,
                 "cpu_seconds": self.cpu_seconds, "build_seconds": self.build_seconds,
                 "engine": engine_stats() if callable(engine_stats) else {}}
 
@@ -351,6 +357,32 @@ class RayEvaluator:
         for slot, info in zip(self._slots, infos):
             slot.info = info
         return infos
+
+    def merged_state(self, coefficients: Sequence[float]) -> dict[str, Any]:
+        """θ(c) as a CPU state dict, built by the first worker that can (tried in turn)."""
+        error: BaseException | None = None
+        for slot in list(self._slots):
+            try:
+                return self._ray.get(slot.actor.merged_state.remote(list(map(float,
+                                                                           coefficients))))
+            except self._ray.exceptions.RayError as e:
+                error = e
+        raise JobFailedError(f"no Ray worker could build the merged model at "
+                             f"{list(coefficients)}: {error}")
+
+    def wait_ready(self, timeout: float | None = None) -> int:
+        """Wait (at most ``timeout`` s) until every worker has built its engine; returns how
+        many have. A worker that failed to build is left for evaluate() to report."""
+        ray = self._ray
+        pending = {s.ready: s for s in self._slots if s.info is None}
+        if pending:
+            done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
+            for ref in done:
+                try:
+                    pending[ref].info = ray.get(ref)
+                except ray.exceptions.RayError:
+                    pass
+        return sum(s.info is not None for s in self._slots)
 
     def worker_pids(self) -> list[int]:
         return [info["pid"] for info in self.worker_info()]

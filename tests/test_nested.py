@@ -185,10 +185,17 @@ def test_each_round_pairs_the_closest_models():
     world = FakeLinearWorld(TASKS8, seed=4)
     acc = single_acc(TASKS8, seed=4)
     res = run_nested(TASKS8, acc, {t: 1.0 for t in TASKS8}, world.run_pair, world.measure)
-    for names, rec in zip(res.pool_history, res.records):
-        pool = [res.models[n] for n in names]
-        i, j = pair_closest(pool)
-        assert (rec["left"], rec["right"]) == (names[i], names[j])
+    # Level by level: 8 -> 4 -> 2 -> 1 models; each level's pairs are disjoint, closest
+    # first, each the closest pair of the models not yet paired at that level.
+    assert [len(names) for names in res.pool_history] == [8, 4, 2, 1]
+    assert [rec["level"] for rec in res.records] == [0, 0, 0, 0, 1, 1, 2]
+    for level, names in enumerate(res.pool_history[:-1]):
+        left = [res.models[n] for n in names]
+        for rec in [r for r in res.records if r["level"] == level]:
+            i, j = pair_closest(left)
+            assert (rec["left"], rec["right"]) == (left[i].name, left[j].name)
+            left = [m for k, m in enumerate(left) if k not in (i, j)]
+        assert left == []
     # First round: the globally closest pair of single accuracies.
     vals = sorted(acc.items(), key=lambda kv: kv[1])
     gaps = [(vals[k + 1][1] - vals[k][1], {vals[k][0], vals[k + 1][0]}) for k in range(7)]
@@ -290,3 +297,40 @@ def test_run_nested_validates_inputs():
         run_nested(tasks, {"SUN397": 0.5, "DTD": 0.5}, {t: 1 for t in tasks},
                    world.run_pair, world.measure)
     assert world.pair_calls == []
+
+
+def test_a_level_is_one_run_level_and_one_measure_level_call():
+    world = FakeLinearWorld(TASKS8, seed=3)
+    acc, pref = single_acc(TASKS8, seed=3), {t: 1.0 for t in TASKS8}
+    levels, measured = [], []
+
+    def run_level(pairs):
+        levels.append([(a.name, b.name, r) for a, b, r in pairs])
+        return [world.run_pair(a, b, r) for a, b, r in pairs]
+
+    def measure_level(items):
+        measured.append(len(items))
+        return [world.measure(c, t) for c, t in items]
+
+    batched = run_nested(TASKS8, acc, pref, run_level=run_level, measure_level=measure_level)
+    assert [len(level) for level in levels] == [4, 2, 1] and measured == [4, 2, 1]
+    assert [r for level in levels for _, _, r in level] == list(range(7))
+    # One pair at a time (run_pair / measure) gives the same tree.
+    single = run_nested(TASKS8, acc, pref, FakeLinearWorld(TASKS8, seed=3).run_pair,
+                        FakeLinearWorld(TASKS8, seed=3).measure)
+    assert single.records == batched.records
+
+
+def test_resume_inside_a_level_replays_its_stored_pairs():
+    acc, pref = single_acc(TASKS8, seed=5), {t: 1.0 for t in TASKS8}
+    full = run_nested(TASKS8, acc, pref, FakeLinearWorld(TASKS8).run_pair,
+                      FakeLinearWorld(TASKS8).measure)
+    world = FakeLinearWorld(TASKS8)
+    for a, b, r in [(full.models[rec["left"]], full.models[rec["right"]], rec["round"])
+                    for rec in full.records[:2]]:
+        world.run_pair(a, b, r)  # advance the stream past the two stored rounds
+    world.pair_calls.clear()
+    resumed = run_nested(TASKS8, acc, pref, world.run_pair, world.measure,
+                         completed_rounds=full.records[:2])
+    assert [r for _, _, r in world.pair_calls] == [2, 3, 4, 5, 6]
+    assert resumed.records == full.records

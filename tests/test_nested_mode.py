@@ -223,21 +223,22 @@ def test_killed_run_resumes_by_replaying_stored_rounds(run4, results, zoo_root, 
     argv = _default_argv(zoo_root, results, "resume")
     run_dir = results / "resume"
 
-    k = 4 + (PAIR_POINTS + 1) + 3  # singles, round 1 and its measurement, 3 points of round 2
+    # singles, level 0 (rounds 1 and 2: designs, then both measurements), 3 points of round 3
+    k = 4 + 2 * (PAIR_POINTS + 1) + 3
     monkeypatch.setattr(MergeEngine, "evaluate", CountingEvaluate(original, stop_after=k))
     assert _main(*argv) == 130
     assert "Traceback" not in capsys.readouterr().err
-    assert len(_read(run_dir / "merge_tree.json")["rounds"]) == 1
+    assert len(_read(run_dir / "merge_tree.json")["rounds"]) == 2
 
     counter = CountingEvaluate(original)
     monkeypatch.setattr(MergeEngine, "evaluate", counter)
     pairs_run = []
-    map_on_pair = nested_mode._map_on_pair
-    monkeypatch.setattr(nested_mode, "_map_on_pair",
+    fit_pair = nested_mode._fit_pair
+    monkeypatch.setattr(nested_mode, "_fit_pair",
                         lambda ctx, a, b, r, *rest: pairs_run.append(r) or
-                        map_on_pair(ctx, a, b, r, *rest))
+                        fit_pair(ctx, a, b, r, *rest))
     assert _main(*argv) == 0
-    assert pairs_run == [1, 2]  # round 1 (index 0) was replayed, not run again
+    assert pairs_run == [2]  # level 0 (rounds 1 and 2) was replayed, not run again
     total = 4 + 3 * (PAIR_POINTS + 1)
     assert counter.calls == total - k
 

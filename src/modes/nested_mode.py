@@ -1,4 +1,9 @@
-"""--method nested: merge many models two at a time, MAP on each pair, up a tree."""
+"""--method nested: merge many models two at a time, MAP on each pair, up a tree.
+
+Level by level (src.nested.run_nested): the designs of all of a level's pairs are ONE
+evaluate() call, so a pool of Ray workers runs the pairs concurrently; each pair's front is
+then solved in its round folder, and the level's merged models are measured in one more
+call. Locally the same jobs run one after another: same pairs, coefficients and files."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +12,7 @@ import numpy as np
 
 from src import nested, plotting
 from src.config import RunConfig
-from src.evaluation import evaluate_points, metric_matrix
+from src.evaluation import evaluate_groups, metric_matrix
 from src.front import FrontTask, SearchSettings, solve_front
 from src.modes.common import RunContext, finish, open_run
 from src.results import ScalingResults, read_json, write_json
@@ -29,20 +34,26 @@ def run(config: RunConfig) -> dict[str, Any]:
                                    "preference": preference, "single_accuracy": single_accuracy,
                                    "metric": config.metric.name, "rounds": records})
 
-        def measure(coefficients: np.ndarray, tasks: tuple[str, ...]) -> dict[str, float]:
+        def measure_level(items: list[tuple[np.ndarray, tuple[str, ...]]]
+                          ) -> list[dict[str, float]]:
             # Pairing follows accuracy whatever the front's metric (models of similar skill).
-            _, evals = next(iter(ctx.evaluator.evaluate([coefficients],
-                                                        [dataset_of[t] for t in tasks])))
-            return {t: evals[dataset_of[t]]["accuracy"] for t in tasks}
+            from task_vectors.evaluators import SubsetJob
+
+            jobs = [SubsetJob(tuple(float(x) for x in c), tuple(dataset_of[t] for t in tasks))
+                    for c, tasks in items]
+            got = dict(ctx.evaluator.evaluate(jobs, []))
+            return [{t: got[k][dataset_of[t]]["accuracy"] for t in tasks}
+                    for k, (_, tasks) in enumerate(items)]
 
         def on_round(record: dict) -> None:
             records.append(record)
             save_tree()
 
         result = nested.run_nested(
-            list(config.models), single_accuracy, preference,
-            lambda a, b, r: _map_on_pair(ctx, a, b, r, dataset_of, preference),
-            measure, on_round=on_round, completed_rounds=list(records))
+            list(config.models), single_accuracy, preference, on_round=on_round,
+            completed_rounds=list(records),
+            run_level=lambda pairs: _map_on_level(ctx, pairs, dataset_of, preference),
+            measure_level=measure_level)
         save_tree()
         final_info = _write_final_model(ctx, result.final, dataset_of, single_accuracy)
         figures = plotting.plot_merge_tree(
@@ -72,17 +83,15 @@ def _single_accuracies(ctx: RunContext, dataset_of: dict[str, str]) -> dict[str,
     singles = ScalingResults(ctx.run.file("single_task_scaling_results.json",
                                           "each fine-tuned model on its own dataset"), models)
     eye = np.eye(len(models))
-    out = {}
-    for i, m in enumerate(models):
-        evals = evaluate_points(ctx.evaluator, singles, eye[i:i + 1], [dataset_of[m]],
-                                desc=f"fine-tuned {m}")
-        out[m] = evals[0][dataset_of[m]]["accuracy"]
-    return out
+    evals = evaluate_groups(ctx.evaluator, [(singles, eye[i:i + 1], [dataset_of[m]], None)
+                                            for i, m in enumerate(models)],
+                            desc="fine-tuned models")
+    return {m: evals[i][0][dataset_of[m]]["accuracy"] for i, m in enumerate(models)}
 
 
-def _map_on_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
-                 dataset_of: dict[str, str], preference: dict[str, float]):
-    """MAP on one pair of the tree, in its own round folder, through the shared front step."""
+def _pair_plan(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
+               dataset_of: dict[str, str]):
+    """(folder, names, tasks, datasets, store, design) of round r's pair."""
     config = ctx.config
     folder = ctx.run.path / f"round{r + 1}"
     names = f"{a.name}_{b.name}"
@@ -92,17 +101,40 @@ def _map_on_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: i
     datasets = [dataset_of[t] for t in tasks]
     store = ScalingResults(folder / f"{names}scaling_results.json", [a.name, b.name])
     C = nested.pair_design(config.points, seed=config.seed + r, low=config.low, high=config.high)
-    evals = evaluate_points(ctx.evaluator, store, C, datasets,
-                            coefficients=lambda c: nested.compose_coefficients(
-                                a.coefficients, b.coefficients, c),
-                            desc=f"round {r + 1}: {a.name} + {b.name}")
+    return folder, names, tasks, datasets, store, C
+
+
+def _map_on_level(ctx: RunContext, pairs: list[nested.PairJob], dataset_of: dict[str, str],
+                  preference: dict[str, float]) -> list[tuple[np.ndarray, dict]]:
+    """MAP on every pair of a level: their designs in one evaluate() call (jobs of all the
+    pairs, each on its pair's datasets), then each pair's front in its round folder."""
+    plans = [_pair_plan(ctx, a, b, r, dataset_of) for a, b, r in pairs]
+
+    def composer(a: nested.PoolModel, b: nested.PoolModel):
+        return lambda c: nested.compose_coefficients(a.coefficients, b.coefficients, c)
+
+    rounds = ", ".join(f"{r + 1}" for _, _, r in pairs)
+    evals = evaluate_groups(
+        ctx.evaluator, [(store, C, datasets, composer(a, b))
+                        for (a, b, _), (_, _, _, datasets, store, C) in zip(pairs, plans)],
+        desc=f"round{'s' if len(pairs) > 1 else ''} {rounds}")
+    return [_fit_pair(ctx, a, b, r, plan, pair_evals, preference)
+            for (a, b, r), plan, pair_evals in zip(pairs, plans, evals)]
+
+
+def _fit_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int, plan,
+              evals: list[dict], preference: dict[str, float]):
+    """The pair's surrogates, front and pick through the shared front step."""
+    config = ctx.config
+    folder, names, tasks, datasets, store, C = plan
     table = metric_matrix(evals, datasets, config.metric.name)
     Y = nested.side_scores({t: table[:, k] for k, t in enumerate(tasks)}, a.tasks, b.tasks,
                            preference)
     weights = nested.pair_preference(a, b, preference)
     task = FrontTask(C=C, Y=Y, labels=[a.name, b.name],
                      axis_labels=[f"{a.name} ({'+'.join(a.tasks)})",
-                                  f"{b.name} ({'+'.join(b.tasks)})"], metric=config.metric, weights=weights, folder=folder, names=names,
+                                  f"{b.name} ({'+'.join(b.tasks)})"], metric=config.metric,
+                     weights=weights, folder=folder, names=names,
                      sample_box=(config.low, config.high), seed_offset=r,
                      title=f"Round {r + 1}", surrogate_figures=False)
     result = solve_front(task, SearchSettings.of(config))
@@ -122,14 +154,17 @@ def _map_on_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: i
 def _write_final_model(ctx: RunContext, final: nested.PoolModel, dataset_of: dict[str, str],
                        single_accuracy: dict[str, float]) -> dict[str, Any]:
     """final_model/finetuned.pt (task_vectors pickle) and merge.json."""
-    from task_vectors.checkpoints import save_module
+    from task_vectors.checkpoints import load_encoder, save_module
 
     config, run_dir = ctx.config, ctx.run
-    engine = ctx.evaluator.engine
-    engine.set_coefficients(final.coefficients)
+    # θ(c) comes from the evaluator (a Ray driver holds no engine); the module around it
+    # is the pretrained encoder, built on the CPU, so the file is the task_vectors pickle.
+    state = ctx.evaluator.merged_state(final.coefficients)
+    encoder = load_encoder(config.source.pretrained, config.source.model_name,
+                           openclip_cachedir=config.source.openclip_cachedir)
+    encoder.load_state_dict(state)
     final_dir = run_dir.path / "final_model"
-    save_module(engine.encoder, final_dir / "finetuned.pt")
-    engine.encoder.to(engine.device)
+    save_module(encoder, final_dir / "finetuned.pt")
     info = {"coefficients": dict(zip(config.models, final.coefficients.tolist())),
             "accuracy": {dataset_of[t]: v for t, v in final.measured.items()},
             "single_task_accuracy": {dataset_of[t]: v for t, v in single_accuracy.items()}}
