@@ -61,7 +61,7 @@ def main() -> None:
                                   "--n-gen", a.n_gen, *extra)
                 run_dir = tmp / exp_id
                 n_evals = read_json(run_dir / "run.json")["summary"]["n_evaluations"]
-                P = predict_all(run_dir / f"{names}_params.json", tasks, C_held)
+                P = predict_all(run_dir / f"{names}_surrogates.json", tasks, C_held)
                 C_front, _ = read_front(run_dir / f"{names}pareto_front.json")
                 F_real = evaluate(engine, C_front[spread_indices(len(C_front),
                                                                  a.front_points)], tasks)

@@ -49,7 +49,7 @@ def main() -> None:
             rng = np.random.default_rng(1000 + a.seed)  # not the design's stream
             C_held = rng.uniform(0.0, 1.0, size=(a.held_out, len(tasks)))
             Y_held = evaluate(engine, C_held, tasks)
-            P_held = predict_all(run_dir / f"{names}_params.json", tasks, C_held)
+            P_held = predict_all(run_dir / f"{names}_surrogates.json", tasks, C_held)
 
             C_front, F_front = read_front(run_dir / f"{names}pareto_front.json")
             idx = spread_indices(len(C_front), a.front_points)
