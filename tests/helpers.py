@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 
 class CountingEvaluate:
@@ -19,3 +20,17 @@ class CountingEvaluate:
 
     def __get__(self, engine, owner=None):  # bind like a method when set on the class
         return self if engine is None else functools.partial(self, engine)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of the processes whose command line contains ``text`` (to find and clean up the
+    Ray processes a test started)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if text.encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import processes_mentioning
+
 from map_common.errors import MAPError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,16 +36,6 @@ def _read(path: Path):
     return json.loads(Path(path).read_text())
 
 
-def _ray_processes(text: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if text.encode() in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
 
 
 # ------------------------------------------------------------------ flags (fast)
@@ -165,7 +157,7 @@ def ray_tmp():
         os.environ.pop("RAY_TMPDIR", None)
     else:
         os.environ["RAY_TMPDIR"] = previous
-    for pid in _ray_processes(folder):
+    for pid in processes_mentioning(folder):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import processes_mentioning
+
 REPO = Path(__file__).resolve().parent.parent
 SLURM = REPO / "scripts" / "slurm"
 SCRIPTS = sorted([*SLURM.glob("*.sbatch"), *SLURM.glob("*.sh")])
@@ -68,16 +70,6 @@ def stubbed_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if text.encode() in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
 
 
 # ------------------------------------------------------------------ static checks
