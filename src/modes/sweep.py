@@ -114,7 +114,9 @@ def sweep_row(config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
     weights = np.asarray(config.preference, dtype=float)
     row = {"subset": "_".join(config.models), "models": " ".join(config.models),
            "n_evaluations": summary["n_evaluations"], "front_size": summary["front_size"],
-           "min_surrogate_r2": float(min(summary["surrogate_r2"].values()))}
+           "min_surrogate_r2": float(min(summary["surrogate_r2"].values())),
+           "front_error": None if summary["reevaluated"] is None
+           else summary["reevaluated"]["mean_abs_error"]}
     if real is not None:
         values = np.array([real[d] for d in config.datasets])
         row["chosen_real_weighted"] = float(values @ weights / weights.sum())
@@ -126,28 +128,32 @@ def write_sweep_table(pool: RunContext, rows: list[dict[str, Any]]) -> list[str]
     """sweep.csv and sweep.png in the sweep's directory."""
     from matplotlib.figure import Figure
 
-    from src.plotting.style import _save
+    from src.plotting.style import BLUE, _save, _style
 
     path = pool.run.file("sweep.csv", "one line per subset: front size, worst surrogate R2, "
-                                      "the chosen model's real metric")
+                                      "predicted-vs-real front error, the chosen model's "
+                                      "real metric")
     fields = ["subset", "models", "n_evaluations", "front_size", "min_surrogate_r2",
-              "chosen_real_weighted", "chosen_real"]
+              "front_error", "chosen_real_weighted", "chosen_real"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     names = [r["subset"].replace("_", "\n") for r in rows]
-    columns = [("front size", "front_size"), ("worst surrogate R²", "min_surrogate_r2"),
+    columns = [("worst surrogate R²", "min_surrogate_r2"),
+               ("front error\n(mean |predicted − real|)", "front_error"),
                (f"chosen model, real {pool.config.metric.name}\n(preference-weighted)",
                 "chosen_real_weighted")]
-    fig = Figure(figsize=(max(6.0, 1.2 * len(rows)), 7.5))
-    axes = fig.subplots(len(columns), 1, sharex=True)
-    for ax, (label, key) in zip(axes, columns):
-        ax.bar(range(len(rows)), [r.get(key, np.nan) for r in rows], color="tab:blue")
-        ax.set_ylabel(label)
-    axes[-1].set_xticks(range(len(rows)), names, fontsize=7)
-    fig.suptitle(f"MAP on every {pool.config.sweep[:-1]} of {pool.config.T} models")
-    fig.tight_layout()
+    with _style():
+        fig = Figure(figsize=(max(6.0, 1.2 * len(rows)), 7.5))
+        axes = fig.subplots(len(columns), 1, sharex=True)
+        for ax, (label, key) in zip(axes, columns):
+            ax.bar(range(len(rows)), [np.nan if r.get(key) is None else r[key] for r in rows],
+                   color=BLUE)
+            ax.set_ylabel(label)
+        axes[-1].set_xticks(range(len(rows)), names, fontsize=7)
+        fig.suptitle(f"MAP on every {pool.config.sweep[:-1]} of {pool.config.T} models")
+        fig.tight_layout()
     figures = _save(fig, pool.run.file("sweep.png", "the sweep table as bars"),
                     pool.config.pdf)
     return [str(path), *map(str, figures)]
