@@ -33,6 +33,7 @@ class Defaults:
     nested_pair_points: int              # nested: evaluated merges per pair
     bayes_schedule: Callable[[int], tuple[int, int, int]]  # (initial, per round, rounds)
     grid_points_per_axis: Callable[[int], int | None]       # None: the user must choose
+    refine_rounds: int = 0               # map / bayesian: --refine-rounds when not given
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class RunConfig:
     exp_id: str
     pdf: bool
     arguments: dict[str, Any] = field(default_factory=dict, compare=False)
+    refine_rounds: int = 0      # map / bayesian: front-refinement rounds (src.refine)
+    refine_points: int = 5      # new front points evaluated per round
+    refine_tol: float = 0.0     # stop once a round's mean |predicted - real| is at most this
 
     @property
     def T(self) -> int:
@@ -181,6 +185,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
                        "ta, and add this run's front with --compare")
     compare = tuple(str(require_file(p, "run to compare (--compare)"))
                     for p in (args.compare or ()))
+    refine_rounds, refine_points, refine_tol = _refinement(args, defaults)
     arguments = {k: v for k, v in vars(args).items()}
     arguments.update(model=model_name, save=save, pretrained_checkpoint=pretrained,
                      data_location=data_location)
@@ -192,7 +197,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         baselines=baselines, compare=compare,
         source=source, evaluation=evaluation,
         results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf,
-        arguments=arguments)
+        arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
+        refine_tol=refine_tol)
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -243,6 +249,24 @@ def _budget(args: argparse.Namespace, defaults: Defaults, T: int
                 args.bayes_iter if args.bayes_iter is not None else n_iter)
     bayesian.check_schedule(T, *schedule)
     return points, schedule
+
+
+def _refinement(args: argparse.Namespace, defaults: Defaults) -> tuple[int, int, float]:
+    """(rounds, points per round, tolerance) of the front refinement (map and bayesian)."""
+    given = getattr(args, "refine_rounds", None)
+    points = getattr(args, "refine_points", 5)
+    tol = getattr(args, "refine_tol", 0.0)
+    if given is None:  # the default refines map and bayesian fronts only
+        return (defaults.refine_rounds if args.method in ("map", "bayesian") else 0), \
+            points, tol
+    rounds = given
+    if rounds < 0 or points < 1 or tol < 0:
+        raise MAPError(f"--refine-rounds {rounds} --refine-points {points} --refine-tol {tol}: "
+                       "rounds and tolerance must be 0 or more, points per round positive")
+    if rounds and args.method not in ("map", "bayesian"):
+        raise MAPError(f"--refine-rounds refines a map or bayesian front; --method "
+                       f"{args.method} has its own design")
+    return int(rounds), int(points), float(tol)
 
 
 def _grid_per_axis(args: argparse.Namespace, defaults: Defaults, T: int) -> int | None:
