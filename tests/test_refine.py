@@ -140,3 +140,20 @@ def test_refine_flags_are_checked(zoo_root, tmp_path, capsys):
     code = run_MAP.main(["--demo", "--zoo-dir", zoo_root, "--method", "nested",
                          "--refine-rounds", "2", "--results-path", str(tmp_path)])
     assert code == 2 and "--refine-rounds" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bayesian_refines_after_its_rounds(zoo_root, tmp_path, one_thread):
+    import run_MAP
+
+    argv = ["--demo", "--zoo-dir", zoo_root, "--method", "bayesian", "--n-gen", "30",
+            "--reevaluate", "0", "--zeroshot-merge-models", *PAIR, "--results-path",
+            str(tmp_path), "--exp-id", "bayes", "--bayes-iter", "1", "--refine-rounds", "1",
+            "--refine-points", "2"]
+    assert run_MAP.main(argv) == 0
+    summary = json.loads((tmp_path / "bayes" / "run.json").read_text())["summary"]
+    n_rounds = len(json.loads((tmp_path / "bayes" / "bayesian_rounds.json").read_text()))
+    assert summary["refine"]["points_per_round"] and \
+        0 < summary["refine"]["points_per_round"][0] <= 2
+    assert summary["n_evaluations"] == summary["refine"]["n_evaluations"]
+    assert n_rounds >= 1
