@@ -269,7 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Initial design size (default: default_bayes_schedule, "
                         "(T+1)(T+2)/2 + 2).")
 
-    g = p.add_argument_group("front refinement (map, bayesian)")
+    g = p.add_argument_group("front refinement and design (map, bayesian)")
+    g.add_argument("--design", type=str, default="grid", choices=("grid", "lhs"),
+                   help="map: the evaluated merges. grid: one-hot, near-diagonal, then points "
+                        "of a coarse grid (mostly the box's edges and corners for 2-3 tasks); "
+                        "lhs: one-hot, the centre, then a Latin hypercube (interior points; "
+                        "better fronts on the demo bench, see docs_front_quality.md).")
     g.add_argument("--refine-rounds", type=nonnegative_int, default=None,
                    help="Rounds of: refit the surrogates on every evaluated point, search "
                         "again, evaluate --refine-points NEW points spread along the predicted "

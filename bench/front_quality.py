@@ -18,7 +18,7 @@ merged model counts, re-evaluations included): budget = bayesian's default sched
   map dare / map ties  map with --merge-method dare / ties (an engine over the set's tasks,
             as the CLI builds it), scored against the task-arithmetic grid as the
             original's figure does (no held-out score: its models are not the grid's);
-  map lhs   measurement only: one-hot + centre + a Latin hypercube instead of the design;
+  map lhs   map with --design lhs (one-hot + centre + a Latin hypercube), also with refine;
   bayesian  src.bayesian.run_rounds with its default schedule, then the same front step;
   random    the budget as uniform random merges (each --random-seeds seed);
   botorch   qLogNEHVI, GP per task (bench/mobo.py; needs botorch).
@@ -247,15 +247,6 @@ def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int):
                                min_distance=refine.MIN_DISTANCE)
 
 
-def lhs_design(T: int, n: int, seed: int) -> np.ndarray:
-    """A measured alternative to the tool's design: the one-hot points, the centre, then a
-    Latin hypercube over the box (interior rather than the grid's edges and corners)."""
-    from scipy.stats import qmc
-
-    fixed = np.vstack([np.eye(T), np.full((1, T), 0.5)])
-    return np.vstack([fixed, qmc.LatinHypercube(d=T, seed=seed).random(n - len(fixed))])
-
-
 def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: int,
             measure: Measure, rounds: int = 0, points: int = 5, design_kind: str = "tool"
             ) -> dict:
@@ -269,8 +260,8 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
     if n_design < sampling.min_points(T):
         raise SystemExit(f"--refine {rounds}x{points}: leaves {n_design} design points of "
                          f"{n_fit}, fewer than a quadratic's {sampling.min_points(T)}")
-    C = design(SimpleNamespace(T=T, points=n_design, low=0.0, high=1.0, seed=seed)) \
-        if design_kind == "tool" else lhs_design(T, n_design, seed)
+    C = design(SimpleNamespace(T=T, points=n_design, low=0.0, high=1.0, seed=seed,
+                               design="lhs" if design_kind == "lhs" else "grid"))
     Y = evaluate(C)
     info = None
     if rounds:

@@ -98,6 +98,7 @@ class RunConfig:
     refine_rounds: int = 0      # map / bayesian: front-refinement rounds (src.refine)
     refine_points: int = 5      # new front points evaluated per round
     refine_tol: float = 0.0     # stop once a round's mean |predicted - real| is at most this
+    design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs
 
     @property
     def T(self) -> int:
@@ -198,7 +199,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         source=source, evaluation=evaluation,
         results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf,
         arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
-        refine_tol=refine_tol)
+        refine_tol=refine_tol, design=getattr(args, "design", "grid"))
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:

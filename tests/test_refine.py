@@ -157,3 +157,17 @@ def test_bayesian_refines_after_its_rounds(zoo_root, tmp_path, one_thread):
         0 < summary["refine"]["points_per_round"][0] <= 2
     assert summary["n_evaluations"] == summary["refine"]["n_evaluations"]
     assert n_rounds >= 1
+
+
+def test_lhs_design_has_the_one_hot_models_and_one_point_per_stratum():
+    from src.modes.map_mode import lhs_design
+
+    C = lhs_design(3, 20, 0.0, 2.0, seed=1)
+    assert C.shape == (20, 3) and len(np.unique(C, axis=0)) == 20
+    np.testing.assert_array_equal(C[:3], np.eye(3))
+    np.testing.assert_array_equal(C[3], [1.0, 1.0, 1.0])
+    rest = C[4:]
+    assert (rest >= 0).all() and (rest <= 2).all()
+    for k in range(3):  # a Latin hypercube: one point in each of the 16 slices per axis
+        assert sorted(np.floor(rest[:, k] / 2 * 16).astype(int).tolist()) == list(range(16))
+    np.testing.assert_array_equal(C, lhs_design(3, 20, 0.0, 2.0, seed=1))

@@ -14,9 +14,23 @@ from src.results import write_json
 
 
 def design(config: RunConfig):
-    """The evaluated coefficient vectors: one-hot, near-diagonal, then grid points."""
+    """The evaluated coefficient vectors. grid (default): one-hot, near-diagonal, then grid
+    points; lhs (--design lhs): one-hot, the centre, then a Latin hypercube (interior
+    points rather than the coarse grid's edges and corners; docs_front_quality.md)."""
+    if getattr(config, "design", "grid") == "lhs":
+        return lhs_design(config.T, config.points, config.low, config.high, config.seed)
     return sampling.design(config.T, config.points, low=config.low, high=config.high,
                            n_diagonal=max(1, config.points // 10), seed=config.seed)
+
+
+def lhs_design(T: int, n: int, low: float, high: float, seed: int) -> np.ndarray:
+    """n points: the T one-hot models, the centre of the box, then a Latin hypercube."""
+    from scipy.stats import qmc
+
+    one_hot = np.clip(np.eye(T), low, high)
+    fixed = np.vstack([one_hot, np.full((1, T), (low + high) / 2)])[:n]
+    rest = qmc.LatinHypercube(d=T, seed=seed).random(n - len(fixed))
+    return np.vstack([fixed, low + (high - low) * rest])
 
 
 def refine_run(ctx: RunContext, C: np.ndarray, Y: np.ndarray
