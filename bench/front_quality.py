@@ -62,7 +62,6 @@ from src import bayesian, pareto, sampling
 from src.indicators import (bootstrap_floor, front_indicators, pareto_filter,
                             preference_regret)
 from src.pareto import non_dominated
-from src.surrogate import fit_surrogates
 
 TRIPLES = [("DigitsVal", "RotateVal", "FlipVal"), ("DigitsVal", "InvertVal", "ParityVal"),
            ("RotateVal", "TransposeVal", "Ge5Val"), ("FlipVal", "InvertVal", "Mod3Val"),

@@ -5,7 +5,6 @@ points (a resume evaluates nothing) and records its rounds in run.json."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
