@@ -49,10 +49,15 @@ def default_grid_points_per_axis(T: int) -> int | None:
     return {2: 21, 3: 11}.get(T)
 
 
+# --refine-rounds when not given (map and bayesian; see docs_front_quality.md)
+DEFAULT_REFINE_ROUNDS = 0
+
+
 DEFAULTS = Defaults(
     models=tuple(DEFAULT_DATASETS), demo_pair=tuple(DEMO_PAIR), demo_nested=tuple(DEMO_NESTED),
     points=default_points, nested_pair_points=NESTED_PAIR_POINTS,
-    bayes_schedule=default_bayes_schedule, grid_points_per_axis=default_grid_points_per_axis)
+    bayes_schedule=default_bayes_schedule, grid_points_per_axis=default_grid_points_per_axis,
+    refine_rounds=DEFAULT_REFINE_ROUNDS)
 
 
 # Budgets beyond these could not finish: each point is a full evaluation of a merged model
@@ -290,6 +295,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bayes-initial-pts", type=point_count, default=None,
                    help="Initial design size (default: default_bayes_schedule, "
                         "(T+1)(T+2)/2 + 2).")
+
+    g = p.add_argument_group("front refinement and design (map, bayesian)")
+    g.add_argument("--design", type=str, default="grid", choices=("grid", "lhs"),
+                   help="map: the evaluated merges. grid: one-hot, near-diagonal, then points "
+                        "of a coarse grid (mostly the box's edges and corners for 2-3 tasks); "
+                        "lhs: one-hot, the centre, then a Latin hypercube (interior points; "
+                        "better fronts on the demo bench, see docs_front_quality.md).")
+    g.add_argument("--refine-rounds", type=nonnegative_int, default=None,
+                   help="Rounds of: refit the surrogates on every evaluated point, search "
+                        "again, evaluate --refine-points NEW points spread along the predicted "
+                        "front (none near an evaluated one); before the final front (default: "
+                        "DEFAULT_REFINE_ROUNDS in args.py; 0 keeps plain MAP).")
+    g.add_argument("--refine-points", type=positive_int, default=5,
+                   help="New front points evaluated per refinement round.")
+    g.add_argument("--refine-tol", type=nonnegative_float, default=0.0,
+                   help="Stop refining once a round's mean |predicted - real| at its new "
+                        "points is at most this (metric units; 0: run every round).")
 
     g = p.add_argument_group("output and run")
     g.add_argument("--results-path", type=folder_path, default="nested_experiments4",

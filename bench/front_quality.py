@@ -1,7 +1,8 @@
 """How close does each method get to the Pareto front a dense grid of merges gives? (demo zoo)
 
     .venv/bin/python bench/front_quality.py [--sets pairs|triples|all|A,B;C,D,E]
-        [--max-sets N] [--methods map bayesian random botorch] [--random-seeds 0 1 2]
+        [--max-sets N] [--methods map refine bayesian dare ties random botorch lhs]
+        [--refine 2x5 ...] [--botorch-sets N] [--random-seeds 0 1 2]
         [--reevaluate 10] [--pair-grid 21] [--triple-grid 11] [--splits 20]
         [--cache DIR] [--csv PATH] [--no-curve]
 
@@ -9,9 +10,16 @@ Truth: every point of a grid over [0, 1]^T merged and evaluated (cached per task
 --cache, so reruns skip it). Every method gets the same number of real evaluations (every
 merged model counts, re-evaluations included): budget = bayesian's default schedule
 ((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
-  map       design of that many points, quadratic surrogates, NSGA-III, then --reevaluate
-            front points (spread along the front, plus each preference's pick);
-  bayesian  src.bayesian.run_rounds with its default schedule, then the same re-evaluation;
+  map       map_mode.design of that many points, then src.front.solve_front as the CLI
+            runs it (quadratic surrogates, NSGA-III, --reevaluate front points spread
+            along the front, the first preference's pick among them);
+  map+refine RxK  the same total: a design of R*K fewer points, then --refine-rounds R
+            --refine-points K (src.refine), then the same front step;
+  map dare / map ties  map with --merge-method dare / ties (an engine over the set's tasks,
+            as the CLI builds it), scored against the task-arithmetic grid as the
+            original's figure does (no held-out score: its models are not the grid's);
+  map lhs   map with --design lhs (one-hot + centre + a Latin hypercube), also with refine;
+  bayesian  src.bayesian.run_rounds with its default schedule, then the same front step;
   random    the budget as uniform random merges (each --random-seeds seed);
   botorch   qLogNEHVI, GP per task (bench/mobo.py; needs botorch).
 The method's front is the non-dominated set of every model it evaluated for real.
@@ -32,8 +40,10 @@ base datasets' test splits (Digits for DigitsVal: disjoint, never searched on) a
 test grid's front; "oracle" is the Val grid's own front and picks measured the same way,
 the held-out ceiling for a perfect method.
 
-Phase-1 note: MAP and bayesian run through the algorithm modules here (design /
-fit_surrogates / nsga3_front / run_rounds), not through the pipeline's front step.
+MAP and bayesian run on the CLI's own code path (map_mode.design, bayesian.run_rounds,
+src.refine, src.front.solve_front; only the figures are skipped). Preference picks the
+front step did not re-evaluate are measured for the regret and not counted (as a user
+evaluates the one model they pick).
 """
 from __future__ import annotations
 
@@ -52,7 +62,6 @@ from src import bayesian, pareto, sampling
 from src.indicators import (bootstrap_floor, front_indicators, pareto_filter,
                             preference_regret)
 from src.pareto import non_dominated
-from src.surrogate import fit_surrogates
 
 TRIPLES = [("DigitsVal", "RotateVal", "FlipVal"), ("DigitsVal", "InvertVal", "ParityVal"),
            ("RotateVal", "TransposeVal", "Ge5Val"), ("FlipVal", "InvertVal", "Mod3Val"),
@@ -92,14 +101,19 @@ class Evaluator:
         full[[self.tasks.index(t) for t in task_set]] = c
         return full
 
-    def accuracy(self, task_set: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
-        """evaluate(C [n, T]) -> accuracies [n, T], through MergeEngine.evaluate_at."""
+    def accuracy(self, task_set: Sequence[str], counted: bool = True, engine=None
+                 ) -> Callable[[np.ndarray], np.ndarray]:
+        """evaluate(C [n, T]) -> accuracies [n, T], through MergeEngine.evaluate_at (of
+        ``engine``, one over the task set's tasks only, when given)."""
         def evaluate(C: np.ndarray) -> np.ndarray:
             rows = []
             for c in np.atleast_2d(C):
-                res = self.engine.evaluate_at(self.full(task_set, c), list(task_set))
+                if engine is None:
+                    res = self.engine.evaluate_at(self.full(task_set, c), list(task_set))
+                else:
+                    res = engine.evaluate_at(np.asarray(c, dtype=float), list(task_set))
                 rows.append([res[d]["accuracy"] for d in task_set])
-                self.count += 1
+                self.count += int(counted)
             return np.array(rows, dtype=float).reshape(-1, len(task_set))
         return evaluate
 
@@ -131,6 +145,21 @@ class Evaluator:
         return [np.array(rows, dtype=bool) for rows in out]
 
 
+def merged_engine(zoo, task_set: Sequence[str], method: str, seed: int):
+    """An engine over the task set's tasks only, with --merge-method's tau transform (TIES
+    elects signs among the merged tasks, so the other zoo tasks must not take part), built
+    as the CLI builds it (task_vectors.merging.tau_transform, --seed as DARE's mask)."""
+    from task_vectors.engine import MergeEngine
+    from task_vectors.merging import tau_transform
+
+    root = zoo.path
+    return MergeEngine.from_checkpoints(
+        model_name=zoo.model_name, pretrained=str(root / "zeroshot.pt"),
+        finetuned={t: str(root / t / "finetuned.pt") for t in task_set},
+        heads={t: str(root / f"head_{t}.pt") for t in task_set}, datasets=list(task_set),
+        data_location=str(root), tau_transform=tau_transform(method, seed=seed))
+
+
 def grid_truth(ev: Evaluator, task_set: Sequence[str], per_axis: int, cache: Path
                ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, float]:
     """(C_grid, per-image Val correctness per task, test accuracies [n, T], seconds), from
@@ -153,6 +182,13 @@ def grid_truth(ev: Evaluator, task_set: Sequence[str], per_axis: int, cache: Pat
 
 
 # ------------------------------------------------------------------ methods
+# MAP and bayesian run on the CLI's own code path: map_mode.design, bayesian.run_rounds,
+# src.refine (as --refine-rounds) and src.front.solve_front (fit -> search -> pick ->
+# re-evaluate), with the CLI's defaults (NSGA-III over the sampled box, N_GEN generations).
+# Only solve_front's figures are skipped (drawing is not what is measured).
+PICK = "weighted-sum"  # preference regret is a weighted-sum regret: pick by the same rule
+
+
 def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
     """(points the surrogate methods fit on, total real evaluations of every method)."""
     n_initial, n_update, n_iter = bayesian.default_schedule(T)
@@ -160,51 +196,88 @@ def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
     return n_fit, n_fit + reevaluate
 
 
-def pick_indices(F_front: np.ndarray, preferences, n: int) -> tuple[list[int], list[int]]:
-    """Front rows to re-evaluate: each preference's pick, then rows spread along the front
-    until n (or the whole front) are chosen. Returns (rows, pick row per preference)."""
-    picks = [pareto.pick_by_preference(F_front, w, [SENSE] * F_front.shape[1])
-             for w in preferences]
-    rows = list(dict.fromkeys(picks))
-    for i in np.round(np.linspace(0, len(F_front) - 1, max(n, 1))).astype(int):
-        if len(rows) >= min(n, len(F_front)):
-            break
-        if int(i) not in rows:
-            rows.append(int(i))
-    # spread rows may collide; fill from the rest of the front in order
-    for i in range(len(F_front)):
-        if len(rows) >= min(n, len(F_front)):
-            break
-        if i not in rows:
-            rows.append(i)
-    return rows, picks
+class Measure:
+    """Real values of preference picks the front step did not re-evaluate: measured for the
+    regret (as held-out values are), not counted as the method's evaluations."""
+
+    def __init__(self, evaluate):
+        self.evaluate = evaluate
 
 
-def surrogate_front(evaluate, C: np.ndarray, Y: np.ndarray, surrogates, preferences,
-                    n_reeval: int, seed: int) -> dict:
-    """NSGA-III on the surrogates, re-evaluate front rows; everything front_indicators needs."""
+def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_reeval: int,
+               seed: int, measure: Measure) -> dict:
+    """src.front.solve_front as the CLI runs it (re-evaluating n_reeval front points, the
+    first preference's pick among them), then each preference's pick on its front."""
+    import tempfile
+
+    from src import outputs
+    from src.front import FrontTask, SearchSettings, solve_front
+    from src.metrics import get_metric
+
+    outputs.draw_front = lambda *a, **k: []
     T = C.shape[1]
-    C_front, F_front = pareto.nsga3_front(surrogates, [SENSE] * T, n_gen=N_GEN, seed=seed)
-    rows, picks = pick_indices(F_front, preferences, n_reeval)
-    real = evaluate(C_front[rows])
-    real_of = dict(zip(rows, real))
-    return {"C_all": np.vstack([C, C_front[rows]]), "Y_all": np.vstack([Y, real]),
-            "predicted": F_front[rows], "real": real,
-            "chosen_real": [real_of[p] for p in picks], "chosen_C": C_front[picks]}
+    with tempfile.TemporaryDirectory() as folder:
+        task = FrontTask(C=C, Y=Y, labels=list(task_set), metric=get_metric("accuracy"),
+                         weights=preferences[0], folder=Path(folder), names="bench",
+                         reevaluate=n_reeval, evaluate_real=evaluate)
+        res = solve_front(task, SearchSettings(low=0.0, high=1.0, n_gen=N_GEN, seed=seed,
+                                               pick=PICK))
+    rows = res.reevaluated
+    real_of = dict(zip(rows, res.F_real)) if res.F_real is not None else {}
+    picks = [pareto.pick(res.F_front, w, [SENSE] * T, PICK,
+                         worst=np.array(res.anchors["worst"]), best=np.array(res.anchors["best"]))
+             for w in preferences]
+    chosen_real = [real_of[p] if p in real_of else measure.evaluate(res.C_front[[p]])[0]
+                   for p in picks]
+    real = res.F_real if res.F_real is not None else np.zeros((0, Y.shape[1]))
+    return {"C_all": np.vstack([C, res.C_front[rows]]), "Y_all": np.vstack([Y, real]),
+            "predicted": res.F_front[rows], "real": real, "chosen_real": chosen_real,
+            "chosen_C": res.C_front[picks], "refine": None}
 
 
-def run_map(evaluate, T: int, n_fit: int, preferences, n_reeval: int, seed: int) -> dict:
-    C = sampling.design(T, n_fit, n_diagonal=max(1, n_fit // 10), seed=seed)
+def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int):
+    """--refine-rounds / --refine-points with the CLI's search settings."""
+    from src import refine
+
+    T = C.shape[1]
+    search = refine.surrogate_search("sigmoid", [SENSE] * T, low=0.0, high=1.0, n_gen=N_GEN,
+                                     seed=seed)
+    return refine.refine_front(evaluate, search, C, Y, rounds=rounds, points=points,
+                               min_distance=refine.MIN_DISTANCE)
+
+
+def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: int,
+            measure: Measure, rounds: int = 0, points: int = 5, design_kind: str = "tool"
+            ) -> dict:
+    """map_mode.design of n_fit - rounds * points points, refinement, the front step."""
+    from types import SimpleNamespace
+
+    from src.modes.map_mode import design
+
+    T = len(task_set)
+    n_design = n_fit - rounds * points
+    if n_design < sampling.min_points(T):
+        raise SystemExit(f"--refine {rounds}x{points}: leaves {n_design} design points of "
+                         f"{n_fit}, fewer than a quadratic's {sampling.min_points(T)}")
+    C = design(SimpleNamespace(T=T, points=n_design, low=0.0, high=1.0, seed=seed,
+                               design="lhs" if design_kind == "lhs" else "grid"))
     Y = evaluate(C)
-    return surrogate_front(evaluate, C, Y, fit_surrogates(C, Y, "sigmoid"), preferences,
-                           n_reeval, seed)
+    info = None
+    if rounds:
+        r = run_refine(evaluate, C, Y, rounds, points, seed)
+        C, Y, info = r.C, r.Y, r.summary()
+    out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed, measure)
+    out["refine"] = info
+    return out
 
 
-def run_bayes(evaluate, T: int, preferences, n_reeval: int, seed: int) -> dict:
+def run_bayes(evaluate, task_set, preferences, n_reeval: int, seed: int,
+              measure: Measure) -> dict:
+    T = len(task_set)
     n_initial, n_update, n_iter = bayesian.default_schedule(T)
     res = bayesian.run_rounds(evaluate, T, n_initial=n_initial, n_update=n_update,
                               n_iter=n_iter, link="sigmoid", seed=seed)
-    return surrogate_front(evaluate, res.C, res.Y, res.surrogates, preferences, n_reeval, seed)
+    return front_step(evaluate, res.C, res.Y, task_set, preferences, n_reeval, seed, measure)
 
 
 def direct(C: np.ndarray, Y: np.ndarray, preferences) -> dict:
@@ -257,7 +330,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", default="all")
     p.add_argument("--max-sets", type=int, default=None, help="only the first N task sets")
-    p.add_argument("--methods", nargs="+", default=["map", "bayesian", "random", "botorch"])
+    p.add_argument("--methods", nargs="+", default=["map", "refine", "bayesian", "dare", "ties",
+                                                     "random", "botorch"],
+                   help="refine: map + --refine-rounds at the same total budget (each "
+                        "--refine spec); dare / ties: map with --merge-method dare / ties, "
+                        "scored against the task-arithmetic grid as the original's figure")
+    p.add_argument("--refine", nargs="+", default=["2x5"], metavar="RxK",
+                   help="refinement rounds x new points per round (taken from the design)")
+    p.add_argument("--botorch-sets", type=int, default=None,
+                   help="run botorch on the first N pairs and first N triples only "
+                        "(default: every set)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--reevaluate", type=int, default=10)
@@ -291,6 +373,7 @@ def main() -> None:
                                      resample="bootstrap")
         n_fit, budget = budget_for(T, a.reevaluate)
         evaluate = ev.accuracy(task_set)
+        measure = Measure(ev.accuracy(task_set, counted=False))
         # the grid's per-image path must agree with the engine's own accuracy
         check = np.abs(evaluate(C_grid[:: max(1, len(C_grid) // 3)]) -
                        truth_Y[:: max(1, len(C_grid) // 3)]).max()
@@ -309,17 +392,42 @@ def main() -> None:
 
         runs: list[tuple[str, int, Callable[[], dict]]] = []
         if "map" in a.methods:
-            runs.append(("map", a.seed, lambda s=a.seed: run_map(evaluate, T, n_fit, prefs,
-                                                                   a.reevaluate, s)))
+            runs.append(("map", a.seed, lambda s=a.seed: run_map(
+                evaluate, task_set, n_fit, prefs, a.reevaluate, s, measure)))
+        if "refine" in a.methods:
+            for spec in a.refine:
+                R, K = map(int, spec.split("x"))
+                runs.append((f"map+refine {spec}", a.seed, lambda s=a.seed, R=R, K=K: run_map(
+                    evaluate, task_set, n_fit, prefs, a.reevaluate, s, measure, R, K)))
+        if "lhs" in a.methods:  # measurement only: is the design's edge-heavy grid a loss?
+            runs.append(("map lhs", a.seed, lambda s=a.seed: run_map(
+                evaluate, task_set, n_fit, prefs, a.reevaluate, s, measure,
+                design_kind="lhs")))
+            for spec in a.refine if "refine" in a.methods else []:
+                R, K = map(int, spec.split("x"))
+                runs.append((f"map lhs+refine {spec}", a.seed, lambda s=a.seed, R=R, K=K:
+                             run_map(evaluate, task_set, n_fit, prefs, a.reevaluate, s,
+                                     measure, R, K, design_kind="lhs")))
         if "bayesian" in a.methods:
-            runs.append(("bayesian", a.seed, lambda s=a.seed: run_bayes(evaluate, T, prefs,
-                                                                        a.reevaluate, s)))
+            runs.append(("bayesian", a.seed, lambda s=a.seed: run_bayes(
+                evaluate, task_set, prefs, a.reevaluate, s, measure)))
+        for merge in ("dare", "ties"):
+            if merge in a.methods:
+                def run_merged(s=a.seed, merge=merge):
+                    engine = merged_engine(zoo, task_set, merge, s)
+                    out = run_map(ev.accuracy(task_set, engine=engine), task_set, n_fit, prefs,
+                                  a.reevaluate, s,
+                                  Measure(ev.accuracy(task_set, False, engine=engine)))
+                    out["heldout"] = False  # its models are not the TA engine's
+                    return out
+                runs.append((f"map {merge}", a.seed, run_merged))
         if "random" in a.methods:
             from mobo import random_search
             for s in a.random_seeds:
                 runs.append(("random", s, lambda s=s: direct(*random_search(
                     evaluate, T, budget, seed=s), prefs)))
-        if "botorch" in a.methods:
+        index_of_kind = sum(1 for t in sets[: sets.index(task_set)] if len(t) == T)
+        if "botorch" in a.methods and (a.botorch_sets is None or index_of_kind < a.botorch_sets):
             from mobo import botorch_qnehvi
             runs.append(("botorch", a.seed, lambda s=a.seed: direct(*botorch_qnehvi(
                 evaluate, T, budget, seed=s), prefs)))
@@ -331,8 +439,15 @@ def main() -> None:
             wall = time.perf_counter() - start
             row = base | {"method": method, "seed": seed, "seconds": wall,
                           "counted_evaluations": ev.count} | score(out, truth_Y, prefs)
-            row |= heldout_score(ev, task_set, out["C_all"], out["Y_all"], out["chosen_C"],
-                                 test_grid, prefs)
+            if out.get("refine"):
+                row |= {"refine_points": sum(out["refine"]["points_per_round"]),
+                        "refine_agreement": out["refine"]["agreement"][-1]}
+            if out.get("heldout", True):
+                row |= heldout_score(ev, task_set, out["C_all"], out["Y_all"],
+                                     out["chosen_C"], test_grid, prefs)
+            else:
+                row |= {"hv_ratio_test": float("nan"), "igd_plus_test": float("nan"),
+                        "regret_test": float("nan")}
             rows.append(row)
             print(f"{row['tasks']:<28} {method:<9} seed {seed}: HV ratio {row['hv_ratio']:.3f} "
                   f"(floor {floor['mean']:.3f}/{floor_boot['mean']:.3f}), IGD+ {row['igd_plus']:.4f}, regret "
@@ -343,7 +458,7 @@ def main() -> None:
         if not a.no_curve and "map" in a.methods:
             m = sampling.min_points(T)
             for n in sorted({m, 3 * m // 2, 2 * m, 3 * m}):
-                out = run_map(evaluate, T, n, prefs, a.reevaluate, a.seed)
+                out = run_map(evaluate, task_set, n, prefs, a.reevaluate, a.seed, measure)
                 curve.append({"tasks": base["tasks"], "T": T, "n_fit": n,
                               "evaluations": n + len(out["real"]),
                               "hv_ratio": score(out, truth_Y, prefs)["hv_ratio"],
@@ -370,24 +485,28 @@ def summarise(rows: list[dict], curve: list[dict]) -> None:
     if not rows:
         return
     print("\nper method and T (means over task sets and seeds; worst = lowest HV ratio)")
-    print("floor: split-half / bootstrap noise floor of the HV ratio (see src.indicators)")
-    print(f"{'method':<9} {'T':>2} {'runs':>4} {'HV ratio':>8} {'worst':>6} {'floor':>11} "
-          f"{'IGD+':>7} {'regret':>7} {'pred err':>8} {'evals':>5} {'sec':>6} | {'test HV':>7} "
-          f"{'oracle':>6} {'test regret':>11} {'oracle':>6}")
+    print("floor: split-half / bootstrap noise floor of the HV ratio (see src.indicators); "
+          "/boot: HV ratio over the bootstrap floor (1 = as good as a perfect method)")
+    w = max(9, max(len(r["method"]) for r in rows))
+    print(f"{'method':<{w}} {'T':>2} {'runs':>4} {'HV ratio':>8} {'worst':>6} {'floor':>11} "
+          f"{'/boot':>5} {'worst':>5} {'IGD+':>7} {'regret':>7} {'pred err':>8} {'evals':>5} "
+          f"{'sec':>6} | {'test HV':>7} {'oracle':>6} {'test regret':>11} {'oracle':>6}")
     for (method, T) in dict.fromkeys((r["method"], r["T"]) for r in rows):
         sel = [r for r in rows if r["method"] == method and r["T"] == T]
         mae = [r["pred_real_mae"] for r in sel if "pred_real_mae" in r]
-        print(f"{method:<9} {T:>2} {len(sel):>4} {np.mean([r['hv_ratio'] for r in sel]):>8.3f} "
+        rel = [r["hv_ratio"] / r["floor_boot"] for r in sel]
+        print(f"{method:<{w}} {T:>2} {len(sel):>4} {np.mean([r['hv_ratio'] for r in sel]):>8.3f} "
               f"{np.min([r['hv_ratio'] for r in sel]):>6.3f} "
               f"{np.mean([r['floor'] for r in sel]):>5.3f}/{np.mean([r['floor_boot'] for r in sel]):.3f} "
+              f"{np.mean(rel):>5.3f} {np.min(rel):>5.3f} "
               f"{np.mean([r['igd_plus'] for r in sel]):>7.4f} "
               f"{np.mean([r['regret'] for r in sel]):>7.4f} "
               f"{(np.mean(mae) if mae else float('nan')):>8.4f} "
               f"{np.mean([r['evaluations'] for r in sel]):>5.0f} "
               f"{np.mean([r['seconds'] for r in sel]):>6.1f} | "
-              f"{np.mean([r['hv_ratio_test'] for r in sel]):>7.3f} "
+              f"{np.nanmean([r['hv_ratio_test'] for r in sel]) if any(np.isfinite(r['hv_ratio_test']) for r in sel) else float('nan'):>7.3f} "
               f"{np.mean([r['oracle_hv_ratio_test'] for r in sel]):>6.3f} "
-              f"{np.mean([r['regret_test'] for r in sel]):>11.4f} "
+              f"{np.nanmean([r['regret_test'] for r in sel]) if any(np.isfinite(r['regret_test']) for r in sel) else float('nan'):>11.4f} "
               f"{np.mean([r['oracle_regret_test'] for r in sel]):>6.4f}")
     if curve:
         print("\nMAP's HV ratio as its design grows (mean over task sets; + re-evaluations)")

@@ -33,6 +33,7 @@ class Defaults:
     nested_pair_points: int              # nested: evaluated merges per pair
     bayes_schedule: Callable[[int], tuple[int, int, int]]  # (initial, per round, rounds)
     grid_points_per_axis: Callable[[int], int | None]       # None: the user must choose
+    refine_rounds: int = 0               # map / bayesian: --refine-rounds when not given
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,10 @@ class RunConfig:
     pdf: bool
     sweep: str | None = None    # pairs | triples: map on every subset of the models
     arguments: dict[str, Any] = field(default_factory=dict, compare=False)
+    refine_rounds: int = 0      # map / bayesian: front-refinement rounds (src.refine)
+    refine_points: int = 5      # new front points evaluated per round
+    refine_tol: float = 0.0     # stop once a round's mean |predicted - real| is at most this
+    design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs
 
     @property
     def T(self) -> int:
@@ -209,6 +214,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
                        "ta, and add this run's front with --compare")
     compare = tuple(str(require_file(p, "run to compare (--compare)"))
                     for p in (args.compare or ()))
+    refine_rounds, refine_points, refine_tol = _refinement(args, defaults)
     arguments = {k: v for k, v in vars(args).items()}
     arguments.update(model=model_name, save=save, pretrained_checkpoint=pretrained,
                      data_location=data_location)
@@ -220,7 +226,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         baselines=baselines, compare=compare,
         source=source, evaluation=evaluation,
         results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf, sweep=sweep,
-        arguments=arguments)
+        arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
+        refine_tol=refine_tol, design=args.design)
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -274,7 +281,7 @@ def _budget(args: argparse.Namespace, defaults: Defaults, T: int
 
 
 def _sweep(args: argparse.Namespace, T: int) -> str | None:
-    sweep = getattr(args, "sweep", None)
+    sweep = args.sweep
     if sweep is None:
         return None
     k = {"pairs": 2, "triples": 3}[sweep]
@@ -288,6 +295,22 @@ def _sweep(args: argparse.Namespace, T: int) -> str | None:
         if value:
             raise MAPError(f"{flag} does not go with --sweep (run it on one subset's run)")
     return sweep
+
+
+def _refinement(args: argparse.Namespace, defaults: Defaults) -> tuple[int, int, float]:
+    """(rounds, points per round, tolerance) of the front refinement (map and bayesian)."""
+    given, points, tol = args.refine_rounds, args.refine_points, args.refine_tol
+    if given is None:  # the default refines map and bayesian fronts only
+        return (defaults.refine_rounds if args.method in ("map", "bayesian") else 0), \
+            points, tol
+    rounds = given
+    if rounds < 0 or points < 1 or tol < 0:
+        raise MAPError(f"--refine-rounds {rounds} --refine-points {points} --refine-tol {tol}: "
+                       "rounds and tolerance must be 0 or more, points per round positive")
+    if rounds and args.method not in ("map", "bayesian"):
+        raise MAPError(f"--refine-rounds refines a map or bayesian front; --method "
+                       f"{args.method} has its own design")
+    return int(rounds), int(points), float(tol)
 
 
 def _grid_per_axis(args: argparse.Namespace, defaults: Defaults, T: int) -> int | None:

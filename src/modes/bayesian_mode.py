@@ -8,6 +8,7 @@ from src import bayesian, plotting
 from src.config import RunConfig
 from src.evaluation import evaluate_metric
 from src.modes.common import finish, open_run, solve_run_front
+from src.modes.map_mode import refine_run
 from src.results import write_json
 
 
@@ -30,9 +31,12 @@ def run(config: RunConfig) -> dict[str, Any]:
             n_initial=n_initial, n_update=n_update, n_iter=n_iter, link=config.metric.link,
             low=config.low, high=config.high, seed=config.seed, on_round=on_round,
             C_done=C_done if len(C_done) else None, Y_done=Y_done if len(Y_done) else None)
-        ctx.timings["evaluation_seconds"] = time.perf_counter() - t0
         write_json(rounds_path, result.records)
-        _, summary = solve_run_front(ctx, result.C, result.Y)
+        C, Y, refined = refine_run(ctx, result.C, result.Y)
+        ctx.timings["evaluation_seconds"] = time.perf_counter() - t0
+        _, summary = solve_run_front(ctx, C, Y)
+        if refined is not None:
+            summary["refine"] = refined
         summary["figures"] += [str(f) for f in plotting.plot_bayesian_rounds(
             result.C, result.round_of_point, list(config.datasets),
             ctx.run.file("bayesian_rounds.png", "where each round sampled"),
