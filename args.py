@@ -15,6 +15,7 @@ from src.config import Defaults
 from task_vectors.merging import MERGE_METHODS
 from src.metrics import METRICS
 from src.pareto import PICKS
+from src.sampling import min_points
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_DATASETS = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal"]
@@ -25,22 +26,20 @@ METHODS = ("map", "bayesian", "nested", "grid")
 
 
 # ---- defaults that depend on the number of tasks T (edit them here)
-def surrogate_parameters(T: int) -> int:
-    """Coefficients of one quadratic surrogate in T variables: (T+1)(T+2)/2."""
-    return (T + 1) * (T + 2) // 2
-
-
 def default_points(T: int) -> int:
-    """--point for map: twice the surrogate's parameters, so each is over-determined."""
-    return 2 * surrogate_parameters(T)
+    """--point for map: twice the quadratic surrogate's (T+1)(T+2)/2 parameters, so each
+    is over-determined."""
+    return 2 * min_points(T)
 
 
 NESTED_PAIR_POINTS = 20  # --point for nested: merges evaluated per pair (T = 2 there)
 
 
 def default_bayes_schedule(T: int) -> tuple[int, int, int]:
-    """(--bayes-initial-pts, --bayes-update-pts, --bayes-iter) for T tasks."""
-    return surrogate_parameters(T) + 2, 5, 3
+    """(--bayes-initial-pts, --bayes-update-pts, --bayes-iter) for T tasks. The initial
+    design determines the full quadratic plus 2 points, so the first fit does not
+    interpolate exactly (zero error everywhere would say nothing about where to sample)."""
+    return min_points(T) + 2, 5, 3
 
 
 def default_grid_points_per_axis(T: int) -> int | None:

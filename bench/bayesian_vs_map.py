@@ -19,7 +19,7 @@ import numpy as np
 
 from common import (add_common_flags, demo_zoo, engine_for, evaluate, predict_all, r2,
                     read_front, read_json, run_cli, set_threads, spread_indices, workdir)
-from src.bayesian import default_schedule
+from args import default_bayes_schedule as default_schedule
 from src.pareto import hypervolume, non_dominated
 
 

@@ -58,6 +58,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from common import add_common_flags, demo_zoo, set_threads  # also puts the repo on sys.path
+from args import default_bayes_schedule
 from src import bayesian, pareto, sampling
 from src.indicators import (bootstrap_floor, front_indicators, pareto_filter,
                             preference_regret)
@@ -191,7 +192,7 @@ PICK = "weighted-sum"  # preference regret is a weighted-sum regret: pick by the
 
 def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
     """(points the surrogate methods fit on, total real evaluations of every method)."""
-    n_initial, n_update, n_iter = bayesian.default_schedule(T)
+    n_initial, n_update, n_iter = default_bayes_schedule(T)
     n_fit = n_initial + n_update * n_iter
     return n_fit, n_fit + reevaluate
 
@@ -274,7 +275,7 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
 def run_bayes(evaluate, task_set, preferences, n_reeval: int, seed: int,
               measure: Measure) -> dict:
     T = len(task_set)
-    n_initial, n_update, n_iter = bayesian.default_schedule(T)
+    n_initial, n_update, n_iter = default_bayes_schedule(T)
     res = bayesian.run_rounds(evaluate, T, n_initial=n_initial, n_update=n_update,
                               n_iter=n_iter, link="sigmoid", seed=seed)
     return front_step(evaluate, res.C, res.Y, task_set, preferences, n_reeval, seed, measure)

@@ -25,11 +25,6 @@ from map_common.errors import MAPError
 from src.sampling import design, from_hyperspherical, min_points, to_hyperspherical
 
 MAX_TASKS = 6
-DEFAULT_UPDATE = 5
-DEFAULT_ITER = 3
-# The initial design must at least determine the full quadratic; a couple of extra points
-# keep the first fit from interpolating exactly (zero error everywhere says nothing).
-INITIAL_MARGIN = 2
 DEFAULT_LAMBDA = 0.5
 # Temperature 1: draws in proportion to each bin's score (see acquisition_posterior).
 DEFAULT_TEMPERATURE = 1.0
@@ -228,11 +223,6 @@ def draw_points(
 
 
 # --------------------------------------------------------------------------- schedule
-
-
-def default_schedule(T: int) -> tuple[int, int, int]:
-    """(n_initial, n_update, n_iter) for T tasks."""
-    return min_points(T) + INITIAL_MARGIN, DEFAULT_UPDATE, DEFAULT_ITER
 
 
 def check_schedule(T: int, n_initial: int, n_update: int, n_iter: int) -> None:

@@ -19,11 +19,6 @@ def min_points(T: int) -> int:
     return (T + 1) * (T + 2) // 2
 
 
-def default_points(T: int) -> int:
-    """Twice the minimum, so every surrogate coefficient is over-determined."""
-    return 2 * min_points(T)
-
-
 def one_hot_points(T: int) -> np.ndarray:
     """The T single-task models e_i, shape (T, T)."""
     _check_positive_int(T, "T (number of tasks)")

@@ -16,7 +16,6 @@ from src.bayesian import (
     bin_scores,
     bins_per_angle,
     check_schedule,
-    default_schedule,
     draw_points,
     n_joint_bins,
     DEFAULT_EXPLORE,
@@ -298,8 +297,10 @@ def test_drawn_points_lie_in_their_bins_and_radius(T):
 
 
 def test_default_schedule_is_valid():
+    from args import default_bayes_schedule
+
     for T in range(2, 7):
-        n_initial, n_update, n_iter = default_schedule(T)
+        n_initial, n_update, n_iter = default_bayes_schedule(T)
         assert n_initial >= (T + 1) * (T + 2) // 2
         check_schedule(T, n_initial, n_update, n_iter)
 

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from args import default_points
+
 from src.sampling import (
-    default_points,
     design,
     diagonal_points,
     disturbed_points,
