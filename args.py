@@ -1,6 +1,8 @@
 """Command-line arguments of run_MAP.py: every flag of the original MAP tool, plus ours.
 
 Edit the defaults here to change what a bare `python run_MAP.py` does.
+
+Why ~390 lines: one argparse definition per flag, with its help text and range check.
 """
 from __future__ import annotations
 

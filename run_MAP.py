@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     from src.config import build_config
     from src.modes import run
-    from src.results import RunLock, fold_open_stores
+    from src.results import fold_open_stores
+    from src.run_lock import RunLock
 
     run_dir = Path(args.results_path) / args.exp_id
     previous = None

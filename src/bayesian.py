@@ -10,6 +10,9 @@ points from it.
 
 Every step is a small function of arrays and a numpy Generator; `run_rounds` wires them
 into the loop and is resumable from already-evaluated points.
+
+Why ~380 lines: bins, acquisition, drawing and the round loop share the hyperspherical
+bin geometry; about a third is input checking.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Every mode receives the resulting ``RunConfig`` and nothing else, so what a run 
 decided (and validated) before anything is loaded or written. Defaults that depend on the
 number of tasks T come from ``args.py`` through ``Defaults``, so users keep editing them
 there; this package never imports the CLI module.
+
+Why ~390 lines: every flag's cross-checks live here, in one place, so that nothing is
+loaded or written before all of them pass.
 """
 from __future__ import annotations
 

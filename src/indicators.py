@@ -8,6 +8,9 @@ multiplied by -1 for "max" before they are called (`to_minimisation`).
 Reference point: per objective, the truth's worst value moved a `margin` further towards
 worse (accuracy: min - margin; loss: max + margin), so that every truth point, including
 the extremes of the front, adds volume.
+
+Why ~320 lines: a dozen small indicator functions plus the two noise floors; each is a
+few lines over pymoo.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ each, `measure_level` (or `measure`) evaluates the merged models. The tree is bu
 by level (all of a level's pairs are known before any is run), so a pool of workers can
 evaluate a level's pairs together; records stay one per pair, with their "level".
 
-Why one file of ~390 lines: the pairing, the preference aggregation and the round replay
+Why one file of ~440 lines: the pairing, the preference aggregation and the round replay
 (resume) all work on the same PoolModel records; about a third of it is input checking.
 """
 

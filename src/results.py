@@ -8,21 +8,21 @@ Resume safety: ``fingerprint.json`` records everything that decides an evaluatio
 (a resume with other settings is refused), ``.lock`` keeps one run per directory, and each
 evaluated point is appended to a journal (``<names>scaling_results.jsonl``) that is folded
 into the JSON file at the end of a run and on resume.
+
+Why ~300 lines: the journal-backed ScalingResults (append, fold, torn-line recovery) is
+half of it; the rest are the small readers and writers every mode shares.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from map_common.errors import MAPError
-from map_common.files import atomic_write, remove_stale_temporaries
+from map_common.files import atomic_write
 
 Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l}}
 KEY_DECIMALS = 9  # coefficient vectors equal to 1e-9 are the same point
@@ -222,10 +222,7 @@ class RunDirectory:
     def __init__(self, results_path: str | os.PathLike, exp_id: str, models: Sequence[str]):
         self.path = Path(results_path) / str(exp_id)
         self.names = "_".join(models)
-        self.outputs: dict[str, str] = {
-            FINGERPRINT: "what decides an evaluation's value (checkpoint sizes and times, "
-                         "datasets, settings); a resume with another is refused",
-            LOCK: "pid and host of the run holding the directory (flock)"}
+        self.outputs: dict[str, str] = {}
 
     def file(self, name: str, description: str | None = None) -> Path:
         if description:
@@ -241,9 +238,6 @@ class RunDirectory:
     def pareto_front(self) -> Path:
         return self.file(f"{self.names}pareto_front.json",
                          "amortized Pareto front: {coefficients: predicted metric per task}")
-
-    def lock(self) -> "RunLock":
-        return RunLock(self.path)
 
     def write_run_json(self, info: Mapping[str, Any]) -> Path:
         previous = read_json(self.path / "run.json", {})
@@ -312,226 +306,3 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     if params is not None:
         out["surrogates"] = {d: QuadraticSurrogate.from_params(p) for d, p in params.items()}
     return out
-
-
-# ------------------------------------------------------------------ fingerprint
-FINGERPRINT = "fingerprint.json"
-# How each fingerprint entry is named to the user; settings are named by their flag.
-_LABELS = {"model": "--model", "datasets": "eval datasets", "data_location": "--data-location",
-           "max_eval_samples": "--max-eval-samples", "zoo_recipe": "demo zoo recipe"}
-
-
-def file_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
-    """Size and mtime of a file, or of every file in a folder (None if absent): enough to
-    notice a checkpoint replaced on disk without reading gigabytes."""
-    path = Path(path)
-    if path.is_dir():
-        return {str(p.relative_to(path)): file_stamp(p) for p in sorted(path.rglob("*"))
-                if p.is_file()}
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def evaluation_fingerprint(model_name: str, *, checkpoints: Mapping[str, str | os.PathLike],
-                           datasets: Sequence[str], data_location: str,
-                           max_eval_samples: int | None,
-                           settings: Mapping[str, Any] | None = None,
-                           zoo_recipe: str | None = None) -> dict[str, Any]:
-    """Everything that decides the value of an evaluation (pure but for file stamps).
-
-    ``checkpoints``: {what: path} (e.g. "pretrained checkpoint", "fine-tuned checkpoint of
-    DigitsVal", "head of DigitsVal"); a folder stands for its files. ``settings``: any other
-    evaluation setting by its flag's dest name (precision, merge_method and its
-    hyperparameters); new ones join without code changes. The batch size and the number of
-    workers are left out: they do not change the values.
-    """
-    files = {what: {"path": str(path), "stamp": file_stamp(path)}
-             for what, path in checkpoints.items()}
-    if model_name.startswith("local-dir:"):  # the architecture lives in a folder of files
-        folder = model_name[len("local-dir:"):]
-        files["model folder"] = {"path": folder, "stamp": file_stamp(folder)}
-    return jsonable({"model": model_name, "files": files, "datasets": list(datasets),
-                     "data_location": str(data_location), "max_eval_samples": max_eval_samples,
-                     "settings": dict(settings or {}), "zoo_recipe": zoo_recipe})
-
-
-def _describe(value: Any) -> str:
-    if value is None or value == {}:
-        return "none"
-    if isinstance(value, list):
-        return " ".join(map(str, value))
-    return str(value)
-
-
-def _stamp_text(entry: Mapping | None) -> str:
-    stamp = (entry or {}).get("stamp")
-    if stamp is None:
-        return "absent"
-    if "size" in stamp and "mtime_ns" in stamp:
-        from datetime import datetime, timezone
-
-        when = datetime.fromtimestamp(stamp["mtime_ns"] / 1e9, timezone.utc)
-        return f"{stamp['size']} bytes, modified {when:%Y-%m-%d %H:%M:%S} UTC"
-    return f"{len(stamp)} files"
-
-
-def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """What differs, each as 'was made with X, this run has Y'. A file absent from the old
-    fingerprint and present now is no change: the earlier run built and cached it (a
-    zero-shot head)."""
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        if key in ("files", "settings"):
-            continue
-        if old.get(key) != new.get(key):
-            label = _LABELS.get(key, key)
-            changes.append(f"{label} {_describe(old.get(key))}, this run has "
-                           f"{_describe(new.get(key))}")
-    old_set, new_set = old.get("settings", {}), new.get("settings", {})
-    for key in sorted(set(old_set) | set(new_set)):
-        if old_set.get(key) != new_set.get(key):
-            flag = "--" + key.replace("_", "-")
-            changes.append(f"{flag} {_describe(old_set.get(key))}, this run has "
-                           f"{_describe(new_set.get(key))}")
-    old_files, new_files = old.get("files", {}), new.get("files", {})
-    for what in sorted(set(old_files) | set(new_files)):
-        before, now = old_files.get(what), new_files.get(what)
-        if (before or {}).get("stamp") is None and now is not None and \
-                (before is None or before.get("path") == now.get("path")):
-            continue  # created by the earlier run
-        if before != now:
-            path = (now or before or {}).get("path", "?")
-            changes.append(f"the {what} {path} as {_stamp_text(before)}, this run finds "
-                           f"{_stamp_text(now)}")
-    return changes
-
-
-def check_fingerprint(run_path: str | os.PathLike, fp: Mapping[str, Any]) -> None:
-    """Refuse to resume a run directory made with other evaluation settings (MAPError naming
-    the first change, nothing written); record ``fp`` when the directory has none yet."""
-    run_path = Path(run_path)
-    stored = read_json(run_path / FINGERPRINT)
-    fp = jsonable(fp)
-    if stored is None:
-        write_json(run_path / FINGERPRINT, fp)
-        return
-    changes = fingerprint_changes(stored, fp)
-    if changes:
-        more = f" (and {len(changes) - 1} more change(s))" if len(changes) > 1 else ""
-        raise MAPError(f"run dir {run_path} was made with {changes[0]}{more}; use another "
-                       f"--exp-id or delete {run_path} to start afresh")
-    if stored != fp:  # files the earlier run created (cached heads): remember them now
-        write_json(run_path / FINGERPRINT, fp)
-
-
-def record_fingerprint(run_path: str | os.PathLike, fp: Mapping[str, Any]) -> None:
-    """Store ``fp`` as the run's fingerprint (after check_fingerprint passed and the heads
-    are settled: a cached head built for another model is rebuilt by the run, and the
-    rebuilt file is what its evaluations used)."""
-    path = Path(run_path) / FINGERPRINT
-    fp = jsonable(fp)
-    if read_json(path) != fp:
-        write_json(path, fp)
-
-
-# ------------------------------------------------------------------ one run per directory
-LOCK = ".lock"
-BOOKKEEPING = {LOCK, FINGERPRINT}
-
-
-def _file_in_the_way(path: Path) -> Path | None:
-    """The first existing non-folder on the way to ``path`` (a file given as a folder)."""
-    for part in reversed([path, *path.parents]):
-        if part.exists() and not part.is_dir():
-            return part
-    return None
-
-
-def make_folder(path: str | os.PathLike, what: str) -> Path:
-    """mkdir -p, with one line (MAPError) when a file is in the way or it is not allowed."""
-    path = Path(path)
-    blocker = _file_in_the_way(path)
-    if blocker is not None:
-        raise MAPError(f"{what} {path}: {blocker} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MAPError(f"cannot create {what} {path}: {exc.strerror}") from None
-    return path
-
-
-class RunLock:
-    """One run per run directory: an exclusive ``flock`` on ``<run dir>/.lock``.
-
-    The lock file holds the owner's pid and hostname (for the refusal message). The kernel
-    drops the lock when its process dies, so a lock left by a killed run is simply taken
-    over. Taking it also removes the ``.<name>.XXXX.tmp`` files a killed write left behind.
-    If the run fails before storing anything, the directory it created is removed again.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.lock_path = self.path / LOCK
-        self._fd: int | None = None
-        self._created: list[Path] = []  # folders this run made, innermost first
-
-    def acquire(self) -> "RunLock":
-        self._created = [p for p in [self.path, *self.path.parents] if not p.exists()]
-        make_folder(self.path, "run directory")
-        while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                raise MAPError(f"run dir {self.path} is in use by {self.owner()}; wait for it "
-                               "to finish or use another --exp-id") from None
-            # A cleanup may have unlinked the file between our open and flock: lock anew.
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
-        self._fd = fd
-        for folder in [self.path, *(p for p in self.path.rglob("*") if p.is_dir())]:
-            remove_stale_temporaries(folder)
-        return self
-
-    def owner(self) -> str:
-        try:
-            info = json.loads(self.lock_path.read_text())
-            return f"process {info['pid']} on {info['host']}"
-        except (OSError, ValueError, KeyError, TypeError):
-            return "another process"
-
-    def release(self, *, failed: bool = False) -> None:
-        if self._fd is None:
-            return
-        if failed and self._created and \
-                {p.name for p in self.path.iterdir()} <= BOOKKEEPING:
-            for name in BOOKKEEPING:  # nothing was stored: leave no trace of this run
-                (self.path / name).unlink(missing_ok=True)
-            for folder in self._created:
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.release(failed=exc_type is not None)
-

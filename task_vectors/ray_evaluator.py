@@ -15,6 +15,9 @@ the pool busy and survives lost workers:
 
 Ray is an optional dependency (``pip install .[ray]``); it is imported only when a
 ``RayEvaluator`` is made.
+
+Why ~430 lines: the pool's scheduling, retries of lost workers and failing jobs, and
+starting or joining Ray belong together; the worker actor is small.
 """
 from __future__ import annotations
 

@@ -18,8 +18,9 @@ import pytest
 
 from helpers import CountingEvaluate
 from map_common.errors import MAPError
-from src.results import (FINGERPRINT, LOCK, RunLock, check_fingerprint, evaluation_fingerprint,
-                         fingerprint_changes, record_fingerprint)
+from src.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerprint,
+                             fingerprint_changes, record_fingerprint)
+from src.run_lock import LOCK, RunLock
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = "DigitsVal_RotateVal"
@@ -39,7 +40,7 @@ sys.exit(run_MAP.main(sys.argv[2:]))
 """
 HOLD_LOCK = """
 import sys, time
-from src.results import RunLock
+from src.run_lock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(120)

@@ -17,8 +17,10 @@ from src.baselines import baseline_dominance, evaluate_baselines, figure_baselin
 from src.compare import load_compared, method_label
 from src.plotting.comparison import plot_comparison
 from src.indicators import pareto_filter
-from src.results import (RunDirectory, ScalingResults, check_fingerprint,
-                         evaluation_fingerprint, record_fingerprint, write_json)
+from src.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerprint,
+                             record_fingerprint)
+from src.results import RunDirectory, ScalingResults, write_json
+from src.run_lock import LOCK
 from src.truth import load_truth, score_against_truth
 
 
@@ -42,6 +44,9 @@ def open_run(config: RunConfig) -> Iterator[RunContext]:
     """The run directory and the evaluator (everything loaded once), closed at the end."""
     started = time.perf_counter()
     run = RunDirectory(config.results_path, config.exp_id, config.models)
+    run.outputs[FINGERPRINT] = ("what decides an evaluation's value (checkpoint sizes and "
+                                "times, datasets, settings); a resume with another is refused")
+    run.outputs[LOCK] = "pid and host of the run holding the directory (flock)"
     timings: dict[str, float] = {}
     # the other runs a run refers to are read before anything is loaded or written
     truth = load_truth(config.truth, config) if config.truth else None

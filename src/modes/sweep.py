@@ -24,7 +24,8 @@ from src.config import RunConfig
 from src.evaluation import evaluate_groups, metric_matrix
 from src.modes import map_mode
 from src.modes.common import RunContext, finish, open_run, run_fingerprint, solve_run_front
-from src.results import RunDirectory, check_fingerprint
+from src.fingerprint import check_fingerprint
+from src.results import RunDirectory
 
 SIZES = {"pairs": 2, "triples": 3}
 
