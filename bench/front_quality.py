@@ -356,6 +356,12 @@ def main() -> None:
     zoo = demo_zoo()
     tasks = zoo.tasks
     sets = task_sets(a.sets, tasks)[: a.max_sets]
+    if "botorch" in a.methods:
+        import importlib.util
+
+        if importlib.util.find_spec("botorch") is None:
+            print("botorch is not installed (pip install '.[bench]'): its rows are skipped")
+            a.methods = [m for m in a.methods if m != "botorch"]
     ev = Evaluator(zoo, tasks)
     cache = Path(a.cache)
     print(f"demo zoo {zoo.path}; torch threads {threads}; {len(sets)} task sets; "
