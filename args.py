@@ -50,7 +50,7 @@ def default_grid_points_per_axis(T: int) -> int | None:
     return {2: 21, 3: 11}.get(T)
 
 
-# --refine-rounds when not given (map and bayesian; see docs_front_quality.md)
+# --refine-rounds when not given (map and bayesian; see docs/front_quality.md)
 DEFAULT_REFINE_ROUNDS = 0
 
 
@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="map: the evaluated merges. grid: one-hot, near-diagonal, then points "
                         "of a coarse grid (mostly the box's edges and corners for 2-3 tasks); "
                         "lhs: one-hot, the centre, then a Latin hypercube (interior points; "
-                        "better fronts on the demo bench, see docs_front_quality.md).")
+                        "better fronts on the demo bench, see docs/front_quality.md).")
     g.add_argument("--refine-rounds", type=nonnegative_int, default=None,
                    help="Rounds of: refit the surrogates on every evaluated point, search "
                         "again, evaluate --refine-points NEW points spread along the predicted "

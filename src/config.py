@@ -131,9 +131,6 @@ class RunConfig:
         """The original tool's file-name prefix: the merged models joined by '_'."""
         return "_".join(self.models)
 
-    def weight_of(self) -> dict[str, float]:
-        return dict(zip(self.datasets, self.preference))
-
 
 def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     """Check every input and resolve every default; MAPError (one line) before anything
@@ -190,8 +187,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
                                            f"fine-tuned checkpoint of '{m}'")))
                       for m in models)
     device = args.device or _default_device()
-    workers = getattr(args, "workers", None)
-    ray_address = getattr(args, "ray_address", None)
+    workers, ray_address = args.workers, args.ray_address
     if ray_address is not None and workers is None:
         workers = "auto"
     if workers is not None:
@@ -207,7 +203,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
                               single_thread=bool(args.demo) and device == "cpu",
                               engine_options=tuple(_engine_options(args).items()),
                               workers=workers, ray_address=ray_address,
-                              cpus_per_worker=getattr(args, "cpus_per_worker", 1))
+                              cpus_per_worker=args.cpus_per_worker)
     baselines = bool(args.baselines)
     if baselines and args.method not in ("map", "bayesian"):
         raise MAPError(f"--baselines goes with --method map or bayesian, not {args.method}")

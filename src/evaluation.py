@@ -238,7 +238,3 @@ def evaluate_metric(config: RunConfig, evaluator, store: ScalingResults, C: np.n
     return metric_matrix(evaluate_points(evaluator, store, C, config.datasets, desc=desc),
                          config.datasets, config.metric.name)
 
-
-def evaluator_stats(evaluator: Any) -> dict[str, Any]:
-    stats = getattr(evaluator, "stats", None)
-    return stats() if callable(stats) else {}

@@ -112,5 +112,4 @@ class LocalEvaluator:
         pass
 
     def stats(self) -> dict[str, Any]:
-        stats = getattr(self.engine, "stats", None)
-        return stats() if callable(stats) else {}
+        return self.engine.stats()

@@ -7,8 +7,7 @@ from typing import Any
 from src import bayesian, plotting
 from src.config import RunConfig
 from src.evaluation import evaluate_metric
-from src.modes.common import finish, open_run, solve_run_front
-from src.modes.map_mode import refine_run
+from src.modes.common import finish, json_log, open_run, refine_run, solve_run_front
 from src.results import write_json
 
 
@@ -19,17 +18,11 @@ def run(config: RunConfig) -> dict[str, Any]:
         C_done, Y_done = store.arrays(config.datasets, config.metric.name)
         rounds_path = ctx.run.file("bayesian_rounds.json", "per round: new points, bin "
                                    "posterior, bin scores, surrogate error")
-        records: list[dict] = []
-
-        def on_round(record: dict) -> None:
-            records.append(record)
-            write_json(rounds_path, records)
-
         t0 = time.perf_counter()
         result = bayesian.run_rounds(
             lambda C_new: evaluate_metric(config, ctx.evaluator, store, C_new), config.T,
             n_initial=n_initial, n_update=n_update, n_iter=n_iter, link=config.metric.link,
-            low=config.low, high=config.high, seed=config.seed, on_round=on_round,
+            low=config.low, high=config.high, seed=config.seed, on_round=json_log(rounds_path),
             C_done=C_done if len(C_done) else None, Y_done=Y_done if len(Y_done) else None)
         write_json(rounds_path, result.records)
         C, Y, refined = refine_run(ctx, result.C, result.Y)

@@ -5,20 +5,21 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from src.config import RunConfig
-from src.evaluation import evaluate_metric, evaluator_stats, open_evaluator
-from src.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
-from src.outputs import print_summary, write_run_json
+from src import refine
 from src.baselines import baseline_dominance, evaluate_baselines, figure_baselines
 from src.compare import load_compared, method_label
-from src.plotting.comparison import plot_comparison
-from src.indicators import pareto_filter
+from src.config import RunConfig
+from src.evaluation import evaluate_metric, open_evaluator
 from src.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerprint,
                              record_fingerprint)
+from src.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
+from src.indicators import pareto_filter
+from src.outputs import print_summary, write_run_json
+from src.plotting.comparison import plot_comparison
 from src.results import RunDirectory, ScalingResults, write_json
 from src.run_lock import LOCK
 from src.truth import load_truth, score_against_truth
@@ -74,6 +75,40 @@ def run_fingerprint(config: RunConfig) -> dict[str, Any]:
         src.model_name, checkpoints=checkpoints, datasets=config.datasets,
         data_location=src.data_location, max_eval_samples=max_eval_samples,
         settings=settings, zoo_recipe=src.zoo_recipe)
+
+
+def json_log(path) -> Callable[[dict], None]:
+    """A callback that appends a record and rewrites ``path`` as the list so far (the
+    per-round logs of bayesian and refinement rounds, readable while a run goes on)."""
+    records: list[dict] = []
+
+    def append(record: dict) -> None:
+        records.append(record)
+        write_json(path, records)
+
+    return append
+
+
+def refine_run(ctx: RunContext, C: np.ndarray, Y: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
+    """--refine-rounds: new front points evaluated (and stored) until the predicted front
+    agrees with the real one; (C, Y) with them, and the rounds for run.json (None: off)."""
+    config = ctx.config
+    if config.refine_rounds == 0:
+        return C, Y, None
+    store = ctx.store()
+    path = ctx.run.file("refine_rounds.json", "per front-refinement round: the new points, "
+                        "their predicted and real metric, the mean |predicted - real|")
+    search = refine.surrogate_search(config.metric.link, [config.metric.sense] * config.T,
+                                     low=config.search_low, high=config.search_high,
+                                     n_gen=config.n_gen, seed=config.seed)
+    result = refine.refine_front(
+        lambda C_new: evaluate_metric(config, ctx.evaluator, store, C_new, desc="refining front"),
+        search, C, Y, rounds=config.refine_rounds, points=config.refine_points,
+        tol=config.refine_tol, min_distance=refine.MIN_DISTANCE * (config.high - config.low),
+        on_round=json_log(path))
+    write_json(path, result.rounds)
+    return result.C, result.Y, result.summary()
 
 
 def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[FrontResult, dict]:
@@ -150,7 +185,7 @@ def score_run(ctx: RunContext, task: FrontTask, result: FrontResult) -> dict[str
 def finish(ctx: RunContext, summary: dict[str, Any], *, show: bool = True) -> dict[str, Any]:
     """Write run.json (with the evaluator's per-point figures) and print the summary."""
     write_run_json(ctx.config, ctx.run, summary, ctx.timings, ctx.started,
-                   extra={"evaluation": evaluator_stats(ctx.evaluator)})
+                   extra={"evaluation": ctx.evaluator.stats()})
     if show:
         print_summary(ctx.config, ctx.run, summary)
     return summary

@@ -6,18 +6,17 @@ from typing import Any
 
 import numpy as np
 
-from src import refine, sampling
+from src import sampling
 from src.config import RunConfig
 from src.evaluation import evaluate_metric
-from src.modes.common import RunContext, finish, open_run, solve_run_front
-from src.results import write_json
+from src.modes.common import finish, open_run, refine_run, solve_run_front
 
 
 def design(config: RunConfig):
     """The evaluated coefficient vectors. grid (default): one-hot, near-diagonal, then grid
     points; lhs (--design lhs): one-hot, the centre, then a Latin hypercube (interior
-    points rather than the coarse grid's edges and corners; docs_front_quality.md)."""
-    if getattr(config, "design", "grid") == "lhs":
+    points rather than the coarse grid's edges and corners; docs/front_quality.md)."""
+    if config.design == "lhs":
         return lhs_design(config.T, config.points, config.low, config.high, config.seed)
     return sampling.design(config.T, config.points, low=config.low, high=config.high,
                            n_diagonal=max(1, config.points // 10), seed=config.seed)
@@ -31,34 +30,6 @@ def lhs_design(T: int, n: int, low: float, high: float, seed: int) -> np.ndarray
     fixed = np.vstack([one_hot, np.full((1, T), (low + high) / 2)])[:n]
     rest = qmc.LatinHypercube(d=T, seed=seed).random(n - len(fixed))
     return np.vstack([fixed, low + (high - low) * rest])
-
-
-def refine_run(ctx: RunContext, C: np.ndarray, Y: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
-    """--refine-rounds: new front points evaluated (and stored) until the predicted front
-    agrees with the real one; (C, Y) with them, and the rounds for run.json (None: off)."""
-    config = ctx.config
-    if config.refine_rounds == 0:
-        return C, Y, None
-    store = ctx.store()
-    path = ctx.run.file("refine_rounds.json", "per front-refinement round: the new points, "
-                        "their predicted and real metric, the mean |predicted - real|")
-    records: list[dict] = []
-
-    def on_round(record: dict) -> None:
-        records.append(record)
-        write_json(path, records)
-
-    search = refine.surrogate_search(config.metric.link, [config.metric.sense] * config.T,
-                                     low=config.search_low, high=config.search_high,
-                                     n_gen=config.n_gen, seed=config.seed)
-    result = refine.refine_front(
-        lambda C_new: evaluate_metric(config, ctx.evaluator, store, C_new, desc="refining front"),
-        search, C, Y, rounds=config.refine_rounds, points=config.refine_points,
-        tol=config.refine_tol, min_distance=refine.MIN_DISTANCE * (config.high - config.low),
-        on_round=on_round)
-    write_json(path, result.rounds)
-    return result.C, result.Y, result.summary()
 
 
 def run(config: RunConfig) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         designs = [map_mode.design(ctx.config) for ctx in contexts]
         t0 = time.perf_counter()
         evals = evaluate_groups(
-            pool.evaluator, [(ctx.store(), C, ctx.config.datasets, view_pad(ctx))
+            pool.evaluator, [(ctx.store(), C, ctx.config.datasets, ctx.evaluator.pad)
                              for ctx, C in zip(contexts, designs)],
             desc=f"{len(contexts)} {config.sweep}")
         seconds = time.perf_counter() - t0
@@ -103,10 +103,6 @@ def run(config: RunConfig) -> dict[str, Any]:
         finish(pool, summary, show=False)
     print_sweep(config, pool.run.path, rows)
     return summary
-
-
-def view_pad(ctx: RunContext):
-    return ctx.evaluator.pad
 
 
 def sweep_row(config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
