@@ -25,15 +25,15 @@ def engine_spec(config: RunConfig):
     from task_vectors.checkpoints import head_path
     from task_vectors.evaluators import EngineSpec
     from task_vectors.heads import get_zero_shot_head, release_text_encoder
-
     from task_vectors.merging import tau_transform
 
     src, ev = config.source, config.evaluation
     options = dict(ev.engine_options)
-    transform = tau_transform(options.pop("merge_method"),
-                              density=options.pop("ties_density", 0.2),
-                              drop_rate=options.pop("dare_drop_rate", 0.9),
-                              seed=options.pop("merge_seed", 0))
+    # the method's own settings, by tau_transform's names (config records only the method's)
+    method_settings = {name: options.pop(key) for key, name in (
+        ("ties_density", "density"), ("dare_drop_rate", "drop_rate"), ("merge_seed", "seed"))
+        if key in options}
+    transform = tau_transform(options.pop("merge_method"), **method_settings)
     for d in config.datasets:
         get_zero_shot_head(d, src.model_name, src.save, src.data_location, device=ev.device,
                            openclip_cachedir=src.openclip_cachedir)
