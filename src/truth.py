@@ -8,6 +8,7 @@ with ``src.indicators``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ class Truth:
     Y: np.ndarray  # [n, T] its metric per dataset
     senses: list[str]
 
-    @property
+    @cached_property  # the grid's front, used by each figure drawn over it
     def front_mask(self) -> np.ndarray:
         from src.pareto import non_dominated
 
