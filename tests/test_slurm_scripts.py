@@ -145,8 +145,10 @@ def test_multinode_script_on_localhost(tmp_path, demo_zoo, zoo_root):
     pytest.importorskip("ray")
     # Ray's sockets live under its temp dir: keep that path short.
     ray_tmp = tempfile.mkdtemp(prefix="mapray", dir="/tmp")
+    # 127.0.0.2: a loopback address Ray keeps (it swaps 127.0.0.1 for the interface's); the
+    # worker node then takes 127.0.0.1, the address it reaches the head from.
     env = stubbed_env(tmp_path, SLURM_JOB_NODELIST="nodeA,nodeB", SLURM_JOB_NUM_NODES="2",
-                      MAP_RAY_PORT=str(free_port()), MAP_RAY_HEAD_IP="127.0.0.1",
+                      MAP_RAY_PORT=str(free_port()), MAP_RAY_HEAD_IP="127.0.0.2",
                       MAP_RAY_TMPDIR=ray_tmp, MAP_RAY_GPUS_PER_NODE="0",
                       MAP_RAY_TIMEOUT="120")
     flags = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--point", "8", "--n-gen",
@@ -156,14 +158,16 @@ def test_multinode_script_on_localhost(tmp_path, demo_zoo, zoo_root):
     try:
         result = subprocess.run(
             ["bash", str(SLURM / "map_ray_multinode.sbatch"), *flags, "--exp-id", "multi"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         steps = (tmp_path / "srun.log").read_text().splitlines()
         assert "--nodelist=nodeA" in steps[0] and "--head" in steps[0]
         assert "--exclude=nodeA" in steps[1] and "--nodes=1" in steps[1]
+        assert all(step.startswith("--export=ALL ") for step in steps)  # the token travels
+        assert "Ray token authentication: on, a new token for this job" in result.stdout
         assert "Ray cluster up: 2 node(s), room for 2 worker(s)" in result.stdout
         run = json.loads((tmp_path / "runs" / "multi" / "run.json").read_text())
-        assert run["arguments"]["ray_address"].startswith("127.0.0.1:")
+        assert run["arguments"]["ray_address"] == f"127.0.0.2:{env['MAP_RAY_PORT']}"
         evaluation = run["evaluation"]
         assert evaluation["backend"] == "ray" and evaluation["workers"] == 2
         nodes = {w["node"] for w in evaluation["per_worker"] if w}
@@ -188,3 +192,47 @@ def test_multinode_script_on_localhost(tmp_path, demo_zoo, zoo_root):
                  f"{names}pareto_front_real.json"):
         assert (tmp_path / "runs" / "multi" / name).read_bytes() == \
             (tmp_path / "runs" / "local" / name).read_bytes(), name
+
+
+def test_loopback_head_refused_for_several_nodes(tmp_path):
+    """Ray keeps 127.0.0.1 only as a single-node Ray: the other nodes could not join."""
+    env = stubbed_env(tmp_path, SLURM_JOB_NODELIST="nodeA,nodeB", MAP_RAY_HEAD_IP="127.0.0.1")
+    out = bash("source scripts/slurm/ray_cluster.sh; ray_cluster_up", env=env)
+    assert out.returncode == 1
+    assert "MAP_RAY_HEAD_IP=127.0.0.1 is the loopback; the other 1 node(s) cannot reach it" \
+        in out.stderr
+    assert not (tmp_path / "srun.log").exists()  # refused before starting anything
+
+
+@pytest.mark.slow
+def test_ray_head_refuses_a_process_without_its_token(tmp_path):
+    """The head ray_cluster.sh starts has token authentication on: ray_wait.py joins with
+    the job's token, and is refused without it or with another one."""
+    pytest.importorskip("ray")
+    ray_tmp = tempfile.mkdtemp(prefix="mapray", dir="/tmp")
+    env = stubbed_env(tmp_path, SLURM_JOB_NODELIST="nodeA", MAP_RAY_PORT=str(free_port()),
+                      MAP_RAY_HEAD_IP="127.0.0.1", MAP_RAY_TMPDIR=ray_tmp,
+                      MAP_RAY_GPUS_PER_NODE="0", MAP_RAY_TIMEOUT="60")
+    script = """
+source scripts/slurm/ray_cluster.sh
+ray_cluster_up
+join() { "$MAP_PYTHON" scripts/slurm/ray_wait.py "$MAP_RAY_ADDRESS" 1 --timeout 30; }
+echo "with the token: $(join 2>/dev/null) rc=$?"
+env -u RAY_AUTH_TOKEN -u RAY_AUTH_MODE bash -c "$(declare -f join); join"
+echo "without: rc=$?"
+RAY_AUTH_TOKEN=0123456789abcdef bash -c "$(declare -f join); join"
+echo "another token: rc=$?"
+"""
+    try:
+        out = bash(script, env=env, timeout=240)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        assert f"with the token: 127.0.0.1:{env['MAP_RAY_PORT']} 1 rc=0" in out.stdout
+        assert "without: rc=1" in out.stdout and "another token: rc=1" in out.stdout
+        assert "cannot join the Ray head" in out.stderr and "InvalidAuthToken" in out.stderr
+    finally:
+        for pid in processes_mentioning(ray_tmp):  # only what this test started
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)
