@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench slurm-test clean
 
 $(STAMP): requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	for b in $(filter-out bench/common.py bench/mobo.py,$(wildcard bench/*.py)); do \
 		$(PY) $$b || exit 1; done
+
+# The batch scripts of scripts/slurm under a private single-node SLURM (root; installs
+# Debian's slurm-wlm and munge if missing).
+slurm-test: $(STAMP)
+	$(PY) scripts/slurm/slurm_selftest.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -236,3 +236,24 @@ echo "another token: rc=$?"
             except OSError:
                 pass
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_head_address_is_asked_of_ray_on_the_head_node(tmp_path):
+    """Without MAP_RAY_HEAD_IP the address comes from Ray's own choice, run on the head node
+    (a stand-in python here, so that nothing probes the network)."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/usr/bin/env bash\necho "$*" > "$FAKE_ARGS"\n'
+                    'echo "a warning on stdout"\necho 10.9.8.7\n')
+    fake.chmod(0o755)
+    env = stubbed_env(tmp_path, SLURM_JOB_NODELIST="nodeA,nodeB",
+                      FAKE_ARGS=str(tmp_path / "args"))
+    env["MAP_PYTHON"] = str(fake)
+    out = bash('set -o pipefail; source scripts/slurm/ray_cluster.sh; ray_head_ip nodeA',
+               env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "10.9.8.7\n"
+    assert (tmp_path / "srun.log").read_text() == \
+        "--export=ALL --nodes=1 --ntasks=1 --nodelist=nodeA " \
+        f"{fake} -c import ray.util; print(ray.util.get_node_ip_address())\n"
+    assert (tmp_path / "args").read_text().strip() == \
+        "-c import ray.util; print(ray.util.get_node_ip_address())"
