@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from src.config import Defaults
-from task_vectors.merging import MERGE_METHODS
+from task_vectors.merge_methods import METHODS as MERGE_METHODS
 from src.metrics import METRICS
 from src.pareto import PICKS
 from src.sampling import min_points
@@ -179,6 +179,25 @@ def _comma_list(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
+def add_merge_method_flags(parser: argparse.ArgumentParser, group) -> None:
+    """--merge-method and each registered method's setting flags (a flag already defined,
+    such as --seed, is shared)."""
+    group.add_argument("--merge-method", type=str, default="ta", choices=tuple(MERGE_METHODS),
+                       help="Task vectors merged: " + ", ".join(
+                           m.help for m in MERGE_METHODS.values()) +
+                       ". theta(c) = theta_pre + sum c_i tau'_i.")
+    for f in MERGE_METHODS.flags():
+        meta = f.metadata
+        if meta["flag"] in parser._option_string_actions:
+            continue
+        bounded = {k: meta[k] for k in ("low", "high") if meta[k] is not None}
+        if meta["type"] is int:
+            parse = int_in(int(meta.get("low") or 0), meta["high"])
+        else:
+            parse = float_in(**bounded, low_open=meta["low_open"], high_open=meta["high_open"])
+        group.add_argument(meta["flag"], type=parse, default=f.default, help=meta["help"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="run_MAP.py",
@@ -257,18 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="Seed of every random step.")
 
     g = p.add_argument_group("merge methods and baselines")
-    g.add_argument("--merge-method", type=str, default="ta", choices=MERGE_METHODS,
-                   help="Task vectors merged: ta (as fine-tuned), ties (trimmed to the top "
-                        "--ties-density magnitudes per task, entries against the elected sign "
-                        "zeroed), dare (entries dropped with probability --dare-drop-rate, "
-                        "survivors rescaled by 1/(1-p), a mask fixed by --seed), dare-ties "
-                        "(DARE then TIES sign election). theta(c) = theta_pre + sum c_i tau'_i.")
-    g.add_argument("--ties-density", type=float_in(0.0, 1.0, low_open=True), default=0.2,
-                   help="TIES: fraction of each task vector's largest magnitudes kept "
-                        "(Yadav et al. 2023: 0.2).")
-    g.add_argument("--dare-drop-rate", type=float_in(0.0, 1.0, high_open=True), default=0.9,
-                   help="DARE: probability of dropping each task-vector entry (Yu et al. "
-                        "2024: 0.9).")
+    add_merge_method_flags(p, g)
     g.add_argument("--baselines", action="store_true",
                    help="map / bayesian: also evaluate the single merged models of the "
                         "original's figure (Task Arithmetic, tuned TA, TIES-merging, DARE-TA, "

@@ -7,13 +7,14 @@ import numpy as np
 
 from map_common.errors import MAPError
 from src.results import ScalingResults, load_front, read_json
+from task_vectors.merge_methods import METHODS, label_of
 
-METHOD_LABELS = {"ta": "TA", "ties": "TIES", "dare": "DARE", "dare-ties": "DARE-TIES"}
+METHOD_LABELS = {name: method.label for name, method in METHODS.items()}
 
 
 def method_label(merge_method: str) -> str:
     """'MAP (TA)', 'MAP (DARE)', ... as the original's legend names its fronts."""
-    return f"MAP ({METHOD_LABELS.get(merge_method, merge_method)})"
+    return f"MAP ({label_of(merge_method)})"
 
 
 def load_compared(paths, config) -> list[tuple[str, np.ndarray, np.ndarray | None]]:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 from map_common.errors import MAPError
 from src import sampling
 from src.metrics import Metric, get_metric
+from task_vectors.merge_methods import MergeMethod, TaskArithmetic, method_from_flags
 
 
 # A grid of more merges than this would take days even at a GPU's pace (~1 s per merge).
@@ -62,7 +63,8 @@ class EvalSettings:
     num_workers: int | None
     cache_dir: str | None
     single_thread: bool  # the demo's tiny ops: extra torch threads only add overhead
-    engine_options: tuple[tuple[str, Any], ...] = ()  # precision, merge method, ...
+    engine_options: tuple[tuple[str, Any], ...] = ()  # precision, tau storage
+    merge_method: MergeMethod = TaskArithmetic()  # --merge-method with its settings
     # Ray (none of these changes a value, so none is in the resume fingerprint):
     workers: int | str | None = None  # engines; "auto": Ray sizes the pool; None: no Ray
     ray_address: str | None = None    # join this cluster ("auto" or host:port)
@@ -80,7 +82,8 @@ class EvalSettings:
 
     def value_settings(self) -> dict[str, Any]:
         """The settings that decide an evaluation's value (for the resume fingerprint)."""
-        return {"max_eval_samples": self.max_eval_samples, **dict(self.engine_options)}
+        return {"max_eval_samples": self.max_eval_samples, **dict(self.engine_options),
+                **self.merge_method.record()}
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     finetuned = tuple((m, str(require_file(finetuned_path(save, m),
                                            f"fine-tuned checkpoint of '{m}'")))
                       for m in models)
+    merge_method = method_from_flags(args.merge_method, vars(args))
     device = args.device or _default_device()
     workers, ray_address = args.workers, args.ray_address
     if ray_address is not None and workers is None:
@@ -202,12 +206,13 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
                               num_workers=args.num_workers, cache_dir=args.cache_dir,
                               single_thread=bool(args.demo) and device == "cpu",
                               engine_options=tuple(_engine_options(args).items()),
+                              merge_method=merge_method,
                               workers=workers, ray_address=ray_address,
                               cpus_per_worker=args.cpus_per_worker)
     baselines = bool(args.baselines)
     if baselines and args.method not in ("map", "bayesian"):
         raise MAPError(f"--baselines goes with --method map or bayesian, not {args.method}")
-    if baselines and args.merge_method != "ta":
+    if baselines and merge_method != TaskArithmetic():
         raise MAPError("--baselines evaluates the merges of the plain task vectors (TIES and "
                        "DARE baselines transform them themselves): run it with --merge-method "
                        "ta, and add this run's front with --compare")
@@ -230,16 +235,9 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The engine settings that change an evaluation's value (recorded in run.json and the
-    resume fingerprint): precision, task-vector storage, merge method and its own settings."""
-    options: dict[str, Any] = {"precision": args.precision, "tau_dtype": args.tau_dtype,
-                               "merge_method": args.merge_method}
-    if args.merge_method in ("ties",):
-        options["ties_density"] = args.ties_density
-    if args.merge_method in ("dare", "dare-ties"):
-        options["dare_drop_rate"] = args.dare_drop_rate
-        options["merge_seed"] = args.seed  # the DARE mask
-    return options
+    """The engine settings besides the merge method that change an evaluation's value
+    (recorded in run.json and the resume fingerprint): precision, task-vector storage."""
+    return {"precision": args.precision, "tau_dtype": args.tau_dtype}
 
 
 def _check_models(models: Sequence[str], datasets: Sequence[str]) -> None:

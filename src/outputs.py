@@ -84,6 +84,7 @@ def write_run_json(config: "RunConfig", run: "RunDirectory", summary: dict[str, 
         "metric": config.metric.name, "bounds": [config.low, config.high],
         "search_bounds": [config.search_low, config.search_high], "pick": config.pick,
         "device": config.evaluation.device, "arguments": config.arguments,
+        "merge_method": config.evaluation.merge_method.record(),
         "versions": versions(), "timings": timings, "summary": summary, **(extra or {}),
     })
 

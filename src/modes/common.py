@@ -151,7 +151,7 @@ def add_baselines_and_comparisons(ctx: RunContext, task: FrontTask, result: Fron
         real = task.Y if result.F_real is None else np.vstack([result.F_real, task.Y])
         front = pareto_filter(real, [config.metric.sense] * config.T)  # MAP's real front
         summary["baselines"] = baseline_dominance(front, stored, config)
-    label = method_label(dict(config.evaluation.engine_options).get("merge_method", "ta"))
+    label = method_label(config.evaluation.merge_method.name)
     runs = [(label, result.F_front, result.F_real), *ctx.compared]
     truth = ctx.truth
     figures = plot_comparison(
