@@ -23,6 +23,7 @@ import numpy as np
 
 from map_common.errors import MAPError
 from map_common.files import atomic_write
+from src.objectives import file_prefix
 
 Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l}}
 KEY_DECIMALS = 9  # coefficient vectors equal to 1e-9 are the same point
@@ -221,7 +222,7 @@ class RunDirectory:
 
     def __init__(self, results_path: str | os.PathLike, exp_id: str, models: Sequence[str]):
         self.path = Path(results_path) / str(exp_id)
-        self.names = "_".join(models)
+        self.names = file_prefix(models)
         self.outputs: dict[str, str] = {}
 
     def file(self, name: str, description: str | None = None) -> Path:
@@ -293,7 +294,7 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     info = read_json(run_dir / "run.json")
     if info is None:
         raise MAPError(f"{run_dir}: no run.json; not a MAP run directory")
-    names, models, datasets = "_".join(info["models"]), info["models"], info["datasets"]
+    names, models, datasets = file_prefix(info["models"]), info["models"], info["datasets"]
     out: dict[str, Any] = {"info": info}
     store_path = run_dir / f"{names}scaling_results.json"
     if store_path.exists() or journal_path(store_path).exists():
