@@ -17,6 +17,7 @@ import numpy as np
 from map_common.errors import MAPError
 from src import indicators
 from src.modes.registry import MODES
+from src.objectives import file_prefix
 from src.results import ScalingResults, read_json
 
 
@@ -61,7 +62,7 @@ def load_truth(run_dir: str | Path, config) -> Truth:
         if key in theirs and theirs[key] != value:
             raise MAPError(f"--truth {run_dir}: it was evaluated with --{key.replace('_', '-')} "
                            f"{theirs[key]}, this run with {value}")
-    store = ScalingResults(run_dir / f"{'_'.join(config.models)}scaling_results.json",
+    store = ScalingResults(run_dir / f"{file_prefix(config.models)}scaling_results.json",
                            config.models)
     C, Y = store.arrays(config.datasets, config.metric.name)
     expected = info.get("summary", {}).get("n_evaluations")

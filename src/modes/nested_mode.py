@@ -17,6 +17,7 @@ from src.config import RunConfig
 from src.evaluation import evaluate_groups, metric_matrix
 from src.front import FrontTask, SearchSettings, solve_front
 from src.modes.common import RunContext, finish, open_run
+from src.outputs import write_solved_front
 from src.results import ScalingResults, read_json, write_json
 
 
@@ -82,8 +83,8 @@ def run(config: RunConfig) -> dict[str, Any]:
 def _single_accuracies(ctx: RunContext, dataset_of: dict[str, str]) -> dict[str, float]:
     """Each fine-tuned model's accuracy on its own validation set (pairs similar models)."""
     models = ctx.config.models
-    singles = ScalingResults(ctx.run.file("single_task_scaling_results.json",
-                                          "each fine-tuned model on its own dataset"), models)
+    singles = ctx.run.store(ctx.run.file("single_task_scaling_results.json",
+                                         "each fine-tuned model on its own dataset"), models)
     eye = np.eye(len(models))
     evals = evaluate_groups(ctx.evaluator, [(singles, eye[i:i + 1], [dataset_of[m]], None)
                                             for i, m in enumerate(models)],
@@ -113,7 +114,7 @@ def _pair_plan(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int
                                          "surrogate params, front, figure, chosen.json")
     tasks = [t for t in config.models if t in a.tasks or t in b.tasks]
     datasets = [dataset_of[t] for t in tasks]
-    store = ScalingResults(folder / f"{names}scaling_results.json", [a.name, b.name])
+    store = ctx.run.store(folder / f"{names}scaling_results.json", [a.name, b.name])
     C = nested.pair_design(config.pair_points, seed=config.seed + r, low=config.low,
                            high=config.high)
     return PairPlan(folder, names, tasks, datasets, store, C)
@@ -154,6 +155,7 @@ def _fit_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
                      sample_box=(config.low, config.high), seed_offset=r,
                      title=f"Round {r + 1}", surrogate_figures=False)
     result = solve_front(task, SearchSettings.of(config))
+    _, result.figures = write_solved_front(task, result, config.pdf)  # the round folder's
     ctx.timings["search_seconds"] = ctx.timings.get("search_seconds", 0.0) + \
         result.search_seconds
     chosen = result.chosen

@@ -82,6 +82,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         for index in index_sets:
             sub = subset_config(config, index)
             run_dir = RunDirectory(sub.results_path, sub.exp_id, sub.models)
+            run_dir.stores = pool.run.stores  # folded when the pool's run ends
             check_fingerprint(run_dir.path, run_fingerprint(sub))
             view = SubsetView(pool.evaluator, index, config.T, sub.datasets)
             contexts.append(RunContext(sub, run_dir, view, time.perf_counter(),
