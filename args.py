@@ -156,13 +156,7 @@ def add_merge_method_flags(parser: argparse.ArgumentParser, group) -> None:
         group.add_argument(meta["flag"], type=parse, default=f.default, help=meta["help"])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
-        prog="run_MAP.py",
-        description="MAP: merge fine-tuned CLIP models by task arithmetic and find the Pareto "
-                    "front of trade-offs between tasks with few evaluations.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-
+def _data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and checkpoints")
     g.add_argument("--data-location", type=folder_path, default=os.path.expanduser("/data"),
                    help="Root folder of the datasets (task_vectors layouts).")
@@ -188,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Where the demo zoo is cached (default: $MAP_ZOO_DIR or "
                         "~/.cache/map-merging).")
 
+
+def _map_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("MAP")
     g.add_argument("--method", type=str, default=None, choices=tuple(MODES),
                    help="; ".join(f"{m.name}: {m.help}" for m in MODES.values()) +
@@ -231,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "plenty; pymoo costs ~30 ms a generation).")
     g.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="Seed of every random step.")
 
+
+def _merge_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("merge methods and baselines")
     add_merge_method_flags(p, g)
     g.add_argument("--baselines", action="store_true",
@@ -242,15 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Finished map / bayesian runs of the same models (e.g. with "
                         "--merge-method dare) whose fronts join pareto_front_withbaselines.png.")
 
+
+def _mode_flags(p: argparse.ArgumentParser) -> None:
+    """Each mode's own flags (src/modes/registry.py)."""
     for mode in MODES.values():
         mode.add_arguments(p)
 
+
+def _truth_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("ground truth")
     g.add_argument("--truth", type=str, default=None, metavar="RUN_DIR",
                    help="A finished --method grid run of the same models, datasets and box: "
                         "map and bayesian runs score their front against its front "
                         "(indicators.json) and draw it beneath theirs.")
 
+
+def _refinement_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("front refinement (map, bayesian)")
     g.add_argument("--refine-rounds", type=nonnegative_int, default=None,
                    help="Rounds of: refit the surrogates on every evaluated point, search "
@@ -263,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Stop refining once a round's mean |predicted - real| at its new "
                         "points is at most this (metric units; 0: run every round).")
 
+
+def _output_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output and run")
     g.add_argument("--results-path", type=folder_path, default="nested_experiments4",
                    help="Folder of run directories; a run writes <results-path>/<exp-id>/.")
@@ -286,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "images; 0 decodes in the main process).")
     g.add_argument("--pdf", action="store_true", help="Also write figures as PDF.")
 
+
+def _execution_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution (Ray: several engines, one or more machines)")
     g.add_argument("--workers", type=worker_count, default=None, metavar="N|auto",
                    help="Evaluate on N engines in a private local Ray (one process each; "
@@ -312,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cpus-per-worker", type=positive_int, default=1,
                    help="CPU cores (and torch threads) of each Ray worker.")
 
+
+def _kept_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kept from task_vectors (fine-tuning flags; recorded, unused here)")
     g.add_argument("--eval-datasets", default=None, type=_comma_list,
                    help="Datasets for evaluation, comma separated, e.g. MNIST,EuroSAT.")
@@ -327,6 +338,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=nonnegative_int, default=10)
     g.add_argument("--load", type=_comma_list, default=None,
                    help="Classifiers to load, comma separated.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="run_MAP.py",
+        description="MAP: merge fine-tuned CLIP models by task arithmetic and find the Pareto "
+                    "front of trade-offs between tasks with few evaluations.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    _data_flags(p)
+    _map_flags(p)
+    _merge_flags(p)
+    _mode_flags(p)
+    _truth_flags(p)
+    _refinement_flags(p)
+    _output_flags(p)
+    _execution_flags(p)
+    _kept_flags(p)
     return p
 
 

@@ -140,7 +140,7 @@ class RunConfig:
 def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     """Check every input and resolve every default; MAPError (one line) before anything
     is loaded or written. Plain settings are checked before the demo zoo is built."""
-    from task_vectors.checkpoints import finetuned_path, require_file
+    from task_vectors.checkpoints import require_file
     from task_vectors.datasets.registry import check_dataset_name
 
     metric = get_metric(args.metric_type)
@@ -173,8 +173,43 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         truth = str(require_file(args.truth, "grid run (--truth)"))
     preference = _preference(args.preference, datasets)
 
+    source = _model_source(args, models)
+    evaluation = _eval_settings(args)
+    merge_method = evaluation.merge_method
+    baselines = bool(args.baselines)
+    if baselines and not mode.supports_baselines:
+        raise MAPError(f"--baselines goes with --method {either(MODES.names(_baselines))}, "
+                       f"not {args.method}")
+    if baselines and merge_method != TaskArithmetic():
+        raise MAPError("--baselines evaluates the merges of the plain task vectors (TIES and "
+                       "DARE baselines transform them themselves): run it with --merge-method "
+                       "ta, and add this run's front with --compare")
+    compare = tuple(str(require_file(p, "run to compare (--compare)"))
+                    for p in (args.compare or ()))
+    refine_rounds, refine_points, refine_tol = _refinement(args, mode, defaults)
+    arguments = {k: v for k, v in vars(args).items() if k != "method_defaulted"}
+    arguments.update(model=source.model_name, save=source.save,
+                     pretrained_checkpoint=source.pretrained, data_location=source.data_location)
+    return RunConfig(
+        method=args.method, models=models, datasets=datasets, metric=metric, low=low,
+        high=high, search_low=search_low, search_high=search_high, points=settings.points,
+        reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=args.pick,
+        preference=preference, bayes=settings.bayes, grid_per_axis=settings.grid_per_axis,
+        truth=truth,
+        baselines=baselines, compare=compare,
+        source=source, evaluation=evaluation,
+        results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf, sweep=sweep,
+        arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
+        refine_tol=refine_tol, design=settings.design, pair_points=settings.pair_points)
+
+
+def _model_source(args: argparse.Namespace, models: Sequence[str]) -> ModelSource:
+    """The model, checkpoints and data (the demo zoo built here, once, about a minute, only
+    after the plain settings passed); every file checked."""
+    from task_vectors.checkpoints import finetuned_path, require_file
+
     zoo_recipe = None
-    if args.demo:  # built (once, about a minute) only after the plain settings passed
+    if args.demo:
         from task_vectors.zoo import ensure_zoo
 
         zoo = ensure_zoo(args.zoo_dir)
@@ -189,6 +224,13 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     finetuned = tuple((m, str(require_file(finetuned_path(save, m),
                                            f"fine-tuned checkpoint of '{m}'")))
                       for m in models)
+    return ModelSource(model_name=model_name, save=save, pretrained=pretrained,
+                       finetuned=finetuned, data_location=data_location,
+                       openclip_cachedir=args.openclip_cachedir, zoo_recipe=zoo_recipe)
+
+
+def _eval_settings(args: argparse.Namespace) -> EvalSettings:
+    """How merged models are evaluated: merge method, device, Ray pool; each checked."""
     merge_method = method_from_flags(args.merge_method, vars(args))
     device = args.device or _default_device()
     workers, ray_address = args.workers, args.ray_address
@@ -198,42 +240,14 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         _check_workers(workers, ray_address, args.cpus_per_worker, device)
     if ray_address is None:  # a cluster's GPUs need not be on the driver's machine
         _check_device(device)
-    source = ModelSource(model_name=model_name, save=save, pretrained=pretrained,
-                         finetuned=finetuned, data_location=data_location,
-                         openclip_cachedir=args.openclip_cachedir, zoo_recipe=zoo_recipe)
-    evaluation = EvalSettings(device=device, batch_size=args.batch_size,
-                              max_eval_samples=args.max_eval_samples,
-                              num_workers=args.num_workers, cache_dir=args.cache_dir,
-                              single_thread=bool(args.demo) and device == "cpu",
-                              engine_options=tuple(_engine_options(args).items()),
-                              merge_method=merge_method,
-                              workers=workers, ray_address=ray_address,
-                              cpus_per_worker=args.cpus_per_worker)
-    baselines = bool(args.baselines)
-    if baselines and not mode.supports_baselines:
-        raise MAPError(f"--baselines goes with --method {either(MODES.names(_baselines))}, "
-                       f"not {args.method}")
-    if baselines and merge_method != TaskArithmetic():
-        raise MAPError("--baselines evaluates the merges of the plain task vectors (TIES and "
-                       "DARE baselines transform them themselves): run it with --merge-method "
-                       "ta, and add this run's front with --compare")
-    compare = tuple(str(require_file(p, "run to compare (--compare)"))
-                    for p in (args.compare or ()))
-    refine_rounds, refine_points, refine_tol = _refinement(args, mode, defaults)
-    arguments = {k: v for k, v in vars(args).items() if k != "method_defaulted"}
-    arguments.update(model=model_name, save=save, pretrained_checkpoint=pretrained,
-                     data_location=data_location)
-    return RunConfig(
-        method=args.method, models=models, datasets=datasets, metric=metric, low=low,
-        high=high, search_low=search_low, search_high=search_high, points=settings.points,
-        reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=args.pick,
-        preference=preference, bayes=settings.bayes, grid_per_axis=settings.grid_per_axis,
-        truth=truth,
-        baselines=baselines, compare=compare,
-        source=source, evaluation=evaluation,
-        results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf, sweep=sweep,
-        arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
-        refine_tol=refine_tol, design=settings.design, pair_points=settings.pair_points)
+    return EvalSettings(device=device, batch_size=args.batch_size,
+                        max_eval_samples=args.max_eval_samples,
+                        num_workers=args.num_workers, cache_dir=args.cache_dir,
+                        single_thread=bool(args.demo) and device == "cpu",
+                        engine_options=tuple(_engine_options(args).items()),
+                        merge_method=merge_method,
+                        workers=workers, ray_address=ray_address,
+                        cpus_per_worker=args.cpus_per_worker)
 
 
 def _truth(mode: Mode) -> bool:
