@@ -82,7 +82,7 @@ MASK_BLOCK = 1 << 22
 
 __all__ = ["task_arithmetic", "apply", "ties_vectors", "dare_mask", "dare_vectors",
            "dare_ties_vectors", "ties_merge_flat", "dare_ties_merge_flat", "dare_ta_flat",
-           "slerp_flat", "trim_thresholds", "tau_transform", "MERGE_METHODS"]
+           "slerp_flat", "trim_thresholds", "tau_transform"]
 
 # ------------------------------------------------------------------ dict task vectors
 

@@ -31,8 +31,9 @@ def setting(default: Any, *, flag: str, help: str, type: type = float,
             low: float | None = None, high: float | None = None, low_open: bool = False,
             high_open: bool = False, record: str | None = None) -> Any:
     """A method's setting: a dataclass field whose metadata says its command-line flag, the
-    value type (float or int) and range the flag accepts, its help, and the key it is recorded under (default: the flag's
-    dest; the fingerprint names a changed setting by that key as a flag)."""
+    value type (float or int) and range the flag accepts, its help, and the key it is
+    recorded under (default: the flag's dest; the fingerprint names a changed setting by
+    that key as a flag)."""
     dest = flag.lstrip("-").replace("-", "_")
     return dataclasses.field(default=default, metadata={
         "flag": flag, "dest": dest, "help": help, "type": type, "low": low, "high": high,
