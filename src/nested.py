@@ -27,8 +27,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from map_common.errors import MAPError
+from map_common.jsonable import jsonable
 from src.objectives import validate_preference  # noqa: F401  (kept importable from here)
-from src.results import jsonable
 from src.sampling import design
 
 # Accuracy gaps closer than this count as ties, so float noise (0.8-0.7 vs 0.7-0.6)

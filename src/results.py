@@ -23,6 +23,7 @@ import numpy as np
 
 from map_common.errors import MAPError
 from map_common.files import atomic_write
+from map_common.jsonable import jsonable  # noqa: F401  (kept importable from here)
 from src.objectives import file_prefix
 
 Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l}}
@@ -46,21 +47,6 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise MAPError(f"{path}: not valid JSON ({exc}); move it away to start afresh") from None
-
-
-def jsonable(obj: Any) -> Any:
-    """numpy arrays/scalars, tuples and paths -> plain JSON types, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def point_key(c: Sequence[float]) -> tuple[float, ...]:
