@@ -51,8 +51,9 @@ def violations(name: str, imported: set[str]) -> list[str]:
         for target in sorted(imported):
             if any(_under(target, f) for f in forbidden) and \
                     not any(_under(target, a) for a in allowed) and target != name:
-                # "from src import sampling" names src.sampling as well as src
-                if target == "src" and any(_under(t, a) for t in imported for a in allowed):
+                # "from src import sampling" names the package src as well as src.sampling
+                if any(t != target and _under(t, target) and any(_under(t, a) for a in allowed)
+                       for t in imported):
                     continue
                 out.append(f"{name} imports {target} ({owner} must not)")
     return out
