@@ -1,10 +1,11 @@
 # The README's two commands: `make demo` and `make test`. Both create .venv on first use.
+# `make lint`: ruff (pinned in requirements.lock, configured in pyproject.toml).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench slurm-test clean
+.PHONY: demo test lint bench slurm-test clean
 
 $(STAMP): requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +17,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 bench: $(STAMP)
 	for b in $(filter-out bench/common.py bench/mobo.py,$(wildcard bench/*.py)); do \

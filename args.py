@@ -7,24 +7,25 @@ Why ~390 lines: one argparse definition per flag, with its help text and range c
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
-from typing import Callable
 
+from map_common.argtypes import (MAX_POINTS, float_in, int_in, nonnegative_int,  # noqa: F401
+                                 point_count, positive_int)
 from src.config import Defaults
-from task_vectors.merging import MERGE_METHODS
 from src.metrics import METRICS
+from src.modes.registry import MODES, SWEEP_SIZES
 from src.pareto import PICKS
 from src.sampling import min_points
+from task_vectors.merge_methods import METHODS as MERGE_METHODS
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_DATASETS = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal"]
 # Demo defaults: a pair that trades off for map/bayesian, four tasks for nested.
 DEMO_PAIR = ["DigitsVal", "RotateVal"]
 DEMO_NESTED = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
-METHODS = ("map", "bayesian", "nested", "grid")
+METHODS = tuple(MODES)  # --method's choices (src/modes/registry.py)
 
 
 # ---- defaults that depend on the number of tasks T (edit them here)
@@ -61,9 +62,7 @@ DEFAULTS = Defaults(
     refine_rounds=DEFAULT_REFINE_ROUNDS)
 
 
-# Budgets beyond these could not finish: each point is a full evaluation of a merged model
-# (seconds for a ViT-B-32 on four validation sets: 10,000 points is already days).
-MAX_POINTS = 10_000
+# Budgets beyond these could not finish (MAX_POINTS: map_common.argtypes).
 MAX_GENERATIONS = 100_000  # NSGA-III on quadratics: ~30 ms a generation
 MAX_SEED = 2**32 - 1       # numpy's seed range
 
@@ -75,47 +74,6 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def int_in(low: int, high: int | None = None, why: str = "") -> Callable[[str], int]:
-    """argparse type: an integer in [low, high]; the message says the range (and why)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-        if value < low:
-            wanted = {0: "0 or more", 1: "a positive integer"}.get(low, f"at least {low}")
-            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"{value} is more than {high:,}, the largest "
-                                             f"sensible value{why}")
-        return value
-    parse.__name__ = f"int_in[{low},{high}]"
-    return parse
-
-
-positive_int = int_in(1)
-nonnegative_int = int_in(0)
-point_count = int_in(1, MAX_POINTS, ": every point is a full evaluation of a merged model")
-
-
-def float_in(low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
-             high_open: bool = False) -> Callable[[str], float]:
-    """argparse type: a finite float in a range (open or closed at each end)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        if value < low or (low_open and value == low) or value > high or \
-                (high_open and value == high):
-            left, right = "(" if low_open else "[", ")" if high_open else "]"
-            raise argparse.ArgumentTypeError(f"must be in {left}{low:g}, {high:g}{right}, "
-                                             f"got {value:g}")
-        return value
-    parse.__name__ = "float_in"
-    return parse
 
 
 finite_float = float_in()
@@ -179,13 +137,26 @@ def _comma_list(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
-        prog="run_MAP.py",
-        description="MAP: merge fine-tuned CLIP models by task arithmetic and find the Pareto "
-                    "front of trade-offs between tasks with few evaluations.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_merge_method_flags(parser: argparse.ArgumentParser, group) -> None:
+    """--merge-method and each registered method's setting flags (a flag already defined,
+    such as --seed, is shared)."""
+    group.add_argument("--merge-method", type=str, default="ta", choices=tuple(MERGE_METHODS),
+                       help="Task vectors merged: " + ", ".join(
+                           m.help for m in MERGE_METHODS.values()) +
+                       ". theta(c) = theta_pre + sum c_i tau'_i.")
+    for f in MERGE_METHODS.flags():
+        meta = f.metadata
+        if meta["flag"] in parser._option_string_actions:
+            continue
+        bounded = {k: meta[k] for k in ("low", "high") if meta[k] is not None}
+        if meta["type"] is int:
+            parse = int_in(int(meta.get("low") or 0), meta["high"])
+        else:
+            parse = float_in(**bounded, low_open=meta["low_open"], high_open=meta["high_open"])
+        group.add_argument(meta["flag"], type=parse, default=f.default, help=meta["help"])
 
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and checkpoints")
     g.add_argument("--data-location", type=folder_path, default=os.path.expanduser("/data"),
                    help="Root folder of the datasets (task_vectors layouts).")
@@ -211,12 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Where the demo zoo is cached (default: $MAP_ZOO_DIR or "
                         "~/.cache/map-merging).")
 
+
+def _map_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("MAP")
-    g.add_argument("--method", type=str, default="nested", choices=METHODS,
-                   help="map: sample, fit quadratic surrogates, NSGA-III front; bayesian: the "
-                        "same with adaptive sampling rounds (<= 6 tasks); nested: merge two "
-                        "models at a time (many tasks); grid: evaluate a regular grid of "
-                        "merges, the ground truth (see --truth).")
+    g.add_argument("--method", type=str, default=None, choices=tuple(MODES),
+                   help="; ".join(f"{m.name}: {m.help}" for m in MODES.values()) +
+                        f". Default: {MODES.default}, or {MODES.sweep_mode().name} with --sweep.")
     g.add_argument("--zeroshot-merge-models", nargs="+", default=None,
                    help=f"Fine-tuned models to merge, by dataset name (default: "
                         f"{' '.join(DEFAULT_DATASETS)}; with --demo: {' '.join(DEMO_PAIR)}, or "
@@ -256,19 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "plenty; pymoo costs ~30 ms a generation).")
     g.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="Seed of every random step.")
 
+
+def _merge_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("merge methods and baselines")
-    g.add_argument("--merge-method", type=str, default="ta", choices=MERGE_METHODS,
-                   help="Task vectors merged: ta (as fine-tuned), ties (trimmed to the top "
-                        "--ties-density magnitudes per task, entries against the elected sign "
-                        "zeroed), dare (entries dropped with probability --dare-drop-rate, "
-                        "survivors rescaled by 1/(1-p), a mask fixed by --seed), dare-ties "
-                        "(DARE then TIES sign election). theta(c) = theta_pre + sum c_i tau'_i.")
-    g.add_argument("--ties-density", type=float_in(0.0, 1.0, low_open=True), default=0.2,
-                   help="TIES: fraction of each task vector's largest magnitudes kept "
-                        "(Yadav et al. 2023: 0.2).")
-    g.add_argument("--dare-drop-rate", type=float_in(0.0, 1.0, high_open=True), default=0.9,
-                   help="DARE: probability of dropping each task-vector entry (Yu et al. "
-                        "2024: 0.9).")
+    add_merge_method_flags(p, g)
     g.add_argument("--baselines", action="store_true",
                    help="map / bayesian: also evaluate the single merged models of the "
                         "original's figure (Task Arithmetic, tuned TA, TIES-merging, DARE-TA, "
@@ -278,31 +240,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Finished map / bayesian runs of the same models (e.g. with "
                         "--merge-method dare) whose fronts join pareto_front_withbaselines.png.")
 
-    g = p.add_argument_group("ground truth (grid)")
-    g.add_argument("--grid-points-per-axis", type=int_in(2, MAX_POINTS), default=None,
-                   help="--method grid: values per coefficient axis over --bounds (default: "
-                        "default_grid_points_per_axis(T) in args.py: 21 for 2 tasks, 11 for 3; "
-                        "larger T must set it).")
+
+def _mode_flags(p: argparse.ArgumentParser) -> None:
+    """Each mode's own flags (src/modes/registry.py)."""
+    for mode in MODES.values():
+        mode.add_arguments(p)
+
+
+def _truth_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("ground truth")
     g.add_argument("--truth", type=str, default=None, metavar="RUN_DIR",
                    help="A finished --method grid run of the same models, datasets and box: "
                         "map and bayesian runs score their front against its front "
                         "(indicators.json) and draw it beneath theirs.")
 
-    g = p.add_argument_group("bayesian")
-    g.add_argument("--bayes-iter", type=int_in(1, MAX_POINTS), default=None,
-                   help="Number of adaptive rounds (default: default_bayes_schedule in args.py, 3).")
-    g.add_argument("--bayes-update-pts", type=point_count, default=None,
-                   help="Points added per round (default: default_bayes_schedule, 5).")
-    g.add_argument("--bayes-initial-pts", type=point_count, default=None,
-                   help="Initial design size (default: default_bayes_schedule, "
-                        "(T+1)(T+2)/2 + 2).")
 
-    g = p.add_argument_group("front refinement and design (map, bayesian)")
-    g.add_argument("--design", type=str, default="grid", choices=("grid", "lhs"),
-                   help="map: the evaluated merges. grid: one-hot, near-diagonal, then points "
-                        "of a coarse grid (mostly the box's edges and corners for 2-3 tasks); "
-                        "lhs: one-hot, the centre, then a Latin hypercube (interior points; "
-                        "better fronts on the demo bench, see docs/front_quality.md).")
+def _refinement_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("front refinement (map, bayesian)")
     g.add_argument("--refine-rounds", type=nonnegative_int, default=None,
                    help="Rounds of: refit the surrogates on every evaluated point, search "
                         "again, evaluate --refine-points NEW points spread along the predicted "
@@ -314,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Stop refining once a round's mean |predicted - real| at its new "
                         "points is at most this (metric units; 0: run every round).")
 
+
+def _output_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output and run")
     g.add_argument("--results-path", type=folder_path, default="nested_experiments4",
                    help="Folder of run directories; a run writes <results-path>/<exp-id>/.")
@@ -337,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "images; 0 decodes in the main process).")
     g.add_argument("--pdf", action="store_true", help="Also write figures as PDF.")
 
+
+def _execution_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution (Ray: several engines, one or more machines)")
     g.add_argument("--workers", type=worker_count, default=None, metavar="N|auto",
                    help="Evaluate on N engines in a private local Ray (one process each; "
@@ -353,8 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "map_ray_multinode.sbatch starts) instead of starting one; --workers "
                         "defaults to 'auto' then. --device is the workers' (give --device "
                         "cuda when this machine has no GPU but the cluster's nodes do).")
-    g.add_argument("--sweep", choices=("pairs", "triples"), default=None,
-                   help="Run MAP (--method map; the default nested is taken as map) on "
+    g.add_argument("--sweep", choices=tuple(SWEEP_SIZES), default=None,
+                   help="Run MAP (--method map, the default --method with --sweep) on "
                         "every pair (triple) of --zeroshot-merge-models (with --demo: of the "
                         "4 demo models), "
                         "each in <results-path>/<exp-id>/<A>_<B>/, all on one pool of engines "
@@ -363,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cpus-per-worker", type=positive_int, default=1,
                    help="CPU cores (and torch threads) of each Ray worker.")
 
+
+def _kept_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kept from task_vectors (fine-tuning flags; recorded, unused here)")
     g.add_argument("--eval-datasets", default=None, type=_comma_list,
                    help="Datasets for evaluation, comma separated, e.g. MNIST,EuroSAT.")
@@ -378,11 +338,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=nonnegative_int, default=10)
     g.add_argument("--load", type=_comma_list, default=None,
                    help="Classifiers to load, comma separated.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="run_MAP.py",
+        description="MAP: merge fine-tuned CLIP models by task arithmetic and find the Pareto "
+                    "front of trade-offs between tasks with few evaluations.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    _data_flags(p)
+    _map_flags(p)
+    _merge_flags(p)
+    _mode_flags(p)
+    _truth_flags(p)
+    _refinement_flags(p)
+    _output_flags(p)
+    _execution_flags(p)
+    _kept_flags(p)
     return p
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    # --method not given: the sweep's mode with --sweep, else the default (the sweep then
+    # runs over the demo's 4 models with --demo); not recorded among the arguments
+    args.method_defaulted = args.method is None
+    if args.method is None:
+        args.method = MODES.default_name(args.sweep)
     if args.exp_id is None:
         args.exp_id = get_hex_time()
     if args.load is not None and len(args.load) == 1:

@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     from src.config import build_config
     from src.modes import run
-    from src.results import fold_open_stores
     from src.run_lock import RunLock
 
     run_dir = Path(args.results_path) / args.exp_id
@@ -49,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     try:
         with RunLock(run_dir):
-            try:
-                run(build_config(args, DEFAULTS))
-            finally:
-                fold_open_stores()  # every scaling-results JSON complete, even when stopped
+            run(build_config(args, DEFAULTS))  # open_run folds the stores, even when stopped
     except MAPError as exc:
         print(f"run_MAP.py: error: {exc}", file=sys.stderr)
         return 2

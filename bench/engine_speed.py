@@ -130,7 +130,7 @@ def tool_and_pure(kwargs: dict, precision: str, points: np.ndarray, pure_model) 
         tool_s.append(timed(lambda: engine.evaluate_at(c)))
         pure_s.append(timed(pure))
     stats = engine.stats()
-    del engine
+    engine = None  # released before the next precision loads its own
     # The fastest of the points: each does the same work, and on a shared machine the
     # fastest run is the one least slowed by other processes.
     return {"tool": min(tool_s), "pure": min(pure_s),

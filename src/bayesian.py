@@ -210,8 +210,9 @@ def draw_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """n new points: (C (n, T), bin_idx (n,)).
 
-    Bins follow the posterior (systematic resampling, see draw_counts), angles uniformly inside it, the radius uniformly in
-    `radius`; hyperspherical coordinates are mapped back to c.
+    Bins follow the posterior (systematic resampling, see draw_counts), angles uniformly
+    inside it, the radius uniformly in `radius`; hyperspherical coordinates are mapped back
+    to c.
     """
     rng = np.random.default_rng() if rng is None else rng
     p = np.asarray(posterior, dtype=float).reshape(-1)

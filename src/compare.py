@@ -6,14 +6,17 @@ from pathlib import Path
 import numpy as np
 
 from map_common.errors import MAPError
+from src.modes.registry import MODES, either
+from src.objectives import file_prefix
 from src.results import ScalingResults, load_front, read_json
+from task_vectors.merge_methods import METHODS as MERGE_METHODS, label_of
 
-METHOD_LABELS = {"ta": "TA", "ties": "TIES", "dare": "DARE", "dare-ties": "DARE-TIES"}
+METHOD_LABELS = {name: method.label for name, method in MERGE_METHODS.items()}
 
 
 def method_label(merge_method: str) -> str:
     """'MAP (TA)', 'MAP (DARE)', ... as the original's legend names its fronts."""
-    return f"MAP ({METHOD_LABELS.get(merge_method, merge_method)})"
+    return f"MAP ({label_of(merge_method)})"
 
 
 def load_compared(paths, config) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
@@ -21,8 +24,10 @@ def load_compared(paths, config) -> list[tuple[str, np.ndarray, np.ndarray | Non
     out = []
     for path in map(Path, paths):
         info = read_json(path / "run.json")
-        if info is None or info.get("method") not in ("map", "bayesian"):
-            raise MAPError(f"--compare {path}: not a finished map or bayesian run")
+        mode = MODES.get((info or {}).get("method"))
+        if mode is None or not mode.supports_baselines:
+            raise MAPError(f"--compare {path}: not a finished "
+                           f"{either(MODES.names(lambda m: m.supports_baselines))} run")
         if info.get("models") != list(config.models) or \
                 info.get("datasets") != list(config.datasets):
             raise MAPError(f"--compare {path}: it merges {info.get('models')} on "
@@ -31,7 +36,7 @@ def load_compared(paths, config) -> list[tuple[str, np.ndarray, np.ndarray | Non
         if info.get("metric") != config.metric.name:
             raise MAPError(f"--compare {path}: its metric is {info.get('metric')}, this run's "
                            f"is {config.metric.name}")
-        names = "_".join(config.models)
+        names = file_prefix(config.models)
         _, F = load_front(path / f"{names}pareto_front.json")
         real_path = path / f"{names}pareto_front_real.json"
         real = None

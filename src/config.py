@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from map_common.errors import MAPError
-from src import sampling
 from src.metrics import Metric, get_metric
-
-
-# A grid of more merges than this would take days even at a GPU's pace (~1 s per merge).
-MAX_GRID_POINTS = 200_000
+from src.objectives import file_prefix
+from src.modes.registry import MODES, SWEEP_DEMO_MODELS, SWEEP_SIZES, BayesSchedule, Mode, either, get_mode
+from task_vectors.merge_methods import MergeMethod, TaskArithmetic, method_from_flags
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,8 @@ class EvalSettings:
     num_workers: int | None
     cache_dir: str | None
     single_thread: bool  # the demo's tiny ops: extra torch threads only add overhead
-    engine_options: tuple[tuple[str, Any], ...] = ()  # precision, merge method, ...
+    engine_options: tuple[tuple[str, Any], ...] = ()  # precision, tau storage
+    merge_method: MergeMethod = TaskArithmetic()  # --merge-method with its settings
     # Ray (none of these changes a value, so none is in the resume fingerprint):
     workers: int | str | None = None  # engines; "auto": Ray sizes the pool; None: no Ray
     ray_address: str | None = None    # join this cluster ("auto" or host:port)
@@ -80,7 +79,8 @@ class EvalSettings:
 
     def value_settings(self) -> dict[str, Any]:
         """The settings that decide an evaluation's value (for the resume fingerprint)."""
-        return {"max_eval_samples": self.max_eval_samples, **dict(self.engine_options)}
+        return {"max_eval_samples": self.max_eval_samples, **dict(self.engine_options),
+                **self.merge_method.record()}
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,13 @@ class RunConfig:
     high: float
     search_low: float           # the box NSGA-III searches (default: the sampled box)
     search_high: float
-    points: int                 # map: merges evaluated; nested: per pair
+    points: int | None          # map: the merges of its design (None for other modes)
     reevaluate: int | str       # front points merged and evaluated for real, or "all"
     n_gen: int
     seed: int
     pick: str                   # tchebycheff | weighted-sum
     preference: tuple[float, ...]  # weight of each dataset, same order
-    bayes: tuple[int, int, int] | None  # (initial, per round, rounds) for bayesian
+    bayes: BayesSchedule | None  # bayesian: (initial, update, iterations)
     grid_per_axis: int | None   # grid: points per coefficient axis
     truth: str | None           # a finished grid run to score the front against
     baselines: bool             # also evaluate the single-model baselines
@@ -117,6 +117,11 @@ class RunConfig:
     refine_points: int = 5      # new front points evaluated per round
     refine_tol: float = 0.0     # stop once a round's mean |predicted - real| is at most this
     design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs
+    pair_points: int | None = None  # nested: merges evaluated per pair
+
+    @property
+    def mode(self) -> Mode:
+        return MODES[self.method]
 
     @property
     def T(self) -> int:
@@ -129,13 +134,13 @@ class RunConfig:
     @property
     def names(self) -> str:
         """The original tool's file-name prefix: the merged models joined by '_'."""
-        return "_".join(self.models)
+        return file_prefix(self.models)
 
 
 def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     """Check every input and resolve every default; MAPError (one line) before anything
     is loaded or written. Plain settings are checked before the demo zoo is built."""
-    from task_vectors.checkpoints import finetuned_path, require_file
+    from task_vectors.checkpoints import require_file
     from task_vectors.datasets.registry import check_dataset_name
 
     metric = get_metric(args.metric_type)
@@ -149,29 +154,62 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     if args.n_gen <= 0:
         raise MAPError(f"--n-gen {args.n_gen}: must be positive")
 
-    default_models = (defaults.demo_nested if args.method == "nested" else defaults.demo_pair) \
-        if args.demo else defaults.models
+    mode = get_mode(args.method)
+    demo_models = SWEEP_DEMO_MODELS if args.sweep and args.method_defaulted \
+        else mode.demo_models
+    default_models = getattr(defaults, demo_models) if args.demo else defaults.models
     models = tuple(args.zeroshot_merge_models or default_models)
     datasets = tuple(args.zeroshot_eval_datasets or models)
     _check_models(models, datasets)
     for name in datasets:
         check_dataset_name(name)
-    sweep = _sweep(args, len(models))
-    if sweep is not None and args.method == "nested":  # the default: a sweep runs map
-        args = argparse.Namespace(**{**vars(args), "method": "map"})
-    points, bayes = _budget(args, defaults, len(models) if sweep is None else
-                            {"pairs": 2, "triples": 3}[sweep])
-    grid_per_axis = _grid_per_axis(args, defaults, len(models))
+    sweep = _sweep(args, mode, len(models))
+    settings = mode.settings(args, defaults, len(models) if sweep is None else SWEEP_SIZES[sweep])
     truth = None
     if args.truth is not None:
-        if args.method not in ("map", "bayesian"):
-            raise MAPError(f"--truth scores map and bayesian fronts; --method {args.method} "
-                           "has none to score")
+        if not mode.supports_truth:
+            raise MAPError(f"--truth scores {either(MODES.names(_truth), 'and')} fronts; "
+                           f"--method {args.method} has none to score")
         truth = str(require_file(args.truth, "grid run (--truth)"))
     preference = _preference(args.preference, datasets)
 
+    source = _model_source(args, models)
+    evaluation = _eval_settings(args)
+    merge_method = evaluation.merge_method
+    baselines = bool(args.baselines)
+    if baselines and not mode.supports_baselines:
+        raise MAPError(f"--baselines goes with --method {either(MODES.names(_baselines))}, "
+                       f"not {args.method}")
+    if baselines and merge_method != TaskArithmetic():
+        raise MAPError("--baselines evaluates the merges of the plain task vectors (TIES and "
+                       "DARE baselines transform them themselves): run it with --merge-method "
+                       "ta, and add this run's front with --compare")
+    compare = tuple(str(require_file(p, "run to compare (--compare)"))
+                    for p in (args.compare or ()))
+    refine_rounds, refine_points, refine_tol = _refinement(args, mode, defaults)
+    arguments = {k: v for k, v in vars(args).items() if k != "method_defaulted"}
+    arguments.update(model=source.model_name, save=source.save,
+                     pretrained_checkpoint=source.pretrained, data_location=source.data_location)
+    return RunConfig(
+        method=args.method, models=models, datasets=datasets, metric=metric, low=low,
+        high=high, search_low=search_low, search_high=search_high, points=settings.points,
+        reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=args.pick,
+        preference=preference, bayes=settings.bayes, grid_per_axis=settings.grid_per_axis,
+        truth=truth,
+        baselines=baselines, compare=compare,
+        source=source, evaluation=evaluation,
+        results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf, sweep=sweep,
+        arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
+        refine_tol=refine_tol, design=settings.design, pair_points=settings.pair_points)
+
+
+def _model_source(args: argparse.Namespace, models: Sequence[str]) -> ModelSource:
+    """The model, checkpoints and data (the demo zoo built here, once, about a minute, only
+    after the plain settings passed); every file checked."""
+    from task_vectors.checkpoints import finetuned_path, require_file
+
     zoo_recipe = None
-    if args.demo:  # built (once, about a minute) only after the plain settings passed
+    if args.demo:
         from task_vectors.zoo import ensure_zoo
 
         zoo = ensure_zoo(args.zoo_dir)
@@ -186,6 +224,14 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     finetuned = tuple((m, str(require_file(finetuned_path(save, m),
                                            f"fine-tuned checkpoint of '{m}'")))
                       for m in models)
+    return ModelSource(model_name=model_name, save=save, pretrained=pretrained,
+                       finetuned=finetuned, data_location=data_location,
+                       openclip_cachedir=args.openclip_cachedir, zoo_recipe=zoo_recipe)
+
+
+def _eval_settings(args: argparse.Namespace) -> EvalSettings:
+    """How merged models are evaluated: merge method, device, Ray pool; each checked."""
+    merge_method = method_from_flags(args.merge_method, vars(args))
     device = args.device or _default_device()
     workers, ray_address = args.workers, args.ray_address
     if ray_address is not None and workers is None:
@@ -194,52 +240,32 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         _check_workers(workers, ray_address, args.cpus_per_worker, device)
     if ray_address is None:  # a cluster's GPUs need not be on the driver's machine
         _check_device(device)
-    source = ModelSource(model_name=model_name, save=save, pretrained=pretrained,
-                         finetuned=finetuned, data_location=data_location,
-                         openclip_cachedir=args.openclip_cachedir, zoo_recipe=zoo_recipe)
-    evaluation = EvalSettings(device=device, batch_size=args.batch_size,
-                              max_eval_samples=args.max_eval_samples,
-                              num_workers=args.num_workers, cache_dir=args.cache_dir,
-                              single_thread=bool(args.demo) and device == "cpu",
-                              engine_options=tuple(_engine_options(args).items()),
-                              workers=workers, ray_address=ray_address,
-                              cpus_per_worker=args.cpus_per_worker)
-    baselines = bool(args.baselines)
-    if baselines and args.method not in ("map", "bayesian"):
-        raise MAPError(f"--baselines goes with --method map or bayesian, not {args.method}")
-    if baselines and args.merge_method != "ta":
-        raise MAPError("--baselines evaluates the merges of the plain task vectors (TIES and "
-                       "DARE baselines transform them themselves): run it with --merge-method "
-                       "ta, and add this run's front with --compare")
-    compare = tuple(str(require_file(p, "run to compare (--compare)"))
-                    for p in (args.compare or ()))
-    refine_rounds, refine_points, refine_tol = _refinement(args, defaults)
-    arguments = {k: v for k, v in vars(args).items()}
-    arguments.update(model=model_name, save=save, pretrained_checkpoint=pretrained,
-                     data_location=data_location)
-    return RunConfig(
-        method=args.method, models=models, datasets=datasets, metric=metric, low=low,
-        high=high, search_low=search_low, search_high=search_high, points=points,
-        reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=args.pick,
-        preference=preference, bayes=bayes, grid_per_axis=grid_per_axis, truth=truth,
-        baselines=baselines, compare=compare,
-        source=source, evaluation=evaluation,
-        results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf, sweep=sweep,
-        arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
-        refine_tol=refine_tol, design=args.design)
+    return EvalSettings(device=device, batch_size=args.batch_size,
+                        max_eval_samples=args.max_eval_samples,
+                        num_workers=args.num_workers, cache_dir=args.cache_dir,
+                        single_thread=bool(args.demo) and device == "cpu",
+                        engine_options=tuple(_engine_options(args).items()),
+                        merge_method=merge_method,
+                        workers=workers, ray_address=ray_address,
+                        cpus_per_worker=args.cpus_per_worker)
+
+
+def _truth(mode: Mode) -> bool:
+    return mode.supports_truth
+
+
+def _baselines(mode: Mode) -> bool:
+    return mode.supports_baselines
+
+
+def _refines(mode: Mode) -> bool:
+    return mode.supports_refinement
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The engine settings that change an evaluation's value (recorded in run.json and the
-    resume fingerprint): precision, task-vector storage, merge method and its own settings."""
-    options: dict[str, Any] = {"precision": args.precision, "tau_dtype": args.tau_dtype,
-                               "merge_method": args.merge_method}
-    if args.merge_method in ("ties",):
-        options["ties_density"] = args.ties_density
-    if args.merge_method in ("dare", "dare-ties"):
-        options["dare_drop_rate"] = args.dare_drop_rate
-        options["merge_seed"] = args.seed  # the DARE mask
-    return options
+    """The engine settings besides the merge method that change an evaluation's value
+    (recorded in run.json and the resume fingerprint): precision, task-vector storage."""
+    return {"precision": args.precision, "tau_dtype": args.tau_dtype}
 
 
 def _check_models(models: Sequence[str], datasets: Sequence[str]) -> None:
@@ -252,40 +278,14 @@ def _check_models(models: Sequence[str], datasets: Sequence[str]) -> None:
         raise MAPError(f"MAP merges at least 2 models; got {len(models)} ({' '.join(models)})")
 
 
-def _budget(args: argparse.Namespace, defaults: Defaults, T: int
-            ) -> tuple[int, tuple[int, int, int] | None]:
-    """(points, bayesian schedule) of the mode, checked against the surrogate's needs."""
-    if args.point is not None and args.point <= 0:
-        raise MAPError(f"--point {args.point}: the number of points must be positive")
-    if args.method == "nested":
-        points = args.point or defaults.nested_pair_points
-        if points < sampling.min_points(2):
-            raise MAPError(f"--point {points}: nested mode needs at least "
-                           f"{sampling.min_points(2)} points per pair")
-        return points, None
-    points = args.point or defaults.points(T)
-    if args.method == "map" and points < sampling.min_points(T):
-        raise MAPError(f"--point {points} is fewer than the {sampling.min_points(T)} "
-                       f"parameters of a quadratic surrogate in {T} coefficients")
-    if args.method != "bayesian":
-        return points, None
-    from src import bayesian
-
-    n_initial, n_update, n_iter = defaults.bayes_schedule(T)
-    schedule = (args.bayes_initial_pts if args.bayes_initial_pts is not None else n_initial,
-                args.bayes_update_pts if args.bayes_update_pts is not None else n_update,
-                args.bayes_iter if args.bayes_iter is not None else n_iter)
-    bayesian.check_schedule(T, *schedule)
-    return points, schedule
-
-
-def _sweep(args: argparse.Namespace, T: int) -> str | None:
+def _sweep(args: argparse.Namespace, mode: Mode, T: int) -> str | None:
     sweep = args.sweep
     if sweep is None:
         return None
-    k = {"pairs": 2, "triples": 3}[sweep]
-    if args.method not in ("map", "nested"):  # nested, the default, is taken as map
-        raise MAPError(f"--sweep runs --method map on every subset, not --method {args.method}")
+    k = SWEEP_SIZES[sweep]
+    if not mode.supports_sweep:
+        raise MAPError(f"--sweep runs --method {MODES.sweep_mode().name} on every subset, not "
+                       f"--method {args.method}")
     if T <= k:
         raise MAPError(f"--sweep {sweep} over {T} models is a single run; list more models "
                        "with --zeroshot-merge-models")
@@ -296,43 +296,27 @@ def _sweep(args: argparse.Namespace, T: int) -> str | None:
     return sweep
 
 
-def _refinement(args: argparse.Namespace, defaults: Defaults) -> tuple[int, int, float]:
+def _refinement(args: argparse.Namespace, mode: Mode, defaults: Defaults
+                ) -> tuple[int, int, float]:
     """(rounds, points per round, tolerance) of the front refinement (map and bayesian)."""
     given, points, tol = args.refine_rounds, args.refine_points, args.refine_tol
-    if given is None:  # the default refines map and bayesian fronts only
-        return (defaults.refine_rounds if args.method in ("map", "bayesian") else 0), \
-            points, tol
+    if given is None:  # the default refines the fronts of the modes that support it
+        return (defaults.refine_rounds if mode.supports_refinement else 0), points, tol
     rounds = given
     if rounds < 0 or points < 1 or tol < 0:
         raise MAPError(f"--refine-rounds {rounds} --refine-points {points} --refine-tol {tol}: "
                        "rounds and tolerance must be 0 or more, points per round positive")
-    if rounds and args.method not in ("map", "bayesian"):
-        raise MAPError(f"--refine-rounds refines a map or bayesian front; --method "
-                       f"{args.method} has its own design")
+    if rounds and not mode.supports_refinement:
+        raise MAPError(f"--refine-rounds refines a {either(MODES.names(_refines))} front; "
+                       f"--method {args.method} has its own design")
     return int(rounds), int(points), float(tol)
 
 
-def _grid_per_axis(args: argparse.Namespace, defaults: Defaults, T: int) -> int | None:
-    if args.method != "grid":
-        return None
-    per_axis = args.grid_points_per_axis or defaults.grid_points_per_axis(T)
-    if per_axis is None:
-        raise MAPError(f"--method grid with {T} tasks: set --grid-points-per-axis N (the grid "
-                       f"has N**{T} merges, e.g. {5 ** T} for N = 5)")
-    if per_axis < 2:
-        raise MAPError(f"--grid-points-per-axis {per_axis}: need at least 2 points per axis")
-    if per_axis ** T > MAX_GRID_POINTS:
-        raise MAPError(f"--grid-points-per-axis {per_axis} with {T} tasks is {per_axis ** T} "
-                       f"merges; at most {MAX_GRID_POINTS} (largest per axis for {T} tasks: "
-                       f"{int(MAX_GRID_POINTS ** (1 / T) + 1e-9)})")
-    return per_axis
-
-
 def _preference(path: str, datasets: Sequence[str]) -> tuple[float, ...]:
-    from src import nested
+    from src.objectives import validate_preference
     from src.results import load_preference
 
-    weights = nested.validate_preference(load_preference(path), list(datasets))
+    weights = validate_preference(load_preference(path), list(datasets))
     return tuple(float(weights[d]) for d in datasets)
 
 

@@ -25,15 +25,8 @@ def engine_spec(config: RunConfig):
     from task_vectors.checkpoints import head_path
     from task_vectors.evaluators import EngineSpec
     from task_vectors.heads import get_zero_shot_head, release_text_encoder
-    from task_vectors.merging import tau_transform
 
     src, ev = config.source, config.evaluation
-    options = dict(ev.engine_options)
-    # the method's own settings, by tau_transform's names (config records only the method's)
-    method_settings = {name: options.pop(key) for key, name in (
-        ("ties_density", "density"), ("dare_drop_rate", "drop_rate"), ("merge_seed", "seed"))
-        if key in options}
-    transform = tau_transform(options.pop("merge_method"), **method_settings)
     for d in config.datasets:
         get_zero_shot_head(d, src.model_name, src.save, src.data_location, device=ev.device,
                            openclip_cachedir=src.openclip_cachedir)
@@ -44,7 +37,8 @@ def engine_spec(config: RunConfig):
         datasets=config.datasets, data_location=src.data_location, device=ev.device,
         batch_size=ev.batch_size, max_eval_samples=ev.max_eval_samples,
         num_workers=ev.num_workers, openclip_cachedir=src.openclip_cachedir,
-        cache_dir=ev.cache_dir, options={**options, "tau_transform": transform})
+        cache_dir=ev.cache_dir,
+        options={**dict(ev.engine_options), "merge_method": ev.merge_method})
 
 
 def open_evaluator(config: RunConfig, timings: dict[str, float]):

@@ -1,8 +1,9 @@
-"""Solve the front: fit -> search -> pick -> re-evaluate -> write -> draw.
+"""Solve the front: fit -> search -> pick -> re-evaluate.
 
 One step shared by map, bayesian and every nested pair. It takes evaluated points (C, Y)
 and returns the amortized front, the preference pick and, when asked, real values at
-front points. Each output file is written by one function in ``src.outputs``.
+front points (through the injected ``evaluate_real``). It writes nothing: the caller hands
+the result to ``src.outputs.write_solved_front`` (files and figures).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from src import outputs, pareto
+from src import pareto
 from src.metrics import Metric
 from src.surrogate import QuadraticSurrogate, fit_surrogates
 
@@ -67,8 +68,7 @@ class FrontResult:
     F_real: np.ndarray | None
     search_seconds: float
     anchors: dict[str, list[float]] = field(default_factory=dict)  # worst / best per objective
-    files: dict[str, str] = field(default_factory=dict)  # name -> description
-    figures: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)  # drawn by the caller's writer
 
     @property
     def chosen_real(self) -> np.ndarray | None:
@@ -78,7 +78,7 @@ class FrontResult:
 
 
 def solve_front(task: FrontTask, settings: SearchSettings) -> FrontResult:
-    """Fit one surrogate per objective, search the front, pick, re-evaluate, write, draw."""
+    """Fit one surrogate per objective, search the front, pick, re-evaluate."""
     C, Y = np.asarray(task.C, dtype=float), np.asarray(task.Y, dtype=float)
     senses = [task.metric.sense] * Y.shape[1]
     surrogates = fit_surrogates(C, Y, task.metric.link)
@@ -99,13 +99,8 @@ def solve_front(task: FrontTask, settings: SearchSettings) -> FrontResult:
     if F_real is None:
         idx = []
 
-    files = {}
-    files.update(outputs.write_params(task.folder, task.names, task.labels, surrogates, r2))
-    files.update(outputs.write_front(task.folder, task.names, C_front, F_front))
-    result = FrontResult(surrogates, r2, C_front, F_front, chosen, idx, F_real, search_seconds,
-                         {"worst": worst.tolist(), "best": best.tolist()}, files)
-    result.figures = outputs.draw_front(task, result, settings.pdf)
-    return result
+    return FrontResult(surrogates, r2, C_front, F_front, chosen, idx, F_real, search_seconds,
+                       {"worst": worst.tolist(), "best": best.tolist()})
 
 
 def anchor_values(C: np.ndarray, Y: np.ndarray, surrogates: Sequence[QuadraticSurrogate]

@@ -9,63 +9,22 @@ Reference point: per objective, the truth's worst value moved a `margin` further
 worse (accuracy: min - margin; loss: max + margin), so that every truth point, including
 the extremes of the front, adds volume.
 
-Why ~320 lines: a dozen small indicator functions plus the two noise floors; each is a
-few lines over pymoo.
+HV, IGD, IGD+, GD and the filter are src.objectives' (shared with src.pareto); this module
+adds the reference point, ratios, dominance counts, preference regret and the noise floors.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import numpy as np
-from pymoo.indicators.gd import GD
-from pymoo.indicators.hv import HV
-from pymoo.indicators.igd import IGD
-from pymoo.indicators.igd_plus import IGDPlus
 
-from src.pareto import non_dominated
+from src.objectives import (Senses, as_2d, gd, hypervolume, igd, igd_plus,  # noqa: F401
+                            non_dominated, pareto_filter, signs, to_minimisation)
 
-Senses = str | Sequence[str]
+# The scales, the filter, HV and the distance indicators are src.objectives' (one
+# definition each); they stay importable from here.
+_as_2d = as_2d
 DEFAULT_MARGIN = 0.01
-
-
-# --------------------------------------------------------------------------- scales
-def _as_2d(F, name: str, K: int | None = None) -> np.ndarray:
-    F = np.asarray(F, dtype=float)
-    if F.ndim == 1:
-        F = F[None, :]
-    if F.ndim != 2:
-        raise ValueError(f"{name} has shape {F.shape}; expected (n, K)")
-    if K is not None and F.shape[1] != K:
-        raise ValueError(f"{name} has {F.shape[1]} objectives; expected {K}")
-    if not np.all(np.isfinite(F)):
-        raise ValueError(f"{name} holds a non-finite value")
-    return F
-
-
-def signs(senses: Senses, K: int) -> np.ndarray:
-    """(K,) +1 for "min" and -1 for "max": F * signs is in minimisation scale."""
-    senses = [senses] * K if isinstance(senses, str) else list(senses)
-    if len(senses) != K:
-        raise ValueError(f"{len(senses)} senses for {K} objectives")
-    if any(s not in ("max", "min") for s in senses):
-        raise ValueError(f"senses must be 'max' or 'min', got {senses}")
-    return np.array([-1.0 if s == "max" else 1.0 for s in senses])
-
-
-def to_minimisation(F, senses: Senses) -> np.ndarray:
-    """F (n, K) in pymoo's minimisation scale."""
-    F = _as_2d(F, "F")
-    return F * signs(senses, F.shape[1])
-
-
-def pareto_filter(F, senses: Senses) -> np.ndarray:
-    """The distinct non-dominated rows of F, sorted by the first column."""
-    F = _as_2d(F, "F")
-    signs(senses, F.shape[1])  # a bad sense is a ValueError here, not pareto's MAPError
-    if len(F) == 0:
-        return F
-    front = np.unique(F[non_dominated(F, senses)], axis=0)
-    return front[np.argsort(front[:, 0], kind="stable")]
 
 
 def reference_point(truth_F, senses: Senses, margin: float = DEFAULT_MARGIN) -> np.ndarray:
@@ -80,24 +39,6 @@ def reference_point(truth_F, senses: Senses, margin: float = DEFAULT_MARGIN) -> 
 
 
 # --------------------------------------------------------------------------- indicators
-def hypervolume(F, ref_point, senses: Senses) -> float:
-    """Volume that F dominates inside the box bounded by ref_point (metric scale).
-
-    Rows that are not strictly better than ref_point in every objective add nothing (they
-    are dropped before pymoo is called); an empty F has volume 0.
-    """
-    F_min = to_minimisation(F, senses)
-    K = F_min.shape[1]
-    ref = np.asarray(ref_point, dtype=float).reshape(-1)
-    if ref.shape != (K,):
-        raise ValueError(f"ref_point has {ref.size} entries; expected {K}")
-    ref_min = ref * signs(senses, K)
-    inside = F_min[np.all(F_min < ref_min, axis=1)]
-    if len(inside) == 0:
-        return 0.0
-    return float(HV(ref_point=ref_min)(inside))
-
-
 def hv_ratio(F, truth_F, senses: Senses, margin: float = DEFAULT_MARGIN,
              ref_point=None) -> float:
     """HV(F) / HV(truth front), both bounded by the truth's reference point.
@@ -110,25 +51,6 @@ def hv_ratio(F, truth_F, senses: Senses, margin: float = DEFAULT_MARGIN,
     if hv_truth <= 0:
         raise ValueError("the truth front has zero hypervolume; use a margin > 0")
     return hypervolume(F, ref, senses) / hv_truth
-
-
-def igd(F, truth_F, senses: Senses) -> float:
-    """Inverted generational distance: mean distance of each truth-front point to F."""
-    return float(IGD(to_minimisation(pareto_filter(truth_F, senses), senses))(
-        to_minimisation(F, senses)))
-
-
-def igd_plus(F, truth_F, senses: Senses) -> float:
-    """IGD+ (Ishibuchi et al. 2015): as IGD but only the part of each distance by which F
-    is worse than the truth point counts; weakly Pareto compliant."""
-    return float(IGDPlus(to_minimisation(pareto_filter(truth_F, senses), senses))(
-        to_minimisation(F, senses)))
-
-
-def gd(F, truth_F, senses: Senses) -> float:
-    """Generational distance: mean distance of each row of F to the truth front."""
-    return float(GD(to_minimisation(pareto_filter(truth_F, senses), senses))(
-        to_minimisation(F, senses)))
 
 
 def dominates_matrix(A, B, senses: Senses) -> np.ndarray:

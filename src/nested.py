@@ -27,7 +27,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from map_common.errors import MAPError
-from src.results import jsonable
+from map_common.jsonable import jsonable
+from src.objectives import validate_preference  # noqa: F401  (kept importable from here)
 from src.sampling import design
 
 # Accuracy gaps closer than this count as ties, so float noise (0.8-0.7 vs 0.7-0.6)
@@ -57,45 +58,6 @@ class NestedResult:
 
 
 # ---------------------------------------------------------------------------- inputs
-
-
-def validate_preference(preference: Mapping, tasks: Sequence[str]) -> dict[str, float]:
-    """Check the preference weights for the tasks being merged; return {task: float}."""
-    if not isinstance(preference, Mapping):
-        raise MAPError(
-            f"preference must be a mapping of task name to weight, got {type(preference).__name__}"
-        )
-    tasks = list(tasks)
-    if len(tasks) < 2:
-        raise MAPError(f"nested merging needs at least 2 tasks, got {len(tasks)}: {tasks}")
-    duplicated = sorted({t for t in tasks if tasks.count(t) > 1})
-    if duplicated:
-        raise MAPError(f"tasks to merge must be distinct, got {duplicated} more than once")
-    out: dict[str, float] = {}
-    for task in tasks:
-        if task not in preference:
-            raise MAPError(
-                f"preference has no weight for task {task!r}; "
-                f"it has {sorted(map(str, preference))}"
-            )
-        weight = preference[task]
-        # bool is an int subclass, but True as a weight is almost surely a typo.
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
-            raise MAPError(
-                f"preference weight for {task!r} must be a number, got {weight!r}"
-            )
-        weight = float(weight)
-        if not math.isfinite(weight) or weight < 0:
-            raise MAPError(
-                f"preference weight for {task!r} must be a finite number >= 0, got {weight!r}"
-            )
-        out[task] = weight
-    if sum(out.values()) == 0:
-        raise MAPError(
-            f"preference weights of the tasks to merge are all 0 ({sorted(out)}); "
-            "at least one must be positive to pick a point on a front"
-        )
-    return out
 
 
 def _validate_accuracies(single_accuracy: Mapping, tasks: Sequence[str]) -> dict[str, float]:

@@ -46,31 +46,44 @@ def write_front(folder: Path, names: str, C: np.ndarray, F: np.ndarray) -> dict[
     return {f"{names}pareto_front.json": FRONT_DESCRIPTION}
 
 
-def draw_front(task: "FrontTask", result: "FrontResult", pdf: bool) -> list[Path]:
+def write_solved_front(task: "FrontTask", result: "FrontResult", pdf: bool
+                       ) -> tuple[dict[str, str], list[Path]]:
+    """A solved front's files in ``task.folder``: params, surrogates, front, figures;
+    returns (file name -> description, figures) for the run's list."""
+    files = write_params(task.folder, task.names, task.labels, result.surrogates, result.r2)
+    files.update(write_front(task.folder, task.names, result.C_front, result.F_front))
+    drawn, figures = draw_front(task, result, pdf)
+    files.update(drawn)
+    return files, figures
+
+
+def draw_front(task: "FrontTask", result: "FrontResult", pdf: bool
+               ) -> tuple[dict[str, str], list[Path]]:
     """The front over the evaluated points; with ``task.surrogate_figures`` also the
-    surrogate against the truth (and its contours for two coefficients)."""
+    surrogate against the truth (and its contours for two coefficients). Returns (file
+    name -> description, figures)."""
     labels = [str(x) for x in (task.axis_labels or task.labels)]
     chosen = result.F_front[result.chosen]
-    result.files["pareto_front.png"] = "front (predicted) over the evaluated merges"
+    files = {"pareto_front.png": "front (predicted) over the evaluated merges"}
     figures = plotting.plot_front(task.Y, result.F_front, labels, task.metric.name,
                                   task.folder / "pareto_front.png", front_real=result.F_real,
                                   chosen=chosen, title=task.title, pdf=pdf)
     if not task.surrogate_figures:
-        return figures
+        return files, figures
     predictors = [s.predict for s in result.surrogates]
-    result.files["surrogate_fit.png"] = "surrogate predictions against evaluated metrics"
+    files["surrogate_fit.png"] = "surrogate predictions against evaluated metrics"
     figures += plotting.plot_true_vs_predicted(
         task.Y, np.column_stack([p(task.C) for p in predictors]), labels, task.metric.name,
         task.folder / "surrogate_fit.png", pdf=pdf)
     if task.C.shape[1] == 2:
-        result.files["surrogate_contours.png"] = ("surrogate over the coefficient box, with the "
-                                                  "evaluated points coloured by their true value")
+        files["surrogate_contours.png"] = ("surrogate over the coefficient box, with the "
+                                           "evaluated points coloured by their true value")
         low, high = task.sample_box
         figures += plotting.plot_surrogate_fit(task.C, task.Y, predictors, labels,
                                                task.metric.name,
                                                task.folder / "surrogate_contours.png",
                                                low=low, high=high, pdf=pdf)
-    return figures
+    return files, figures
 
 
 def write_run_json(config: "RunConfig", run: "RunDirectory", summary: dict[str, Any],
@@ -84,6 +97,7 @@ def write_run_json(config: "RunConfig", run: "RunDirectory", summary: dict[str, 
         "metric": config.metric.name, "bounds": [config.low, config.high],
         "search_bounds": [config.search_low, config.search_high], "pick": config.pick,
         "device": config.evaluation.device, "arguments": config.arguments,
+        "merge_method": config.evaluation.merge_method.record(),
         "versions": versions(), "timings": timings, "summary": summary, **(extra or {}),
     })
 

@@ -14,27 +14,17 @@ import numpy as np
 from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.algorithms.soo.nonconvex.ga import GA
 from pymoo.core.problem import Problem
-from pymoo.indicators.hv import HV
-from pymoo.indicators.igd import IGD
 from pymoo.optimize import minimize
 from pymoo.util.archive import MultiObjectiveArchive
-from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from pymoo.util.ref_dirs import get_reference_directions
 
+from src import objectives
+# one definition each, in src.objectives (kept importable from here)
+from src.objectives import (SENSES, hypervolume, non_dominated,  # noqa: F401
+                            non_dominated_rows, normalize_preference)
+from src.objectives import signs as _signs
 
-SENSES = ("max", "min")
 _TARGET_DIRECTIONS = 100  # NSGA-III reference directions to aim for (lands in 50..150 for K<=8)
-
-
-def _signs(senses: Sequence[str], K: int) -> np.ndarray:
-    """+1 for "min", -1 for "max": multiply metric-scale objectives to get pymoo's minimisation."""
-    senses = [senses] * K if isinstance(senses, str) else list(senses)
-    if len(senses) != K:
-        raise ValueError(f"{len(senses)} senses for {K} objectives; expected one per objective")
-    bad = [s for s in senses if s not in SENSES]
-    if bad:
-        raise ValueError(f"unknown sense {bad[0]!r}; expected 'max' or 'min'")
-    return np.array([-1.0 if s == "max" else 1.0 for s in senses])
 
 
 class SurrogateProblem(Problem):
@@ -120,94 +110,97 @@ def nsga3_front(
 
 def _non_dominated_rows(X: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows whose F (pymoo's minimisation scale) no other row dominates."""
-    keep = NonDominatedSorting().do(F, only_non_dominated_front=True)
+    keep = non_dominated_rows(F)
     return np.asarray(X[keep], dtype=float), np.asarray(F[keep], dtype=float)
 
 
-def non_dominated(F: np.ndarray, senses: Sequence[str]) -> np.ndarray:
-    """Boolean mask of the rows of F (metric scale) that no other row dominates."""
-    F = _as_2d(F, "F")
-    mask = np.zeros(F.shape[0], dtype=bool)
-    if F.shape[0]:
-        mask[NonDominatedSorting().do(F * _signs(senses, F.shape[1]), only_non_dominated_front=True)] = True
-    return mask
+def _as_2d(F: np.ndarray, name: str) -> np.ndarray:
+    return objectives.as_2d(F, name, finite=False)
 
 
-def normalize_preference(p, K: int) -> np.ndarray:
-    """Non-negative weights summing to 1, one per objective."""
-    w = np.atleast_1d(np.asarray(p, dtype=float))
-    if w.ndim != 1 or w.size != K:
-        raise ValueError(f"preference {list(np.ravel(w))} has {w.size} weights; expected {K}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError(f"preference {w.tolist()} has a negative or non-finite weight; expected weights >= 0")
-    if w.sum() == 0:
-        raise ValueError("preference weights are all zero; expected at least one positive weight")
-    return w / w.sum()
+class Pick:
+    """A preference pick in the style of pymoo's ``Decomposition``: ``scores`` of the front's
+    rows (smaller is better), and ``do`` the row with the best score."""
+
+    name: str
+
+    def scores(self, F: np.ndarray, weights: np.ndarray, senses: Sequence[str],
+               worst=None, best=None) -> np.ndarray:
+        raise NotImplementedError
+
+    def do(self, F: np.ndarray, preference, senses: Sequence[str], worst=None,
+           best=None) -> int:
+        F = _as_2d(F, "F")
+        if F.shape[0] == 0:
+            raise ValueError("cannot pick from an empty front; expected at least one point")
+        w = normalize_preference(preference, F.shape[1])
+        return int(np.argmin(self.scores(F, w, senses, worst, best)))
 
 
-PICKS = ("tchebycheff", "weighted-sum")
-
-
-def pick_by_preference(F: np.ndarray, preference, senses: Sequence[str]) -> int:
-    """Row of F with the best preference-weighted sum (min columns enter with a minus sign).
-
-    This is the original tool's pick. On raw accuracies it favours the tasks with the
+class WeightedSum(Pick):
+    """The original tool's pick: the best preference-weighted sum of raw metrics (min
+    columns enter with a minus sign). On raw accuracies it favours the tasks with the
     widest range, so with equal weights it often lands on an end of the front."""
-    F = _as_2d(F, "F")
-    if F.shape[0] == 0:
-        raise ValueError("cannot pick from an empty front; expected at least one point")
-    w = normalize_preference(preference, F.shape[1])
-    # _signs is +1 for "min"; flip it so larger scores are better in every column.
-    return int(np.argmax(F @ (w * -_signs(senses, F.shape[1]))))
+
+    name = "weighted-sum"
+
+    def scores(self, F, weights, senses, worst=None, best=None):
+        # _signs is +1 for "min"; flip it so larger sums are better in every column.
+        return -(F @ (weights * -_signs(senses, F.shape[1])))
 
 
-def pick_tchebycheff(F: np.ndarray, preference, senses: Sequence[str], worst, best) -> int:
-    """Row of F closest to the ideal in the weighted Tchebycheff sense, on normalised metrics.
+class Tchebycheff(Pick):
+    """The weighted Tchebycheff distance to the ideal, on normalised metrics.
 
     Each column k is rescaled to u_k in [0, 1] between a worst and a best value: the
     pretrained model's (c = 0) and the task's fine-tuned model's, widened to the front's own
     range where the front goes beyond them (a task whose fine-tuning gained little would
     otherwise count every point of a trade-off as a total loss). The pick minimises
-    max_k w_k (1 - u_k): with equal weights, the model whose worst task keeps the largest
-    share of its range."""
-    F = _as_2d(F, "F")
-    if F.shape[0] == 0:
-        raise ValueError("cannot pick from an empty front; expected at least one point")
-    w = normalize_preference(preference, F.shape[1])
-    up = -_signs(senses, F.shape[1])  # +1 where larger is better
-    G = F * up  # larger is better in every column
-    low = np.minimum(np.asarray(worst, dtype=float) * up, G.min(axis=0))
-    high = np.maximum(np.asarray(best, dtype=float) * up, G.max(axis=0))
-    span = np.where(high - low > 1e-12, high - low, 1.0)
-    u = (G - low) / span
-    return int(np.argmin(np.max(w * (1.0 - u), axis=1)))
+    max_k w_k (1 - u_k) (pymoo's ``Tchebicheff`` with the utopian point at u = 1): with
+    equal weights, the model whose worst task keeps the largest share of its range."""
+
+    name = "tchebycheff"
+
+    def scores(self, F, weights, senses, worst=None, best=None):
+        from pymoo.decomposition.tchebicheff import Tchebicheff as PymooTchebicheff
+
+        if worst is None or best is None:
+            raise ValueError("the Tchebycheff pick needs the worst and best value per objective")
+        up = -_signs(senses, F.shape[1])  # +1 where larger is better
+        G = F * up  # larger is better in every column
+        low = np.minimum(np.asarray(worst, dtype=float) * up, G.min(axis=0))
+        high = np.maximum(np.asarray(best, dtype=float) * up, G.max(axis=0))
+        span = np.where(high - low > 1e-12, high - low, 1.0)
+        u = (G - low) / span
+        return PymooTchebicheff().do(1.0 - u, weights, utopian_point=np.zeros(F.shape[1]))
+
+
+PICK_METHODS: dict[str, Pick] = {p.name: p for p in (Tchebycheff(), WeightedSum())}
+PICKS = tuple(PICK_METHODS)
+
+
+def pick_by_preference(F: np.ndarray, preference, senses: Sequence[str]) -> int:
+    """Row of F with the best preference-weighted sum (``WeightedSum``)."""
+    return WeightedSum().do(F, preference, senses)
+
+
+def pick_tchebycheff(F: np.ndarray, preference, senses: Sequence[str], worst, best) -> int:
+    """Row of F closest to the ideal in the weighted Tchebycheff sense (``Tchebycheff``)."""
+    return Tchebycheff().do(F, preference, senses, worst, best)
 
 
 def pick(F: np.ndarray, preference, senses: Sequence[str], method: str = "tchebycheff",
          worst=None, best=None) -> int:
     """The preference pick by ``method`` (one of PICKS); Tchebycheff needs worst and best."""
-    if method == "weighted-sum":
-        return pick_by_preference(F, preference, senses)
-    if method == "tchebycheff":
-        if worst is None or best is None:
-            raise ValueError("the Tchebycheff pick needs the worst and best value per objective")
-        return pick_tchebycheff(F, preference, senses, worst, best)
-    raise ValueError(f"unknown pick {method!r}; expected one of {list(PICKS)}")
+    if method not in PICK_METHODS:
+        raise ValueError(f"unknown pick {method!r}; expected one of {list(PICKS)}")
+    return PICK_METHODS[method].do(F, preference, senses, worst, best)
 
 
 def igd(F: np.ndarray, F_ref: np.ndarray) -> float:
-    """Inverted generational distance of F to a reference front (same scale, any senses)."""
-    return float(IGD(_as_2d(F_ref, "F_ref"))(_as_2d(F, "F")))
-
-
-def hypervolume(F: np.ndarray, ref_point, senses: Sequence[str]) -> float:
-    """Volume dominated by F and bounded by ref_point, all in metric scale."""
-    F = _as_2d(F, "F")
-    signs = _signs(senses, F.shape[1])
-    ref = np.asarray(ref_point, dtype=float)
-    if ref.shape != (F.shape[1],):
-        raise ValueError(f"ref_point has shape {ref.shape}; expected ({F.shape[1]},)")
-    return float(HV(ref_point=ref * signs)(F * signs))
+    """Inverted generational distance of F to a reference front taken as given (same
+    scale, any senses: a distance does not depend on them)."""
+    return objectives.igd(F, F_ref, "min", filter_truth=False)
 
 
 def _bounds(low, high, T: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,12 +214,3 @@ def _bounds(low, high, T: int) -> tuple[np.ndarray, np.ndarray]:
     if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu)) and np.all(xl < xu)):
         raise ValueError(f"box low={xl.tolist()}, high={xu.tolist()} is empty; expected low < high")
     return xl, xu
-
-
-def _as_2d(F: np.ndarray, name: str) -> np.ndarray:
-    F = np.asarray(F, dtype=float)
-    if F.ndim == 1:
-        F = F[None, :]
-    if F.ndim != 2:
-        raise ValueError(f"{name} has shape {F.shape}; expected (n, K)")
-    return F

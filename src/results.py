@@ -23,6 +23,8 @@ import numpy as np
 
 from map_common.errors import MAPError
 from map_common.files import atomic_write
+from map_common.jsonable import jsonable  # noqa: F401  (kept importable from here)
+from src.objectives import file_prefix
 
 Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l}}
 KEY_DECIMALS = 9  # coefficient vectors equal to 1e-9 are the same point
@@ -47,26 +49,8 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
         raise MAPError(f"{path}: not valid JSON ({exc}); move it away to start afresh") from None
 
 
-def jsonable(obj: Any) -> Any:
-    """numpy arrays/scalars, tuples and paths -> plain JSON types, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def point_key(c: Sequence[float]) -> tuple[float, ...]:
     return tuple(round(float(x), KEY_DECIMALS) + 0.0 for x in c)
-
-
-_OPEN_STORES: list["ScalingResults"] = []  # folded by fold_open_stores() when a run ends
 
 
 class ScalingResults:
@@ -105,7 +89,6 @@ class ScalingResults:
         self._dirty = self.journal.exists()
         if not readonly:
             self.fold()
-            _OPEN_STORES.append(self)
 
     def _check(self, entry: Any, source: Path) -> dict:
         models = list(entry.get("models", {})) if isinstance(entry, dict) else None
@@ -157,10 +140,8 @@ class ScalingResults:
         self._dirty = False
 
     def close(self) -> None:
-        """Fold and forget: the JSON file is complete afterwards."""
+        """Fold: the JSON file is complete afterwards."""
         self.fold()
-        if self in _OPEN_STORES:
-            _OPEN_STORES.remove(self)
 
     def arrays(self, datasets: Sequence[str], metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(C [n, T], Y [n, K]) of every stored point, in evaluation order."""
@@ -194,13 +175,6 @@ def read_journal(path: str | os.PathLike) -> list[dict]:
     return entries
 
 
-def fold_open_stores() -> None:
-    """Fold and close every store opened for writing: the end of a run (also an
-    interrupted one), so each scaling-results JSON file is complete."""
-    while _OPEN_STORES:
-        _OPEN_STORES[0].close()
-
-
 def front_json(C: np.ndarray, F: np.ndarray) -> dict[str, list[float]]:
     """The original pareto_front.json: {str(list(c)): [metric per task]}."""
     return {str([float(x) for x in c]): [float(v) for v in f] for c, f in zip(C, F)}
@@ -217,12 +191,30 @@ def load_front(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 class RunDirectory:
-    """``<results-path>/<exp-id>/`` and the names of the files in it."""
+    """``<results-path>/<exp-id>/``: the one writer of its file list (``outputs``, into
+    run.json) and the owner of the stores a run opens in it (folded by ``close_stores``
+    when the run ends, also when it is stopped)."""
 
     def __init__(self, results_path: str | os.PathLike, exp_id: str, models: Sequence[str]):
         self.path = Path(results_path) / str(exp_id)
-        self.names = "_".join(models)
+        self.names = file_prefix(models)
         self.outputs: dict[str, str] = {}
+        self.stores: list[ScalingResults] = []
+
+    def store(self, path: str | os.PathLike, models: Sequence[str]) -> ScalingResults:
+        """A scaling-results store of this run, folded by ``close_stores``."""
+        store = ScalingResults(path, models)
+        self.stores.append(store)
+        return store
+
+    def close_stores(self) -> None:
+        """Fold every store opened for writing: each scaling-results JSON is complete."""
+        while self.stores:
+            self.stores.pop(0).close()
+
+    def record(self, files: Mapping[str, str]) -> None:
+        """Add files (name -> description) to the run's list."""
+        self.outputs.update(files)
 
     def file(self, name: str, description: str | None = None) -> Path:
         if description:
@@ -293,7 +285,7 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     info = read_json(run_dir / "run.json")
     if info is None:
         raise MAPError(f"{run_dir}: no run.json; not a MAP run directory")
-    names, models, datasets = "_".join(info["models"]), info["models"], info["datasets"]
+    names, models, datasets = file_prefix(info["models"]), info["models"], info["datasets"]
     out: dict[str, Any] = {"info": info}
     store_path = run_dir / f"{names}scaling_results.json"
     if store_path.exists() or journal_path(store_path).exists():

@@ -16,6 +16,8 @@ import numpy as np
 
 from map_common.errors import MAPError
 from src import indicators
+from src.modes.registry import MODES
+from src.objectives import file_prefix
 from src.results import ScalingResults, read_json
 
 
@@ -40,9 +42,11 @@ def load_truth(run_dir: str | Path, config) -> Truth:
     info = read_json(run_dir / "run.json")
     if info is None:
         raise MAPError(f"--truth {run_dir}: no run.json; not a finished MAP run directory")
-    if info.get("method") != "grid":
+    mode = MODES.get(info.get("method"))
+    if mode is None or not mode.makes_truth:
+        truths = " or ".join(f"--method {name}" for name in MODES.names(lambda m: m.makes_truth))
         raise MAPError(f"--truth {run_dir}: a --method {info.get('method')} run; the truth is "
-                       "a --method grid run")
+                       f"a {truths} run")
     wanted = {"models": list(config.models), "datasets": list(config.datasets),
               "bounds": [config.low, config.high]}
     for key, value in wanted.items():
@@ -58,7 +62,7 @@ def load_truth(run_dir: str | Path, config) -> Truth:
         if key in theirs and theirs[key] != value:
             raise MAPError(f"--truth {run_dir}: it was evaluated with --{key.replace('_', '-')} "
                            f"{theirs[key]}, this run with {value}")
-    store = ScalingResults(run_dir / f"{'_'.join(config.models)}scaling_results.json",
+    store = ScalingResults(run_dir / f"{file_prefix(config.models)}scaling_results.json",
                            config.models)
     C, Y = store.arrays(config.datasets, config.metric.name)
     expected = info.get("summary", {}).get("n_evaluations")

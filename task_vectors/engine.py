@@ -17,7 +17,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -188,12 +188,13 @@ class MergeEngine:
                          max_eval_samples: int | None = None, num_workers: int | None = None,
                          openclip_cachedir: str | None = None, cache_dir: str | None = None,
                          precision: str = "fp32", tau_dtype: str = "fp32",
-                         tau_transform: Callable[[torch.Tensor], None] | None = None
-                         ) -> "MergeEngine":
+                         tau_transform: Callable[[torch.Tensor], None] | None = None,
+                         merge_method: Any = None) -> "MergeEngine":
         """Load everything once: the pretrained encoder, each task's fine-tuned weights
         (``finetuned``: task -> path, in task order; streamed into the tau matrix one file
         at a time), a head per evaluation dataset (a head or a path), and the decoded
-        evaluation split of each dataset."""
+        evaluation split of each dataset. ``merge_method`` (a ``task_vectors.merge_methods``
+        object) gives the tau transform when ``tau_transform`` is not given."""
         from task_vectors.checkpoints import check_compatible, load_encoder, load_head, \
             load_state_dict
         from task_vectors.datasets.registry import check_dataset_name
@@ -202,6 +203,8 @@ class MergeEngine:
             check_dataset_name(name)
         autocast_for(precision, torch.device(device))  # refuse before minutes of loading
         check_tau_dtype(tau_dtype)
+        if tau_transform is None and merge_method is not None:
+            tau_transform = merge_method.tau_transform()
         start = time.perf_counter()
         encoder = load_encoder(pretrained, model_name, openclip_cachedir=openclip_cachedir)
         check_activation(encoder, finetuned.values())

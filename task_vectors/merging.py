@@ -65,7 +65,6 @@ Integer buffers are never merged (``is_mergeable``); MergeEngine leaves them out
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -83,10 +82,7 @@ MASK_BLOCK = 1 << 22
 
 __all__ = ["task_arithmetic", "apply", "ties_vectors", "dare_mask", "dare_vectors",
            "dare_ties_vectors", "ties_merge_flat", "dare_ties_merge_flat", "dare_ta_flat",
-           "slerp_flat", "trim_thresholds", "tau_transform", "MERGE_METHODS"]
-
-MERGE_METHODS = ("ta", "ties", "dare", "dare-ties")
-
+           "slerp_flat", "trim_thresholds", "tau_transform"]
 
 # ------------------------------------------------------------------ dict task vectors
 
@@ -444,17 +440,21 @@ def slerp_flat(tau_a: torch.Tensor, tau_b: torch.Tensor, t: float, *,
 
 def tau_transform(method: str, *, density: float = 0.2, drop_rate: float = 0.9,
                   seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The in-place tau preprocessing of ``--merge-method`` (None for plain "ta"), with its
-    settings checked now rather than after the models are loaded. A picklable partial."""
-    if method == "ta":
-        return None
-    if method == "ties":
-        return partial(ties_vectors, density=_check_density(density))
-    if method == "dare":
-        return partial(dare_vectors, drop_rate=_check_drop_rate(drop_rate),
-                       seed=_check_seed(seed))
-    if method == "dare-ties":
-        # The common DARE-TIES: the random drop replaces TIES's magnitude trim.
-        return partial(dare_ties_vectors, drop_rate=_check_drop_rate(drop_rate),
-                       density=None, seed=_check_seed(seed))
-    raise MAPError(f"unknown merge method {method!r}; choose one of {', '.join(MERGE_METHODS)}")
+    """The in-place tau preprocessing of the merge method named ``method`` (None for plain
+    "ta"), its settings checked now rather than after the models are loaded; a picklable
+    partial. Settings the method does not have are ignored. (The registry's objects,
+    ``task_vectors.merge_methods``, are what runs use; this is the by-name shorthand.)"""
+    from task_vectors.merge_methods import get_method
+
+    cls = get_method(method)
+    given = {"density": density, "drop_rate": drop_rate, "seed": seed}
+    return cls(**{f.name: given[f.name] for f in cls.settings() if f.name in given}
+               ).tau_transform()
+
+
+def __getattr__(name: str):
+    if name == "MERGE_METHODS":  # the registry's names (kept for older imports)
+        from task_vectors.merge_methods import METHODS
+
+        return tuple(METHODS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -376,7 +376,8 @@ def test_loop_shapes_records_and_callback():
     np.testing.assert_allclose(res.records[2]["points"], res.C[16:])
     assert len(res.surrogates) == 3
     np.testing.assert_allclose(
-        res.records[2]["surrogate_mse"], squared_errors(quadratic_fit(res.C[:16], res.Y[:16]), res.C[:16], res.Y[:16]).mean()
+        res.records[2]["surrogate_mse"],
+        squared_errors(quadratic_fit(res.C[:16], res.Y[:16]), res.C[:16], res.Y[:16]).mean()
     )
 
 

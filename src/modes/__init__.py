@@ -1,21 +1,19 @@
-"""One module per mode; each takes a RunConfig and returns the run's summary."""
+"""The modes: ``registry.MODES`` names each (its flags, settings, checks, what it supports
+and its run); one module per mode's run, ``sweep.py`` for --sweep, ``common.py`` shared."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from src.config import RunConfig
+from src.modes.registry import MODES
+
+if TYPE_CHECKING:
+    from src.config import RunConfig
 
 
-def run(config: RunConfig) -> dict[str, Any]:
+def run(config: "RunConfig") -> dict[str, Any]:
     """Run the mode ``config.method`` names (over every subset with --sweep)."""
-    from src.modes import bayesian_mode, grid_mode, map_mode, nested_mode
-
     if config.sweep is not None:
         from src.modes import sweep
 
         return sweep.run(config)
-
-    modes: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
-        "map": map_mode.run, "bayesian": bayesian_mode.run, "nested": nested_mode.run,
-        "grid": grid_mode.run}
-    return modes[config.method](config)
+    return MODES[config.method].run(config)

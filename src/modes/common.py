@@ -18,7 +18,7 @@ from src.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerpr
                              record_fingerprint)
 from src.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
 from src.indicators import pareto_filter
-from src.outputs import print_summary, write_run_json
+from src.outputs import print_summary, write_run_json, write_solved_front
 from src.plotting.comparison import plot_comparison
 from src.results import RunDirectory, ScalingResults, write_json
 from src.run_lock import LOCK
@@ -37,7 +37,7 @@ class RunContext:
 
     def store(self) -> ScalingResults:
         """The run's evaluated points (``<names>scaling_results.json``)."""
-        return ScalingResults(self.run.scaling_results, self.config.models)
+        return self.run.store(self.run.scaling_results, self.config.models)
 
 
 @contextmanager
@@ -58,7 +58,10 @@ def open_run(config: RunConfig) -> Iterator[RunContext]:
     try:
         yield RunContext(config, run, evaluator, started, timings, truth, compared)
     finally:
-        evaluator.close()
+        try:
+            evaluator.close()
+        finally:
+            run.close_stores()  # every scaling-results JSON complete, even when stopped
 
 
 def run_fingerprint(config: RunConfig) -> dict[str, Any]:
@@ -115,7 +118,7 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[Fron
     """The shared front step over the run's datasets (map and bayesian), front points
     re-evaluated into ``<names>pareto_front_real.json``; returns the result and summary."""
     config, run = ctx.config, ctx.run
-    real_store = ScalingResults(run.path / f"{run.names}pareto_front_real.json", config.models)
+    real_store = run.store(run.path / f"{run.names}pareto_front_real.json", config.models)
 
     def evaluate_real(C_front: np.ndarray) -> np.ndarray:
         run.outputs[real_store.path.name] = "front points merged and evaluated for real"
@@ -127,7 +130,8 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[Fron
                      sample_box=(config.low, config.high), reevaluate=config.reevaluate,
                      evaluate_real=evaluate_real)
     result = solve_front(task, SearchSettings.of(config))
-    run.outputs.update(result.files)
+    files, result.figures = write_solved_front(task, result, config.pdf)
+    run.record(files)
     ctx.timings["search_seconds"] = ctx.timings.get("search_seconds", 0.0) + \
         result.search_seconds
     summary = front_summary(task, result, config.models, config.pick)
@@ -151,7 +155,7 @@ def add_baselines_and_comparisons(ctx: RunContext, task: FrontTask, result: Fron
         real = task.Y if result.F_real is None else np.vstack([result.F_real, task.Y])
         front = pareto_filter(real, [config.metric.sense] * config.T)  # MAP's real front
         summary["baselines"] = baseline_dominance(front, stored, config)
-    label = method_label(dict(config.evaluation.engine_options).get("merge_method", "ta"))
+    label = method_label(config.evaluation.merge_method.name)
     runs = [(label, result.F_front, result.F_real), *ctx.compared]
     truth = ctx.truth
     figures = plot_comparison(

@@ -6,6 +6,8 @@ then solved in its round folder, and the level's merged models are measured in o
 call. Locally the same jobs run one after another: same pairs, coefficients and files."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,7 @@ from src.config import RunConfig
 from src.evaluation import evaluate_groups, metric_matrix
 from src.front import FrontTask, SearchSettings, solve_front
 from src.modes.common import RunContext, finish, open_run
+from src.outputs import write_solved_front
 from src.results import ScalingResults, read_json, write_json
 
 
@@ -80,8 +83,8 @@ def run(config: RunConfig) -> dict[str, Any]:
 def _single_accuracies(ctx: RunContext, dataset_of: dict[str, str]) -> dict[str, float]:
     """Each fine-tuned model's accuracy on its own validation set (pairs similar models)."""
     models = ctx.config.models
-    singles = ScalingResults(ctx.run.file("single_task_scaling_results.json",
-                                          "each fine-tuned model on its own dataset"), models)
+    singles = ctx.run.store(ctx.run.file("single_task_scaling_results.json",
+                                         "each fine-tuned model on its own dataset"), models)
     eye = np.eye(len(models))
     evals = evaluate_groups(ctx.evaluator, [(singles, eye[i:i + 1], [dataset_of[m]], None)
                                             for i, m in enumerate(models)],
@@ -89,9 +92,21 @@ def _single_accuracies(ctx: RunContext, dataset_of: dict[str, str]) -> dict[str,
     return {m: evals[i][0][dataset_of[m]]["accuracy"] for i, m in enumerate(models)}
 
 
+@dataclass(frozen=True)
+class PairPlan:
+    """What round r's pair is evaluated and written with."""
+
+    folder: Path
+    names: str                  # the pair's file prefix, "<A>_<B>"
+    tasks: list[str]            # the original tasks either side covers, in run order
+    datasets: list[str]         # their datasets
+    store: ScalingResults       # the pair's scaling results
+    C: np.ndarray               # the pair's design [n, 2]
+
+
 def _pair_plan(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
-               dataset_of: dict[str, str]):
-    """(folder, names, tasks, datasets, store, design) of round r's pair."""
+               dataset_of: dict[str, str]) -> PairPlan:
+    """Round r's pair: its folder, names, tasks, datasets, store and design."""
     config = ctx.config
     folder = ctx.run.path / f"round{r + 1}"
     names = f"{a.name}_{b.name}"
@@ -99,9 +114,10 @@ def _pair_plan(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int
                                          "surrogate params, front, figure, chosen.json")
     tasks = [t for t in config.models if t in a.tasks or t in b.tasks]
     datasets = [dataset_of[t] for t in tasks]
-    store = ScalingResults(folder / f"{names}scaling_results.json", [a.name, b.name])
-    C = nested.pair_design(config.points, seed=config.seed + r, low=config.low, high=config.high)
-    return folder, names, tasks, datasets, store, C
+    store = ctx.run.store(folder / f"{names}scaling_results.json", [a.name, b.name])
+    C = nested.pair_design(config.pair_points, seed=config.seed + r, low=config.low,
+                           high=config.high)
+    return PairPlan(folder, names, tasks, datasets, store, C)
 
 
 def _map_on_level(ctx: RunContext, pairs: list[nested.PairJob], dataset_of: dict[str, str],
@@ -115,18 +131,19 @@ def _map_on_level(ctx: RunContext, pairs: list[nested.PairJob], dataset_of: dict
 
     rounds = ", ".join(f"{r + 1}" for _, _, r in pairs)
     evals = evaluate_groups(
-        ctx.evaluator, [(store, C, datasets, composer(a, b))
-                        for (a, b, _), (_, _, _, datasets, store, C) in zip(pairs, plans)],
+        ctx.evaluator, [(plan.store, plan.C, plan.datasets, composer(a, b))
+                        for (a, b, _), plan in zip(pairs, plans)],
         desc=f"round{'s' if len(pairs) > 1 else ''} {rounds}")
     return [_fit_pair(ctx, a, b, r, plan, pair_evals, preference)
             for (a, b, r), plan, pair_evals in zip(pairs, plans, evals)]
 
 
-def _fit_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int, plan,
-              evals: list[dict], preference: dict[str, float]):
+def _fit_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
+              plan: PairPlan, evals: list[dict], preference: dict[str, float]):
     """The pair's surrogates, front and pick through the shared front step."""
     config = ctx.config
-    folder, names, tasks, datasets, store, C = plan
+    folder, names, tasks, datasets, store, C = (plan.folder, plan.names, plan.tasks,
+                                                plan.datasets, plan.store, plan.C)
     table = metric_matrix(evals, datasets, config.metric.name)
     Y = nested.side_scores({t: table[:, k] for k, t in enumerate(tasks)}, a.tasks, b.tasks,
                            preference)
@@ -138,6 +155,7 @@ def _fit_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
                      sample_box=(config.low, config.high), seed_offset=r,
                      title=f"Round {r + 1}", surrogate_figures=False)
     result = solve_front(task, SearchSettings.of(config))
+    _, result.figures = write_solved_front(task, result, config.pdf)  # the round folder's
     ctx.timings["search_seconds"] = ctx.timings.get("search_seconds", 0.0) + \
         result.search_seconds
     chosen = result.chosen

@@ -25,9 +25,11 @@ from src.evaluation import evaluate_groups, metric_matrix
 from src.modes import map_mode
 from src.modes.common import RunContext, finish, open_run, run_fingerprint, solve_run_front
 from src.fingerprint import check_fingerprint
+from src.modes.registry import SWEEP_SIZES
+from src.objectives import file_prefix
 from src.results import RunDirectory
 
-SIZES = {"pairs": 2, "triples": 3}
+SIZES = SWEEP_SIZES
 
 
 def subsets(config: RunConfig) -> list[tuple[int, ...]]:
@@ -41,7 +43,7 @@ def subset_config(config: RunConfig, index: Sequence[int]) -> RunConfig:
     finetuned = dict(config.source.finetuned)
     return replace(config, models=models, datasets=tuple(config.datasets[i] for i in index),
                    preference=tuple(config.preference[i] for i in index),
-                   results_path=str(config.run_path), exp_id="_".join(models), sweep=None,
+                   results_path=str(config.run_path), exp_id=file_prefix(models), sweep=None,
                    source=replace(config.source,
                                   finetuned=tuple((m, finetuned[m]) for m in models)))
 
@@ -80,6 +82,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         for index in index_sets:
             sub = subset_config(config, index)
             run_dir = RunDirectory(sub.results_path, sub.exp_id, sub.models)
+            run_dir.stores = pool.run.stores  # folded when the pool's run ends
             check_fingerprint(run_dir.path, run_fingerprint(sub))
             view = SubsetView(pool.evaluator, index, config.T, sub.datasets)
             contexts.append(RunContext(sub, run_dir, view, time.perf_counter(),
@@ -109,7 +112,7 @@ def sweep_row(config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
     """One subset's line of sweep.csv."""
     real = summary["chosen"]["real"]
     weights = np.asarray(config.preference, dtype=float)
-    row = {"subset": "_".join(config.models), "models": " ".join(config.models),
+    row = {"subset": file_prefix(config.models), "models": " ".join(config.models),
            "n_evaluations": summary["n_evaluations"], "front_size": summary["front_size"],
            "min_surrogate_r2": float(min(summary["surrogate_r2"].values())),
            "front_error": None if summary["reevaluated"] is None

@@ -1,0 +1,223 @@
+"""The modes (--method), one object each: its name, its own flags, its settings, their
+checks, what it supports, and its run.
+
+argparse's choices, the dispatch and the config's checks all read ``MODES``; a mode's name
+is compared nowhere else. The objects are light (numpy at most): args.py reads them before
+anything heavy is imported, and a mode's ``run`` is imported only when it runs.
+
+Adding a mode: a module with ``run(config) -> summary`` (using ``open_run``,
+``evaluate_points`` and ``solve_front``), and a ``Mode`` here (or registered with
+``MODES.register`` by a plugin) naming it, with ``add_arguments`` / ``settings`` if it has
+flags of its own.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+from map_common.argtypes import MAX_POINTS, int_in, point_count
+from map_common.errors import MAPError
+from src import sampling
+
+if TYPE_CHECKING:
+    from src.config import Defaults, RunConfig
+
+
+# --sweep's choices: the size of each subset.
+SWEEP_SIZES = {"pairs": 2, "triples": 3}
+# With --demo and no --method, a sweep runs over the 4 demo models (this Defaults field).
+SWEEP_DEMO_MODELS = "demo_nested"
+
+
+class BayesSchedule(NamedTuple):
+    """The bayesian mode's budget: initial design, points per round, rounds."""
+
+    initial: int
+    update: int
+    iterations: int
+
+
+@dataclass(frozen=True)
+class ModeSettings:
+    """The RunConfig fields a mode sets (a field left None: the mode has no such setting).
+    ``points``: the merges of map's design; ``pair_points``: nested's merges per pair."""
+
+    points: int | None = None
+    pair_points: int | None = None
+    bayes: BayesSchedule | None = None
+    grid_per_axis: int | None = None
+    design: str = "grid"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A --method. ``run`` is a callable or "module:function" (imported when it runs)."""
+
+    name: str
+    help: str
+    run_target: str | Callable[["RunConfig"], dict[str, Any]] = field(repr=False)
+    demo_models: str = "demo_pair"      # the Defaults field --demo takes the models from
+    supports_truth: bool = False        # --truth scores its front
+    supports_refinement: bool = False   # --refine-rounds refines its front
+    supports_baselines: bool = False    # --baselines / --compare join its front's figure
+    supports_sweep: bool = False        # --sweep runs it on every subset
+    makes_truth: bool = False           # a finished run of it is a --truth
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The mode's own flags (none by default)."""
+
+    def settings(self, args: argparse.Namespace, defaults: "Defaults", T: int) -> ModeSettings:
+        """The mode's settings from the flags, checked (MAPError); T: tasks per run."""
+        return ModeSettings()
+
+    def run(self, config: "RunConfig") -> dict[str, Any]:
+        target = self.run_target
+        if isinstance(target, str):
+            module, _, name = target.partition(":")
+            target = getattr(importlib.import_module(module), name)
+        return target(config)
+
+
+def _given_points(args: argparse.Namespace) -> int | None:
+    if args.point is not None and args.point <= 0:
+        raise MAPError(f"--point {args.point}: the number of points must be positive")
+    return args.point
+
+
+@dataclass(frozen=True)
+class MapMode(Mode):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("map")
+        g.add_argument("--design", type=str, default="grid", choices=("grid", "lhs"),
+                       help="map: the evaluated merges. grid: one-hot, near-diagonal, then "
+                            "points of a coarse grid (mostly the box's edges and corners for "
+                            "2-3 tasks); lhs: one-hot, the centre, then a Latin hypercube "
+                            "(interior points; better fronts on the demo bench, see "
+                            "docs/front_quality.md).")
+
+    def settings(self, args, defaults, T):
+        points = _given_points(args) or defaults.points(T)
+        if points < sampling.min_points(T):
+            raise MAPError(f"--point {points} is fewer than the {sampling.min_points(T)} "
+                           f"parameters of a quadratic surrogate in {T} coefficients")
+        return ModeSettings(points=points, design=args.design)
+
+
+@dataclass(frozen=True)
+class BayesianMode(Mode):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("bayesian")
+        g.add_argument("--bayes-iter", type=int_in(1, MAX_POINTS), default=None,
+                       help="Number of adaptive rounds (default: default_bayes_schedule in "
+                            "args.py, 3).")
+        g.add_argument("--bayes-update-pts", type=point_count, default=None,
+                       help="Points added per round (default: default_bayes_schedule, 5).")
+        g.add_argument("--bayes-initial-pts", type=point_count, default=None,
+                       help="Initial design size (default: default_bayes_schedule, "
+                            "(T+1)(T+2)/2 + 2).")
+
+    def settings(self, args, defaults, T):
+        from src import bayesian
+
+        _given_points(args)
+        n_initial, n_update, n_iter = defaults.bayes_schedule(T)
+        schedule = BayesSchedule(
+            args.bayes_initial_pts if args.bayes_initial_pts is not None else n_initial,
+            args.bayes_update_pts if args.bayes_update_pts is not None else n_update,
+            args.bayes_iter if args.bayes_iter is not None else n_iter)
+        bayesian.check_schedule(T, *schedule)
+        return ModeSettings(bayes=schedule)
+
+
+@dataclass(frozen=True)
+class NestedMode(Mode):
+    def settings(self, args, defaults, T):
+        points = _given_points(args) or defaults.nested_pair_points
+        if points < sampling.min_points(2):
+            raise MAPError(f"--point {points}: nested mode needs at least "
+                           f"{sampling.min_points(2)} points per pair")
+        return ModeSettings(pair_points=points)
+
+
+# A grid of more merges than this would take days even at a GPU's pace (~1 s per merge).
+MAX_GRID_POINTS = 200_000
+
+
+@dataclass(frozen=True)
+class GridMode(Mode):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("grid")
+        g.add_argument("--grid-points-per-axis", type=int_in(2, MAX_POINTS), default=None,
+                       help="--method grid: values per coefficient axis over --bounds "
+                            "(default: default_grid_points_per_axis(T) in args.py: 21 for 2 "
+                            "tasks, 11 for 3; larger T must set it).")
+
+    def settings(self, args, defaults, T):
+        _given_points(args)
+        per_axis = args.grid_points_per_axis or defaults.grid_points_per_axis(T)
+        if per_axis is None:
+            raise MAPError(f"--method grid with {T} tasks: set --grid-points-per-axis N (the "
+                           f"grid has N**{T} merges, e.g. {5 ** T} for N = 5)")
+        if per_axis < 2:
+            raise MAPError(f"--grid-points-per-axis {per_axis}: need at least 2 points per "
+                           "axis")
+        if per_axis ** T > MAX_GRID_POINTS:
+            raise MAPError(f"--grid-points-per-axis {per_axis} with {T} tasks is "
+                           f"{per_axis ** T} merges; at most {MAX_GRID_POINTS} (largest per "
+                           f"axis for {T} tasks: {int(MAX_GRID_POINTS ** (1 / T) + 1e-9)})")
+        return ModeSettings(grid_per_axis=per_axis)
+
+
+class ModeRegistry(dict):
+    """{name: Mode}, in registration order (the order of --method's choices)."""
+
+    def __init__(self, modes=(), default: str | None = None) -> None:
+        super().__init__()
+        for mode in modes:
+            self.register(mode)
+        self.default = default
+
+    def register(self, mode: Mode) -> Mode:
+        if mode.name in self and self[mode.name] is not mode:
+            raise ValueError(f"mode {mode.name!r} is registered twice")
+        self[mode.name] = mode
+        return mode
+
+    def names(self, supports: Callable[[Mode], bool] = lambda m: True) -> list[str]:
+        return [name for name, mode in self.items() if supports(mode)]
+
+    def sweep_mode(self) -> Mode:
+        """The mode --sweep runs on every subset."""
+        return next(m for m in self.values() if m.supports_sweep)
+
+    def default_name(self, sweep: str | None) -> str:
+        """--method when not given: the sweep's mode with --sweep, else the default."""
+        return self.sweep_mode().name if sweep is not None else self.default
+
+
+MODES = ModeRegistry([
+    MapMode("map", "sample, fit quadratic surrogates, NSGA-III front",
+            "src.modes.map_mode:run", supports_truth=True, supports_refinement=True,
+            supports_baselines=True, supports_sweep=True),
+    BayesianMode("bayesian", "the same with adaptive sampling rounds (<= 6 tasks)",
+                 "src.modes.bayesian_mode:run", supports_truth=True,
+                 supports_refinement=True, supports_baselines=True),
+    NestedMode("nested", "merge two models at a time (many tasks)", "src.modes.nested_mode:run",
+               demo_models="demo_nested"),
+    GridMode("grid", "evaluate a regular grid of merges, the ground truth (see --truth)",
+             "src.modes.grid_mode:run", makes_truth=True),
+], default="nested")
+
+
+def get_mode(name: str) -> Mode:
+    try:
+        return MODES[name]
+    except KeyError:
+        raise MAPError(f"unknown --method {name!r}; choose one of {', '.join(MODES)}") from None
+
+
+def either(names: list[str], word: str = "or") -> str:
+    """'map or bayesian', 'a, b or c' (the modes a flag goes with, for messages)."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {word} {names[-1]}"

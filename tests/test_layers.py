@@ -1,0 +1,78 @@
+"""The import rule between the packages and the roles of src/, read from the source (every
+import, also those inside functions)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# the algorithm modules: arrays in, arrays out; numpy, scikit-learn, pymoo and each other
+CORE = ["src.metrics", "src.sampling", "src.surrogate", "src.objectives", "src.pareto",
+        "src.bayesian", "src.nested", "src.indicators", "src.front", "src.refine"]
+# package (or module) -> the first-party names it must never import
+FORBIDDEN = {
+    "map_common": ["src", "task_vectors", "args", "run_MAP"],
+    "task_vectors": ["src", "args", "run_MAP"],
+    "src": ["args", "run_MAP"],
+    **{core: ["src", "task_vectors", "torch", "args", "run_MAP"] for core in CORE},
+}
+ALLOWED = {core: CORE for core in CORE}  # exceptions to FORBIDDEN, by prefix
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def violations(name: str, imported: set[str]) -> list[str]:
+    out = []
+    for owner, forbidden in FORBIDDEN.items():
+        if not _under(name, owner):
+            continue
+        allowed = ALLOWED.get(owner, [])
+        for target in sorted(imported):
+            if any(_under(target, f) for f in forbidden) and \
+                    not any(_under(target, a) for a in allowed) and target != name:
+                # "from src import sampling" names the package src as well as src.sampling
+                if any(t != target and _under(t, target) and any(_under(t, a) for a in allowed)
+                       for t in imported):
+                    continue
+                out.append(f"{name} imports {target} ({owner} must not)")
+    return out
+
+
+SOURCES = sorted(p for package in ("src", "task_vectors", "map_common")
+                 for p in (REPO / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_import_rule(path):
+    name = module_name(path)
+    assert violations(name, imports(path)) == []
+
+
+def test_the_rule_catches_a_breach():
+    assert violations("task_vectors.engine", {"src.config"}) == [
+        "task_vectors.engine imports src.config (task_vectors must not)"]
+    assert violations("src.pareto", {"torch", "src.objectives"}) == [
+        "src.pareto imports torch (src.pareto must not)"]
+    assert violations("src.front", {"src.outputs"}) == [
+        "src.front imports src.outputs (src.front must not)"]

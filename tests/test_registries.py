@@ -1,0 +1,100 @@
+"""A new merge method and a new mode through the registries alone: nothing but this file
+defines them, and the command line, the config, the fingerprint, run.json and the engine
+take them."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import pytest
+
+from task_vectors.merge_methods import METHODS, MergeMethod, setting
+
+PAIR = ["DigitsVal", "RotateVal"]
+
+
+def _scale_(tau, scale: float):
+    return tau.mul_(scale)
+
+
+@dataclass(frozen=True)
+class ToyScale(MergeMethod):
+    """Every task vector scaled by one factor."""
+
+    name = "toy-scale"
+    label = "Toy"
+    help = "toy-scale (every task vector times --toy-scale)"
+    scale: float = setting(1.0, flag="--toy-scale", low=0.0, high=4.0, low_open=True,
+                           help="Toy: the factor.")
+
+    def tau_transform(self):
+        return partial(_scale_, scale=float(self.scale))
+
+
+def toy_run(config) -> dict:
+    """A mode that evaluates the merge c = (1, ..., 1) and records it."""
+    from src.evaluation import evaluate_metric
+    from src.modes.common import finish, open_run
+
+    with open_run(config) as ctx:
+        Y = evaluate_metric(config, ctx.evaluator, ctx.store(), np.ones((1, config.T)))
+        return finish(ctx, {"n_evaluations": 1, "metric": Y[0].tolist()}, show=False)
+
+
+@pytest.fixture
+def toys():
+    from src.modes.registry import MODES, Mode
+
+    METHODS.register(ToyScale)
+    MODES.register(Mode("toy", "evaluate c = (1, ..., 1)", toy_run))
+    try:
+        yield
+    finally:
+        METHODS.pop("toy-scale")
+        MODES.pop("toy")
+
+
+def test_a_registered_method_and_mode_get_their_flags_and_checks(toys, run_cli, capsys):
+    from args import build_parser
+
+    usage = " ".join(build_parser().format_help().split())
+    assert "--toy-scale" in usage and "toy-scale (every task vector" in usage
+    assert "toy: evaluate c = (1, ..., 1)" in usage
+    assert run_cli("--demo", "--method", "toy", "--merge-method", "toy-scale",
+                   "--toy-scale", "9") == 2
+    assert "--toy-scale: must be in (0, 4], got 9" in capsys.readouterr().err
+    # what the toy mode does not support is refused by the config's generic checks
+    assert run_cli("--demo", "--method", "toy", "--refine-rounds", "1") == 2
+    assert "--refine-rounds refines a map or bayesian front; --method toy" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_registered_method_and_mode_run_end_to_end(toys, run_cli, zoo_root, tmp_path,
+                                                     demo_zoo, one_thread):
+    from task_vectors.engine import MergeEngine
+
+    assert run_cli("--demo", "--zoo-dir", zoo_root, "--method", "toy",
+                   "--zeroshot-merge-models", *PAIR, "--merge-method", "toy-scale",
+                   "--toy-scale", "0.5", "--results-path", tmp_path, "--exp-id", "toy") == 0
+    run = tmp_path / "toy"
+    info = json.loads((run / "run.json").read_text())
+    assert info["method"] == "toy"
+    assert info["merge_method"] == {"merge_method": "toy-scale", "toy_scale": 0.5}
+    fingerprint = json.loads((run / "fingerprint.json").read_text())
+    assert fingerprint["settings"]["toy_scale"] == 0.5
+    stored = json.loads((run / f"{'_'.join(PAIR)}scaling_results.json").read_text())["0"]
+    assert stored["models"] == {m: 1.0 for m in PAIR}
+    # c = (1, 1) on the halved task vectors is c = (0.5, 0.5) on the plain ones
+    zoo = demo_zoo.path
+    engine = MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
+        finetuned={t: str(zoo / t / "finetuned.pt") for t in PAIR},
+        heads={d: str(zoo / f"head_{d}.pt") for d in PAIR}, datasets=PAIR,
+        data_location=str(zoo))
+    plain = engine.evaluate_at(np.array([0.5, 0.5]), PAIR)
+    for d in PAIR:
+        assert stored["evals"][d]["accuracy"] == pytest.approx(plain[d]["accuracy"], abs=1e-9)
+        assert stored["evals"][d]["loss"] == pytest.approx(plain[d]["loss"], rel=1e-5)
