@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from src.config import Defaults
-from task_vectors.merging import MERGE_METHODS
+from task_vectors.names import MERGE_METHODS
 from src.metrics import METRICS
 from src.pareto import PICKS
 from src.sampling import min_points

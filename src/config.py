@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 from map_common.errors import MAPError
 from src import sampling
 from src.metrics import Metric, get_metric
+from task_vectors.layout import finetuned_path, require_file
 
 
 # A grid of more merges than this would take days even at a GPU's pace (~1 s per merge).
@@ -135,9 +136,6 @@ class RunConfig:
 def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     """Check every input and resolve every default; MAPError (one line) before anything
     is loaded or written. Plain settings are checked before the demo zoo is built."""
-    from task_vectors.checkpoints import finetuned_path, require_file
-    from task_vectors.datasets.registry import check_dataset_name
-
     metric = get_metric(args.metric_type)
     low, high = map(float, args.bounds)
     if not low < high:
@@ -154,8 +152,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     models = tuple(args.zeroshot_merge_models or default_models)
     datasets = tuple(args.zeroshot_eval_datasets or models)
     _check_models(models, datasets)
-    for name in datasets:
-        check_dataset_name(name)
+    _check_names(args, models, datasets)
     sweep = _sweep(args, len(models))
     if sweep is not None and args.method == "nested":  # the default: a sweep runs map
         args = argparse.Namespace(**{**vars(args), "method": "map"})
@@ -170,40 +167,6 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         truth = str(require_file(args.truth, "grid run (--truth)"))
     preference = _preference(args.preference, datasets)
 
-    zoo_recipe = None
-    if args.demo:  # built (once, about a minute) only after the plain settings passed
-        from task_vectors.zoo import ensure_zoo
-
-        zoo = ensure_zoo(args.zoo_dir)
-        model_name, save = zoo.model_name, str(zoo.path)
-        pretrained, data_location = str(zoo.path / "zeroshot.pt"), str(zoo.path)
-        zoo_recipe = zoo.path.name
-    else:
-        model_name, save, data_location = args.model, args.save, args.data_location
-        pretrained = args.pretrained_checkpoint or str(Path(save) / "zeroshot.pt")
-    _check_model_name(model_name)
-    require_file(pretrained, "pretrained checkpoint (--pretrained-checkpoint)")
-    finetuned = tuple((m, str(require_file(finetuned_path(save, m),
-                                           f"fine-tuned checkpoint of '{m}'")))
-                      for m in models)
-    device = args.device or _default_device()
-    workers, ray_address = args.workers, args.ray_address
-    if ray_address is not None and workers is None:
-        workers = "auto"
-    if workers is not None:
-        _check_workers(workers, ray_address, args.cpus_per_worker, device)
-    if ray_address is None:  # a cluster's GPUs need not be on the driver's machine
-        _check_device(device)
-    source = ModelSource(model_name=model_name, save=save, pretrained=pretrained,
-                         finetuned=finetuned, data_location=data_location,
-                         openclip_cachedir=args.openclip_cachedir, zoo_recipe=zoo_recipe)
-    evaluation = EvalSettings(device=device, batch_size=args.batch_size,
-                              max_eval_samples=args.max_eval_samples,
-                              num_workers=args.num_workers, cache_dir=args.cache_dir,
-                              single_thread=bool(args.demo) and device == "cpu",
-                              engine_options=tuple(_engine_options(args).items()),
-                              workers=workers, ray_address=ray_address,
-                              cpus_per_worker=args.cpus_per_worker)
     baselines = bool(args.baselines)
     if baselines and args.method not in ("map", "bayesian"):
         raise MAPError(f"--baselines goes with --method map or bayesian, not {args.method}")
@@ -214,6 +177,33 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     compare = tuple(str(require_file(p, "run to compare (--compare)"))
                     for p in (args.compare or ()))
     refine_rounds, refine_points, refine_tol = _refinement(args, defaults)
+    if not args.demo:  # checkpoint files before torch is imported (a refusal in under 2 s)
+        source_paths = _source_paths(args, models, None)
+    device = args.device or _default_device()
+    workers, ray_address = args.workers, args.ray_address
+    if ray_address is not None and workers is None:
+        workers = "auto"
+    if workers is not None:
+        _check_workers(workers, ray_address, args.cpus_per_worker, device)
+    if ray_address is None:  # a cluster's GPUs need not be on the driver's machine
+        _check_device(device)
+
+    if args.demo:  # built (once, about a minute) only after the plain settings passed
+        from task_vectors.zoo import ensure_zoo
+
+        source_paths = _source_paths(args, models, ensure_zoo(args.zoo_dir))
+    model_name, save, pretrained, data_location, finetuned, zoo_recipe = source_paths
+    _check_model_name(model_name)  # imports open_clip (seconds): the last check
+    source = ModelSource(model_name=model_name, save=save, pretrained=pretrained,
+                         finetuned=finetuned, data_location=data_location,
+                         openclip_cachedir=args.openclip_cachedir, zoo_recipe=zoo_recipe)
+    evaluation = EvalSettings(device=device, batch_size=args.batch_size,
+                              max_eval_samples=args.max_eval_samples,
+                              num_workers=args.num_workers, cache_dir=args.cache_dir,
+                              single_thread=bool(args.demo) and device == "cpu",
+                              engine_options=tuple(_engine_options(args).items()),
+                              workers=workers, ray_address=ray_address,
+                              cpus_per_worker=args.cpus_per_worker)
     arguments = {k: v for k, v in vars(args).items()}
     arguments.update(model=model_name, save=save, pretrained_checkpoint=pretrained,
                      data_location=data_location)
@@ -250,6 +240,40 @@ def _check_models(models: Sequence[str], datasets: Sequence[str]) -> None:
         raise MAPError(f"a merge model is listed twice: {' '.join(models)}")
     if len(models) < 2:
         raise MAPError(f"MAP merges at least 2 models; got {len(models)} ({' '.join(models)})")
+
+
+def _source_paths(args: argparse.Namespace, models: Sequence[str], zoo) -> tuple:
+    """(model name, save, pretrained, data location, fine-tuned checkpoints, zoo recipe),
+    every checkpoint file checked."""
+    if zoo is not None:
+        model_name, save = zoo.model_name, str(zoo.path)
+        pretrained, data_location = str(zoo.path / "zeroshot.pt"), str(zoo.path)
+    else:
+        model_name, save, data_location = args.model, args.save, args.data_location
+        pretrained = args.pretrained_checkpoint or str(Path(save) / "zeroshot.pt")
+    require_file(pretrained, "pretrained checkpoint (--pretrained-checkpoint)")
+    finetuned = tuple((m, str(require_file(finetuned_path(save, m),
+                                           f"fine-tuned checkpoint of '{m}'")))
+                      for m in models)
+    return (model_name, save, pretrained, data_location, finetuned,
+            None if zoo is None else zoo.path.name)
+
+
+def _check_names(args: argparse.Namespace, models: Sequence[str],
+                 datasets: Sequence[str]) -> None:
+    """Names checked against the registry's list without importing torch; a model is called
+    a model, a dataset a dataset, as the flag that gave it."""
+    from task_vectors import names
+
+    known = names.dataset_names()
+    if args.demo:
+        names.check_names("model", models, [f"{t}Val" for t in names.DEMO_DATASETS],
+                          " in --zeroshot-merge-models (a model of the demo zoo)")
+    elif args.zeroshot_eval_datasets is None:  # the models name their datasets
+        names.check_names("model", models, known,
+                          " in --zeroshot-merge-models (a model is named by its dataset)")
+    names.check_names("dataset", datasets, known, " in --zeroshot-eval-datasets"
+                      if args.zeroshot_eval_datasets else "")
 
 
 def _budget(args: argparse.Namespace, defaults: Defaults, T: int

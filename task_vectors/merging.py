@@ -85,7 +85,7 @@ __all__ = ["task_arithmetic", "apply", "ties_vectors", "dare_mask", "dare_vector
            "dare_ties_vectors", "ties_merge_flat", "dare_ties_merge_flat", "dare_ta_flat",
            "slerp_flat", "trim_thresholds", "tau_transform", "MERGE_METHODS"]
 
-MERGE_METHODS = ("ta", "ties", "dare", "dare-ties")
+from task_vectors.names import MERGE_METHODS  # noqa: E402  (torch-free, for the parser)
 
 
 # ------------------------------------------------------------------ dict task vectors

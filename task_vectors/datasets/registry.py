@@ -55,9 +55,9 @@ def base_name(name: str) -> str:
 
 def check_dataset_name(name: str) -> None:
     if base_name(name) not in _REGISTRY:
-        raise MAPError(
-            f"unknown dataset '{name}'; known datasets: {', '.join(dataset_names())}"
-        )
+        from task_vectors.names import unknown_name
+
+        raise unknown_name("dataset", name, dataset_names())
 
 
 def train_val_indices(n_total: int) -> tuple[list[int], list[int]]:

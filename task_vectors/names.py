@@ -1,0 +1,41 @@
+"""The names the command line checks before torch is imported, so that a mistyped name is
+refused in well under a second: the merge methods and the registered datasets.
+
+The modules that implement them (``merging``, ``datasets.demo``, ``datasets.standard``)
+import torch; tests/test_fast_errors.py keeps these lists equal to theirs.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Sequence
+
+from map_common.errors import MAPError
+
+MERGE_METHODS = ("ta", "ties", "dare", "dare-ties")
+STANDARD_DATASETS = ("SUN397", "Cars", "DTD", "SVHN", "EuroSAT", "GTSRB", "RESISC45", "MNIST")
+DEMO_DATASETS = ("Digits", "Rotate", "Flip", "Invert", "Transpose", "Parity", "Ge5", "Mod3")
+
+
+def with_val(bases: Sequence[str]) -> list[str]:
+    """Every base name and its ``<name>Val`` variant, as the registry lists them."""
+    names = sorted(bases)
+    return names + [n + "Val" for n in names]
+
+
+def dataset_names() -> list[str]:
+    return with_val((*STANDARD_DATASETS, *DEMO_DATASETS))
+
+
+def unknown_name(kind: str, name: str, known: Sequence[str], where: str = "") -> MAPError:
+    """The one-line refusal of a name: what it was taken for, the closest known names
+    (or all of them when none is close)."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    hint = (f"did you mean {' or '.join(close)}?" if close
+            else f"known {kind}s: {', '.join(known)}")
+    return MAPError(f"unknown {kind} '{name}'{where}; {hint}")
+
+
+def check_names(kind: str, names: Sequence[str], known: Sequence[str], where: str = "") -> None:
+    for name in names:
+        if name not in known:
+            raise unknown_name(kind, name, known, where)
