@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from src import plotting
-from src.results import front_json, versions, write_json
+from src.results import front_json, jsonable, read_json, versions, write_json
 
 if TYPE_CHECKING:
     from src.config import RunConfig
@@ -78,14 +78,77 @@ def write_run_json(config: "RunConfig", run: "RunDirectory", summary: dict[str, 
                    extra: dict[str, Any] | None = None) -> Path:
     """``run.json``: the arguments, versions, seed, timings, summary and what each file is."""
     timings["total_seconds"] = time.perf_counter() - started
-    return run.write_run_json({
+    previous = read_json(run.path / "run.json", {}) or {}
+    info = {
         "method": config.method, "exp_id": config.exp_id, "seed": config.seed,
         "models": list(config.models), "datasets": list(config.datasets),
         "metric": config.metric.name, "bounds": [config.low, config.high],
         "search_bounds": [config.search_low, config.search_high], "pick": config.pick,
         "device": config.evaluation.device, "arguments": config.arguments,
         "versions": versions(), "timings": timings, "summary": summary, **(extra or {}),
-    })
+    }
+    if previous:
+        info["changed_since_previous"] = changed_settings(previous.get("arguments", {}),
+                                                          config.arguments)
+    if "evaluation" in info:
+        info |= evaluation_record(previous, info["evaluation"])
+    remove_stale_outputs(run.path, previous.get("outputs", {}), run.outputs)
+    return run.write_run_json(info)
+
+
+# Files a run directory keeps whatever the run: the evaluation stores (each point is
+# evaluated once per directory), what guards their values, the lock and run.json itself.
+KEPT_SUFFIXES = ("scaling_results.json", "scaling_results.jsonl")
+KEPT_NAMES = ("run.json", "fingerprint.json", ".lock", ".eval_cache")
+
+
+def remove_stale_outputs(folder: Path, previous: dict[str, str], current: dict[str, str]
+                         ) -> list[str]:
+    """Remove the files an earlier run in ``folder`` listed and this run did not write (a
+    reused --exp-id), so every file there belongs to the run that last finished. Stores
+    and folders (nested rounds, which hold stores) stay; returns the names removed."""
+    removed = []
+    for name in previous:
+        if name in current or name.endswith("/") or name in KEPT_NAMES or \
+                name.endswith(KEPT_SUFFIXES):
+            continue
+        path = folder / name
+        if path.is_file():
+            path.unlink()
+            removed.append(name)
+            if path.with_suffix(".pdf").is_file():  # --pdf's copy of a figure
+                path.with_suffix(".pdf").unlink()
+    return removed
+
+
+IGNORED_SETTINGS = ("exp_id",)
+
+
+def changed_settings(previous: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """{setting: {"previous", "now"}} of the arguments that differ from the previous run's."""
+    now = jsonable(now)
+    return {k: {"previous": previous.get(k), "now": now.get(k)}
+            for k in sorted(set(previous) | set(now))
+            if k not in IGNORED_SETTINGS and previous.get(k) != now.get(k)}
+
+
+def evaluation_record(previous: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """``evaluation_history`` (one entry per invocation that finished in this directory:
+    points, images and seconds) and ``evaluation_total`` over them; ``evaluation`` stays
+    this invocation's full statistics."""
+    points = int(stats.get("points", stats.get("jobs", 0)))  # local engine | Ray pool
+    entry = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "points": points,
+             "merges": int(stats.get("merges", 0)), "images": int(stats.get("images", 0)),
+             "forward_seconds": float(stats.get("forward_seconds_mean") or 0.0) * points,
+             "merge_seconds": float(stats.get("merge_seconds_mean") or 0.0)
+             * int(stats.get("merges", 0))}
+    history = [*previous.get("evaluation_history", []), entry]
+    total = {k: sum(h[k] for h in history)
+             for k in ("points", "merges", "images", "forward_seconds", "merge_seconds")}
+    total["invocations"] = len(history)
+    total["images_per_second"] = (total["images"] / total["forward_seconds"]
+                                  if total["forward_seconds"] else 0.0)
+    return {"evaluation_history": history, "evaluation_total": total}
 
 
 def print_summary(config: "RunConfig", run: "RunDirectory", summary: dict[str, Any]) -> None:

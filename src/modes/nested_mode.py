@@ -28,6 +28,8 @@ def run(config: RunConfig) -> dict[str, Any]:
         tree_path = run_dir.file("merge_tree.json", "the merge tree: pairs, coefficients, "
                                                     "preferences, measured accuracies, per round")
         records: list[dict] = list((read_json(tree_path, {}) or {}).get("rounds", []))
+        for k, rec in enumerate(records):  # rounds a resume does not run again
+            run_dir.outputs[f"round{k + 1}/"] = _round_description(f"{rec['left']}_{rec['right']}")
 
         def save_tree() -> None:
             write_json(tree_path, {"models": config.models, "datasets": config.datasets,
@@ -89,14 +91,17 @@ def _single_accuracies(ctx: RunContext, dataset_of: dict[str, str]) -> dict[str,
     return {m: evals[i][0][dataset_of[m]]["accuracy"] for i, m in enumerate(models)}
 
 
+def _round_description(names: str) -> str:
+    return f"MAP on the pair {names}: scaling results, surrogate params, front, figure, chosen.json"
+
+
 def _pair_plan(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
                dataset_of: dict[str, str]):
     """(folder, names, tasks, datasets, store, design) of round r's pair."""
     config = ctx.config
     folder = ctx.run.path / f"round{r + 1}"
     names = f"{a.name}_{b.name}"
-    ctx.run.outputs[f"round{r + 1}/"] = (f"MAP on the pair {names}: scaling results, "
-                                         "surrogate params, front, figure, chosen.json")
+    ctx.run.outputs[f"round{r + 1}/"] = _round_description(names)
     tasks = [t for t in config.models if t in a.tasks or t in b.tasks]
     datasets = [dataset_of[t] for t in tasks]
     store = ScalingResults(folder / f"{names}scaling_results.json", [a.name, b.name])
