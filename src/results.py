@@ -212,9 +212,25 @@ def fold_open_stores() -> None:
         _OPEN_STORES[0].close()
 
 
-def front_json(C: np.ndarray, F: np.ndarray) -> dict[str, list[float]]:
-    """The original pareto_front.json: {str(list(c)): [metric per task]}."""
-    return {str([float(x) for x in c]): [float(v) for v in f] for c, f in zip(C, F)}
+def front_json(C: np.ndarray, F: np.ndarray, decimals: int | None = None
+               ) -> dict[str, list[float]]:
+    """The original pareto_front.json: {str(list(c)): [metric per task]}. ``decimals``
+    rounds the keys' text (a grid's 0.6000000000000001 is written 0.6); values stay exact."""
+    def key(c) -> str:
+        return str([float(x) if decimals is None else round(float(x), decimals) + 0.0
+                    for x in c])
+
+    return {key(c): [float(v) for v in f] for c, f in zip(C, F)}
+
+
+def grid_decimals(C: np.ndarray) -> int:
+    """The fewest decimals that write every coefficient of a grid to 1e-9 (at most
+    KEY_DECIMALS, the precision at which two points are the same)."""
+    C = np.asarray(C, dtype=float)
+    for d in range(KEY_DECIMALS + 1):
+        if np.all(np.abs(np.round(C, d) - C) < 10.0 ** -KEY_DECIMALS):
+            return d
+    return KEY_DECIMALS
 
 
 def load_front(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

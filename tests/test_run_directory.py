@@ -160,3 +160,17 @@ def test_load_run_refuses_an_unknown_run_in_one_line(tmp_path):
                                                    "datasets": ["A", "B"]}))
     with pytest.raises(MAPError, match=r"^.*run.json: a --method other run; load_run reads "):
         load_run(tmp_path)
+
+
+def test_grid_front_keys_are_written_at_the_grid_s_precision(grid):
+    import re
+
+    front = _read(grid[0] / f"{NAMES}pareto_front_grid.json")
+    store = _read(grid[0] / f"{NAMES}scaling_results.json")
+    for key in front:  # 6 points per axis over [0, 1]: steps of 0.2, one decimal
+        assert re.fullmatch(r"\[\d\.\d, \d\.\d\]", key), key
+    # the values stay exact: each key's values are the stored point's
+    stored = {tuple(round(e["models"][m], 9) for m in PAIR):
+              [e["evals"][d]["accuracy"] for d in PAIR] for e in store.values()}
+    for key, values in front.items():
+        assert stored[tuple(json.loads(key))] == values

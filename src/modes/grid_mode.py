@@ -12,7 +12,7 @@ from src.evaluation import evaluate_metric
 from src.plotting.comparison import plot_comparison
 from src.modes.common import announce_resume, finish, open_run
 from src.pareto import non_dominated
-from src.results import front_json, write_json
+from src.results import front_json, grid_decimals, write_json
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         front_path = ctx.run.file(f"{ctx.run.names}pareto_front_grid.json",
                                   "the grid's non-dominated merges: {coefficients: real "
                                   "metric per dataset}")
-        write_json(front_path, front_json(C[front], Y[front]))
+        write_json(front_path, front_json(C[front], Y[front], decimals=grid_decimals(C)))
         figures = plot_comparison(
             list(config.datasets), config.metric.name,
             ctx.run.file("pareto_front_grid.png", "every grid merge and the grid's front"),
