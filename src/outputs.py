@@ -54,7 +54,8 @@ def draw_front(task: "FrontTask", result: "FrontResult", pdf: bool) -> list[Path
     result.files["pareto_front.png"] = "front (predicted) over the evaluated merges"
     figures = plotting.plot_front(task.Y, result.F_front, labels, task.metric.name,
                                   task.folder / "pareto_front.png", front_real=result.F_real,
-                                  chosen=chosen, title=task.title, pdf=pdf)
+                                  chosen=chosen, title=task.title, pdf=pdf,
+                                  chosen_real=result.chosen_real)
     if not task.surrogate_figures:
         return figures
     predictors = [s.predict for s in result.surrogates]

@@ -136,11 +136,37 @@ def test_load_run_reads_a_grid_run(grid):
     np.testing.assert_allclose(loaded["front_F"], np.array(list(front.values())))
 
 
-def test_load_run_reads_a_nested_run(results, zoo_root):
+@pytest.fixture(scope="module")
+def nested(results, zoo_root):
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert _main(*_argv(zoo_root, results, "nested", "nested", "--point", 8,
+                            "--reevaluate", 0, models=FOUR)) == 0
+    return results / "nested", out.getvalue()
+
+
+def test_nested_reports_pretrained_and_chance_and_marks_tasks_below_pretrained(nested):
+    run_dir, printed = nested
+    final = _read(run_dir / "run.json")["summary"]["final"]
+    pretrained, chance = final["pretrained_accuracy"], final["chance_accuracy"]
+    assert set(pretrained) == set(chance) == set(FOUR)
+    assert chance["DigitsVal"] == pytest.approx(0.1) and chance["Mod3Val"] == pytest.approx(1 / 3)
+    below = [d for d in FOUR if final["accuracy"][d] < pretrained[d]]
+    assert final["below_pretrained"] == below
+    lines = {line.split(":")[0].strip(): line for line in printed.splitlines()
+             if line.startswith("  ") and "accuracy" in line}
+    for d in FOUR:
+        assert f"pretrained {pretrained[d]:.4f}" in lines[d]
+        assert ("below the pretrained model" in lines[d]) == (d in below)
+    assert "nested_summary.png" in _read(run_dir / "run.json")["outputs"]
+
+
+def test_load_run_reads_a_nested_run(nested, results):
     from src.results import load_run
 
-    assert _main(*_argv(zoo_root, results, "nested", "nested", "--point", 8, "--reevaluate", 0,
-                        models=FOUR)) == 0
     loaded = load_run(results / "nested")
     tree = _read(results / "nested" / "merge_tree.json")
     assert loaded["tree"] == tree

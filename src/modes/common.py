@@ -192,8 +192,8 @@ def score_run(ctx: RunContext, task: FrontTask, result: FrontResult) -> dict[str
         ctx.run.file("pareto_front_vs_grid.png", "the front over the grid's points and front"),
         grid_points=truth.Y, grid_front=truth.Y[truth.front_mask],
         runs=[("MAP", result.F_front, result.F_real)],
-        chosen=result.chosen_real if result.chosen_real is not None
-        else result.F_front[result.chosen], pdf=ctx.config.pdf)
+        chosen=result.chosen_real, chosen_predicted=result.F_front[result.chosen],
+        pdf=ctx.config.pdf)
     result.figures += figures
     return scores
 

@@ -58,13 +58,16 @@ def run(config: RunConfig) -> dict[str, Any]:
             measure_level=measure_level)
         save_tree()
         final_info = _write_final_model(ctx, result.final, dataset_of, single_accuracy)
+        final_info |= _references(ctx, final_info["accuracy"])
         figures = plotting.plot_merge_tree(
             result.records, run_dir.file("merge_tree.png", "the merge tree"),
             leaf_accuracy=single_accuracy, pdf=config.pdf)
         figures += plotting.plot_nested_summary(
             final_info["accuracy"], final_info["single_task_accuracy"],
-            run_dir.file("nested_summary.png", "final merged model vs each fine-tuned model"),
-            pdf=config.pdf)
+            run_dir.file("nested_summary.png", "final merged model vs each fine-tuned model, "
+                         "the pretrained model and chance"),
+            pdf=config.pdf, pretrained=final_info["pretrained_accuracy"],
+            chance=final_info["chance_accuracy"])
         # singles + per round: the pair's design and one measurement of the merged model
         n_evals = T + sum(rec["info"]["n_points"] + 1 for rec in result.records)
         summary = {"n_evaluations": n_evals, "rounds": len(result.records), "pick": config.pick,
@@ -75,8 +78,41 @@ def run(config: RunConfig) -> dict[str, Any]:
     print("Final coefficients: " + ", ".join(f"{m} {c:.3f}" for m, c in
                                              final_info["coefficients"].items()))
     for d, acc in final_info["accuracy"].items():
-        print(f"  {d}: accuracy {acc:.4f} (fine-tuned {final_info['single_task_accuracy'][d]:.4f})")
+        chance = final_info["chance_accuracy"].get(d)
+        print(f"  {d}: accuracy {acc:.4f} (fine-tuned {final_info['single_task_accuracy'][d]:.4f}"
+              f", pretrained {final_info['pretrained_accuracy'][d]:.4f}"
+              + ("" if chance is None else f", chance {chance:.4f}") + ")"
+              + ("  <- below the pretrained model" if d in final_info["below_pretrained"]
+                 else ""))
     return summary
+
+
+def _references(ctx: RunContext, final: dict[str, float]) -> dict[str, Any]:
+    """The pretrained model's accuracy (c = 0, one more evaluation, stored) and chance
+    (1 / classes) per dataset, and the datasets the final model ends below pretrained on."""
+    config = ctx.config
+    store = ScalingResults(ctx.run.file("pretrained_scaling_results.json", "the pretrained "
+                                        "model (c = 0) on every dataset"), config.models)
+    evals = evaluate_groups(ctx.evaluator, [(store, np.zeros((1, config.T)),
+                                             list(config.datasets), None)],
+                            desc="pretrained model")[0][0]
+    pretrained = {d: float(evals[d]["accuracy"]) for d in config.datasets}
+    return {"pretrained_accuracy": pretrained, "chance_accuracy": _chance(config),
+            "below_pretrained": [d for d in config.datasets if final[d] < pretrained[d]]}
+
+
+def _chance(config: RunConfig) -> dict[str, float]:
+    """1 / number of classes of each dataset (left out where the classes cannot be read)."""
+    from map_common.errors import MAPError
+    from task_vectors.datasets.registry import get_dataset
+
+    out = {}
+    for d in config.datasets:
+        try:
+            out[d] = 1.0 / len(get_dataset(d, config.source.data_location).classnames)
+        except (MAPError, OSError, ZeroDivisionError):
+            pass
+    return out
 
 
 def _single_accuracies(ctx: RunContext, dataset_of: dict[str, str]) -> dict[str, float]:
