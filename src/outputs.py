@@ -162,3 +162,37 @@ def print_summary(config: "RunConfig", run: "RunDirectory", summary: dict[str, A
     for d in config.datasets:
         real = "" if chosen["real"] is None else f", real {chosen['real'][d]:.4f}"
         print(f"  {d} {config.metric.name}: predicted {chosen['predicted'][d]:.4f}{real}")
+    print_standing(config, summary)
+
+
+SWEEP_FAMILY = "TA, lambda sweep"  # the baselines' λ sweep: in baselines.json, not the table
+
+
+def print_standing(config: "RunConfig", summary: dict[str, Any]) -> None:
+    """With --truth, the HV ratio of the run's real fronts to the grid's; with --baselines,
+    each baseline's metrics and whether MAP's real front dominates it."""
+    scores = summary.get("indicators")
+    if scores:
+        grid = scores.get("truth_front", {})
+        print(f"\nAgainst the grid (--truth {scores['truth']}: {scores['truth_points']} merges, "
+              f"{grid.get('merges', '?')} on its front):")
+        print(f"  {'real front':<28} {'HV ratio':>8} {'IGD+':>8} {'points':>6}")
+        for label, key in (("re-evaluated front points", "reevaluated"),
+                           ("+ sampled merges", "reevaluated_and_sampled")):
+            row = scores.get(key)
+            if row and "hv_ratio" in row:
+                print(f"  {label:<28} {row['hv_ratio']:>8.3f} {row['igd_plus']:>8.4f} "
+                      f"{row['n_real']:>6}")
+    baselines = {n: b for n, b in (summary.get("baselines") or {}).items()
+                 if b.get("family") != SWEEP_FAMILY}  # its tuned pick stands for the sweep
+    if baselines:
+        width = max(len(n) for n in baselines) + 2
+        print(f"\nBaselines (--baselines; {config.metric.name}; dominated: by MAP's real "
+              "front):")
+        print(f"  {'baseline':<{width}}" + "".join(f"{d:>12}" for d in config.datasets)
+              + f"{'dominated':>11}{'distance':>10}")
+        for name, entry in baselines.items():
+            print(f"  {name:<{width}}" + "".join(f"{entry['metrics'][d]:>12.4f}"
+                                                 for d in config.datasets)
+                  + f"{'yes' if entry['dominated_by_map'] else 'no':>11}"
+                  + f"{entry['distance_to_map_front']:>10.4f}")

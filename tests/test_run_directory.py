@@ -61,7 +61,9 @@ def reused(results, zoo_root, grid):
     first = _argv(zoo_root, results, "ta", "map", "--truth", grid[0], "--baselines",
                   "--reevaluate", "all")
     second = _argv(zoo_root, results, "ta", "map", "--pick", "weighted-sum", "--reevaluate", 3)
-    assert _main(*first) == 0
+    first_out = io.StringIO()
+    with contextlib.redirect_stdout(first_out):
+        assert _main(*first) == 0
     run_json = [_read(results / "ta" / "run.json")]
     assert _main(*second) == 0
     run_json.append(_read(results / "ta" / "run.json"))
@@ -69,11 +71,11 @@ def reused(results, zoo_root, grid):
     with contextlib.redirect_stdout(out):
         assert _main(*second) == 0
     run_json.append(_read(results / "ta" / "run.json"))
-    return results / "ta", run_json, out.getvalue()
+    return results / "ta", run_json, out.getvalue(), first_out.getvalue()
 
 
 def test_a_reused_exp_id_keeps_no_file_of_the_previous_run(reused):
-    run_dir, (first, second, _), _ = reused
+    run_dir, (first, second, _), *_ = reused
     for name in ("indicators.json", "baselines.json", "pareto_front_vs_grid.png",
                  "pareto_front_withbaselines.png"):
         assert name in first["outputs"]
@@ -88,7 +90,7 @@ def test_a_reused_exp_id_keeps_no_file_of_the_previous_run(reused):
 
 
 def test_run_json_says_which_settings_changed(reused):
-    _, (first, second, third), _ = reused
+    _, (first, second, third), *_ = reused
     changed = second["changed_since_previous"]
     assert changed["pick"] == {"previous": "tchebycheff", "now": "weighted-sum"}
     assert changed["reevaluate"] == {"previous": "all", "now": 3}
@@ -100,7 +102,7 @@ def test_run_json_says_which_settings_changed(reused):
 
 
 def test_a_resume_keeps_the_evaluation_record_of_every_invocation(reused):
-    _, (first, second, third), printed = reused
+    _, (first, second, third), printed, _ = reused
     assert third["evaluation"]["points"] == 0  # this invocation evaluated nothing
     history = third["evaluation_history"]
     assert [h["points"] for h in history] == [first["evaluation"]["points"],
@@ -112,6 +114,21 @@ def test_a_resume_keeps_the_evaluation_record_of_every_invocation(reused):
     assert total["forward_seconds"] > 0
     stored = len(_read(reused[0] / f"{NAMES}scaling_results.json"))
     assert f"resumed: {stored} points stored, 0 to evaluate" in printed.splitlines()[0]
+
+
+def test_truth_and_baselines_print_the_hv_ratio_and_the_baselines_standing(reused):
+    first, printed = reused[1][0], reused[3]
+    scores, baselines = first["summary"]["indicators"], first["summary"]["baselines"]
+    lines = printed.splitlines()
+    row = next(line for line in lines if line.strip().startswith("re-evaluated front points"))
+    assert f"{scores['reevaluated']['hv_ratio']:.3f}" in row.split()
+    row = next(line for line in lines if line.strip().startswith("+ sampled merges"))
+    assert f"{scores['reevaluated_and_sampled']['hv_ratio']:.3f}" in row.split()
+    for name, entry in baselines.items():
+        row = next(line for line in lines if line.strip().startswith(name + "  "))
+        assert row.split()[-2] == ("yes" if entry["dominated_by_map"] else "no")
+        assert f"{entry['distance_to_map_front']:.4f}" == row.split()[-1]
+    assert "HV ratio" not in reused[2]  # the run without --truth prints no table
 
 
 def test_the_grid_front_is_counted_the_same_everywhere(grid, reused):

@@ -155,7 +155,9 @@ def comparison_figure(
     n_entries = (grid_points is not None) + (grid_front is not None) + len(groups) \
         + sum(1 + (real is not None) for _, _, real in runs) + (chosen is not None) \
         + (chosen_predicted is not None)
-    legend_rows = -(-n_entries // (2 if T == 2 else 3))
+    # one legend column when a label (e.g. coincident baselines joined) would not fit half
+    per_row = 1 if any(len(label) > 30 for label, _ in groups) else (2 if T == 2 else 3)
+    legend_rows = -(-n_entries // per_row)
     with _style():
         if T == 2:
             fig, axes = _new_figure(1, 1, (3.5, 2.9 + 0.16 * legend_rows))
@@ -173,8 +175,7 @@ def comparison_figure(
         handles, labels = axes[0].get_legend_handles_labels()
         # A smaller legend font: two columns of labels must fit a 3.5 in wide figure.
         with rc_context({"legend.fontsize": 7, "legend.handlelength": 1.4}):
-            _shared_legend(fig, handles, labels,
-                           ncols=2 if T == 2 else min(3, len(labels)), below=True)
+            _shared_legend(fig, handles, labels, ncols=min(per_row, len(labels)), below=True)
         if title:
             fig.suptitle(title)
     return fig
