@@ -158,9 +158,10 @@ def sweep_figure(rows: list[dict[str, Any]], metric: str, title: str):
         for ax, (label, key) in zip(axes, columns):
             values = np.array([np.nan if r.get(key) is None else r[key] for r in rows],
                               dtype=float)
-            ax.bar(range(len(rows)), values, color=BLUE)
+            bars = ax.bar(range(len(rows)), values, color=BLUE)
             ax.set_ylabel(label)
             if key == "min_surrogate_r2" and np.isfinite(values).any():
+                ax.bar_label(bars, fmt="%.3f", fontsize=7)  # the axis does not start at 0
                 low, high = np.nanmin(values), np.nanmax(values)
                 pad = max(0.15 * (high - low), 0.002)
                 ax.set_ylim(low - 3 * pad, min(1.0, high + pad) if high <= 1 else high + pad)
