@@ -23,6 +23,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         run_dir, T = ctx.run, config.T
         dataset_of = dict(zip(config.models, config.datasets))
         preference = {m: w for m, w in zip(config.models, config.preference)}
+        _announce_resume(ctx)
         single_accuracy = _single_accuracies(ctx, dataset_of)
 
         tree_path = run_dir.file("merge_tree.json", "the merge tree: pairs, coefficients, "
@@ -85,6 +86,20 @@ def run(config: RunConfig) -> dict[str, Any]:
               + ("  <- below the pretrained model" if d in final_info["below_pretrained"]
                  else ""))
     return summary
+
+
+def _announce_resume(ctx: RunContext) -> None:
+    """"resumed: N points stored, M to evaluate": the points in the run's stores (fine-tuned
+    models, every pair's design, the pretrained model) against the points the tree needs."""
+    from src.results import journal_path, read_journal
+
+    stored = sum(len(read_json(p, {}) or {}) + len(read_journal(journal_path(p)))
+                 for p in ctx.run.path.glob("**/*scaling_results.json"))
+    if stored:
+        T = ctx.config.T
+        needed = T + (T - 1) * ctx.config.points + 1
+        print(f"resumed: {stored} points stored, {max(0, needed - stored)} to evaluate",
+              flush=True)
 
 
 def _references(ctx: RunContext, final: dict[str, float]) -> dict[str, Any]:
