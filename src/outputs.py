@@ -89,11 +89,17 @@ def write_run_json(config: "RunConfig", run: "RunDirectory", summary: dict[str, 
         "versions": versions(), "timings": timings, "summary": summary, **(extra or {}),
     }
     if previous:
-        info["changed_since_previous"] = changed_settings(previous.get("arguments", {}),
-                                                          config.arguments)
+        changed = changed_settings(previous.get("arguments", {}), config.arguments)
+        info["changed_since_previous"] = changed
+        if changed:
+            print(f"{run.path}: settings changed since the previous run there: " + ", ".join(
+                f"{k} {v['previous']} -> {v['now']}" for k, v in changed.items()))
     if "evaluation" in info:
         info |= evaluation_record(previous, info["evaluation"])
-    remove_stale_outputs(run.path, previous.get("outputs", {}), run.outputs)
+    removed = remove_stale_outputs(run.path, previous.get("outputs", {}), run.outputs)
+    if removed:
+        print(f"{run.path}: removed the previous run's {', '.join(removed)} (this run does "
+              "not write them)")
     return run.write_run_json(info)
 
 
@@ -114,6 +120,8 @@ def remove_stale_outputs(folder: Path, previous: dict[str, str], current: dict[s
                 name.endswith(KEPT_SUFFIXES):
             continue
         path = folder / name
+        if not path.resolve().is_relative_to(folder.resolve()):  # a run.json edited by hand
+            continue
         if path.is_file():
             path.unlink()
             removed.append(name)

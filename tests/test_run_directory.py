@@ -226,3 +226,19 @@ def test_grid_front_keys_are_written_at_the_grid_s_precision(grid):
               [e["evals"][d]["accuracy"] for d in PAIR] for e in store.values()}
     for key, values in front.items():
         assert stored[tuple(json.loads(key))] == values
+
+
+def test_stale_outputs_are_removed_inside_the_run_directory_only(tmp_path):
+    from src.outputs import remove_stale_outputs
+
+    run_dir, outside = tmp_path / "run", tmp_path / "keep.txt"
+    run_dir.mkdir()
+    for name in ("old.png", "old.pdf", "new.png", "Ascaling_results.json", "fingerprint.json"):
+        (run_dir / name).write_text("x")
+    outside.write_text("x")
+    previous = {n: "" for n in ("old.png", "new.png", "Ascaling_results.json",
+                                "fingerprint.json", "../keep.txt", "round1/")}
+    assert remove_stale_outputs(run_dir, previous, {"new.png": ""}) == ["old.png"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["Ascaling_results.json",
+                                                         "fingerprint.json", "new.png"]
+    assert outside.exists()
