@@ -125,6 +125,9 @@ def test_truth_and_baselines_print_the_hv_ratio_and_the_baselines_standing(reuse
     row = next(line for line in lines if line.strip().startswith("+ sampled merges"))
     assert f"{scores['reevaluated_and_sampled']['hv_ratio']:.3f}" in row.split()
     for name, entry in baselines.items():
+        if entry["family"] == "TA, lambda sweep":  # its tuned pick stands for it
+            assert not any(line.strip().startswith(name + "  ") for line in lines)
+            continue
         row = next(line for line in lines if line.strip().startswith(name + "  "))
         assert row.split()[-2] == ("yes" if entry["dominated_by_map"] else "no")
         assert f"{entry['distance_to_map_front']:.4f}" == row.split()[-1]
