@@ -167,8 +167,9 @@ def comparison_figure(
         for ax, (i, j) in zip(axes, pairs):
             _panel(ax, i, j, grid_points, grid_front, runs, groups, None,
                    line=T == 2, maximize=maximize)
+            # black: the first run's stars are vermillion already
             draw_pick(ax, i, j, chosen_predicted, None if chosen is None else chosen[0],
-                      size=120)
+                      size=120, color="black")
             ax.set_xlabel(_axis_label(names[i], metric))
             ax.set_ylabel(_axis_label(names[j], metric))
         _hide_unused(axes, len(pairs))
