@@ -26,12 +26,14 @@ def dataset_names() -> list[str]:
     return with_val((*STANDARD_DATASETS, *DEMO_DATASETS))
 
 
-def unknown_name(kind: str, name: str, known: Sequence[str], where: str = "") -> MAPError:
+def unknown_name(kind: str, name: str, known: Sequence[str], where: str = "", *,
+                 list_all: bool = False) -> MAPError:
     """The one-line refusal of a name: what it was taken for, the closest known names
-    (or all of them when none is close)."""
+    (or all of them when none is close, or with ``list_all``)."""
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-    hint = (f"did you mean {' or '.join(close)}?" if close
-            else f"known {kind}s: {', '.join(known)}")
+    every = f"known {kind}s: {', '.join(known)}"
+    hint = (f"did you mean {' or '.join(close)}?" + (f" ({every})" if list_all else "")
+            if close else every)
     return MAPError(f"unknown {kind} '{name}'{where}; {hint}")
 
 

@@ -57,7 +57,7 @@ def check_dataset_name(name: str) -> None:
     if base_name(name) not in _REGISTRY:
         from task_vectors.names import unknown_name
 
-        raise unknown_name("dataset", name, dataset_names())
+        raise unknown_name("dataset", name, dataset_names(), list_all=True)
 
 
 def train_val_indices(n_total: int) -> tuple[list[int], list[int]]:
