@@ -16,7 +16,7 @@ from typing import Callable
 from src.config import Defaults
 from task_vectors.names import MERGE_METHODS
 from src.metrics import METRICS
-from src.pareto import PICKS
+from src.names import PICKS
 from src.sampling import min_points
 
 REPO = Path(__file__).resolve().parent

@@ -145,7 +145,7 @@ def normalize_preference(p, K: int) -> np.ndarray:
     return w / w.sum()
 
 
-PICKS = ("tchebycheff", "weighted-sum")
+from src.names import PICKS  # noqa: E402  (torch- and pymoo-free, for the parser)
 
 
 def pick_by_preference(F: np.ndarray, preference, senses: Sequence[str]) -> int:
