@@ -44,7 +44,7 @@ def main() -> None:
     rows += [(kind, what, [sys.executable, "run_MAP.py", *argv, "--results-path", results])
              for kind, what, argv in CASES]
     print(f"median of {args.repeats} runs, {len(__import__('os').sched_getaffinity(0))} cores")
-    print(f"| kind | mistake | exit | median s | command |\n|---|---|---|---|---|")
+    print("| kind | mistake | exit | median s | command |\n|---|---|---|---|---|")
     for kind, what, argv in rows:
         runs = [seconds(argv) for _ in range(args.repeats)]
         shown = " ".join(a for a in argv[1:] if a != results and a != "--results-path")

@@ -26,7 +26,8 @@ PathLike = str | os.PathLike
 
 # ---------------------------------------------------------------- layout
 # (torch-free, in task_vectors/layout.py, so that the config checks files before torch loads)
-from task_vectors.layout import finetuned_path, head_path, require_file, zeroshot_path  # noqa: E402,F401
+from task_vectors.layout import (finetuned_path, head_path, require_file,  # noqa: E402,F401
+                                  zeroshot_path)
 
 
 # ---------------------------------------------------------------- writing

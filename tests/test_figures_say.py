@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import matplotlib
 import numpy as np
-import pytest
 
 matplotlib.use("Agg")
 

@@ -125,8 +125,9 @@ def comparison_figure(
     entries sharing a label share one marker and legend entry (e.g. several SLERP t).
     ``chosen`` [T]: the model picked by the preference, measured (filled star);
     ``chosen_predicted`` [T]: where the surrogates put it (hollow, joined). Baselines
-    at the same point share one marker, their labels joined by " = ". ``maximize`` (default: True unless
-    the metric name contains "loss") sets which side of the staircase the grid front is.
+    at the same point share one marker, their labels joined by " = ". ``maximize``
+    (default: True unless the metric name contains "loss") sets which side of the
+    staircase the grid front is.
     """
     names = _names(names)
     T = len(names)

@@ -12,7 +12,6 @@ from typing import Callable, Literal, Protocol, Sequence
 import torch
 from torch.utils.data import Dataset, Subset
 
-from map_common.errors import MAPError
 from task_vectors.datasets.demo import DEMO_DATASETS
 from task_vectors.datasets.standard import STANDARD_DATASETS
 
