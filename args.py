@@ -16,7 +16,7 @@ from map_common.argtypes import (MAX_POINTS, float_in, int_in, nonnegative_int, 
 from src.config import Defaults
 from src.metrics import METRICS
 from src.modes.registry import MODES, SWEEP_SIZES
-from src.pareto import PICKS
+from src.names import PICKS
 from src.sampling import min_points
 from task_vectors.merge_methods import METHODS as MERGE_METHODS
 

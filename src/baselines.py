@@ -69,5 +69,6 @@ def baseline_dominance(front_real: np.ndarray, stored: dict[str, dict[str, Any]]
     points = np.array([metric_row(stored[n]["evals"], config) for n in names])
     result = indicators.dominance_of_points(front_real, points, [config.metric.sense] * config.T)
     return {n: {"dominated_by_map": bool(d), "distance_to_map_front": float(x),
-                "metrics": dict(zip(config.datasets, p.tolist()))}
+                "metrics": dict(zip(config.datasets, p.tolist())),
+                "family": stored[n].get("family", n)}
             for n, d, x, p in zip(names, result["dominated"], result["distance"], points)}

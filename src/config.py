@@ -20,6 +20,7 @@ from map_common.errors import MAPError
 from src.metrics import Metric, get_metric
 from src.objectives import file_prefix
 from src.modes.registry import MODES, SWEEP_DEMO_MODELS, SWEEP_SIZES, BayesSchedule, Mode, either, get_mode
+from task_vectors.layout import finetuned_path, require_file
 from task_vectors.merge_methods import MergeMethod, TaskArithmetic, method_from_flags
 
 
@@ -140,9 +141,6 @@ class RunConfig:
 def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     """Check every input and resolve every default; MAPError (one line) before anything
     is loaded or written. Plain settings are checked before the demo zoo is built."""
-    from task_vectors.checkpoints import require_file
-    from task_vectors.datasets.registry import check_dataset_name
-
     metric = get_metric(args.metric_type)
     low, high = map(float, args.bounds)
     if not low < high:
@@ -161,8 +159,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     models = tuple(args.zeroshot_merge_models or default_models)
     datasets = tuple(args.zeroshot_eval_datasets or models)
     _check_models(models, datasets)
-    for name in datasets:
-        check_dataset_name(name)
+    _check_names(args, models, datasets)
     sweep = _sweep(args, mode, len(models))
     settings = mode.settings(args, defaults, len(models) if sweep is None else SWEEP_SIZES[sweep])
     truth = None
@@ -173,9 +170,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         truth = str(require_file(args.truth, "grid run (--truth)"))
     preference = _preference(args.preference, datasets)
 
-    source = _model_source(args, models)
-    evaluation = _eval_settings(args)
-    merge_method = evaluation.merge_method
+    merge_method = method_from_flags(args.merge_method, vars(args))
     baselines = bool(args.baselines)
     if baselines and not mode.supports_baselines:
         raise MAPError(f"--baselines goes with --method {either(MODES.names(_baselines))}, "
@@ -187,6 +182,15 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     compare = tuple(str(require_file(p, "run to compare (--compare)"))
                     for p in (args.compare or ()))
     refine_rounds, refine_points, refine_tol = _refinement(args, mode, defaults)
+    # Checkpoint files before the device check imports torch (a refusal in under 2 s); the
+    # demo zoo is built only once every plain setting has passed.
+    source = None if args.demo else _model_source(args, models, None)
+    evaluation = _eval_settings(args, merge_method)
+    if source is None:
+        from task_vectors.zoo import ensure_zoo
+
+        source = _model_source(args, models, ensure_zoo(args.zoo_dir))
+    _check_model_name(source.model_name)  # imports open_clip (seconds): the last check
     arguments = {k: v for k, v in vars(args).items() if k != "method_defaulted"}
     arguments.update(model=source.model_name, save=source.save,
                      pretrained_checkpoint=source.pretrained, data_location=source.data_location)
@@ -203,35 +207,44 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         refine_tol=refine_tol, design=settings.design, pair_points=settings.pair_points)
 
 
-def _model_source(args: argparse.Namespace, models: Sequence[str]) -> ModelSource:
-    """The model, checkpoints and data (the demo zoo built here, once, about a minute, only
-    after the plain settings passed); every file checked."""
-    from task_vectors.checkpoints import finetuned_path, require_file
-
-    zoo_recipe = None
-    if args.demo:
-        from task_vectors.zoo import ensure_zoo
-
-        zoo = ensure_zoo(args.zoo_dir)
+def _model_source(args: argparse.Namespace, models: Sequence[str], zoo) -> ModelSource:
+    """The model, checkpoints and data (the demo zoo's when ``zoo`` is given); every file
+    checked."""
+    if zoo is not None:
         model_name, save = zoo.model_name, str(zoo.path)
         pretrained, data_location = str(zoo.path / "zeroshot.pt"), str(zoo.path)
-        zoo_recipe = zoo.path.name
     else:
         model_name, save, data_location = args.model, args.save, args.data_location
         pretrained = args.pretrained_checkpoint or str(Path(save) / "zeroshot.pt")
-    _check_model_name(model_name)
     require_file(pretrained, "pretrained checkpoint (--pretrained-checkpoint)")
     finetuned = tuple((m, str(require_file(finetuned_path(save, m),
                                            f"fine-tuned checkpoint of '{m}'")))
                       for m in models)
     return ModelSource(model_name=model_name, save=save, pretrained=pretrained,
                        finetuned=finetuned, data_location=data_location,
-                       openclip_cachedir=args.openclip_cachedir, zoo_recipe=zoo_recipe)
+                       openclip_cachedir=args.openclip_cachedir,
+                       zoo_recipe=None if zoo is None else zoo.path.name)
 
 
-def _eval_settings(args: argparse.Namespace) -> EvalSettings:
+def _check_names(args: argparse.Namespace, models: Sequence[str],
+                 datasets: Sequence[str]) -> None:
+    """Names checked against the registry's list without importing torch; a model is called
+    a model, a dataset a dataset, as the flag that gave it."""
+    from task_vectors import names
+
+    known = names.dataset_names()
+    if args.demo:
+        names.check_names("model", models, [f"{t}Val" for t in names.DEMO_DATASETS],
+                          " in --zeroshot-merge-models (a model of the demo zoo)")
+    elif args.zeroshot_eval_datasets is None:  # the models name their datasets
+        names.check_names("model", models, known,
+                          " in --zeroshot-merge-models (a model is named by its dataset)")
+    names.check_names("dataset", datasets, known, " in --zeroshot-eval-datasets"
+                      if args.zeroshot_eval_datasets else "")
+
+
+def _eval_settings(args: argparse.Namespace, merge_method: MergeMethod) -> EvalSettings:
     """How merged models are evaluated: merge method, device, Ray pool; each checked."""
-    merge_method = method_from_flags(args.merge_method, vars(args))
     device = args.device or _default_device()
     workers, ray_address = args.workers, args.ray_address
     if ray_address is not None and workers is None:

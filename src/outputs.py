@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from src import plotting
-from src.results import front_json, versions, write_json
+from src.results import front_json, jsonable, read_json, versions, write_json
 
 if TYPE_CHECKING:
     from src.config import RunConfig
@@ -67,7 +67,8 @@ def draw_front(task: "FrontTask", result: "FrontResult", pdf: bool
     files = {"pareto_front.png": "front (predicted) over the evaluated merges"}
     figures = plotting.plot_front(task.Y, result.F_front, labels, task.metric.name,
                                   task.folder / "pareto_front.png", front_real=result.F_real,
-                                  chosen=chosen, title=task.title, pdf=pdf)
+                                  chosen=chosen, title=task.title, pdf=pdf,
+                                  chosen_real=result.chosen_real)
     if not task.surrogate_figures:
         return files, figures
     predictors = [s.predict for s in result.surrogates]
@@ -91,7 +92,8 @@ def write_run_json(config: "RunConfig", run: "RunDirectory", summary: dict[str, 
                    extra: dict[str, Any] | None = None) -> Path:
     """``run.json``: the arguments, versions, seed, timings, summary and what each file is."""
     timings["total_seconds"] = time.perf_counter() - started
-    return run.write_run_json({
+    previous = read_json(run.path / "run.json", {}) or {}
+    info = {
         "method": config.method, "exp_id": config.exp_id, "seed": config.seed,
         "models": list(config.models), "datasets": list(config.datasets),
         "metric": config.metric.name, "bounds": [config.low, config.high],
@@ -99,7 +101,77 @@ def write_run_json(config: "RunConfig", run: "RunDirectory", summary: dict[str, 
         "device": config.evaluation.device, "arguments": config.arguments,
         "merge_method": config.evaluation.merge_method.record(),
         "versions": versions(), "timings": timings, "summary": summary, **(extra or {}),
-    })
+    }
+    if previous:
+        changed = changed_settings(previous.get("arguments", {}), config.arguments)
+        info["changed_since_previous"] = changed
+        if changed:
+            print(f"{run.path}: settings changed since the previous run there: " + ", ".join(
+                f"{k} {v['previous']} -> {v['now']}" for k, v in changed.items()))
+    if "evaluation" in info:
+        info |= evaluation_record(previous, info["evaluation"])
+    removed = remove_stale_outputs(run.path, previous.get("outputs", {}), run.outputs)
+    if removed:
+        print(f"{run.path}: removed the previous run's {', '.join(removed)} (this run does "
+              "not write them)")
+    return run.write_run_json(info)
+
+
+# Files a run directory keeps whatever the run: the evaluation stores (each point is
+# evaluated once per directory), what guards their values, the lock and run.json itself.
+KEPT_SUFFIXES = ("scaling_results.json", "scaling_results.jsonl")
+KEPT_NAMES = ("run.json", "fingerprint.json", ".lock", ".eval_cache")
+
+
+def remove_stale_outputs(folder: Path, previous: dict[str, str], current: dict[str, str]
+                         ) -> list[str]:
+    """Remove the files an earlier run in ``folder`` listed and this run did not write (a
+    reused --exp-id), so every file there belongs to the run that last finished. Stores
+    and folders (nested rounds, which hold stores) stay; returns the names removed."""
+    removed = []
+    for name in previous:
+        if name in current or name.endswith("/") or name in KEPT_NAMES or \
+                name.endswith(KEPT_SUFFIXES):
+            continue
+        path = folder / name
+        if not path.resolve().is_relative_to(folder.resolve()):  # a run.json edited by hand
+            continue
+        if path.is_file():
+            path.unlink()
+            removed.append(name)
+            if path.with_suffix(".pdf").is_file():  # --pdf's copy of a figure
+                path.with_suffix(".pdf").unlink()
+    return removed
+
+
+IGNORED_SETTINGS = ("exp_id",)
+
+
+def changed_settings(previous: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """{setting: {"previous", "now"}} of the arguments that differ from the previous run's."""
+    now = jsonable(now)
+    return {k: {"previous": previous.get(k), "now": now.get(k)}
+            for k in sorted(set(previous) | set(now))
+            if k not in IGNORED_SETTINGS and previous.get(k) != now.get(k)}
+
+
+def evaluation_record(previous: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """``evaluation_history`` (one entry per invocation that finished in this directory:
+    points, images and seconds) and ``evaluation_total`` over them; ``evaluation`` stays
+    this invocation's full statistics."""
+    points = int(stats.get("points", stats.get("jobs", 0)))  # local engine | Ray pool
+    entry = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "points": points,
+             "merges": int(stats.get("merges", 0)), "images": int(stats.get("images", 0)),
+             "forward_seconds": float(stats.get("forward_seconds_mean") or 0.0) * points,
+             "merge_seconds": float(stats.get("merge_seconds_mean") or 0.0)
+             * int(stats.get("merges", 0))}
+    history = [*previous.get("evaluation_history", []), entry]
+    total = {k: sum(h[k] for h in history)
+             for k in ("points", "merges", "images", "forward_seconds", "merge_seconds")}
+    total["invocations"] = len(history)
+    total["images_per_second"] = (total["images"] / total["forward_seconds"]
+                                  if total["forward_seconds"] else 0.0)
+    return {"evaluation_history": history, "evaluation_total": total}
 
 
 def print_summary(config: "RunConfig", run: "RunDirectory", summary: dict[str, Any]) -> None:
@@ -112,3 +184,37 @@ def print_summary(config: "RunConfig", run: "RunDirectory", summary: dict[str, A
     for d in config.datasets:
         real = "" if chosen["real"] is None else f", real {chosen['real'][d]:.4f}"
         print(f"  {d} {config.metric.name}: predicted {chosen['predicted'][d]:.4f}{real}")
+    print_standing(config, summary)
+
+
+SWEEP_FAMILY = "TA, lambda sweep"  # the baselines' λ sweep: in baselines.json, not the table
+
+
+def print_standing(config: "RunConfig", summary: dict[str, Any]) -> None:
+    """With --truth, the HV ratio of the run's real fronts to the grid's; with --baselines,
+    each baseline's metrics and whether MAP's real front dominates it."""
+    scores = summary.get("indicators")
+    if scores:
+        grid = scores.get("truth_front", {})
+        print(f"\nAgainst the grid (--truth {scores['truth']}: {scores['truth_points']} merges, "
+              f"{grid.get('merges', '?')} on its front):")
+        print(f"  {'real front':<28} {'HV ratio':>8} {'IGD+':>8} {'points':>6}")
+        for label, key in (("re-evaluated front points", "reevaluated"),
+                           ("+ sampled merges", "reevaluated_and_sampled")):
+            row = scores.get(key)
+            if row and "hv_ratio" in row:
+                print(f"  {label:<28} {row['hv_ratio']:>8.3f} {row['igd_plus']:>8.4f} "
+                      f"{row['n_real']:>6}")
+    baselines = {n: b for n, b in (summary.get("baselines") or {}).items()
+                 if b.get("family") != SWEEP_FAMILY}  # its tuned pick stands for the sweep
+    if baselines:
+        width = max(len(n) for n in baselines) + 2
+        print(f"\nBaselines (--baselines; {config.metric.name}; dominated: by MAP's real "
+              "front):")
+        print(f"  {'baseline':<{width}}" + "".join(f"{d:>12}" for d in config.datasets)
+              + f"{'dominated':>11}{'distance':>10}")
+        for name, entry in baselines.items():
+            print(f"  {name:<{width}}" + "".join(f"{entry['metrics'][d]:>12.4f}"
+                                                 for d in config.datasets)
+                  + f"{'yes' if entry['dominated_by_map'] else 'no':>11}"
+                  + f"{entry['distance_to_map_front']:>10.4f}")

@@ -139,6 +139,17 @@ class ScalingResults:
         self.journal.unlink(missing_ok=True)
         self._dirty = False
 
+    def retain(self, C: np.ndarray) -> None:
+        """Keep only the points of C (in C's order) and rewrite the file: a store that is
+        one run's output (the re-evaluated front), not a cache of every run's points."""
+        kept = [self._index[point_key(c)] for c in np.atleast_2d(C) if point_key(c) in self._index]
+        kept = list({id(e): e for e in kept}.values())
+        if kept != self.entries:
+            self.entries = kept
+            self._index = {point_key(self.coefficients_of(e)): e for e in kept}
+            self._dirty = True
+            self.fold()
+
     def close(self) -> None:
         """Fold: the JSON file is complete afterwards."""
         self.fold()
@@ -175,9 +186,25 @@ def read_journal(path: str | os.PathLike) -> list[dict]:
     return entries
 
 
-def front_json(C: np.ndarray, F: np.ndarray) -> dict[str, list[float]]:
-    """The original pareto_front.json: {str(list(c)): [metric per task]}."""
-    return {str([float(x) for x in c]): [float(v) for v in f] for c, f in zip(C, F)}
+def front_json(C: np.ndarray, F: np.ndarray, decimals: int | None = None
+               ) -> dict[str, list[float]]:
+    """The original pareto_front.json: {str(list(c)): [metric per task]}. ``decimals``
+    rounds the keys' text (a grid's 0.6000000000000001 is written 0.6); values stay exact."""
+    def key(c) -> str:
+        return str([float(x) if decimals is None else round(float(x), decimals) + 0.0
+                    for x in c])
+
+    return {key(c): [float(v) for v in f] for c, f in zip(C, F)}
+
+
+def grid_decimals(C: np.ndarray) -> int:
+    """The fewest decimals that write every coefficient of a grid to 1e-9 (at most
+    KEY_DECIMALS, the precision at which two points are the same)."""
+    C = np.asarray(C, dtype=float)
+    for d in range(KEY_DECIMALS + 1):
+        if np.all(np.abs(np.round(C, d) - C) < 10.0 ** -KEY_DECIMALS):
+            return d
+    return KEY_DECIMALS
 
 
 def load_front(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -232,9 +259,9 @@ class RunDirectory:
                          "amortized Pareto front: {coefficients: predicted metric per task}")
 
     def write_run_json(self, info: Mapping[str, Any]) -> Path:
-        previous = read_json(self.path / "run.json", {})
-        data = {**previous, **info, "outputs": {**previous.get("outputs", {}), **self.outputs}}
-        return write_json(self.path / "run.json", data)
+        """run.json of this run alone: its information and the files it wrote (a reused
+        --exp-id's earlier files are removed by outputs.remove_stale_outputs)."""
+        return write_json(self.path / "run.json", {**info, "outputs": dict(self.outputs)})
 
 
 def load_preference(path: str | os.PathLike) -> dict:
@@ -277,24 +304,79 @@ def versions() -> dict[str, str]:
 
 
 def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Reload a finished map/bayesian run: its run.json, the evaluated points (C, Y per
-    metric), the predicted front (C, F) and the fitted surrogates, ready to predict."""
-    from src.surrogate import QuadraticSurrogate
+    """Reload a finished run: its run.json as ``info`` and, by mode,
 
+    - map / bayesian: the evaluated points (``C``, ``accuracy``, ``loss`` per dataset), the
+      predicted front (``front_C``, ``front_F``) and the fitted ``surrogates``;
+    - grid: every grid point (``C``, ``accuracy``, ``loss``) and the grid's front
+      (``front_C``, ``front_F``: real values);
+    - nested: the merge ``tree`` (merge_tree.json), ``pairs`` (each round's run: ``C``,
+      ``evals``, ``front_C``, ``front_F``, ``surrogates``, ``chosen``) and ``final`` (the
+      final model's coefficients and accuracies);
+    - a sweep: ``subsets``, each subset's run loaded as above.
+    """
     run_dir = Path(run_dir)
     info = read_json(run_dir / "run.json")
     if info is None:
         raise MAPError(f"{run_dir}: no run.json; not a MAP run directory")
+    method = info.get("method", "map")
+    if isinstance(info.get("summary"), dict) and info["summary"].get("sweep"):
+        return {"info": info, "subsets": {row["subset"]: load_run(run_dir / row["subset"])
+                                          for row in info["summary"]["subsets"]}}
+    if method == "nested":
+        return {"info": info, **_load_nested(run_dir)}
+    if method not in ("map", "bayesian", "grid"):
+        raise MAPError(f"{run_dir / 'run.json'}: a --method {method} run; load_run reads map, "
+                       "bayesian, grid and nested runs")
     names, models, datasets = file_prefix(info["models"]), info["models"], info["datasets"]
-    out: dict[str, Any] = {"info": info}
-    store_path = run_dir / f"{names}scaling_results.json"
-    if store_path.exists() or journal_path(store_path).exists():
-        store = ScalingResults(store_path, models, readonly=True)  # the run may still go on
-        out["C"], out["accuracy"] = store.arrays(datasets, "accuracy")
-        out["loss"] = store.arrays(datasets, "loss")[1]
-    if (run_dir / f"{names}pareto_front.json").exists():
-        out["front_C"], out["front_F"] = load_front(run_dir / f"{names}pareto_front.json")
-    params = read_json(run_dir / f"{names}_surrogates.json")
-    if params is not None:
-        out["surrogates"] = {d: QuadraticSurrogate.from_params(p) for d, p in params.items()}
+    out: dict[str, Any] = {"info": info, **_load_points(run_dir, names, models, datasets)}
+    front = f"{names}pareto_front_grid.json" if method == "grid" else f"{names}pareto_front.json"
+    if (run_dir / front).exists():
+        out["front_C"], out["front_F"] = load_front(run_dir / front)
+    out.update(_load_surrogates(run_dir, names))
     return out
+
+
+def _load_points(folder: Path, names: str, models: Sequence[str], datasets: Sequence[str]
+                 ) -> dict[str, np.ndarray]:
+    store_path = folder / f"{names}scaling_results.json"
+    if not (store_path.exists() or journal_path(store_path).exists()):
+        return {}
+    store = ScalingResults(store_path, models, readonly=True)  # the run may still go on
+    C, accuracy = store.arrays(datasets, "accuracy")
+    return {"C": C, "accuracy": accuracy, "loss": store.arrays(datasets, "loss")[1]}
+
+
+def _load_surrogates(folder: Path, names: str) -> dict[str, Any]:
+    from src.surrogate import QuadraticSurrogate
+
+    params = read_json(folder / f"{names}_surrogates.json")
+    if params is None:
+        return {}
+    return {"surrogates": {d: QuadraticSurrogate.from_params(p) for d, p in params.items()}}
+
+
+def _load_nested(run_dir: Path) -> dict[str, Any]:
+    """The merge tree, each pair's run (its round folder) and the final model."""
+    tree = read_json(run_dir / "merge_tree.json")
+    if tree is None:
+        raise MAPError(f"{run_dir}: a nested run without merge_tree.json (not finished?)")
+    dataset_of = dict(zip(tree["models"], tree["datasets"]))
+    pairs = []
+    for k, rec in enumerate(tree["rounds"]):
+        folder = run_dir / f"round{k + 1}"
+        names, models = f"{rec['left']}_{rec['right']}", [rec["left"], rec["right"]]
+        store = ScalingResults(folder / f"{names}scaling_results.json", models, readonly=True)
+        C = store.arrays([], "accuracy")[0]
+        pair = {"round": k + 1, "folder": folder, "labels": models, "tasks": rec["tasks"],
+                "C": C, "evals": [e["evals"] for e in store.entries],
+                "chosen": read_json(folder / "chosen.json"), "record": rec}
+        if (folder / f"{names}pareto_front.json").exists():
+            pair["front_C"], pair["front_F"] = load_front(folder / f"{names}pareto_front.json")
+        pair.update(_load_surrogates(folder, names))
+        pairs.append(pair)
+    final = read_json(run_dir / "final_model" / "merge.json")
+    if final is None:
+        raise MAPError(f"{run_dir}: a nested run without final_model/merge.json (not finished?)")
+    final["checkpoint"] = run_dir / "final_model" / "finetuned.pt"
+    return {"tree": tree, "pairs": pairs, "final": final, "dataset_of": dataset_of}

@@ -81,7 +81,11 @@ def score_against_truth(truth: Truth, predicted_real: np.ndarray | None,
     front points; ``sampled``: the metric of every merge the run evaluated. Two real fronts
     are scored: the re-evaluated points alone, and those plus the sampled ones."""
     senses = truth.senses
-    out: dict[str, Any] = {"truth": str(truth.path), "truth_points": int(len(truth.Y))}
+    front = truth.Y[truth.front_mask]
+    # the grid's front as its run prints it: merges, and distinct values (n_truth_front)
+    out: dict[str, Any] = {"truth": str(truth.path), "truth_points": int(len(truth.Y)),
+                           "truth_front": {"merges": int(len(front)), "distinct_values":
+                                           int(len(np.unique(front, axis=0)))}}
     if real_points is not None:
         out["reevaluated"] = indicators.front_indicators(
             truth.Y, predicted_real, real_points, chosen_real,

@@ -25,30 +25,9 @@ PathLike = str | os.PathLike
 
 
 # ---------------------------------------------------------------- layout
-def zeroshot_path(save: PathLike) -> Path:
-    return Path(save) / "zeroshot.pt"
-
-
-def finetuned_path(save: PathLike, dataset: str) -> Path:
-    """``<save>/<Dataset>/finetuned.pt``; a ``.safetensors`` file or an HF folder also do."""
-    folder = Path(save) / dataset
-    for candidate in (folder / "finetuned.pt", folder / "finetuned.safetensors"):
-        if candidate.exists():
-            return candidate
-    if (folder / "config.json").exists():
-        return folder
-    return folder / "finetuned.pt"
-
-
-def head_path(save: PathLike, dataset: str) -> Path:
-    return Path(save) / f"head_{dataset}.pt"
-
-
-def require_file(path: PathLike, what: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise MAPError(f"{what} not found: {path}")
-    return path
+# (torch-free, in task_vectors/layout.py, so that the config checks files before torch loads)
+from task_vectors.layout import (finetuned_path, head_path, require_file,  # noqa: E402,F401
+                                  zeroshot_path)
 
 
 # ---------------------------------------------------------------- writing

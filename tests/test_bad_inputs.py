@@ -147,7 +147,7 @@ CASES: list[Case] = [
     ("model-twice", lambda t, z: [*MAP, "--zeroshot-merge-models", "DigitsVal", "DigitsVal"],
      r"a merge model is listed twice"),
     ("unknown-dataset", lambda t, z: [*NESTED, "--zeroshot-merge-models", "DigitsVal",
-                                      "NoSuchVal"], r"unknown dataset 'NoSuchVal'"),
+                                      "NoSuchVal"], r"unknown model 'NoSuchVal'"),
     ("bayesian-seven-tasks", lambda t, z: [*BAYES, *SEVEN], r"at most 6 tasks, got 7"),
     ("save-is-a-file", lambda t, z: ["--method", "map", "--save", _file(t, "s.txt", b"x"),
                                      *PAIR], r"--save: .*s\.txt is a file, not a folder"),

@@ -55,7 +55,7 @@ PAIR = ["--zeroshot-merge-models", "DigitsVal", "RotateVal"]
 # (id, argv builder (tmp, zoo path) -> argv without --results-path/--exp-id, message regex)
 BAD_INPUT: list[tuple[str, Callable[[Path, Path], list[str]], str]] = [
     ("unknown-dataset", lambda t, z: ["--demo", "--method", "map", "--zeroshot-merge-models",
-                                      "NoSuchVal", "RotateVal"], r"unknown dataset 'NoSuchVal'"),
+                                      "NoSuchVal", "RotateVal"], r"unknown model 'NoSuchVal'"),
     ("unknown-eval-dataset", lambda t, z: ["--demo", "--method", "map", *PAIR,
                                            "--zeroshot-eval-datasets", "DigitsVal", "Nope"],
      r"unknown dataset 'Nope'"),
@@ -145,7 +145,7 @@ def test_bad_input_real_process_exit_code_and_no_traceback(tmp_path, zoo_root):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("run_MAP.py: error: unknown dataset 'NoSuchVal'")
+    assert lines[0].startswith("run_MAP.py: error: unknown model 'NoSuchVal'")
     assert not (results / "bad").exists()
 
 

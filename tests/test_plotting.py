@@ -90,7 +90,7 @@ def test_front_two_tasks_png_pdf_legend_and_sorted_line(tmp_path):
     kw = dict(front_real=real, chosen=front[4])
     fig = P.front_figure(evaluated, front, ["SVHNVal", "MNISTVal"], "accuracy", **kw)
     assert legend_labels(fig) == ["evaluated merges", "MAP, predicted", "MAP, real",
-                                  "chosen (preference)"]
+                                  "chosen (preference), predicted"]
     (ax,) = data_axes(fig)
     assert ax.get_xlabel() == "SVHNVal accuracy" and ax.get_ylabel() == "MNISTVal accuracy"
     # The predicted front is one line, sorted along x, through every front point.
@@ -125,7 +125,7 @@ def test_front_many_tasks_pairwise_grid_with_one_legend(K):
     assert pairs == {(f"{names[i]} accuracy", f"{names[j]} accuracy")
                      for i in range(K) for j in range(i + 1, K)}
     assert legend_labels(fig) == ["evaluated merges", "MAP, predicted", "MAP, real",
-                                  "chosen (preference)"]
+                                  "chosen (preference), predicted"]
     # Each projection shows the chosen point at its own two coordinates.
     for ax in axes:
         i = names.index(ax.get_xlabel().split()[0])

@@ -44,7 +44,7 @@ def test_two_tasks_writes_png_and_pdf_with_every_legend_entry(tmp_path):
     assert _legend(fig) == ["grid points", "grid search Pareto front",
                             "MAP (TA), predicted", "MAP (TA), real", "MAP (DARE), predicted",
                             "Task Arithmetic (TA)", "TIES-merging", "SLERP",
-                            "TA with preference", "chosen (preference)"]
+                            "TA with preference", "chosen (preference), real"]
     ax = fig.axes[0]
     assert ax.get_xlabel() == "SUN397 accuracy" and ax.get_ylabel() == "Cars accuracy"
     # Same-label baselines share one artist holding all their points.

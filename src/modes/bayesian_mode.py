@@ -7,13 +7,15 @@ from typing import Any
 from src import bayesian, plotting
 from src.config import RunConfig
 from src.evaluation import evaluate_metric
-from src.modes.common import finish, json_log, open_run, refine_run, solve_run_front
+from src.modes.common import (announce_resume, finish, json_log, open_run, refine_run,
+                              solve_run_front)
 from src.results import write_json
 
 
 def run(config: RunConfig) -> dict[str, Any]:
     n_initial, n_update, n_iter = config.bayes
     with open_run(config) as ctx:
+        announce_resume(ctx, budget=n_initial + n_update * n_iter)
         store = ctx.store()
         C_done, Y_done = store.arrays(config.datasets, config.metric.name)
         rounds_path = ctx.run.file("bayesian_rounds.json", "per round: new points, bin "

@@ -20,7 +20,7 @@ from src.front import FrontResult, FrontTask, SearchSettings, front_summary, sol
 from src.indicators import pareto_filter
 from src.outputs import print_summary, write_run_json, write_solved_front
 from src.plotting.comparison import plot_comparison
-from src.results import RunDirectory, ScalingResults, write_json
+from src.results import RunDirectory, ScalingResults, point_key, write_json
 from src.run_lock import LOCK
 from src.truth import load_truth, score_against_truth
 
@@ -80,6 +80,20 @@ def run_fingerprint(config: RunConfig) -> dict[str, Any]:
         settings=settings, zoo_recipe=src.zoo_recipe)
 
 
+def announce_resume(ctx: RunContext, C: np.ndarray | None = None, budget: int | None = None
+                    ) -> None:
+    """"resumed: N points stored, M to evaluate" when the run directory holds points: M
+    counts the design C's missing points (or what is left of a budget of points)."""
+    store = ctx.store()
+    if not len(store):
+        return
+    if C is not None:
+        todo = len({point_key(c) for c in np.atleast_2d(C) if store.get(c) is None})
+    else:
+        todo = max(0, int(budget or 0) - len(store))
+    print(f"resumed: {len(store)} points stored, {todo} to evaluate", flush=True)
+
+
 def json_log(path) -> Callable[[dict], None]:
     """A callback that appends a record and rewrites ``path`` as the list so far (the
     per-round logs of bayesian and refinement rounds, readable while a run goes on)."""
@@ -131,6 +145,8 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[Fron
                      evaluate_real=evaluate_real)
     result = solve_front(task, SearchSettings.of(config))
     files, result.figures = write_solved_front(task, result, config.pdf)
+    if result.F_real is not None:  # this run's re-evaluated points only, as the file says
+        real_store.retain(result.C_front[result.reevaluated])
     run.record(files)
     ctx.timings["search_seconds"] = ctx.timings.get("search_seconds", 0.0) + \
         result.search_seconds
@@ -180,8 +196,8 @@ def score_run(ctx: RunContext, task: FrontTask, result: FrontResult) -> dict[str
         ctx.run.file("pareto_front_vs_grid.png", "the front over the grid's points and front"),
         grid_points=truth.Y, grid_front=truth.Y[truth.front_mask],
         runs=[("MAP", result.F_front, result.F_real)],
-        chosen=result.chosen_real if result.chosen_real is not None
-        else result.F_front[result.chosen], pdf=ctx.config.pdf)
+        chosen=result.chosen_real, chosen_predicted=result.F_front[result.chosen],
+        pdf=ctx.config.pdf)
     result.figures += figures
     return scores
 

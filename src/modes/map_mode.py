@@ -9,7 +9,7 @@ import numpy as np
 from src import sampling
 from src.config import RunConfig
 from src.evaluation import evaluate_metric
-from src.modes.common import finish, open_run, refine_run, solve_run_front
+from src.modes.common import announce_resume, finish, open_run, refine_run, solve_run_front
 
 
 def design(config: RunConfig):
@@ -35,6 +35,7 @@ def lhs_design(T: int, n: int, low: float, high: float, seed: int) -> np.ndarray
 def run(config: RunConfig) -> dict[str, Any]:
     C = design(config)
     with open_run(config) as ctx:
+        announce_resume(ctx, C)
         t0 = time.perf_counter()
         Y = evaluate_metric(config, ctx.evaluator, ctx.store(), C)
         C, Y, rounds = refine_run(ctx, C, Y)

@@ -26,11 +26,14 @@ def run(config: RunConfig) -> dict[str, Any]:
         run_dir, T = ctx.run, config.T
         dataset_of = dict(zip(config.models, config.datasets))
         preference = {m: w for m, w in zip(config.models, config.preference)}
+        _announce_resume(ctx)
         single_accuracy = _single_accuracies(ctx, dataset_of)
 
         tree_path = run_dir.file("merge_tree.json", "the merge tree: pairs, coefficients, "
                                                     "preferences, measured accuracies, per round")
         records: list[dict] = list((read_json(tree_path, {}) or {}).get("rounds", []))
+        for k, rec in enumerate(records):  # rounds a resume does not run again
+            run_dir.outputs[f"round{k + 1}/"] = _round_description(f"{rec['left']}_{rec['right']}")
 
         def save_tree() -> None:
             write_json(tree_path, {"models": config.models, "datasets": config.datasets,
@@ -59,13 +62,16 @@ def run(config: RunConfig) -> dict[str, Any]:
             measure_level=measure_level)
         save_tree()
         final_info = _write_final_model(ctx, result.final, dataset_of, single_accuracy)
+        final_info |= _references(ctx, final_info["accuracy"])
         figures = plotting.plot_merge_tree(
             result.records, run_dir.file("merge_tree.png", "the merge tree"),
             leaf_accuracy=single_accuracy, pdf=config.pdf)
         figures += plotting.plot_nested_summary(
             final_info["accuracy"], final_info["single_task_accuracy"],
-            run_dir.file("nested_summary.png", "final merged model vs each fine-tuned model"),
-            pdf=config.pdf)
+            run_dir.file("nested_summary.png", "final merged model vs each fine-tuned model, "
+                         "the pretrained model and chance"),
+            pdf=config.pdf, pretrained=final_info["pretrained_accuracy"],
+            chance=final_info["chance_accuracy"])
         # singles + per round: the pair's design and one measurement of the merged model
         n_evals = T + sum(rec["info"]["n_points"] + 1 for rec in result.records)
         summary = {"n_evaluations": n_evals, "rounds": len(result.records), "pick": config.pick,
@@ -76,8 +82,55 @@ def run(config: RunConfig) -> dict[str, Any]:
     print("Final coefficients: " + ", ".join(f"{m} {c:.3f}" for m, c in
                                              final_info["coefficients"].items()))
     for d, acc in final_info["accuracy"].items():
-        print(f"  {d}: accuracy {acc:.4f} (fine-tuned {final_info['single_task_accuracy'][d]:.4f})")
+        chance = final_info["chance_accuracy"].get(d)
+        print(f"  {d}: accuracy {acc:.4f} (fine-tuned {final_info['single_task_accuracy'][d]:.4f}"
+              f", pretrained {final_info['pretrained_accuracy'][d]:.4f}"
+              + ("" if chance is None else f", chance {chance:.4f}") + ")"
+              + ("  <- below the pretrained model" if d in final_info["below_pretrained"]
+                 else ""))
     return summary
+
+
+def _announce_resume(ctx: RunContext) -> None:
+    """"resumed: N points stored, M to evaluate": the points in the run's stores (fine-tuned
+    models, every pair's design, the pretrained model) against the points the tree needs."""
+    from src.results import journal_path, read_journal
+
+    stored = sum(len(read_json(p, {}) or {}) + len(read_journal(journal_path(p)))
+                 for p in ctx.run.path.glob("**/*scaling_results.json"))
+    if stored:
+        T = ctx.config.T
+        needed = T + (T - 1) * ctx.config.points + 1
+        print(f"resumed: {stored} points stored, {max(0, needed - stored)} to evaluate",
+              flush=True)
+
+
+def _references(ctx: RunContext, final: dict[str, float]) -> dict[str, Any]:
+    """The pretrained model's accuracy (c = 0, one more evaluation, stored) and chance
+    (1 / classes) per dataset, and the datasets the final model ends below pretrained on."""
+    config = ctx.config
+    store = ScalingResults(ctx.run.file("pretrained_scaling_results.json", "the pretrained "
+                                        "model (c = 0) on every dataset"), config.models)
+    evals = evaluate_groups(ctx.evaluator, [(store, np.zeros((1, config.T)),
+                                             list(config.datasets), None)],
+                            desc="pretrained model")[0][0]
+    pretrained = {d: float(evals[d]["accuracy"]) for d in config.datasets}
+    return {"pretrained_accuracy": pretrained, "chance_accuracy": _chance(config),
+            "below_pretrained": [d for d in config.datasets if final[d] < pretrained[d]]}
+
+
+def _chance(config: RunConfig) -> dict[str, float]:
+    """1 / number of classes of each dataset (left out where the classes cannot be read)."""
+    from map_common.errors import MAPError
+    from task_vectors.datasets.registry import get_dataset
+
+    out = {}
+    for d in config.datasets:
+        try:
+            out[d] = 1.0 / len(get_dataset(d, config.source.data_location).classnames)
+        except (MAPError, OSError, ZeroDivisionError):
+            pass
+    return out
 
 
 def _single_accuracies(ctx: RunContext, dataset_of: dict[str, str]) -> dict[str, float]:
@@ -104,14 +157,17 @@ class PairPlan:
     C: np.ndarray               # the pair's design [n, 2]
 
 
+def _round_description(names: str) -> str:
+    return f"MAP on the pair {names}: scaling results, surrogate params, front, figure, chosen.json"
+
+
 def _pair_plan(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
                dataset_of: dict[str, str]) -> PairPlan:
     """Round r's pair: its folder, names, tasks, datasets, store and design."""
     config = ctx.config
     folder = ctx.run.path / f"round{r + 1}"
     names = f"{a.name}_{b.name}"
-    ctx.run.outputs[f"round{r + 1}/"] = (f"MAP on the pair {names}: scaling results, "
-                                         "surrogate params, front, figure, chosen.json")
+    ctx.run.outputs[f"round{r + 1}/"] = _round_description(names)
     tasks = [t for t in config.models if t in a.tasks or t in b.tasks]
     datasets = [dataset_of[t] for t in tasks]
     store = ctx.run.store(folder / f"{names}scaling_results.json", [a.name, b.name])

@@ -126,9 +126,7 @@ def sweep_row(config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
 
 def write_sweep_table(pool: RunContext, rows: list[dict[str, Any]]) -> list[str]:
     """sweep.csv and sweep.png in the sweep's directory."""
-    from matplotlib.figure import Figure
-
-    from src.plotting.style import BLUE, _save, _style
+    from src.plotting.style import _save
 
     path = pool.run.file("sweep.csv", "one line per subset: front size, worst surrogate R2, "
                                       "predicted-vs-real front error, the chosen model's "
@@ -139,24 +137,41 @@ def write_sweep_table(pool: RunContext, rows: list[dict[str, Any]]) -> list[str]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+    fig = sweep_figure(rows, pool.config.metric.name,
+                       f"MAP on every {pool.config.sweep[:-1]} of {pool.config.T} models")
+    figures = _save(fig, pool.run.file("sweep.png", "the sweep table as bars"),
+                    pool.config.pdf)
+    return [str(path), *map(str, figures)]
+
+
+def sweep_figure(rows: list[dict[str, Any]], metric: str, title: str):
+    """sweep.png: one panel of bars per column of sweep.csv. The R² panel is scaled to
+    its values (R² near 1 everywhere would be bars of equal height on a 0-1 axis)."""
+    from matplotlib.figure import Figure
+
+    from src.plotting.style import BLUE, _style
+
     names = [r["subset"].replace("_", "\n") for r in rows]
     columns = [("worst surrogate R²", "min_surrogate_r2"),
                ("front error\n(mean |predicted − real|)", "front_error"),
-               (f"chosen model, real {pool.config.metric.name}\n(preference-weighted)",
-                "chosen_real_weighted")]
+               (f"chosen model, real {metric}\n(preference-weighted)", "chosen_real_weighted")]
     with _style():
         fig = Figure(figsize=(max(6.0, 1.2 * len(rows)), 7.5))
         axes = fig.subplots(len(columns), 1, sharex=True)
         for ax, (label, key) in zip(axes, columns):
-            ax.bar(range(len(rows)), [np.nan if r.get(key) is None else r[key] for r in rows],
-                   color=BLUE)
+            values = np.array([np.nan if r.get(key) is None else r[key] for r in rows],
+                              dtype=float)
+            bars = ax.bar(range(len(rows)), values, color=BLUE)
             ax.set_ylabel(label)
+            if key == "min_surrogate_r2" and np.isfinite(values).any():
+                ax.bar_label(bars, fmt="%.3f", fontsize=7)  # the axis does not start at 0
+                low, high = np.nanmin(values), np.nanmax(values)
+                pad = max(0.15 * (high - low), 0.002)
+                ax.set_ylim(low - 3 * pad, min(1.0, high + pad) if high <= 1 else high + pad)
         axes[-1].set_xticks(range(len(rows)), names, fontsize=7)
-        fig.suptitle(f"MAP on every {pool.config.sweep[:-1]} of {pool.config.T} models")
+        fig.suptitle(title)
         fig.tight_layout()
-    figures = _save(fig, pool.run.file("sweep.png", "the sweep table as bars"),
-                    pool.config.pdf)
-    return [str(path), *map(str, figures)]
+    return fig
 
 
 def print_sweep(config: RunConfig, path, rows: list[dict[str, Any]]) -> None:

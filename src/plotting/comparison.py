@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from src.plotting.style import (BLUE, GREEN, ORANGE, PURPLE, SKY, VERMILLION, PlotInputError,
                                 _axis_label, _grid_shape, _hide_unused, _matrix, _names,
-                                _new_figure, _save, _shared_legend, _style)
+                                _new_figure, _save, _shared_legend, _style, draw_pick)
 
 # Runs: strong colours, one per MAP variant; baselines: other colours and distinct markers.
 RUN_COLOURS = (VERMILLION, BLUE, SKY, "#CC6677")
@@ -74,6 +74,21 @@ def _group_baselines(baselines, T: int) -> list[tuple[str, np.ndarray]]:
     return [(label, np.vstack(parts)) for label, parts in groups.items()]
 
 
+def combine_coincident(groups: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
+    """Baselines at the same points (e.g. TA with equal preferences is TA) as one entry
+    whose label names each ("Task Arithmetic = TA with preference"): drawn apart, the
+    later marker would hide the earlier."""
+    out: list[tuple[list[str], np.ndarray]] = []
+    for label, pts in groups:
+        for labels, seen in out:
+            if seen.shape == pts.shape and np.allclose(seen, pts, rtol=0, atol=1e-12):
+                labels.append(label)
+                break
+        else:
+            out.append(([label], pts))
+    return [(" = ".join(labels), pts) for labels, pts in out]
+
+
 def _check_runs(runs, T: int) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     out = []
     for item in runs:
@@ -100,6 +115,7 @@ def comparison_figure(
     chosen: np.ndarray | None = None,
     title: str | None = None,
     maximize: bool | None = None,
+    chosen_predicted: np.ndarray | None = None,
 ) -> Figure:
     """Grid search, MAP runs and single-model baselines in metric space.
 
@@ -107,8 +123,11 @@ def comparison_figure(
     front. ``runs``: (label, predicted_front [n, T], real_points [m, T] or None) per MAP
     run (e.g. "MAP (TA)", "MAP (DARE)"). ``baselines``: (label, metrics [T] or [m, T]);
     entries sharing a label share one marker and legend entry (e.g. several SLERP t).
-    ``chosen`` [T]: the model picked by the preference. ``maximize`` (default: True unless
-    the metric name contains "loss") sets which side of the staircase the grid front is.
+    ``chosen`` [T]: the model picked by the preference, measured (filled star);
+    ``chosen_predicted`` [T]: where the surrogates put it (hollow, joined). Baselines
+    at the same point share one marker, their labels joined by " = ". ``maximize``
+    (default: True unless the metric name contains "loss") sets which side of the
+    staircase the grid front is.
     """
     names = _names(names)
     T = len(names)
@@ -119,9 +138,12 @@ def comparison_figure(
     if grid_front is not None:
         grid_front = _matrix(grid_front, "grid_front", T)
     runs = _check_runs(runs, T)
-    groups = _group_baselines(baselines, T)
+    groups = combine_coincident(_group_baselines(baselines, T))
     if chosen is not None:
         chosen = _matrix(np.reshape(np.asarray(chosen, dtype=float), (1, -1)), "chosen", T)
+    if chosen_predicted is not None:
+        chosen_predicted = _matrix(np.reshape(np.asarray(chosen_predicted, dtype=float),
+                                              (1, -1)), "chosen_predicted", T)[0]
     if grid_points is None and grid_front is None and not runs and not groups \
             and chosen is None:
         raise PlotInputError("nothing to draw: give grid points, a front, runs or baselines")
@@ -132,8 +154,11 @@ def comparison_figure(
 
     pairs = list(combinations(range(T), 2))
     n_entries = (grid_points is not None) + (grid_front is not None) + len(groups) \
-        + sum(1 + (real is not None) for _, _, real in runs) + (chosen is not None)
-    legend_rows = -(-n_entries // (2 if T == 2 else 3))
+        + sum(1 + (real is not None) for _, _, real in runs) + (chosen is not None) \
+        + (chosen_predicted is not None)
+    # one legend column when a label (e.g. coincident baselines joined) would not fit half
+    per_row = 1 if any(len(label) > 30 for label, _ in groups) else (2 if T == 2 else 3)
+    legend_rows = -(-n_entries // per_row)
     with _style():
         if T == 2:
             fig, axes = _new_figure(1, 1, (3.5, 2.9 + 0.16 * legend_rows))
@@ -141,16 +166,18 @@ def comparison_figure(
             nrows, ncols = _grid_shape(len(pairs))
             fig, axes = _new_figure(nrows, ncols, (3.0, 2.8 + 0.16 * legend_rows / nrows))
         for ax, (i, j) in zip(axes, pairs):
-            _panel(ax, i, j, grid_points, grid_front, runs, groups, chosen,
+            _panel(ax, i, j, grid_points, grid_front, runs, groups, None,
                    line=T == 2, maximize=maximize)
+            # black: the first run's stars are vermillion already
+            draw_pick(ax, i, j, chosen_predicted, None if chosen is None else chosen[0],
+                      size=120, color="black")
             ax.set_xlabel(_axis_label(names[i], metric))
             ax.set_ylabel(_axis_label(names[j], metric))
         _hide_unused(axes, len(pairs))
         handles, labels = axes[0].get_legend_handles_labels()
         # A smaller legend font: two columns of labels must fit a 3.5 in wide figure.
         with rc_context({"legend.fontsize": 7, "legend.handlelength": 1.4}):
-            _shared_legend(fig, handles, labels,
-                           ncols=2 if T == 2 else min(3, len(labels)), below=True)
+            _shared_legend(fig, handles, labels, ncols=min(per_row, len(labels)), below=True)
         if title:
             fig.suptitle(title)
     return fig
@@ -208,9 +235,10 @@ def plot_comparison(
     title: str | None = None,
     maximize: bool | None = None,
     pdf: bool = False,
+    chosen_predicted: np.ndarray | None = None,
 ) -> list[Path]:
     """Write the comparison figure (see `comparison_figure`); returns [png] or [png, pdf]."""
     fig = comparison_figure(names, metric, grid_points=grid_points, grid_front=grid_front,
                             runs=runs, baselines=baselines, chosen=chosen, title=title,
-                            maximize=maximize)
+                            maximize=maximize, chosen_predicted=chosen_predicted)
     return _save(fig, path, pdf)

@@ -21,7 +21,7 @@ from matplotlib.patches import Patch
 
 from src.plotting.style import (BLUE, GREY, ORANGE, PlotInputError, VERMILLION,
                                _axis_label, _grid_shape, _hide_unused, _matrix, _names,
-                               _new_figure, _save, _shared_legend, _style)
+                               _new_figure, _save, _shared_legend, _style, draw_pick)
 
 def front_figure(
     evaluated: np.ndarray,
@@ -32,8 +32,10 @@ def front_figure(
     front_real: np.ndarray | None = None,
     chosen: np.ndarray | None = None,
     title: str | None = None,
+    chosen_real: np.ndarray | None = None,
 ) -> Figure:
-    """Evaluated merges, the predicted (and optionally re-evaluated) front and the chosen point.
+    """Evaluated merges, the predicted (and optionally re-evaluated) front and the chosen point
+    (``chosen``: where the surrogates put it, hollow; ``chosen_real``: measured, filled).
 
     K=2: one panel, the predicted front as a line sorted along the x axis.
     K>2: one panel per task pair (2-D projections); the projected front is drawn as
@@ -49,6 +51,9 @@ def front_figure(
         front_real = _matrix(front_real, "front_real", K)
     if chosen is not None:
         chosen = _matrix(np.reshape(np.asarray(chosen, dtype=float), (1, -1)), "chosen", K)
+    if chosen_real is not None:
+        chosen_real = _matrix(np.reshape(np.asarray(chosen_real, dtype=float), (1, -1)),
+                              "chosen_real", K)[0]
 
     pairs = list(combinations(range(K), 2))
     with _style():
@@ -57,7 +62,8 @@ def front_figure(
         else:
             fig, axes = _new_figure(*_grid_shape(len(pairs)), (3.0, 2.8))
         for ax, (i, j) in zip(axes, pairs):
-            _front_panel(ax, i, j, evaluated, front_pred, front_real, chosen, line=K == 2)
+            _front_panel(ax, i, j, evaluated, front_pred, front_real, None, line=K == 2)
+            draw_pick(ax, i, j, None if chosen is None else chosen[0], chosen_real)
             ax.set_xlabel(_axis_label(names[i], metric))
             ax.set_ylabel(_axis_label(names[j], metric))
         _hide_unused(axes, len(pairs))
@@ -102,10 +108,12 @@ def plot_front(
     chosen: np.ndarray | None = None,
     title: str | None = None,
     pdf: bool = False,
+    chosen_real: np.ndarray | None = None,
 ) -> list[Path]:
     """Write the Pareto-front figure (see `front_figure`); returns [png] or [png, pdf]."""
     fig = front_figure(evaluated, front_pred, names, metric,
-                       front_real=front_real, chosen=chosen, title=title)
+                       front_real=front_real, chosen=chosen, title=title,
+                       chosen_real=chosen_real)
     return _save(fig, path, pdf)
 
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 
-from src.plotting.style import (BLUE, GREY, ORANGE, PlotInputError, _grid_shape,
+from src.plotting.style import (BLUE, GREY, ORANGE, VERMILLION, PlotInputError, _grid_shape,
                                _hide_unused, _matrix, _names, _new_figure, _save,
                                _shared_legend, _style)
 
@@ -52,7 +52,9 @@ def bayesian_rounds_figure(
 
     pairs = list(combinations(range(T), 2))
     lo = min(0.0, float(C.min()))
-    hi = max(1.0, float(C.max())) * 1.03
+    hi = max(1.0, float(C.max()))
+    pad = 0.05 * (hi - lo)  # points on the box's edges are drawn whole, not halved
+    lo, hi = lo - pad, hi + pad
     with _style():
         # Near-square panels (equal limits on both axes) once the legend has its rows;
         # a forced aspect would fight constrained layout and clip the x label.
@@ -72,7 +74,8 @@ def bayesian_rounds_figure(
                 m = rounds == r
                 if m.any():
                     label = "initial design (round 0)" if r == 0 else f"round {r}"
-                    ax.scatter(C[m, i], C[m, j], label=label, zorder=3, **styles[r])
+                    ax.scatter(C[m, i], C[m, j], label=label, zorder=3, clip_on=False,
+                               **styles[r])
             ax.set(xlim=(lo, hi), ylim=(lo, hi),
                    xlabel=f"$c_{{{i + 1}}}$ ({names[i]})", ylabel=f"$c_{{{j + 1}}}$ ({names[j]})")
         _hide_unused(axes, len(pairs))
@@ -243,8 +246,13 @@ def nested_summary_figure(
     reference_label: str = "task arithmetic",
     metric: str = "accuracy",
     show_mean: bool = True,
+    pretrained: Mapping[str, float] | None = None,
+    chance: Mapping[str, float] | None = None,
 ) -> Figure:
-    """Grouped bars per task (in final_accuracy's order), plus their mean as a last group."""
+    """Grouped bars per task (in final_accuracy's order), plus their mean as a last group.
+    ``pretrained`` (the model at c = 0) and ``chance`` (1 / classes) are drawn across each
+    task's bars; a task whose final value is below its pretrained one is marked (its label
+    in red and "below pretrained" over its bars): the merge lost what pretraining gave."""
     tasks = [str(t) for t in final_accuracy]
     if not tasks:
         raise PlotInputError("final_accuracy is empty")
@@ -276,17 +284,50 @@ def nested_summary_figure(
                    edgecolor="white", linewidth=0.5, zorder=2)
         if show_mean:
             ax.axvline(len(tasks) - 0.5, color="black", lw=0.6, ls=":")
+        tops = np.max([v[:len(tasks)] for v in values], axis=0)
+        below = _reference_lines(ax, tasks, final_accuracy, pretrained, chance, tops)
         ax.set_xticks(x, groups, rotation=30 if len(groups) > 5 else 0,
                       ha="right" if len(groups) > 5 else "center", rotation_mode="anchor")
+        for tick in ax.get_xticklabels():
+            if tick.get_text() in below:
+                tick.set_color(VERMILLION)
         ax.set_ylabel(metric)
         top = max(float(np.max(v)) for v in values)
         ax.set_ylim(0, 1.0 if 0 < top <= 1.0 else top * 1.08)
+        if below:  # room for the marks over the highest bars
+            ax.set_ylim(0, max(ax.get_ylim()[1], float(tops.max()) + 0.13))
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.grid(axis="x", visible=False)
         handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))  # one entry per reference line, not per task
         # Three long labels need about 6 inches side by side; stack them on narrow figures.
-        _shared_legend(fig, handles, labels, ncols=n if fig_width >= 6.5 else 2)
+        _shared_legend(fig, list(unique.values()), list(unique), ncols=n if fig_width >= 6.5
+                       else 2)
     return fig
+
+
+PRETRAINED_LABEL, CHANCE_LABEL = "pretrained (c = 0)", "chance (1 / classes)"
+
+
+def _reference_lines(ax, tasks: Sequence[str], final: Mapping[str, float],
+                     pretrained: Mapping[str, float] | None,
+                     chance: Mapping[str, float] | None, tops: np.ndarray) -> list[str]:
+    """Pretrained and chance levels across each task's group of bars; returns the tasks
+    whose final value is below the pretrained one (marked over their bars)."""
+    below = []
+    for k, t in enumerate(tasks):
+        if chance is not None and chance.get(t) is not None:
+            ax.plot([k - 0.45, k + 0.45], [chance[t]] * 2, ":", color="black", lw=1.0,
+                    label=CHANCE_LABEL, zorder=3)
+        if pretrained is not None and pretrained.get(t) is not None:
+            ax.plot([k - 0.45, k + 0.45], [pretrained[t]] * 2, "--", color=VERMILLION, lw=1.1,
+                    label=PRETRAINED_LABEL, zorder=3)
+            if float(final[t]) < float(pretrained[t]):
+                below.append(t)
+                ax.text(k, max(float(tops[k]), float(pretrained[t])) + 0.01,
+                        "▼ below\npretrained", ha="center", va="bottom", fontsize=7,
+                        color=VERMILLION, zorder=4)
+    return below
 
 
 def plot_nested_summary(
@@ -298,8 +339,11 @@ def plot_nested_summary(
     reference_label: str = "task arithmetic",
     metric: str = "accuracy",
     pdf: bool = False,
+    pretrained: Mapping[str, float] | None = None,
+    chance: Mapping[str, float] | None = None,
 ) -> list[Path]:
     """Write the per-task summary bar chart (see `nested_summary_figure`)."""
     fig = nested_summary_figure(final_accuracy, single_accuracy, reference=reference,
-                                reference_label=reference_label, metric=metric)
+                                reference_label=reference_label, metric=metric,
+                                pretrained=pretrained, chance=chance)
     return _save(fig, path, pdf)

@@ -132,3 +132,25 @@ def _hide_unused(axes: np.ndarray, used: int) -> None:
 
 
 # ------------------------------------------------------------------- Pareto front
+
+
+PICK_PREDICTED = "chosen (preference), predicted"
+PICK_REAL = "chosen (preference), real"
+
+
+def draw_pick(ax, i: int, j: int, predicted: np.ndarray | None, real: np.ndarray | None,
+              *, size: float = 150, zorder: float = 6, color: str = VERMILLION) -> None:
+    """The preference pick in panel (i, j): a hollow star where the surrogates put it, a
+    filled star where it was measured, joined by a dashed line (the prediction's error)."""
+    points = [p for p in (predicted, real) if p is not None]
+    if len(points) == 2:
+        ax.plot([predicted[i], real[i]], [predicted[j], real[j]], "--", color=color,
+                lw=0.9, zorder=zorder - 0.5)
+    if predicted is not None:
+        ax.scatter([predicted[i]], [predicted[j]], s=size, marker="*", facecolors="none",
+                   edgecolors=color, linewidths=1.1, label=PICK_PREDICTED, zorder=zorder,
+                   clip_on=False)  # a big marker at the data edge must stay whole
+    if real is not None:
+        ax.scatter([real[i]], [real[j]], s=size, marker="*", color=color,
+                   edgecolors="black", linewidths=0.6, label=PICK_REAL, zorder=zorder + 0.1,
+                   clip_on=False)

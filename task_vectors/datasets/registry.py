@@ -12,7 +12,6 @@ from typing import Callable, Literal, Protocol, Sequence
 import torch
 from torch.utils.data import Dataset, Subset
 
-from map_common.errors import MAPError
 from task_vectors.datasets.demo import DEMO_DATASETS
 from task_vectors.datasets.standard import STANDARD_DATASETS
 
@@ -55,9 +54,9 @@ def base_name(name: str) -> str:
 
 def check_dataset_name(name: str) -> None:
     if base_name(name) not in _REGISTRY:
-        raise MAPError(
-            f"unknown dataset '{name}'; known datasets: {', '.join(dataset_names())}"
-        )
+        from task_vectors.names import unknown_name
+
+        raise unknown_name("dataset", name, dataset_names(), list_all=True)
 
 
 def train_val_indices(n_total: int) -> tuple[list[int], list[int]]:

@@ -1,0 +1,6 @@
+"""Choices the parser offers without importing pymoo (seconds on a busy machine), so a
+mistake on the command line is refused at once; the modules that implement them import
+these names."""
+from __future__ import annotations
+
+PICKS = ("tchebycheff", "weighted-sum")  # src.pareto.pick_by_preference
