@@ -18,6 +18,7 @@ from src.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerpr
                              record_fingerprint)
 from src.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
 from src.indicators import pareto_filter
+from src.modes.reference_models import check_run_pick, pretrained_metrics
 from src.outputs import print_summary, write_run_json
 from src.plotting.comparison import plot_comparison
 from src.results import RunDirectory, ScalingResults, write_json
@@ -125,7 +126,7 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[Fron
     task = FrontTask(C=C, Y=Y, labels=config.datasets, metric=config.metric,
                      weights=config.preference, folder=run.path, names=run.names,
                      sample_box=(config.low, config.high), reevaluate=config.reevaluate,
-                     evaluate_real=evaluate_real)
+                     evaluate_real=evaluate_real, pretrained=pretrained_metrics(ctx, C, Y))
     result = solve_front(task, SearchSettings.of(config))
     run.outputs.update(result.files)
     ctx.timings["search_seconds"] = ctx.timings.get("search_seconds", 0.0) + \
@@ -134,6 +135,7 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[Fron
     if ctx.truth is not None:
         summary["indicators"] = score_run(ctx, task, result)
     add_baselines_and_comparisons(ctx, task, result, summary)
+    summary["pick_check"] = check_run_pick(ctx, task, result)
     return result, summary
 
 
