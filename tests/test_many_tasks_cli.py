@@ -1,5 +1,5 @@
-"""--method map on 4 demo tasks, end to end: the many-task front figures and run.json's
-pick_check block, checked against the run's own files and an independent engine."""
+"""--method map on 4 demo tasks with --baselines, end to end: the many-task front figures and
+run.json's pick_check block, checked against the run's own files and an independent engine."""
 from __future__ import annotations
 
 import json
@@ -34,7 +34,8 @@ def four(demo_zoo) -> list[str]:
 def argv(tmp_path_factory, zoo_root, four) -> list[str]:
     results = tmp_path_factory.mktemp("many_tasks")
     return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--point", "20",
-            "--n-gen", "30", "--reevaluate", "3", "--pdf", "--zeroshot-merge-models", *four,
+            "--n-gen", "30", "--reevaluate", "3", "--pdf", "--baselines",
+            "--zeroshot-merge-models", *four,
             "--results-path", str(results), "--exp-id", "four"]
 
 
@@ -96,7 +97,12 @@ def test_pick_check_block_matches_the_run_files_and_an_independent_engine(run, f
     below = {d: pre[k] - pick[k] for k, d in enumerate(four) if pick[k] < pre[k] - 1e-9}
     C, Y = _rows(run_dir / f"{names}scaling_results.json", four)
     C_f, Y_f = _rows(run_dir / f"{names}pareto_front_real.json", four)
-    C_all, Y_all = np.vstack([C, C_f]), np.vstack([Y, Y_f])
+    ta_baselines = [e for e in _read(run_dir / "baselines.json").values()
+                    if e["describe"]["method"] == "task_arithmetic"]
+    assert ta_baselines  # --baselines: the TA lambda sweep is among the candidates
+    C_b = np.array([e["describe"]["coefficients"] for e in ta_baselines])
+    Y_b = np.array([[e["evals"][d]["accuracy"] for d in four] for e in ta_baselines])
+    C_all, Y_all = np.vstack([C, C_f, C_b]), np.vstack([Y, Y_f, Y_b])
     keeps = np.all(Y_all >= pre - 1e-9, axis=1) & (np.abs(C_all).max(axis=1) > 0)
     if not below:
         assert check["below_pretrained"] is None
@@ -112,7 +118,7 @@ def test_pick_check_block_matches_the_run_files_and_an_independent_engine(run, f
     # TA: the best evaluated near-equal merge by mean accuracy
     spread, mean_c = np.ptp(C_all, axis=1), C_all.mean(axis=1)
     equal = (spread <= EQUAL_SPREAD) & (spread <= EQUAL_RELATIVE * mean_c) & (mean_c > 0)
-    assert equal.any()  # the design's near-diagonal points
+    assert equal.any()  # the design's near-diagonal points and the TA sweep
     ta = check["task_arithmetic"]
     assert ta["mean"] == pytest.approx(Y_all[equal].mean(axis=1).max())
     gaps = {"mean": ta["mean"] - pick.mean(), "worst task": ta["worst"] - pick.min()}
