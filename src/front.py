@@ -55,6 +55,7 @@ class FrontTask:
     title: str | None = None
     surrogate_figures: bool = True  # nested pairs draw only the front
     axis_labels: Sequence[str] | None = None  # figure labels, if not the objective names
+    pretrained: np.ndarray | None = None  # real metric of the pretrained model (c = 0), [K]
 
 
 @dataclass

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from src import plotting
+from src.pick_check import EQUAL_SPREAD, best_equal_merge, finetuned_rows
+from src.plotting.many_tasks import MIN_TASKS, plot_many_task_front
 from src.results import front_json, jsonable, read_json, versions, write_json
 
 if TYPE_CHECKING:
@@ -64,11 +66,15 @@ def draw_front(task: "FrontTask", result: "FrontResult", pdf: bool
     name -> description, figures)."""
     labels = [str(x) for x in (task.axis_labels or task.labels)]
     chosen = result.F_front[result.chosen]
-    files = {"pareto_front.png": "front (predicted) over the evaluated merges"}
-    figures = plotting.plot_front(task.Y, result.F_front, labels, task.metric.name,
-                                  task.folder / "pareto_front.png", front_real=result.F_real,
-                                  chosen=chosen, title=task.title, pdf=pdf,
-                                  chosen_real=result.chosen_real)
+    if len(labels) >= MIN_TASKS:
+        files, figures = draw_many_task_front(task, result, labels, pdf)
+    else:
+        files = {"pareto_front.png": "front (predicted) over the evaluated merges"}
+        figures = plotting.plot_front(task.Y, result.F_front, labels, task.metric.name,
+                                      task.folder / "pareto_front.png",
+                                      front_real=result.F_real, chosen=chosen,
+                                      title=task.title, pdf=pdf,
+                                      chosen_real=result.chosen_real)
     if not task.surrogate_figures:
         return files, figures
     predictors = [s.predict for s in result.surrogates]
@@ -85,6 +91,31 @@ def draw_front(task: "FrontTask", result: "FrontResult", pdf: bool
                                                task.folder / "surrogate_contours.png",
                                                low=low, high=high, pdf=pdf)
     return files, figures
+
+
+def draw_many_task_front(task: "FrontTask", result: "FrontResult", labels: list[str],
+                         pdf: bool) -> tuple[dict[str, str], list[Path]]:
+    """Four or more tasks: the lower-triangle scatter matrix (``pareto_front.png``) and the
+    parallel coordinates (``pareto_front_parallel.png``), with the pick, the pretrained model,
+    the fine-tuned models and the best evaluated equal-coefficient merge (task arithmetic)."""
+    C, Y = task.C, task.Y
+    if result.F_real is not None:
+        C, Y = np.vstack([C, result.C_front[result.reevaluated]]), np.vstack([Y, result.F_real])
+    low, high = task.sample_box
+    ta = best_equal_merge(C, Y, task.weights, task.metric.sense, EQUAL_SPREAD * (high - low))
+    files = {}
+    files["pareto_front.png"] = ("every task pair: the front (predicted and real), the "
+                                        "evaluated merges, the pick and the reference models")
+    files["pareto_front_parallel.png"] = (
+        "parallel coordinates of the front, each task between the pretrained (0) and its "
+        "fine-tuned model (1) where evaluated; the pick and the reference models")
+    return files, plot_many_task_front(
+        task.Y, result.F_front, labels, task.metric.name, task.folder / "pareto_front.png",
+        task.folder / "pareto_front_parallel.png", sense=task.metric.sense,
+        front_real=result.F_real, pick_pred=result.F_front[result.chosen],
+        pick_real=result.chosen_real, pretrained=task.pretrained,
+        finetuned=finetuned_rows(task.C, task.Y), task_arithmetic=None if ta is None else Y[ta],
+        title=task.title, pdf=pdf)
 
 
 def write_run_json(config: "RunConfig", run: "RunDirectory", summary: dict[str, Any],
@@ -184,6 +215,8 @@ def print_summary(config: "RunConfig", run: "RunDirectory", summary: dict[str, A
     for d in config.datasets:
         real = "" if chosen["real"] is None else f", real {chosen['real'][d]:.4f}"
         print(f"  {d} {config.metric.name}: predicted {chosen['predicted'][d]:.4f}{real}")
+    for line in (summary.get("pick_check") or {}).get("messages", []):
+        print(line)
     print_standing(config, summary)
 
 

@@ -43,6 +43,13 @@ def _schedule_flags(schedule) -> list[str]:
             "--bayes-iter", str(iterations)]
 
 
+def _n_reference(run_dir: Path) -> int:
+    """Reference models evaluated for the pick check (the pretrained model when the design
+    lacks c = 0)."""
+    path = run_dir / "reference_models.json"
+    return len(_read(path)) if path.exists() else 0
+
+
 def _read(path: Path):
     return json.loads(Path(path).read_text())
 
@@ -161,7 +168,7 @@ def test_evaluations_are_initial_plus_iter_times_update(runs, T):
     assert len(_read(run_dir / f"{names}scaling_results.json")) == n
     n_real = len(_read(run_dir / f"{names}pareto_front_real.json"))
     assert 1 <= n_real <= int(REEVALUATE)
-    assert calls == n + n_real
+    assert calls == n + n_real + _n_reference(run_dir)
     assert _read(run_dir / "run.json")["summary"]["n_evaluations"] == n
 
 
@@ -187,7 +194,7 @@ def test_killed_run_resumes_without_repeating_a_stored_evaluation(runs, results,
     assert _main(*argv) == 0
     n = initial + iterations * update
     n_real = len(_read(run_dir / f"{names}pareto_front_real.json"))
-    assert counter.calls == (n - k) + n_real
+    assert counter.calls == (n - k) + n_real + _n_reference(run_dir)
 
     # The resumed run drew the same points as the uninterrupted one and found its front.
     C, _ = _stored(run_dir / f"{names}scaling_results.json", PAIR)

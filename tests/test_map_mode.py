@@ -299,7 +299,9 @@ def test_killed_run_resumes_without_repeating_a_stored_evaluation(results, zoo_r
     assert _main(*argv) == 0
     n_reevaluated = len(_read(run_dir / f"{names}pareto_front_real.json"))
     assert n_reevaluated == len(_read(run_dir / "run.json")["summary"]["reevaluated"]["real"])
-    assert counter.calls == (12 - k) + n_reevaluated
+    # + the pretrained model (c = 0), evaluated once for the pick check
+    assert len(_read(run_dir / "reference_models.json")) == 1
+    assert counter.calls == (12 - k) + n_reevaluated + 1
 
     # The same points, numbers and front as the run that was never interrupted.
     full_C, full_Y = _stored(map_run / f"{names}scaling_results.json", PAIR, PAIR, "loss")

@@ -190,7 +190,8 @@ def test_map_with_two_workers_writes_the_same_files(local_map, runs, zoo_root, r
         assert (runs / "ray2" / name).read_bytes() == (local_map / name).read_bytes(), name
     evaluation = _read(runs / "ray2" / "run.json")["evaluation"]
     assert evaluation["backend"] == "ray" and evaluation["workers"] == 2
-    assert evaluation["jobs"] == 10 + 2  # design + re-evaluated front points
+    # design + re-evaluated front points + the pretrained model (pick check)
+    assert evaluation["jobs"] == 10 + 2 + 1
     assert len(list((runs / "ray2" / ".eval_cache").glob("eval_*.pt"))) == 2
 
 
@@ -334,7 +335,8 @@ def test_sweep_over_three_models_runs_three_pairs(runs, zoo_root, ray_tmp, one_t
         run = _read(sweep / pair / "run.json")
         assert run["models"] == pair.split("_") and run["summary"]["n_evaluations"] == 8
         assert len(_read(sweep / pair / f"{pair}scaling_results.json")) == 8
-    assert _read(sweep / "run.json")["evaluation"]["jobs"] == 3 * 8 + 3 * 2
+    # per pair: design, re-evaluated front points, the pretrained model (pick check)
+    assert _read(sweep / "run.json")["evaluation"]["jobs"] == 3 * 8 + 3 * 2 + 3
     # A subset's run is the plain map run of that pair (zero-padded merges, same values).
     assert run_MAP.main([*flags, "--zeroshot-merge-models", "DigitsVal", "FlipVal",
                          "--exp-id", "one_pair"]) == 0

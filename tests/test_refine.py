@@ -122,7 +122,8 @@ def test_cli_refine_rounds_store_their_points_and_record_the_rounds(zoo_root, tm
         for c in r["coefficients"]:
             assert tuple(np.round(c, 6)) in stored_C
     assert json.loads((run_dir / "refine_rounds.json").read_text()) == rounds["rounds"]
-    assert counter.calls == 12 + n_refined + len(summary["reevaluated"]["real"])
+    # + the pretrained model, evaluated once for the pick check
+    assert counter.calls == 12 + n_refined + len(summary["reevaluated"]["real"]) + 1
 
     # a resume asks for the same points: every one is stored, nothing is evaluated
     counter = CountingEvaluate(original)

@@ -18,6 +18,7 @@ from src.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerpr
                              record_fingerprint)
 from src.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
 from src.indicators import pareto_filter
+from src.modes.reference_models import check_run_pick, pretrained_metrics
 from src.outputs import print_summary, write_run_json, write_solved_front
 from src.plotting.comparison import plot_comparison
 from src.results import RunDirectory, ScalingResults, point_key, write_json
@@ -142,7 +143,7 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[Fron
     task = FrontTask(C=C, Y=Y, labels=config.datasets, metric=config.metric,
                      weights=config.preference, folder=run.path, names=run.names,
                      sample_box=(config.low, config.high), reevaluate=config.reevaluate,
-                     evaluate_real=evaluate_real)
+                     evaluate_real=evaluate_real, pretrained=pretrained_metrics(ctx, C, Y))
     result = solve_front(task, SearchSettings.of(config))
     files, result.figures = write_solved_front(task, result, config.pdf)
     if result.F_real is not None:  # this run's re-evaluated points only, as the file says
@@ -154,6 +155,7 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[Fron
     if ctx.truth is not None:
         summary["indicators"] = score_run(ctx, task, result)
     add_baselines_and_comparisons(ctx, task, result, summary)
+    summary["pick_check"] = check_run_pick(ctx, task, result)
     return result, summary
 
 

@@ -100,7 +100,7 @@ def _announce_resume(ctx: RunContext) -> None:
                  for p in ctx.run.path.glob("**/*scaling_results.json"))
     if stored:
         T = ctx.config.T
-        needed = T + (T - 1) * ctx.config.points + 1
+        needed = T + (T - 1) * ctx.config.pair_points + 1
         print(f"resumed: {stored} points stored, {max(0, needed - stored)} to evaluate",
               flush=True)
 
@@ -109,8 +109,8 @@ def _references(ctx: RunContext, final: dict[str, float]) -> dict[str, Any]:
     """The pretrained model's accuracy (c = 0, one more evaluation, stored) and chance
     (1 / classes) per dataset, and the datasets the final model ends below pretrained on."""
     config = ctx.config
-    store = ScalingResults(ctx.run.file("pretrained_scaling_results.json", "the pretrained "
-                                        "model (c = 0) on every dataset"), config.models)
+    store = ctx.run.store(ctx.run.file("pretrained_scaling_results.json", "the pretrained "
+                                       "model (c = 0) on every dataset"), config.models)
     evals = evaluate_groups(ctx.evaluator, [(store, np.zeros((1, config.T)),
                                              list(config.datasets), None)],
                             desc="pretrained model")[0][0]

@@ -12,6 +12,8 @@ from src.plotting.comparison import comparison_figure, plot_comparison
 from src.plotting.fronts import (front_figure, plot_front, plot_surrogate_fit,
                                  plot_true_vs_predicted, surrogate_fit_figure,
                                  true_vs_predicted_figure)
+from src.plotting.many_tasks import (parallel_front_figure, plot_many_task_front,
+                                     scatter_matrix_figure)
 from src.plotting.rounds import (bayesian_rounds_figure, merge_tree_figure, merge_tree_layout,
                                  nested_summary_figure, plot_bayesian_rounds, plot_merge_tree,
                                  plot_nested_summary)
@@ -21,4 +23,5 @@ __all__ = ["comparison_figure", "plot_comparison", "front_figure", "plot_front",
            "plot_surrogate_fit", "plot_true_vs_predicted", "surrogate_fit_figure",
            "true_vs_predicted_figure", "bayesian_rounds_figure", "merge_tree_figure",
            "merge_tree_layout", "nested_summary_figure", "plot_bayesian_rounds",
-           "plot_merge_tree", "plot_nested_summary", "DPI", "PlotInputError"]
+           "plot_merge_tree", "plot_nested_summary", "parallel_front_figure",
+           "plot_many_task_front", "scatter_matrix_figure", "DPI", "PlotInputError"]

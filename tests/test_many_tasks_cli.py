@@ -1,0 +1,144 @@
+"""--method map on 4 demo tasks with --baselines, end to end: the many-task front figures and
+run.json's pick_check block, checked against the run's own files and an independent engine."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import CountingEvaluate
+from src.pick_check import EQUAL_RELATIVE, EQUAL_SPREAD
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
+
+
+def _read(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def _rows(path: Path, models, metric="accuracy") -> tuple[np.ndarray, np.ndarray]:
+    data = _read(path)
+    C = np.array([[e["models"][m] for m in models] for e in data.values()], dtype=float)
+    Y = np.array([[e["evals"][d][metric] for d in models] for e in data.values()])
+    return C, Y
+
+
+@pytest.fixture(scope="module")
+def four(demo_zoo) -> list[str]:
+    return demo_zoo.tasks[:4]
+
+
+@pytest.fixture(scope="module")
+def argv(tmp_path_factory, zoo_root, four) -> list[str]:
+    results = tmp_path_factory.mktemp("many_tasks")
+    return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--point", "20",
+            "--n-gen", "30", "--reevaluate", "3", "--pdf", "--baselines",
+            "--zeroshot-merge-models", *four,
+            "--results-path", str(results), "--exp-id", "four"]
+
+
+@pytest.fixture(scope="module")
+def run(argv) -> tuple[Path, str]:
+    import contextlib
+    import io
+
+    import run_MAP
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert run_MAP.main(argv) == 0
+    return Path(argv[argv.index("--results-path") + 1]) / "four", out.getvalue()
+
+
+def test_four_tasks_draw_the_matrix_and_the_parallel_coordinates(run):
+    run_dir, _ = run
+    info = _read(run_dir / "run.json")
+    for name in ("pareto_front.png", "pareto_front_parallel.png"):
+        for path in (run_dir / name, (run_dir / name).with_suffix(".pdf")):
+            assert 10_000 < path.stat().st_size < 5_000_000
+            assert str(path) in info["summary"]["figures"]
+        assert name in info["outputs"]
+    head = (run_dir / "pareto_front.png").read_bytes()[:24]
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    assert width == height <= 8 * 300  # one square page, not a column of 6 panels
+
+
+def test_pick_check_block_matches_the_run_files_and_an_independent_engine(run, four,
+                                                                          demo_zoo):
+    from task_vectors.engine import MergeEngine
+
+    run_dir, printed = run
+    summary = _read(run_dir / "run.json")["summary"]
+    check = summary["pick_check"]
+    names = "_".join(four)
+
+    # the pretrained model, evaluated once and stored, is the engine's c = 0
+    C_ref, Y_ref = _rows(run_dir / "reference_models.json", four)
+    np.testing.assert_array_equal(C_ref, np.zeros((1, 4)))
+    zoo = demo_zoo.path
+    engine = MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
+        finetuned={m: str(zoo / m / "finetuned.pt") for m in four},
+        heads={d: str(zoo / f"head_{d}.pt") for d in four}, datasets=four,
+        data_location=str(zoo), batch_size=128)
+    direct = engine.evaluate_at(np.zeros(4), four)
+    pre = np.array([check["pretrained"]["real"][d] for d in four])
+    np.testing.assert_allclose(pre, [direct[d]["accuracy"] for d in four], rtol=1e-6)
+    np.testing.assert_allclose(pre, Y_ref[0])
+
+    # the pick is the summary's re-evaluated pick
+    assert check["pick"]["real"] == summary["chosen"]["real"]
+    assert check["pick"]["coefficients"] == summary["chosen"]["coefficients"]
+    pick = np.array([check["pick"]["real"][d] for d in four])
+
+    # below the pretrained model: exactly the tasks where the pick's accuracy is lower
+    below = {d: pre[k] - pick[k] for k, d in enumerate(four) if pick[k] < pre[k] - 1e-9}
+    C, Y = _rows(run_dir / f"{names}scaling_results.json", four)
+    C_f, Y_f = _rows(run_dir / f"{names}pareto_front_real.json", four)
+    ta_baselines = [e for e in _read(run_dir / "baselines.json").values()
+                    if e["describe"]["method"] == "task_arithmetic"]
+    assert ta_baselines  # --baselines: the TA lambda sweep is among the candidates
+    C_b = np.array([e["describe"]["coefficients"] for e in ta_baselines])
+    Y_b = np.array([[e["evals"][d]["accuracy"] for d in four] for e in ta_baselines])
+    C_all, Y_all = np.vstack([C, C_f, C_b]), np.vstack([Y, Y_f, Y_b])
+    keeps = np.all(Y_all >= pre - 1e-9, axis=1) & (np.abs(C_all).max(axis=1) > 0)
+    if not below:
+        assert check["below_pretrained"] is None
+    else:
+        assert check["below_pretrained"]["tasks"] == pytest.approx(below)
+        better = check["below_pretrained"]["better"]
+        if keeps.any():
+            best = Y_all[keeps].mean(axis=1).max()
+            assert better["mean"] == pytest.approx(best)
+        else:
+            assert better is None
+
+    # TA: the best evaluated near-equal merge by mean accuracy
+    spread, mean_c = np.ptp(C_all, axis=1), C_all.mean(axis=1)
+    equal = (spread <= EQUAL_SPREAD) & (spread <= EQUAL_RELATIVE * mean_c) & (mean_c > 0)
+    assert equal.any()  # the design's near-diagonal points and the TA sweep
+    ta = check["task_arithmetic"]
+    assert ta["mean"] == pytest.approx(Y_all[equal].mean(axis=1).max())
+    gaps = {"mean": ta["mean"] - pick.mean(), "worst task": ta["worst"] - pick.min()}
+    expected = {k: v for k, v in gaps.items() if v > 1e-9}
+    assert (check["below_task_arithmetic"] or {}) == pytest.approx(expected)
+
+    # one printed line per finding, and a finding for each block that fired
+    assert len(check["messages"]) == (check["below_pretrained"] is not None) + bool(expected)
+    for line in check["messages"]:
+        assert line in printed.splitlines()
+
+
+def test_a_resumed_run_reads_the_pretrained_model_back(run, argv, monkeypatch):
+    import run_MAP
+    from task_vectors.engine import MergeEngine
+
+    run_dir, _ = run
+    before = _read(run_dir / "run.json")["summary"]["pick_check"]
+    counter = CountingEvaluate(MergeEngine.evaluate)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    assert run_MAP.main(argv) == 0
+    assert counter.calls == 0
+    assert _read(run_dir / "run.json")["summary"]["pick_check"] == before
