@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import CountingEvaluate
@@ -117,6 +118,27 @@ def test_fingerprint_names_each_change_and_ignores_the_batch_size(tmp_path):
     (changed,) = fingerprint_changes(base, _fp(tmp_path))
     assert changed.startswith(f"the pretrained checkpoint {tmp_path / 'zeroshot.pt'} as 5 bytes")
     assert "this run finds 6 bytes" in changed
+
+
+@pytest.mark.parametrize("size", [5, 3 << 20])  # read whole; sampled in 16 blocks
+def test_a_checkpoint_replaced_by_one_of_the_same_size_and_mtime_is_a_change(tmp_path, size):
+    # another fine-tuning run copied over the old one with its mtime kept (cp -p, rsync -a)
+    path = tmp_path / "zeroshot.pt"
+    rng = np.random.default_rng(0)
+    path.write_bytes(rng.bytes(size))
+    base = _fp(tmp_path)
+    st = path.stat()
+    path.write_bytes(rng.bytes(size))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    (changed,) = fingerprint_changes(base, _fp(tmp_path))
+    assert changed.startswith(f"the pretrained checkpoint {path} as {size} bytes")
+    # a fingerprint written before the content digest existed still resumes
+    old = json.loads(json.dumps(base))
+    del old["files"]["pretrained checkpoint"]["stamp"]["sample_sha256"]
+    path.write_bytes(rng.bytes(size))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert fingerprint_changes(old, _fp(tmp_path)) == []
 
 
 def test_a_head_the_first_run_built_is_no_change_but_a_replaced_one_is(tmp_path):
