@@ -28,6 +28,23 @@ REPO = Path(__file__).resolve().parent.parent
 NAMES = "DigitsVal_RotateVal"
 MAP_FLAGS = ["--demo", "--method", "map", "--n-gen", "20", "--reevaluate", "2",
              "--device", "cpu"]
+# run_MAP.py whose driver, once `hold` points are stored, touches `marker` and waits there.
+HELD_DRIVER = """
+import sys, time
+from pathlib import Path
+from src.results import ScalingResults
+hold, marker = int(sys.argv[1]), Path(sys.argv[2])
+original = ScalingResults.add
+def add(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    if len(self) >= hold:
+        marker.touch()
+        while True:
+            time.sleep(1)  # until SIGKILL
+ScalingResults.add = add
+import run_MAP
+sys.exit(run_MAP.main(sys.argv[3:]))
+"""
 SAME_FILES = [f"{NAMES}scaling_results.json", f"{NAMES}pareto_front.json",
               f"{NAMES}pareto_front_real.json", f"{NAMES}_surrogates.json"]
 
@@ -246,20 +263,23 @@ def test_sigkilled_driver_resumes_to_the_same_front(runs, zoo_root, ray_tmp):
     command = [sys.executable, str(REPO / "run_MAP.py"), *flags, "--exp-id", "resumed",
                "--workers", "2"]
     log = runs / "resumed" / f"{NAMES}scaling_results.jsonl"
-    driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    marker = runs / "resumed.held"
+    # the driver stops after storing its 5th point and waits there for the kill (the
+    # event the test waits on: the kill always lands mid-run, whatever the load)
+    held = [sys.executable, "-c", HELD_DRIVER, "5", str(marker), *command[2:]]
+    driver = subprocess.Popen(held, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and driver.poll() is None:
-            if log.exists() and len(log.read_text().splitlines()) >= 5:
-                break
+        hang_limit = time.monotonic() + 900  # only stops a hung driver blocking the suite
+        while not marker.exists():
+            assert driver.poll() is None, "the driver ended before its fifth point"
+            assert time.monotonic() < hang_limit, "the driver hung before its fifth point"
             time.sleep(0.2)
-        assert driver.poll() is None, "the run ended before it could be killed"
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and what it started
     finally:
         driver.wait(timeout=60)
     stored = len(log.read_text().splitlines())
-    assert 5 <= stored < 40
+    assert stored == 5
     resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
