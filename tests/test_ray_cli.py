@@ -8,6 +8,7 @@ level's pairs in one batch and builds the same tree; a sweep over 3 models runs 
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -197,7 +198,7 @@ def local_map(runs, zoo_root) -> Path:
 
 @pytest.mark.slow
 def test_map_with_two_workers_writes_the_same_files(local_map, runs, zoo_root, ray_tmp,
-                                                    one_thread):
+                                                    one_thread, monkeypatch):
     import run_MAP
 
     assert run_MAP.main([*MAP_FLAGS, "--zoo-dir", zoo_root, "--point", "10",
@@ -208,7 +209,21 @@ def test_map_with_two_workers_writes_the_same_files(local_map, runs, zoo_root, r
     evaluation = _read(runs / "ray2" / "run.json")["evaluation"]
     assert evaluation["backend"] == "ray" and evaluation["workers"] == 2
     assert evaluation["jobs"] == 10 + 2  # design + re-evaluated front points
-    assert len(list((runs / "ray2" / ".eval_cache").glob("eval_*.pt"))) == 2
+    cached = {p: p.stat().st_mtime_ns for p in (runs / "ray2" / ".eval_cache").glob("eval_*.pt")}
+    assert len(cached) == 2
+    # the same command again resumes: the decoded sets are read back, never decoded again
+    import task_vectors.eval_data as eval_data
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an evaluation set was decoded again")
+
+    monkeypatch.setattr(eval_data, "decode_dataset", no_decoding)
+    assert run_MAP.main([*MAP_FLAGS, "--zoo-dir", zoo_root, "--point", "10",
+                         "--results-path", str(runs), "--exp-id", "ray2",
+                         "--workers", "2"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in cached} == cached
+    for name in SAME_FILES:
+        assert (runs / "ray2" / name).read_bytes() == (local_map / name).read_bytes(), name
 
 
 @pytest.mark.slow
@@ -347,9 +362,30 @@ def test_sweep_over_three_models_runs_three_pairs(runs, zoo_root, ray_tmp, one_t
                          "--exp-id", "sweep", "--workers", "2"]) == 0
     sweep = runs / "sweep"
     pairs = ["DigitsVal_RotateVal", "DigitsVal_FlipVal", "RotateVal_FlipVal"]
-    lines = (sweep / "sweep.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in lines[1:]] == pairs
+    with open(sweep / "sweep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["subset"] for row in rows] == pairs
     assert (sweep / "sweep.png").stat().st_size > 0
+    # every column against the subset's own files
+    for row, pair in zip(rows, pairs):
+        models = pair.split("_")
+        folder = sweep / pair
+        summary = _read(folder / "run.json")["summary"]
+        assert row["models"] == " ".join(models)
+        assert int(row["n_evaluations"]) == len(_read(folder / f"{pair}scaling_results.json"))
+        front = _read(folder / f"{pair}pareto_front.json")
+        assert int(row["front_size"]) == len(front)
+        r2 = [s["r2"] for s in _read(folder / f"{pair}_surrogates.json").values()]
+        assert float(row["min_surrogate_r2"]) == pytest.approx(min(r2), rel=1e-9)
+        real = _read(folder / f"{pair}pareto_front_real.json").values()
+        errors = [np.abs(np.array(front[str([e["models"][m] for m in models])]) -
+                         [e["evals"][d]["accuracy"] for d in models]) for e in real]
+        assert len(errors) == 2 and float(row["front_error"]) == pytest.approx(
+            np.mean(errors), rel=1e-9)
+        chosen, weights = summary["chosen"]["real"], summary["chosen"]["preference"]
+        weighted = sum(chosen[d] * weights[d] for d in models) / sum(weights.values())
+        assert float(row["chosen_real_weighted"]) == pytest.approx(weighted, rel=1e-9)
+        assert row["chosen_real"] == " ".join(f"{d}={chosen[d]:.4f}" for d in models)
     for pair in pairs:
         run = _read(sweep / pair / "run.json")
         assert run["models"] == pair.split("_") and run["summary"]["n_evaluations"] == 8
