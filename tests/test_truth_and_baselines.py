@@ -261,12 +261,15 @@ def test_a_dare_run_is_compared_in_the_baselines_figure(map_truth_run, results, 
     # front and real points beside this run's
     import src.plotting.comparison as comparison
 
-    drawn = []
+    drawn = []  # per figure drawn: {label: data} of its first panel (saving clears it)
     real_figure = comparison.comparison_figure
 
     def keep(*args, **kwargs):
-        drawn.append(real_figure(*args, **kwargs))
-        return drawn[-1]
+        fig = real_figure(*args, **kwargs)
+        ax = fig.axes[0]
+        drawn.append({line.get_label(): np.asarray(line.get_xydata()) for line in ax.get_lines()}
+                     | {c.get_label(): np.asarray(c.get_offsets()) for c in ax.collections})
+        return fig
 
     comparison.comparison_figure = keep
     try:
@@ -276,19 +279,17 @@ def test_a_dare_run_is_compared_in_the_baselines_figure(map_truth_run, results, 
     finally:
         comparison.comparison_figure = real_figure
     assert (results / "map" / "pareto_front_withbaselines.png").read_bytes()[:4] == b"\x89PNG"
-    (fig,) = drawn
-    ax = fig.axes[0]
-    lines = {line.get_label(): np.asarray(line.get_xydata()) for line in ax.get_lines()}
-    points = {c.get_label(): np.asarray(c.get_offsets()) for c in ax.collections}
+    # the grid figure is drawn too; the compared run joins the baselines figure only
+    (series,) = [d for d in drawn if "MAP (DARE), predicted" in d]
     for label, run_dir in (("MAP (DARE)", results / "dare"), ("MAP (TA)", results / "map")):
         predicted = np.array(list(_read(run_dir / f"{names}pareto_front.json").values()))
-        np.testing.assert_allclose(lines[f"{label}, predicted"],
+        np.testing.assert_allclose(series[f"{label}, predicted"],
                                    predicted[np.argsort(predicted[:, 0], kind="stable")])
         _, real = _scaling(run_dir / f"{names}pareto_front_real.json")
-        np.testing.assert_allclose(np.sort(points[f"{label}, real"], axis=0),
+        np.testing.assert_allclose(np.sort(series[f"{label}, real"], axis=0),
                                    np.sort(real, axis=0))
     _, Y_grid = _scaling(grid_run / f"{names}scaling_results.json")
-    np.testing.assert_allclose(np.sort(points["grid points"], axis=0), np.sort(Y_grid, axis=0))
+    np.testing.assert_allclose(np.sort(series["grid points"], axis=0), np.sort(Y_grid, axis=0))
 
 
 def test_resume_with_another_merge_method_is_refused(results, zoo_root, capsys):
