@@ -46,7 +46,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from task_vectors.engine import MergeEngine, peak_rss_bytes  # noqa: E402
-from task_vectors.precision import PRECISIONS  # noqa: E402
 
 # Datasets used as tasks, in order, with their class counts (fixtures_real.MAKERS).
 DATASETS = {"MNIST": 10, "SVHN": 10, "EuroSAT": 10, "GTSRB": 43, "RESISC45": 45, "DTD": 47,
