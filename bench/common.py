@@ -80,6 +80,30 @@ def evaluate(engine, C: np.ndarray, datasets: Sequence[str], metric: str = "accu
     return np.array(rows, dtype=float)
 
 
+# ------------------------------------------------------------------ held-out split
+def heldout_dataset(task: str) -> str:
+    """The dataset name whose evaluation split is disjoint from ``task``'s, same classes.
+
+    A ``<Base>Val`` task is evaluated on 10% of Base's train split; Base's own test split is
+    disjoint from it and from the training data, so it serves as the held-out split for any
+    registered dataset with a train and a test split. Point this at another zoo's held-out
+    split (one function, used by every bench that scores on held-out data)."""
+    base = task.removesuffix("Val")
+    if base == task:
+        raise ValueError(f"{task}: no held-out split known (expected a <Base>Val task)")
+    return base
+
+
+def equal_size_columns(n_heldout: int, n_eval: int, key: str, seed: int = 0) -> np.ndarray:
+    """Which images of a held-out set of n_heldout to score on: n_eval of them (the
+    evaluation split's size, so both splits carry the same noise), fixed per ``key``."""
+    if n_heldout < n_eval:
+        raise ValueError(f"{key}: the held-out split has {n_heldout} images, fewer than the "
+                         f"evaluation split's {n_eval}")
+    rng = np.random.default_rng([seed, *key.encode()])
+    return np.sort(rng.choice(n_heldout, n_eval, replace=False))
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 

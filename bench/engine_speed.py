@@ -7,11 +7,15 @@ Builds a randomly initialised open_clip encoder (no download) in the task_vector
 a temporary folder (zeroshot.pt, <Task>/finetuned.pt, head_<Task>.pt) with synthetic
 datasets written by tests/fixtures_real.py, then prints:
 
-* tool time per point / pure forward time per point (a fixed open_clip model on the same
-  preprocessed tensors), in fp32 and bf16, and bf16 / fp32;
+* tool time per point / pure forward time per point (the engine's own merged encoder and
+  heads over the same stored tensors: the tool's point minus the merge), in fp32 and bf16,
+  and bf16 / fp32;
 * the original per-point pattern (reload every checkpoint, sum state dicts,
   load_state_dict, rebuild the data loader) / tool;
-* peak RSS while loading (in a fresh subprocess) / ((T+3) encoders + the RSS before loading);
+* peak RSS while loading (in a fresh subprocess) above the RSS before loading (the floor),
+  / (T+3) encoders.
+Every timed row is measured in turns per point (tool fp32, pure fp32, tool bf16, pure bf16,
+original) and reported as the median over the points.
 * max |accuracy difference| between fp32 and bf16 on the demo zoo (8 tasks).
 
 Random weights: only the costs are meaningful, never the accuracies of the big model.
@@ -42,7 +46,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from task_vectors.engine import MergeEngine, peak_rss_bytes  # noqa: E402
-from task_vectors.precision import PRECISIONS  # noqa: E402
 
 # Datasets used as tasks, in order, with their class counts (fixtures_real.MAKERS).
 DATASETS = {"MNIST": 10, "SVHN": 10, "EuroSAT": 10, "GTSRB": 43, "RESISC45": 45, "DTD": 47,
@@ -93,49 +96,59 @@ def sync(device: str) -> None:
 
 
 # ---------------------------------------------------------------- measurements
-def tool_and_pure(kwargs: dict, precision: str, points: np.ndarray, pure_model) -> dict:
-    """Seconds per point of MergeEngine.evaluate_at and of a plain forward of a fixed
-    model over the same normalised tensors, interleaved so load changes hit both."""
-    engine = MergeEngine.from_checkpoints(**kwargs, precision=precision)
-    device = str(engine.device)
-    tensors = {name: [(x.clone(), y) for x, y in data.batches(engine.batch_size)]
-               for name, data in engine.eval_sets.items()}
-    heads = engine.heads
-    dtype = PRECISIONS[precision]
-    autocast = (lambda: torch.autocast(engine.device.type, dtype=dtype)) if dtype \
-        else contextlib.nullcontext
+def timed(fn, device: str) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
 
-    @torch.no_grad()
-    def pure(only: str | None = None) -> None:
-        for name, batches in tensors.items():
-            if only is not None and name != only:
-                continue
-            for x, y in batches:
-                with autocast():
-                    logits = heads[name](pure_model(x))
-                (logits.float().argmax(1) == y).sum().item()
 
-    def timed(fn) -> float:
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        return time.perf_counter() - start
+def pure_forward(engine: MergeEngine) -> None:
+    """What MergeEngine.evaluate does for one point, without the merge: the engine's own
+    (already merged) encoder and heads over the same stored tensors, normalised the same
+    way, under the same autocast, with the same argmax and loss."""
+    import torch.nn.functional as F
 
-    first = next(iter(tensors))
-    engine.evaluate_at(points[0], [first])  # warm-up (allocates the theta buffer)
-    pure(first)
-    tool_s, pure_s = [], []
+    with torch.no_grad():
+        for name, data in engine.eval_sets.items():
+            head = engine.heads[name]
+            correct = torch.zeros((), device=engine.device)
+            loss = torch.zeros((), device=engine.device)
+            for x, y in data.batches(engine.batch_size):
+                with engine._autocast():
+                    logits = head(engine.encoder(x))
+                logits = logits.float()
+                correct += (logits.argmax(dim=1) == y).sum()
+                loss += F.cross_entropy(logits, y, reduction="sum")
+            torch.stack([correct, loss]).cpu()
+
+
+def interleaved(kwargs: dict, points: np.ndarray) -> dict:
+    """Seconds per point of every row, measured in turns: for each point the tool in fp32,
+    the pure forward in fp32, the same in bf16, then the original's pattern, so a change in
+    the machine's load hits every row alike. Every row reports the median over the points."""
+    engines = {prec: MergeEngine.from_checkpoints(**kwargs, precision=prec)
+               for prec in ("fp32", "bf16")}
+    device = str(engines["fp32"].device)
+    for engine in engines.values():  # warm-up (allocates the theta buffer)
+        engine.evaluate_at(points[0])
+        pure_forward(engine)
+    times: dict[str, list[float]] = {f"{k} {prec}": [] for prec in engines
+                                     for k in ("tool", "pure")} | {"original": []}
     for c in points:
-        tool_s.append(timed(lambda: engine.evaluate_at(c)))
-        pure_s.append(timed(pure))
-    stats = engine.stats()
-    engine = None  # released before the next precision loads its own
-    # The fastest of the points: each does the same work, and on a shared machine the
-    # fastest run is the one least slowed by other processes.
-    return {"tool": min(tool_s), "pure": min(pure_s),
-            "merge": stats["merge_seconds_median"], "load": stats["load_seconds"],
-            "images_per_second": stats["images_per_second"]}
+        for prec, engine in engines.items():
+            times[f"tool {prec}"].append(timed(lambda: engine.evaluate_at(c), device))
+            # the same model (theta(c) is live after the tool's point) and the same inputs
+            times[f"pure {prec}"].append(timed(lambda: pure_forward(engine), device))
+        times["original"].append(original_point(kwargs, c))
+    out = {k: float(np.median(v)) for k, v in times.items()}
+    for prec, engine in engines.items():
+        stats = engine.stats()  # its merge median includes the warm-up's merge
+        out[f"merge {prec}"] = stats["merge_seconds_median"]
+        out[f"images_per_second {prec}"] = stats["images_per_second"]
+        out[f"load {prec}"] = stats["load_seconds"]
+    return out
 
 
 def original_point(kwargs: dict, c: np.ndarray) -> float:
@@ -275,41 +288,36 @@ def main() -> None:
         kwargs = engine_kwargs(fx, a.arch, tasks, a.images, a.device)
 
         mem = load_memory(kwargs, torch.get_num_threads())
-        from task_vectors.modeling import ImageEncoder
-
-        torch.manual_seed(5)
-        pure_model = ImageEncoder(a.arch).to(a.device).eval()
         with contextlib.redirect_stderr(io.StringIO()):  # progress bars of the loads
-            results = {prec: tool_and_pure(kwargs, prec, points, pure_model)
-                       for prec in ("fp32", "bf16")}
-        del pure_model
-        original = original_point(kwargs, points[0])
+            r = interleaved(kwargs, points)
 
-    print("\nper point (fastest)         tool s    pure s  tool/pure   merge s  images/s")
-    for prec, r in results.items():
-        print(f"  {prec:<24} {r['tool']:8.3f}  {r['pure']:8.3f}  {r['tool'] / r['pure']:9.3f}"
-              f"  {r['merge']:8.3f}  {r['images_per_second']:8.1f}")
-    for prec, r in results.items():
-        print(f"tool/pure {prec}: {r['tool'] / r['pure']:.3f}  "
-              f"({verdict(r['tool'] / r['pure'], GOALS['tool/pure'])}); what the tool adds "
-              f"to a forward pass, (pure + merge) / pure: {(r['pure'] + r['merge']) / r['pure']:.3f}")
-    ratio = results["bf16"]["tool"] / results["fp32"]["tool"]
+    print(f"\nper point (median of {a.points}, rows interleaved)"
+          "   tool s    pure s  tool/pure   merge s  images/s")
+    for prec in ("fp32", "bf16"):
+        print(f"  {prec:<41} {r[f'tool {prec}']:8.3f}  {r[f'pure {prec}']:8.3f}  "
+              f"{r[f'tool {prec}'] / r[f'pure {prec}']:9.3f}  {r[f'merge {prec}']:8.3f}  "
+              f"{r[f'images_per_second {prec}']:8.1f}")
+    for prec in ("fp32", "bf16"):
+        ratio = r[f"tool {prec}"] / r[f"pure {prec}"]
+        print(f"tool/pure {prec}: {ratio:.3f}  ({verdict(ratio, GOALS['tool/pure'])}); pure = "
+              "the engine's own merged encoder and heads over the same stored tensors")
+    ratio = r["tool bf16"] / r["tool fp32"]
     note = f" (CPU capability {torch.backends.cpu.get_cpu_capability()})" \
         if a.device == "cpu" else ""
     print(f"bf16/fp32 (tool per point): {ratio:.3f}  ({verdict(ratio, GOALS['bf16/fp32'])})"
           f"{note}")
-    print(f"original per-point pattern: {original:.3f} s per point; original/tool(fp32): "
-          f"{original / results['fp32']['tool']:.1f}x")
-    load = results["fp32"]["load"]
-    print("load seconds (fp32 engine): " + ", ".join(f"{k} {v:.2f}" for k, v in load.items()))
+    print(f"original per-point pattern: {r['original']:.3f} s per point (median); "
+          f"original/tool(fp32): {r['original'] / r['tool fp32']:.1f}x")
+    print("load seconds (fp32 engine): " + ", ".join(f"{k} {v:.2f}"
+                                                     for k, v in r["load fp32"].items()))
 
     enc, floor, peak, T = mem["encoder_bytes"], mem["floor"], mem["peak"], mem["tasks"]
-    expected = (T + 3) * enc + floor
+    above = peak - floor
     print(f"\nloading (fresh process): floor {floor / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB,"
-          f" encoder {enc / 2**20:.0f} MiB, (T+3) encoders + floor {expected / 2**20:.0f} MiB")
-    print(f"peak / ((T+3) encoders + floor): {peak / expected:.3f}  "
-          f"({verdict(peak / expected, GOALS['peak/expected'])}); above the floor: "
-          f"{(peak - floor) / enc:.2f} encoders for T = {T}")
+          f" encoder {enc / 2**20:.0f} MiB; above the floor {above / 2**20:.0f} MiB = "
+          f"{above / enc:.2f} encoders for T = {T}")
+    print(f"(peak - floor) / ((T+3) encoders): {above / ((T + 3) * enc):.3f}  "
+          f"({verdict(above / ((T + 3) * enc), GOALS['peak/expected'])})")
 
     demo_points = np.vstack([np.zeros(8), np.full(8, 0.3), np.eye(8)[0], np.eye(8)[5],
                              rng.uniform(0.0, 1.0, (2, 8))])

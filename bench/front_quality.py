@@ -3,47 +3,57 @@
     .venv/bin/python bench/front_quality.py [--sets pairs|triples|all|A,B;C,D,E]
         [--max-sets N] [--methods map refine bayesian dare ties random botorch lhs]
         [--refine 2x5 ...] [--botorch-sets N] [--random-seeds 0 1 2]
-        [--reevaluate 10] [--pair-grid 21] [--triple-grid 11] [--splits 20]
+        [--reevaluate 10] [--pair-grid 21] [--triple-grid 11] [--margin 0.01]
         [--cache DIR] [--csv PATH] [--no-curve]
 
-Truth: every point of a grid over [0, 1]^T merged and evaluated (cached per task set in
---cache, so reruns skip it). Every method gets the same number of real evaluations (every
-merged model counts, re-evaluations included): budget = bayesian's default schedule
-((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
+Two disjoint splits per task: the evaluation split (the <Task>Val set the methods search
+on) and a held-out split of the same size (common.heldout_dataset: the base dataset's test
+split, cut to the evaluation split's size by common.equal_size_columns). Every method
+selects on the evaluation split only.
+
+Truth: every point of a grid over [0, 1]^T merged and evaluated on both splits (cached per
+task set in --cache, so reruns skip it). The truth front is the grid models non-dominated
+on the evaluation split; each preference's grid pick is chosen there too.
+
+Budget: every method gets the same number of real evaluations and every evaluation is
+counted (the bench checks the count against the method's record): budget = bayesian's
+default schedule ((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
   map       map_mode.design of that many points, then src.front.solve_front as the CLI
-            runs it (quadratic surrogates, NSGA-III, --reevaluate front points spread
-            along the front, the first preference's pick among them);
+            runs it (quadratic surrogates, NSGA-III, --reevaluate - (P - 1) front points
+            spread along the front, the first preference's pick among them), then each of
+            the other P - 1 preferences' picks evaluated when it is not among them;
   map+refine RxK  the same total: a design of R*K fewer points, then --refine-rounds R
             --refine-points K (src.refine), then the same front step;
   map dare / map ties  map with --merge-method dare / ties (an engine over the set's tasks,
             as the CLI builds it), scored against the task-arithmetic grid as the
-            original's figure does (no held-out score: its models are not the grid's);
+            original's figure does;
   map lhs   map with --design lhs (one-hot + centre + a Latin hypercube), also with refine;
   bayesian  src.bayesian.run_rounds with its default schedule, then the same front step;
   random    the budget as uniform random merges (each --random-seeds seed);
   botorch   qLogNEHVI, GP per task (bench/mobo.py; needs botorch).
-The method's front is the non-dominated set of every model it evaluated for real.
-Indicators (src.indicators, reference point = the grid's worst - 0.01): HV ratio to the
-grid front, IGD+, preference regret (mean over PREFERENCES; MAP/bayesian pick on their
-predicted front, random/botorch on their evaluated models), predicted-vs-real error, wall
-time. Noise floor: the HV ratio the grid itself reaches when its front is chosen on one
-random half of each evaluation set and scored on the other half, and the same with two
-bootstrap resamples of the full set (src.indicators.bootstrap_floor; the truth the HV
-ratios are divided by is a noisy grid front too, so read each ratio against these).
-MAP's HV ratio as its design grows from (T+1)(T+2)/2 to 3(T+1)(T+2)/2 points (--no-curve
-skips it). Per-set rows go to --csv; the summary table is printed. Asserts nothing.
+A method's front is the non-dominated set (on the evaluation split) of every model it
+evaluated; its picks are its models chosen per preference (MAP/bayesian on the predicted
+front, random/botorch among their evaluated models), all of them evaluated and counted.
 
-Held-out check: the Val accuracies a method searched on are the ones it is scored on,
-which flatters methods that keep the best of many noisy evaluations. So the models each
-method would hand over (its Val front and its preference picks) are also measured on the
-base datasets' test splits (Digits for DigitsVal: disjoint, never searched on) against the
-test grid's front; "oracle" is the Val grid's own front and picks measured the same way,
-the held-out ceiling for a perfect method.
+Scores (one reference point per task set for every HV figure: per task, the truth front's
+nadir over both splits minus --margin):
+  held-out  the method's front models and picks measured on the held-out split (the same
+            measurement for every method, not counted), against the truth front and the
+            grid's picks measured on the held-out split: HV ratio (above 1 when the
+            method's models beat the grid's choice on data neither chose on), IGD+, and
+            preference regret (the grid pick's held-out preference-weighted accuracy minus
+            the method pick's; negative when the method's pick is better);
+  in-sample the method's own evaluation-split values against the grid's (every front here
+            is biased upwards by choosing on the same noisy values; for comparison only).
+noise gap: HV (held-out) of the grid front chosen on the evaluation split / that of the
+grid front chosen on the held-out split itself (Truth.noise_gap): what choosing on a noisy
+split of this size costs. It bounds nothing; the ratios are not divided by it.
+MAP's held-out HV ratio as its design grows from (T+1)(T+2)/2 to 3(T+1)(T+2)/2 points
+(--no-curve skips it). Per-set rows go to --csv; the summary table is printed. Asserts
+nothing.
 
 MAP and bayesian run on the CLI's own code path (map_mode.design, bayesian.run_rounds,
-src.refine, src.front.solve_front; only the figures are skipped). Preference picks the
-front step did not re-evaluate are measured for the regret and not counted (as a user
-evaluates the one model they pick).
+src.refine, src.front.solve_front; only the figures are skipped).
 """
 from __future__ import annotations
 
@@ -57,11 +67,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common import add_common_flags, demo_zoo, set_threads  # also puts the repo on sys.path
+from common import (add_common_flags, demo_zoo, equal_size_columns,  # puts the repo on sys.path
+                    heldout_dataset, set_threads)
 from args import default_bayes_schedule
 from src import bayesian, pareto, sampling
-from src.indicators import (bootstrap_floor, front_indicators, pareto_filter,
-                            preference_regret)
+from src.indicators import (hypervolume, igd_plus, preference_regret,
+                            preference_score, reference_point)
 from src.pareto import non_dominated
 
 TRIPLES = [("DigitsVal", "RotateVal", "FlipVal"), ("DigitsVal", "InvertVal", "ParityVal"),
@@ -70,26 +81,23 @@ TRIPLES = [("DigitsVal", "RotateVal", "FlipVal"), ("DigitsVal", "InvertVal", "Pa
 PREFERENCES = {2: [(1, 1), (3, 1), (1, 3)], 3: [(1, 1, 1), (3, 1, 1), (1, 3, 1), (1, 1, 3)]}
 N_GEN = 100
 SENSE = "max"
+MARGIN = 0.01  # the reference point: the truth front's nadir minus this, per task
 
 
 # ------------------------------------------------------------------ evaluation
-def heldout_name(task: str) -> str:
-    """DigitsVal -> Digits: the base dataset's test split, disjoint from the Val set (which
-    is 10% of the base train split) and never seen by the methods."""
-    return task.removesuffix("Val")
-
-
 class Evaluator:
-    """One engine over every task of the zoo; a task set's merge sets the other tasks'
-    coefficients to 0 (theta_pre + sum over the set only). Counts the evaluations the
-    methods ask for (on the Val sets); held-out test evaluations are measurement only."""
+    """One engine over every task of the zoo and each task's held-out split
+    (common.heldout_dataset, same head); a task set's merge sets the other tasks'
+    coefficients to 0 (theta_pre + sum over the set only). Counts every evaluation a method
+    asks for (on the evaluation split); held-out scoring is measurement, the same for every
+    method, and not counted."""
 
     def __init__(self, zoo, tasks: Sequence[str]):
         from task_vectors.engine import MergeEngine
 
         root = zoo.path
         heads = {t: str(root / f"head_{t}.pt") for t in tasks}
-        heads |= {heldout_name(t): heads[t] for t in tasks}  # same classes, same head
+        heads |= {heldout_dataset(t): heads[t] for t in tasks}  # same classes, same head
         self.engine = MergeEngine.from_checkpoints(
             model_name=zoo.model_name, pretrained=str(root / "zeroshot.pt"),
             finetuned={t: str(root / t / "finetuned.pt") for t in tasks}, heads=heads,
@@ -102,10 +110,11 @@ class Evaluator:
         full[[self.tasks.index(t) for t in task_set]] = c
         return full
 
-    def accuracy(self, task_set: Sequence[str], counted: bool = True, engine=None
+    def accuracy(self, task_set: Sequence[str], engine=None
                  ) -> Callable[[np.ndarray], np.ndarray]:
-        """evaluate(C [n, T]) -> accuracies [n, T], through MergeEngine.evaluate_at (of
-        ``engine``, one over the task set's tasks only, when given)."""
+        """evaluate(C [n, T]) -> accuracies [n, T] on the evaluation split, through
+        MergeEngine.evaluate_at (of ``engine``, one over the task set's tasks only, when
+        given); every row counts."""
         def evaluate(C: np.ndarray) -> np.ndarray:
             rows = []
             for c in np.atleast_2d(C):
@@ -114,72 +123,119 @@ class Evaluator:
                 else:
                     res = engine.evaluate_at(np.asarray(c, dtype=float), list(task_set))
                 rows.append([res[d]["accuracy"] for d in task_set])
-                self.count += int(counted)
+                self.count += 1
             return np.array(rows, dtype=float).reshape(-1, len(task_set))
         return evaluate
 
-    def heldout(self, task_set: Sequence[str], C: np.ndarray) -> np.ndarray:
-        """Test accuracies [n, T] (not counted: measurement, not search)."""
-        C = np.atleast_2d(C)
-        if len(C) == 0:
-            return np.zeros((0, len(task_set)))
-        names = [heldout_name(t) for t in task_set]
-        return np.column_stack([c.mean(axis=1) for c in self.per_image(task_set, C, names)])
-
     def per_image(self, task_set: Sequence[str], C: np.ndarray,
-                  datasets: Sequence[str] | None = None) -> list[np.ndarray]:
+                  datasets: Sequence[str] | None = None, engine=None) -> list[np.ndarray]:
         """Per-image correctness (n, N_k) of each merge on each dataset (default: the task
-        set's Val sets; the engine only reports the mean, so its encoder and heads are run
-        here directly)."""
+        set's evaluation sets; the engine only reports the mean, so its encoder and heads are
+        run here directly). Not counted."""
         import torch
 
-        eng = self.engine
+        eng = self.engine if engine is None else engine
         datasets = list(task_set) if datasets is None else list(datasets)
         out = [[] for _ in datasets]
         with torch.no_grad():
-            for c in C:
-                eng.set_coefficients(self.full(task_set, c))
+            for c in np.atleast_2d(C):
+                eng.set_coefficients(self.full(task_set, c) if engine is None else c)
                 for k, d in enumerate(datasets):
                     hits = [(eng.heads[d](eng.encoder(x)).argmax(dim=1) == y).cpu()
                             for x, y in eng.eval_sets[d].batches(eng.batch_size)]
                     out[k].append(torch.cat(hits).numpy())
-        return [np.array(rows, dtype=bool) for rows in out]
+        return [np.array(rows, dtype=bool).reshape(len(np.atleast_2d(C)), -1) for rows in out]
+
+
+class HeldOut:
+    """Accuracy [n, T] of merges on the held-out split, each task's held-out images cut to
+    its evaluation split's size (common.equal_size_columns), so both carry the same noise."""
+
+    def __init__(self, ev: Evaluator, task_set: Sequence[str]):
+        self.ev, self.task_set = ev, list(task_set)
+        self.names = [heldout_dataset(t) for t in task_set]
+        sizes = {d: len(data.labels) for d, data in ev.engine.eval_sets.items()}
+        self.columns = [equal_size_columns(sizes[h], sizes[t], h)
+                        for t, h in zip(task_set, self.names)]
+
+    def from_correct(self, correct: Sequence[np.ndarray]) -> np.ndarray:
+        return np.column_stack([c[:, cols].mean(axis=1)
+                                for c, cols in zip(correct, self.columns)])
+
+    def __call__(self, C: np.ndarray, engine=None) -> np.ndarray:
+        C = np.atleast_2d(C)
+        if len(C) == 0:
+            return np.zeros((0, len(self.task_set)))
+        return self.from_correct(self.ev.per_image(self.task_set, C, self.names, engine))
 
 
 def merged_engine(zoo, task_set: Sequence[str], method: str, seed: int):
-    """An engine over the task set's tasks only, with --merge-method's tau transform (TIES
-    elects signs among the merged tasks, so the other zoo tasks must not take part), built
-    as the CLI builds it (task_vectors.merging.tau_transform, --seed as DARE's mask)."""
+    """An engine over the task set's tasks only (and their held-out splits), with
+    --merge-method's tau transform (TIES elects signs among the merged tasks, so the other
+    zoo tasks must not take part), built as the CLI builds it
+    (task_vectors.merging.tau_transform, --seed as DARE's mask)."""
     from task_vectors.engine import MergeEngine
     from task_vectors.merging import tau_transform
 
     root = zoo.path
+    heads = {t: str(root / f"head_{t}.pt") for t in task_set}
+    heads |= {heldout_dataset(t): heads[t] for t in task_set}
     return MergeEngine.from_checkpoints(
         model_name=zoo.model_name, pretrained=str(root / "zeroshot.pt"),
         finetuned={t: str(root / t / "finetuned.pt") for t in task_set},
-        heads={t: str(root / f"head_{t}.pt") for t in task_set}, datasets=list(task_set),
+        heads=heads, datasets=list(heads),
         data_location=str(root), tau_transform=tau_transform(method, seed=seed))
 
 
 def grid_truth(ev: Evaluator, task_set: Sequence[str], per_axis: int, cache: Path
-               ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, float]:
-    """(C_grid, per-image Val correctness per task, test accuracies [n, T], seconds), from
-    the cache when present."""
-    key = cache / f"grid-v2_{'_'.join(task_set)}_{per_axis}.npz"
+               ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], float]:
+    """(C_grid, per-image correctness per task on the evaluation split, the same on the
+    held-out split, seconds), from the cache when present."""
+    key = cache / f"grid-v3_{'_'.join(task_set)}_{per_axis}.npz"
     T = len(task_set)
     if key.exists():
         data = np.load(key)
-        return data["C"], [data[f"correct{k}"] for k in range(T)], data["test"], 0.0
+        return (data["C"], [data[f"correct{k}"] for k in range(T)],
+                [data[f"held{k}"] for k in range(T)], 0.0)
     start = time.perf_counter()
     C = sampling.grid_points(T, per_axis)
     correct = ev.per_image(task_set, C)
-    test = ev.heldout(task_set, C)
+    held = ev.per_image(task_set, C, [heldout_dataset(t) for t in task_set])
     seconds = time.perf_counter() - start
     cache.mkdir(parents=True, exist_ok=True)
     tmp = key.with_name(key.stem + ".tmp.npz")
-    np.savez_compressed(tmp, C=C, test=test, **{f"correct{k}": c for k, c in enumerate(correct)})
+    np.savez_compressed(tmp, C=C, **{f"correct{k}": c for k, c in enumerate(correct)},
+                        **{f"held{k}": h for k, h in enumerate(held)})
     tmp.replace(key)
-    return C, correct, test, seconds
+    return C, correct, held, seconds
+
+
+class Truth:
+    """The grid of one task set, chosen on the evaluation split and scored on both.
+
+    front: the grid models non-dominated on the evaluation split (the truth front);
+    picks: the grid model each preference picks there. ref: THE reference point of every
+    HV figure of this set: per task, the lowest accuracy of a truth-front model on either
+    split (the truth front's nadir), ``margin`` lower."""
+
+    def __init__(self, C: np.ndarray, val: np.ndarray, held: np.ndarray, preferences,
+                 margin: float):
+        self.C, self.val, self.held = C, val, held
+        self.front = np.flatnonzero(non_dominated(val, SENSE))
+        self.ref = reference_point(np.vstack([val[self.front], held[self.front]]), SENSE,
+                                   margin)
+        T = val.shape[1]
+        self.picks = [pareto.pick(val, w, [SENSE] * T, PICK) for w in preferences]
+        self.hv_val = hypervolume(val[self.front], self.ref, SENSE)
+        self.hv_held = hypervolume(held[self.front], self.ref, SENSE)
+
+    def noise_gap(self) -> float:
+        """HV (held-out) of the grid front chosen on the evaluation split / HV (held-out)
+        of the grid front chosen on the held-out split itself: what choosing on a noisy
+        split of this size costs, read against a front that is biased upwards by the same
+        noise. A figure of the data's noise, not a bound on any method."""
+        own = hypervolume(self.held[non_dominated(self.held, SENSE)], self.ref, SENSE)
+        return self.hv_held / own
 
 
 # ------------------------------------------------------------------ methods
@@ -197,41 +253,46 @@ def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
     return n_fit, n_fit + reevaluate
 
 
-class Measure:
-    """Real values of preference picks the front step did not re-evaluate: measured for the
-    regret (as held-out values are), not counted as the method's evaluations."""
-
-    def __init__(self, evaluate):
-        self.evaluate = evaluate
-
-
 def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_reeval: int,
-               seed: int, measure: Measure) -> dict:
-    """src.front.solve_front as the CLI runs it (re-evaluating n_reeval front points, the
-    first preference's pick among them), then each preference's pick on its front."""
+               seed: int) -> dict:
+    """src.front.solve_front as the CLI runs it, then each preference's pick on its front.
+
+    Equal budget, every evaluation counted: solve_front re-evaluates n_reeval - (P - 1)
+    front points (the first preference's pick among them); the other P - 1 preferences'
+    picks are evaluated too when they are not among those (counted, part of the method's
+    evaluations), so the method spends at most n_reeval on its front and hands over only
+    models it has evaluated, as random search and BoTorch do."""
     import tempfile
 
     from src.front import FrontTask, SearchSettings, solve_front
     from src.metrics import get_metric
 
     T = C.shape[1]
+    n_spread = n_reeval - (len(preferences) - 1)
+    if n_spread < 1:
+        raise SystemExit(f"--reevaluate {n_reeval}: needs at least {len(preferences)} "
+                         "(one per preference)")
     with tempfile.TemporaryDirectory() as folder:
         task = FrontTask(C=C, Y=Y, labels=list(task_set), metric=get_metric("accuracy"),
                          weights=preferences[0], folder=Path(folder), names="bench",
-                         reevaluate=n_reeval, evaluate_real=evaluate)
+                         reevaluate=n_spread, evaluate_real=evaluate)
         res = solve_front(task, SearchSettings(low=0.0, high=1.0, n_gen=N_GEN, seed=seed,
                                                pick=PICK))
-    rows = res.reevaluated
-    real_of = dict(zip(rows, res.F_real)) if res.F_real is not None else {}
+    rows = list(res.reevaluated)
+    real = list(res.F_real) if res.F_real is not None else []
     picks = [pareto.pick(res.F_front, w, [SENSE] * T, PICK,
                          worst=np.array(res.anchors["worst"]), best=np.array(res.anchors["best"]))
              for w in preferences]
-    chosen_real = [real_of[p] if p in real_of else measure.evaluate(res.C_front[[p]])[0]
-                   for p in picks]
-    real = res.F_real if res.F_real is not None else np.zeros((0, Y.shape[1]))
+    missing = sorted(set(picks) - set(rows))
+    if missing:
+        real += list(evaluate(res.C_front[missing]))
+        rows += missing
+    real = np.array(real).reshape(-1, Y.shape[1])
+    real_of = dict(zip(rows, real))
     return {"C_all": np.vstack([C, res.C_front[rows]]), "Y_all": np.vstack([Y, real]),
-            "predicted": res.F_front[rows], "real": real, "chosen_real": chosen_real,
-            "chosen_C": res.C_front[picks], "refine": None}
+            "predicted": res.F_front[rows], "real": real,
+            "chosen_real": [real_of[p] for p in picks], "chosen_C": res.C_front[picks],
+            "refine": None}
 
 
 def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int):
@@ -246,7 +307,7 @@ def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int):
 
 
 def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: int,
-            measure: Measure, rounds: int = 0, points: int = 5, design_kind: str = "tool"
+            rounds: int = 0, points: int = 5, design_kind: str = "tool"
             ) -> dict:
     """map_mode.design of n_fit - rounds * points points, refinement, the front step."""
     from types import SimpleNamespace
@@ -265,18 +326,17 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
     if rounds:
         r = run_refine(evaluate, C, Y, rounds, points, seed)
         C, Y, info = r.C, r.Y, r.summary()
-    out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed, measure)
+    out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed)
     out["refine"] = info
     return out
 
 
-def run_bayes(evaluate, task_set, preferences, n_reeval: int, seed: int,
-              measure: Measure) -> dict:
+def run_bayes(evaluate, task_set, preferences, n_reeval: int, seed: int) -> dict:
     T = len(task_set)
     n_initial, n_update, n_iter = default_bayes_schedule(T)
     res = bayesian.run_rounds(evaluate, T, n_initial=n_initial, n_update=n_update,
                               n_iter=n_iter, link="sigmoid", seed=seed)
-    return front_step(evaluate, res.C, res.Y, task_set, preferences, n_reeval, seed, measure)
+    return front_step(evaluate, res.C, res.Y, task_set, preferences, n_reeval, seed)
 
 
 def direct(C: np.ndarray, Y: np.ndarray, preferences) -> dict:
@@ -286,31 +346,43 @@ def direct(C: np.ndarray, Y: np.ndarray, preferences) -> dict:
             "chosen_real": [Y[i] for i in picks], "chosen_C": C[picks]}
 
 
-def heldout_score(ev: Evaluator, task_set, C_all: np.ndarray, Y_all: np.ndarray,
-                  chosen_C: np.ndarray, test_grid: np.ndarray, preferences) -> dict:
-    """The models a method would hand over (its Val front, its preference picks) measured
-    on the held-out test splits, against the test grid's front: free of the selection
-    bias that flatters every method scored on the same noisy Val evaluations it chose by."""
-    front_C = C_all[non_dominated(Y_all, SENSE)]
-    ind = front_indicators(test_grid, None, ev.heldout(task_set, front_C), senses=SENSE)
-    chosen_test = ev.heldout(task_set, chosen_C)
-    regrets = [preference_regret(test_grid, y, w, SENSE) for y, w in zip(chosen_test, preferences)]
-    return {"hv_ratio_test": ind["hv_ratio"], "igd_plus_test": ind["igd_plus"],
-            "regret_test": float(np.mean(regrets))}
+def score(out: dict, truth: Truth, held: np.ndarray, preferences) -> dict:
+    """Every figure of one method's run on one task set, against one reference point.
 
-
-def score(out: dict, truth_Y: np.ndarray, preferences) -> dict:
-    ind = front_indicators(truth_Y, None, out["Y_all"], senses=SENSE)
-    regrets = [preference_regret(truth_Y, chosen, w, SENSE)
-               for chosen, w in zip(out["chosen_real"], preferences)]
-    row = {"hv_ratio": ind["hv_ratio"], "igd_plus": ind["igd_plus"], "igd": ind["igd"],
-           "win_rate_of_truth": ind["win_rate_of_truth"], "regret": float(np.mean(regrets)),
-           "regret_max": float(np.max(regrets)), "evaluations": int(len(out["Y_all"]))}
-    if out["predicted"] is not None:
-        both = front_indicators(truth_Y, out["predicted"], out["real"], senses=SENSE)
-        row |= {"pred_real_mae": both["predicted_vs_real_mae"],
-                "hv_ratio_reevaluated": both["hv_ratio"]}
+    held-out (the figures that count): the models the method hands over - its front (the
+    non-dominated part of everything it evaluated, chosen on the evaluation split) and
+    each preference's pick - measured on the held-out split; the truth is the grid front
+    chosen on the evaluation split, measured on the held-out split too, so selection on
+    noise costs the method and the grid alike. ``held``: held-out accuracies of
+    out["C_all"]'s front rows then of out["chosen_C"].
+    val (in-sample): the method's own evaluations against the grid's, both chosen and
+    scored on the evaluation split (biased upwards for every front; kept for comparison
+    with earlier tables)."""
+    front = non_dominated(out["Y_all"], SENSE)
+    n_front = int(front.sum())
+    H_front, H_chosen = held[:n_front], held[n_front:]
+    grid_held = truth.held[truth.front]
+    regret_held = [float(preference_score(truth.held[[g]], w, SENSE)[0]
+                         - preference_score(h[None], w, SENSE)[0])
+                   for g, h, w in zip(truth.picks, H_chosen, preferences)]
+    regret_val = [preference_regret(truth.val, chosen, w, SENSE)
+                  for chosen, w in zip(out["chosen_real"], preferences)]
+    row = {"hv_ratio_held": hypervolume(H_front, truth.ref, SENSE) / truth.hv_held,
+           "igd_plus_held": igd_plus(H_front, grid_held, SENSE),
+           "regret_held": float(np.mean(regret_held)),
+           "hv_ratio_val": hypervolume(out["Y_all"][front], truth.ref, SENSE) / truth.hv_val,
+           "igd_plus_val": igd_plus(out["Y_all"][front], truth.val[truth.front], SENSE),
+           "regret_val": float(np.mean(regret_val)),
+           "evaluations": int(len(out["Y_all"]))}
+    if out["predicted"] is not None and len(out["real"]):
+        row["pred_real_mae"] = float(np.abs(out["predicted"] - out["real"]).mean())
     return row
+
+
+def heldout_rows(out: dict, scorer: HeldOut, engine=None) -> np.ndarray:
+    """Held-out accuracies of the method's front models, then of its picks (see score)."""
+    front_C = out["C_all"][non_dominated(out["Y_all"], SENSE)]
+    return scorer(np.vstack([front_C, out["chosen_C"]]), engine)
 
 
 # ------------------------------------------------------------------ main
@@ -344,7 +416,8 @@ def main() -> None:
     p.add_argument("--reevaluate", type=int, default=10)
     p.add_argument("--pair-grid", type=int, default=21)
     p.add_argument("--triple-grid", type=int, default=11)
-    p.add_argument("--splits", type=int, default=20)
+    p.add_argument("--margin", type=float, default=MARGIN,
+                   help="the reference point lies this far below the truth front's nadir")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "map-merging" / "bench"))
     p.add_argument("--csv", default=None)
     p.add_argument("--no-curve", action="store_true")
@@ -363,67 +436,59 @@ def main() -> None:
     ev = Evaluator(zoo, tasks)
     cache = Path(a.cache)
     print(f"demo zoo {zoo.path}; torch threads {threads}; {len(sets)} task sets; "
-          f"re-evaluate {a.reevaluate}")
+          f"re-evaluate {a.reevaluate}; reference point: truth front's nadir - {a.margin}")
 
     rows: list[dict] = []
     curve: list[dict] = []
     for task_set in sets:
         T = len(task_set)
         prefs = PREFERENCES[T]
-        C_grid, correct, test_grid, grid_s = grid_truth(
+        scorer = HeldOut(ev, task_set)
+        C_grid, correct, held_correct, grid_s = grid_truth(
             ev, task_set, a.pair_grid if T == 2 else a.triple_grid, cache)
-        truth_Y = np.column_stack([c.mean(axis=1) for c in correct])
-        floor = bootstrap_floor(correct, SENSE, n_splits=a.splits, seed=a.seed)
-        floor_boot = bootstrap_floor(correct, SENSE, n_splits=a.splits, seed=a.seed,
-                                     resample="bootstrap")
+        truth = Truth(C_grid, np.column_stack([c.mean(axis=1) for c in correct]),
+                      scorer.from_correct(held_correct), prefs, a.margin)
         n_fit, budget = budget_for(T, a.reevaluate)
         evaluate = ev.accuracy(task_set)
-        measure = Measure(ev.accuracy(task_set, counted=False))
         # the grid's per-image path must agree with the engine's own accuracy
-        check = np.abs(evaluate(C_grid[:: max(1, len(C_grid) // 3)]) -
-                       truth_Y[:: max(1, len(C_grid) // 3)]).max()
+        step = max(1, len(C_grid) // 3)
+        check = np.abs(evaluate(C_grid[::step]) - truth.val[::step]).max()
         if check > 1e-9:
             raise SystemExit(f"per-image accuracies differ from MergeEngine.evaluate by {check}")
-        # the perfect method on held-out data: the Val grid's front and picks, on test
-        oracle = heldout_score(ev, task_set, C_grid, truth_Y,
-                               C_grid[[pareto.pick_by_preference(truth_Y, w, [SENSE] * T)
-                                       for w in prefs]], test_grid, prefs)
         base = {"tasks": "+".join(task_set), "T": T, "grid_points": len(C_grid),
-                "oracle_hv_ratio_test": oracle["hv_ratio_test"],
-                "oracle_regret_test": oracle["regret_test"],
-                "grid_seconds": grid_s, "truth_front": len(pareto_filter(truth_Y, SENSE)),
-                "floor": floor["mean"], "floor_std": floor["std"],
-                "floor_boot": floor_boot["mean"], "budget": budget}
+                "grid_seconds": grid_s, "truth_front": len(truth.front),
+                "eval_images": [c.shape[1] for c in correct],
+                "heldout_images": [len(c) for c in scorer.columns],
+                "reference_point": truth.ref.tolist(), "noise_gap": truth.noise_gap(),
+                "budget": budget}
 
         runs: list[tuple[str, int, Callable[[], dict]]] = []
         if "map" in a.methods:
             runs.append(("map", a.seed, lambda s=a.seed: run_map(
-                evaluate, task_set, n_fit, prefs, a.reevaluate, s, measure)))
+                evaluate, task_set, n_fit, prefs, a.reevaluate, s)))
         if "refine" in a.methods:
             for spec in a.refine:
                 R, K = map(int, spec.split("x"))
                 runs.append((f"map+refine {spec}", a.seed, lambda s=a.seed, R=R, K=K: run_map(
-                    evaluate, task_set, n_fit, prefs, a.reevaluate, s, measure, R, K)))
+                    evaluate, task_set, n_fit, prefs, a.reevaluate, s, R, K)))
         if "lhs" in a.methods:  # measurement only: is the design's edge-heavy grid a loss?
             runs.append(("map lhs", a.seed, lambda s=a.seed: run_map(
-                evaluate, task_set, n_fit, prefs, a.reevaluate, s, measure,
-                design_kind="lhs")))
+                evaluate, task_set, n_fit, prefs, a.reevaluate, s, design_kind="lhs")))
             for spec in a.refine if "refine" in a.methods else []:
                 R, K = map(int, spec.split("x"))
                 runs.append((f"map lhs+refine {spec}", a.seed, lambda s=a.seed, R=R, K=K:
                              run_map(evaluate, task_set, n_fit, prefs, a.reevaluate, s,
-                                     measure, R, K, design_kind="lhs")))
+                                     R, K, design_kind="lhs")))
         if "bayesian" in a.methods:
             runs.append(("bayesian", a.seed, lambda s=a.seed: run_bayes(
-                evaluate, task_set, prefs, a.reevaluate, s, measure)))
+                evaluate, task_set, prefs, a.reevaluate, s)))
         for merge in ("dare", "ties"):
             if merge in a.methods:
                 def run_merged(s=a.seed, merge=merge):
                     engine = merged_engine(zoo, task_set, merge, s)
                     out = run_map(ev.accuracy(task_set, engine=engine), task_set, n_fit, prefs,
-                                  a.reevaluate, s,
-                                  Measure(ev.accuracy(task_set, False, engine=engine)))
-                    out["heldout"] = False  # its models are not the TA engine's
+                                  a.reevaluate, s)
+                    out["engine"] = engine  # its models are scored on held-out by it
                     return out
                 runs.append((f"map {merge}", a.seed, run_merged))
         if "random" in a.methods:
@@ -442,32 +507,32 @@ def main() -> None:
             start = time.perf_counter()
             out = fn()
             wall = time.perf_counter() - start
+            counted = ev.count
+            if counted != len(out["Y_all"]):
+                raise SystemExit(f"{method}: {counted} evaluations counted, "
+                                 f"{len(out['Y_all'])} in its record")
             row = base | {"method": method, "seed": seed, "seconds": wall,
-                          "counted_evaluations": ev.count} | score(out, truth_Y, prefs)
+                          "counted_evaluations": counted} | score(
+                out, truth, heldout_rows(out, scorer, out.get("engine")), prefs)
             if out.get("refine"):
                 row |= {"refine_points": sum(out["refine"]["points_per_round"]),
                         "refine_agreement": out["refine"]["agreement"][-1]}
-            if out.get("heldout", True):
-                row |= heldout_score(ev, task_set, out["C_all"], out["Y_all"],
-                                     out["chosen_C"], test_grid, prefs)
-            else:
-                row |= {"hv_ratio_test": float("nan"), "igd_plus_test": float("nan"),
-                        "regret_test": float("nan")}
             rows.append(row)
-            print(f"{row['tasks']:<28} {method:<9} seed {seed}: HV ratio {row['hv_ratio']:.3f} "
-                  f"(floor {floor['mean']:.3f}/{floor_boot['mean']:.3f}), IGD+ {row['igd_plus']:.4f}, regret "
-                  f"{row['regret']:.4f}; test: HV ratio {row['hv_ratio_test']:.3f} (grid's Val front "
-                  f"{oracle['hv_ratio_test']:.3f}), regret {row['regret_test']:.4f} ("
-                  f"{oracle['regret_test']:.4f}); {ev.count} evals, {wall:.1f} s", flush=True)
+            print(f"{row['tasks']:<28} {method:<9} seed {seed}: held-out HV ratio "
+                  f"{row['hv_ratio_held']:.3f}, IGD+ {row['igd_plus_held']:.4f}, regret "
+                  f"{row['regret_held']:+.4f}; in-sample HV ratio {row['hv_ratio_val']:.3f}; "
+                  f"{counted} evals, {wall:.1f} s (noise gap {truth.noise_gap():.3f})",
+                  flush=True)
 
         if not a.no_curve and "map" in a.methods:
             m = sampling.min_points(T)
             for n in sorted({m, 3 * m // 2, 2 * m, 3 * m}):
-                out = run_map(evaluate, task_set, n, prefs, a.reevaluate, a.seed, measure)
+                out = run_map(evaluate, task_set, n, prefs, a.reevaluate, a.seed)
+                r = score(out, truth, heldout_rows(out, scorer), prefs)
                 curve.append({"tasks": base["tasks"], "T": T, "n_fit": n,
-                              "evaluations": n + len(out["real"]),
-                              "hv_ratio": score(out, truth_Y, prefs)["hv_ratio"],
-                              "floor": floor["mean"], "floor_boot": floor_boot["mean"]})
+                              "evaluations": len(out["Y_all"]),
+                              "hv_ratio_held": r["hv_ratio_held"],
+                              "hv_ratio_val": r["hv_ratio_val"]})
 
     summarise(rows, curve)
     if a.csv:
@@ -489,40 +554,38 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 def summarise(rows: list[dict], curve: list[dict]) -> None:
     if not rows:
         return
-    print("\nper method and T (means over task sets and seeds; worst = lowest HV ratio)")
-    print("floor: split-half / bootstrap noise floor of the HV ratio (see src.indicators); "
-          "/boot: HV ratio over the bootstrap floor (1 = as good as a perfect method)")
+    print("\nper method and T (means over task sets and seeds; worst = lowest held-out HV "
+          "ratio). held-out: the method's front and picks measured on the held-out split, "
+          "against the grid front chosen on the evaluation split and measured there too "
+          "(above 1: better than the grid's choice). in-sample: the method's own evaluations "
+          "against the grid's (both biased upwards by selection). Every evaluation counted. "
+          "noise gap: see Truth.noise_gap")
     w = max(9, max(len(r["method"]) for r in rows))
-    print(f"{'method':<{w}} {'T':>2} {'runs':>4} {'HV ratio':>8} {'worst':>6} {'floor':>11} "
-          f"{'/boot':>5} {'worst':>5} {'IGD+':>7} {'regret':>7} {'pred err':>8} {'evals':>5} "
-          f"{'sec':>6} | {'test HV':>7} {'oracle':>6} {'test regret':>11} {'oracle':>6}")
+    print(f"{'method':<{w}} {'T':>2} {'runs':>4} | {'HV ratio':>8} {'worst':>6} {'IGD+':>7} "
+          f"{'regret':>7} | {'in-sample HV':>12} {'regret':>7} | {'pred err':>8} {'evals':>5} "
+          f"{'sec':>6} | {'noise gap':>9}")
     for (method, T) in dict.fromkeys((r["method"], r["T"]) for r in rows):
         sel = [r for r in rows if r["method"] == method and r["T"] == T]
         mae = [r["pred_real_mae"] for r in sel if "pred_real_mae" in r]
-        rel = [r["hv_ratio"] / r["floor_boot"] for r in sel]
-        print(f"{method:<{w}} {T:>2} {len(sel):>4} {np.mean([r['hv_ratio'] for r in sel]):>8.3f} "
-              f"{np.min([r['hv_ratio'] for r in sel]):>6.3f} "
-              f"{np.mean([r['floor'] for r in sel]):>5.3f}/{np.mean([r['floor_boot'] for r in sel]):.3f} "
-              f"{np.mean(rel):>5.3f} {np.min(rel):>5.3f} "
-              f"{np.mean([r['igd_plus'] for r in sel]):>7.4f} "
-              f"{np.mean([r['regret'] for r in sel]):>7.4f} "
-              f"{(np.mean(mae) if mae else float('nan')):>8.4f} "
-              f"{np.mean([r['evaluations'] for r in sel]):>5.0f} "
-              f"{np.mean([r['seconds'] for r in sel]):>6.1f} | "
-              f"{np.nanmean([r['hv_ratio_test'] for r in sel]) if any(np.isfinite(r['hv_ratio_test']) for r in sel) else float('nan'):>7.3f} "
-              f"{np.mean([r['oracle_hv_ratio_test'] for r in sel]):>6.3f} "
-              f"{np.nanmean([r['regret_test'] for r in sel]) if any(np.isfinite(r['regret_test']) for r in sel) else float('nan'):>11.4f} "
-              f"{np.mean([r['oracle_regret_test'] for r in sel]):>6.4f}")
+
+        def mean(key: str) -> float:
+            return float(np.mean([r[key] for r in sel]))
+        print(f"{method:<{w}} {T:>2} {len(sel):>4} | {mean('hv_ratio_held'):>8.3f} "
+              f"{np.min([r['hv_ratio_held'] for r in sel]):>6.3f} {mean('igd_plus_held'):>7.4f} "
+              f"{mean('regret_held'):>+7.4f} | {mean('hv_ratio_val'):>12.3f} "
+              f"{mean('regret_val'):>+7.4f} | {(np.mean(mae) if mae else float('nan')):>8.4f} "
+              f"{mean('evaluations'):>5.0f} {mean('seconds'):>6.1f} | {mean('noise_gap'):>9.3f}")
     if curve:
-        print("\nMAP's HV ratio as its design grows (mean over task sets; + re-evaluations)")
+        print("\nMAP's held-out HV ratio as its design grows (mean over task sets; + the front "
+              "step's re-evaluations)")
         for T in sorted({c["T"] for c in curve}):
             for n in sorted({c["n_fit"] for c in curve if c["T"] == T}):
                 sel = [c for c in curve if c["T"] == T and c["n_fit"] == n]
                 print(f"T={T} design {n:>3} ({np.mean([c['evaluations'] for c in sel]):.0f} "
-                      f"evals): HV ratio {np.mean([c['hv_ratio'] for c in sel]):.3f} "
-                      f"(worst {np.min([c['hv_ratio'] for c in sel]):.3f}, floor "
-                      f"{np.mean([c['floor'] for c in sel]):.3f}/"
-                      f"{np.mean([c['floor_boot'] for c in sel]):.3f})")
+                      f"evals): held-out HV ratio "
+                      f"{np.mean([c['hv_ratio_held'] for c in sel]):.3f} (worst "
+                      f"{np.min([c['hv_ratio_held'] for c in sel]):.3f}; in-sample "
+                      f"{np.mean([c['hv_ratio_val'] for c in sel]):.3f})")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ naming what changed.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,18 +20,51 @@ _LABELS = {"model": "--model", "datasets": "eval datasets", "data_location": "--
            "max_eval_samples": "--max-eval-samples", "zoo_recipe": "demo zoo recipe"}
 
 
+SAMPLE_BLOCKS, SAMPLE_BYTES = 16, 1 << 16  # 1 MiB read per file, whatever its size
+
+
+def content_sample(path: str | os.PathLike, size: int) -> str:
+    """sha256 of SAMPLE_BLOCKS blocks spread evenly over the file (the whole file when it
+    is smaller). A checkpoint replaced by another of the same size (another fine-tuning
+    run, copied with its mtime kept: ``cp -p``, ``rsync -a``) differs in every block, so
+    this notices it while reading 1 MiB instead of gigabytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= SAMPLE_BLOCKS * SAMPLE_BYTES:
+            digest.update(f.read())
+        else:
+            step = (size - SAMPLE_BYTES) / (SAMPLE_BLOCKS - 1)
+            for k in range(SAMPLE_BLOCKS):
+                f.seek(int(k * step))
+                digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
 def file_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
-    """Size and mtime of a file, or of every file in a folder (None if absent): enough to
-    notice a checkpoint replaced on disk without reading gigabytes."""
+    """Size, mtime and a sampled content digest of a file, or of every file in a folder
+    (None if absent): enough to notice a checkpoint replaced on disk without reading
+    gigabytes."""
     path = Path(path)
     if path.is_dir():
         return {str(p.relative_to(path)): file_stamp(p) for p in sorted(path.rglob("*"))
                 if p.is_file()}
     try:
         st = path.stat()
+        sample = content_sample(path, st.st_size)
     except OSError:
         return None
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sample_sha256": sample}
+
+
+def _same_stamp(before: Any, now: Any) -> bool:
+    """Stamps agree on every key both have: a fingerprint written before the content digest
+    existed is compared on size and mtime only, so its run still resumes."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        if "size" in before and "size" in now:
+            return all(before[k] == now[k] for k in before.keys() & now.keys())
+        return before.keys() == now.keys() and all(_same_stamp(before[k], now[k])
+                                                   for k in before)
+    return before == now
 
 
 def evaluation_fingerprint(model_name: str, *, checkpoints: Mapping[str, str | os.PathLike],
@@ -72,7 +106,8 @@ def _stamp_text(entry: Mapping | None) -> str:
         from datetime import datetime, timezone
 
         when = datetime.fromtimestamp(stamp["mtime_ns"] / 1e9, timezone.utc)
-        return f"{stamp['size']} bytes, modified {when:%Y-%m-%d %H:%M:%S} UTC"
+        sample = f", content {stamp['sample_sha256'][:12]}" if "sample_sha256" in stamp else ""
+        return f"{stamp['size']} bytes, modified {when:%Y-%m-%d %H:%M:%S} UTC{sample}"
     return f"{len(stamp)} files"
 
 
@@ -100,7 +135,8 @@ def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[
         if (before or {}).get("stamp") is None and now is not None and \
                 (before is None or before.get("path") == now.get("path")):
             continue  # created by the earlier run
-        if before != now:
+        if before is None or now is None or before.get("path") != now.get("path") or \
+                not _same_stamp(before.get("stamp"), now.get("stamp")):
             path = (now or before or {}).get("path", "?")
             changes.append(f"the {what} {path} as {_stamp_text(before)}, this run finds "
                            f"{_stamp_text(now)}")

@@ -5,9 +5,9 @@ says per column whether larger ("max", accuracy) or smaller ("min", loss) is bet
 string applies to every column). pymoo's indicators assume minimisation, so columns are
 multiplied by -1 for "max" before they are called (`to_minimisation`).
 
-Reference point: per objective, the truth's worst value moved a `margin` further towards
-worse (accuracy: min - margin; loss: max + margin), so that every truth point, including
-the extremes of the front, adds volume.
+Reference point: per objective, the worst value on the truth's front (its nadir) moved a
+`margin` further towards worse (accuracy: min - margin; loss: max + margin), so that every
+truth-front point, including the extremes, adds volume.
 
 HV, IGD, IGD+, GD and the filter are src.objectives' (shared with src.pareto); this module
 adds the reference point, ratios, dominance counts, preference regret and the noise floors.
@@ -28,12 +28,15 @@ DEFAULT_MARGIN = 0.01
 
 
 def reference_point(truth_F, senses: Senses, margin: float = DEFAULT_MARGIN) -> np.ndarray:
-    """(K,) per objective the truth's worst value, `margin` further towards worse."""
+    """(K,) the nadir of the truth's front (per objective its worst value over the
+    non-dominated rows of truth_F), `margin` further towards worse. Dominated rows do not
+    move it: the worst of every grid merge lies far from the front and would compress
+    every HV ratio towards 1."""
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    F_min = to_minimisation(truth_F, senses)
-    if len(F_min) == 0:
+    if len(_as_2d(truth_F, "truth_F")) == 0:  # pareto_filter of nothing has no nadir
         raise ValueError("the truth has no rows")
+    F_min = to_minimisation(pareto_filter(truth_F, senses), senses)
     s = signs(senses, F_min.shape[1])
     return (F_min.max(axis=0) + margin) * s  # back to metric scale (s is its own inverse)
 
@@ -180,17 +183,16 @@ def front_indicators(truth_F, predicted_F, real_F, chosen_real=None, weights=Non
 # --------------------------------------------------------------------------- noise floor
 def split_half_floor(Y_a, Y_b, senses: Senses, margin: float = DEFAULT_MARGIN
                      ) -> dict[str, float]:
-    """HV ratio a perfect method could reach, given evaluation noise (split-half).
+    """HV ratio of a front chosen on one half of the images, scored on the other half.
 
     Y_a, Y_b (n, K): the same n candidate models (e.g. every grid point) evaluated on two
-    disjoint halves of each evaluation set. A method that knew the candidates' values
-    exactly up to noise picks the front chosen on one half; scored on the other half
-    against that half's own front it loses what noise alone costs: the ratio
-    HV(Y_b[front of Y_a]) / HV(front of Y_b), and the same with halves swapped.
-    The truth front's own upward bias works the same way, so this ratio is the ceiling
-    that HV ratios against a noisy grid truth should be read against. Each half has half
-    the images, so its noise is sqrt(2) larger than the full set's: the floor is
-    pessimistic (a perfect method on the full set would do somewhat better).
+    disjoint halves of each evaluation set. The front chosen on one half, scored on the
+    other half against that half's own front: HV(Y_b[front of Y_a]) / HV(front of Y_b),
+    and the same with halves swapped. It measures how far apart two fronts chosen on
+    equally noisy data lie, the second biased upwards by its own selection. It is NOT a
+    ceiling for a method scored on the values it selected on (such a method shares the
+    truth's upward bias and can exceed it): score methods on held-out data instead. Each
+    half has half the images, so its noise is sqrt(2) larger than the full set's.
     """
     Y_a = _as_2d(Y_a, "Y_a")
     Y_b = _as_2d(Y_b, "Y_b", Y_a.shape[1])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 
@@ -34,3 +35,25 @@ def processes_mentioning(text: str) -> list[int]:
             except OSError:
                 pass
     return pids
+
+
+def wait_for_exit(pids: list[int], hang_limit: float = 300.0) -> list[int]:
+    """Wait for each process to exit, on the exit itself (a pidfd becomes readable when
+    its process ends), not on a fixed delay; ``hang_limit`` only keeps a process that never
+    ends from blocking the suite. Returns the pids still running after it."""
+    import select
+    import time
+
+    end = time.monotonic() + hang_limit
+    alive = []
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue  # already gone
+        try:
+            if not select.select([fd], [], [], max(0.0, end - time.monotonic()))[0]:
+                alive.append(pid)
+        finally:
+            os.close(fd)
+    return alive

@@ -152,11 +152,18 @@ def test_rounds_record_points_posterior_and_error(runs, T):
         surrogates = fit_surrogates(C[:n_before], Y[:n_before], "sigmoid")
         expected = squared_errors(surrogates, C[:n_before], Y[:n_before]).mean()
         assert rounds[r]["surrogate_mse"] == pytest.approx(expected, rel=1e-6, abs=1e-12)
-    # A round draws from the posterior it records: its points lie in bins that posterior
-    # gives real weight.
+    # A round draws from the posterior it records, by systematic resampling: bin b gets
+    # floor or ceil of n * p_b of the round's points; and a bin the round scored higher
+    # never gets less posterior (the acquisition is monotone in the bins' errors).
     for r in rounds[1:]:
-        bins = assign_bins(np.array(r["points"]), 4)
-        assert (np.array(r["bin_posterior"])[bins] > 1e-6).all()
+        posterior = np.array(r["bin_posterior"])
+        counts = np.bincount(assign_bins(np.array(r["points"]), 4), minlength=n_bins)
+        expected = len(r["points"]) * posterior
+        assert (counts >= np.floor(expected - 1e-9)).all(), (counts, expected)
+        assert (counts <= np.ceil(expected + 1e-9)).all(), (counts, expected)
+        scores = np.array(r["bin_scores"])
+        higher = scores[:, None] > scores[None, :]
+        assert (posterior[:, None] >= posterior[None, :] - 1e-12)[higher].all()
 
 
 @pytest.mark.slow

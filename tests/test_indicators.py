@@ -22,7 +22,18 @@ def test_pareto_filter_drops_dominated_and_duplicates():
 
 def test_reference_point_per_sense():
     np.testing.assert_allclose(reference_point(TRUTH, "max", 0.01), [0.49, 0.49])
-    np.testing.assert_allclose(reference_point(TRUTH, ["max", "min"], 0.1), [0.4, 1.0])
+    # max/min: (0.9, 0.5) dominates every other row, so it alone is the front's nadir
+    np.testing.assert_allclose(reference_point(TRUTH, ["max", "min"], 0.1), [0.8, 0.6])
+
+
+def test_reference_point_is_the_front_nadir_not_the_worst_point():
+    # A far-off dominated merge (0.1, 0.2) must not move the reference: it is the front's
+    # nadir (0.5, 0.5) minus the margin, and the HV ratio of a front inside the truth's
+    # is not compressed towards 1 by it (hand-computed: boxes from (0.49, 0.49)).
+    far = np.vstack([TRUTH, [[0.1, 0.2]]])
+    np.testing.assert_allclose(reference_point(far, "max", 0.01), [0.49, 0.49])
+    truth_hv = 0.01 * 0.41 + 0.2 * 0.21 + 0.2 * 0.01  # x in [.49,.5], [.5,.7], [.7,.9]
+    assert hv_ratio([[0.6, 0.6]], far, "max", 0.01) == pytest.approx(0.11 * 0.11 / truth_hv)
 
 
 def test_hypervolume_by_hand():

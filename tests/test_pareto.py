@@ -10,7 +10,9 @@ from src.pareto import (
     non_dominated,
     normalize_preference,
     nsga3_front,
+    pick,
     pick_by_preference,
+    pick_tchebycheff,
 )
 from src.surrogate import QuadraticSurrogate
 
@@ -168,6 +170,39 @@ def test_pick_by_preference():
     assert pick_by_preference(M, [1, 0], ["max", "min"]) == 0
     assert pick_by_preference(M, [1, 1], ["max", "min"]) == 1
     assert pick_by_preference(M, [0, 1], ["max", "min"]) == 2
+
+
+# --pick tchebycheff (the default), answers derived by hand: u_k = (y_k - low_k) / (high_k -
+# low_k), the pick minimises max_k w_k (1 - u_k) (weights normalised to sum 1).
+def test_tchebycheff_picks_the_balanced_model():
+    # Task 1 spans [0, 1], task 2 only [0.5, 0.6] (its fine-tuning gained little).
+    F = np.array([[1.0, 0.5], [0.5, 0.55], [0.2, 0.6]])
+    worst, best = [0.0, 0.5], [1.0, 0.6]
+    # u: (1, 0), (0.5, 0.5), (0.2, 1) -> max of 0.5 (1 - u): 0.5, 0.25, 0.4 -> the middle
+    assert pick_tchebycheff(F, [1, 1], ["max", "max"], worst, best) == 1
+    # the weighted sum on raw accuracies takes the wide task's end (1.5 > 1.05 > 0.8)
+    assert pick_by_preference(F, [1, 1], ["max", "max"]) == 0
+    # weights (3, 1) -> (0.75, 0.25): 0.25, 0.375, 0.6 -> the first
+    assert pick_tchebycheff(F, [3, 1], ["max", "max"], worst, best) == 0
+    # the same front as losses (1 - accuracy): the same pick
+    assert pick_tchebycheff(1 - F, [1, 1], ["min", "min"], [1.0, 0.5], [0.0, 0.4]) == 1
+
+
+def test_tchebycheff_widens_to_the_fronts_range():
+    # Task 2's fine-tuned model reaches 0.5, the front 0.9: high = (1, 0.9), low = (0, 0).
+    F = np.array([[0.9, 0.5], [0.6, 0.7], [0.3, 0.9]])
+    # u: (0.9, 0.556), (0.6, 0.778), (0.3, 1) -> max 0.5 (1 - u): 0.222, 0.2, 0.35.
+    # Unwidened (high 0.5) the first would win: 0.05, 0.2, 0.35.
+    assert pick_tchebycheff(F, [1, 1], ["max", "max"], [0.0, 0.0], [1.0, 0.5]) == 1
+
+
+def test_tchebycheff_with_a_task_below_its_pretrained_value():
+    # The first point loses task 2 below the pretrained 0.5: low = (0.5, 0.2), high = (1, 1).
+    F = np.array([[0.9, 0.2], [0.7, 0.6], [0.62, 0.75]])
+    # u: (0.8, 0), (0.4, 0.5), (0.24, 0.6875) -> max 0.5 (1 - u): 0.5, 0.3, 0.38.
+    # Unwidened (low 0.5: u_2 of -0.6) the third would win: 0.8, 0.4, 0.38.
+    assert pick_tchebycheff(F, [1, 1], ["max", "max"], [0.5, 0.5], [1.0, 1.0]) == 1
+    assert pick(F, [1, 1], ["max", "max"], "tchebycheff", [0.5, 0.5], [1.0, 1.0]) == 1
 
 
 def test_hypervolume_and_igd():

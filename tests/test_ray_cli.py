@@ -8,6 +8,7 @@ level's pairs in one batch and builds the same tree; a sweep over 3 models runs 
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -28,6 +29,23 @@ REPO = Path(__file__).resolve().parent.parent
 NAMES = "DigitsVal_RotateVal"
 MAP_FLAGS = ["--demo", "--method", "map", "--n-gen", "20", "--reevaluate", "2",
              "--device", "cpu"]
+# run_MAP.py whose driver, once `hold` points are stored, touches `marker` and waits there.
+HELD_DRIVER = """
+import sys, time
+from pathlib import Path
+from src.results import ScalingResults
+hold, marker = int(sys.argv[1]), Path(sys.argv[2])
+original = ScalingResults.add
+def add(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    if len(self) >= hold:
+        marker.touch()
+        while True:
+            time.sleep(1)  # until SIGKILL
+ScalingResults.add = add
+import run_MAP
+sys.exit(run_MAP.main(sys.argv[3:]))
+"""
 SAME_FILES = [f"{NAMES}scaling_results.json", f"{NAMES}pareto_front.json",
               f"{NAMES}pareto_front_real.json", f"{NAMES}_surrogates.json"]
 
@@ -180,7 +198,7 @@ def local_map(runs, zoo_root) -> Path:
 
 @pytest.mark.slow
 def test_map_with_two_workers_writes_the_same_files(local_map, runs, zoo_root, ray_tmp,
-                                                    one_thread):
+                                                    one_thread, monkeypatch):
     import run_MAP
 
     assert run_MAP.main([*MAP_FLAGS, "--zoo-dir", zoo_root, "--point", "10",
@@ -192,7 +210,21 @@ def test_map_with_two_workers_writes_the_same_files(local_map, runs, zoo_root, r
     assert evaluation["backend"] == "ray" and evaluation["workers"] == 2
     # design + re-evaluated front points + the pretrained model (pick check)
     assert evaluation["jobs"] == 10 + 2 + 1
-    assert len(list((runs / "ray2" / ".eval_cache").glob("eval_*.pt"))) == 2
+    cached = {p: p.stat().st_mtime_ns for p in (runs / "ray2" / ".eval_cache").glob("eval_*.pt")}
+    assert len(cached) == 2
+    # the same command again resumes: the decoded sets are read back, never decoded again
+    import task_vectors.eval_data as eval_data
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an evaluation set was decoded again")
+
+    monkeypatch.setattr(eval_data, "decode_dataset", no_decoding)
+    assert run_MAP.main([*MAP_FLAGS, "--zoo-dir", zoo_root, "--point", "10",
+                         "--results-path", str(runs), "--exp-id", "ray2",
+                         "--workers", "2"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in cached} == cached
+    for name in SAME_FILES:
+        assert (runs / "ray2" / name).read_bytes() == (local_map / name).read_bytes(), name
 
 
 @pytest.mark.slow
@@ -247,20 +279,23 @@ def test_sigkilled_driver_resumes_to_the_same_front(runs, zoo_root, ray_tmp):
     command = [sys.executable, str(REPO / "run_MAP.py"), *flags, "--exp-id", "resumed",
                "--workers", "2"]
     log = runs / "resumed" / f"{NAMES}scaling_results.jsonl"
-    driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    marker = runs / "resumed.held"
+    # the driver stops after storing its 5th point and waits there for the kill (the
+    # event the test waits on: the kill always lands mid-run, whatever the load)
+    held = [sys.executable, "-c", HELD_DRIVER, "5", str(marker), *command[2:]]
+    driver = subprocess.Popen(held, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and driver.poll() is None:
-            if log.exists() and len(log.read_text().splitlines()) >= 5:
-                break
+        hang_limit = time.monotonic() + 900  # only stops a hung driver blocking the suite
+        while not marker.exists():
+            assert driver.poll() is None, "the driver ended before its fifth point"
+            assert time.monotonic() < hang_limit, "the driver hung before its fifth point"
             time.sleep(0.2)
-        assert driver.poll() is None, "the run ended before it could be killed"
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and what it started
     finally:
         driver.wait(timeout=60)
     stored = len(log.read_text().splitlines())
-    assert 5 <= stored < 40
+    assert stored == 5
     resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -328,9 +363,30 @@ def test_sweep_over_three_models_runs_three_pairs(runs, zoo_root, ray_tmp, one_t
                          "--exp-id", "sweep", "--workers", "2"]) == 0
     sweep = runs / "sweep"
     pairs = ["DigitsVal_RotateVal", "DigitsVal_FlipVal", "RotateVal_FlipVal"]
-    lines = (sweep / "sweep.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in lines[1:]] == pairs
+    with open(sweep / "sweep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["subset"] for row in rows] == pairs
     assert (sweep / "sweep.png").stat().st_size > 0
+    # every column against the subset's own files
+    for row, pair in zip(rows, pairs):
+        models = pair.split("_")
+        folder = sweep / pair
+        summary = _read(folder / "run.json")["summary"]
+        assert row["models"] == " ".join(models)
+        assert int(row["n_evaluations"]) == len(_read(folder / f"{pair}scaling_results.json"))
+        front = _read(folder / f"{pair}pareto_front.json")
+        assert int(row["front_size"]) == len(front)
+        r2 = [s["r2"] for s in _read(folder / f"{pair}_surrogates.json").values()]
+        assert float(row["min_surrogate_r2"]) == pytest.approx(min(r2), rel=1e-9)
+        real = _read(folder / f"{pair}pareto_front_real.json").values()
+        errors = [np.abs(np.array(front[str([e["models"][m] for m in models])]) -
+                         [e["evals"][d]["accuracy"] for d in models]) for e in real]
+        assert len(errors) == 2 and float(row["front_error"]) == pytest.approx(
+            np.mean(errors), rel=1e-9)
+        chosen, weights = summary["chosen"]["real"], summary["chosen"]["preference"]
+        weighted = sum(chosen[d] * weights[d] for d in models) / sum(weights.values())
+        assert float(row["chosen_real_weighted"]) == pytest.approx(weighted, rel=1e-9)
+        assert row["chosen_real"] == " ".join(f"{d}={chosen[d]:.4f}" for d in models)
     for pair in pairs:
         run = _read(sweep / pair / "run.json")
         assert run["models"] == pair.split("_") and run["summary"]["n_evaluations"] == 8

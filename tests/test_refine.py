@@ -152,11 +152,17 @@ def test_bayesian_refines_after_its_rounds(zoo_root, tmp_path, one_thread):
             "--refine-points", "2"]
     assert run_MAP.main(argv) == 0
     summary = json.loads((tmp_path / "bayes" / "run.json").read_text())["summary"]
-    n_rounds = len(json.loads((tmp_path / "bayes" / "bayesian_rounds.json").read_text()))
-    assert summary["refine"]["points_per_round"] and \
-        0 < summary["refine"]["points_per_round"][0] <= 2
-    assert summary["n_evaluations"] == summary["refine"]["n_evaluations"]
-    assert n_rounds >= 1
+    rounds = json.loads((tmp_path / "bayes" / "bayesian_rounds.json").read_text())
+    refine_points = summary["refine"]["points_per_round"]
+    assert len(refine_points) == 1 and 0 < refine_points[0] <= 2
+    # round 0 and the one --bayes-iter round ran first; refinement's points come after them
+    assert [r["round"] for r in rounds] == [0, 1]
+    bayes_points = np.concatenate([r["points"] for r in rounds])
+    assert summary["n_evaluations"] == summary["refine"]["n_evaluations"] == \
+        len(bayes_points) + refine_points[0]
+    stored = json.loads((tmp_path / "bayes" / f"{'_'.join(PAIR)}scaling_results.json").read_text())
+    C = np.array([[stored[k]["models"][m] for m in PAIR] for k in sorted(stored, key=int)])
+    np.testing.assert_allclose(C[: len(bayes_points)], bayes_points, atol=1e-12)
 
 
 def test_lhs_design_has_the_one_hot_models_and_one_point_per_stratum():

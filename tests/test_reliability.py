@@ -1,8 +1,7 @@
 """Resume never mixes settings, one run per directory, kills and signals.
 
 The fingerprint and lock are checked directly and through run_MAP (in-process); kill -9
-and SIGTERM need a real process, whose evaluations are slowed down so the signal lands
-between stored points."""
+and SIGTERM need a real process, which waits at a known point for the signal."""
 from __future__ import annotations
 
 import json
@@ -14,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import CountingEvaluate
@@ -26,17 +26,26 @@ REPO = Path(__file__).resolve().parent.parent
 NAMES = "DigitsVal_RotateVal"
 N_POINTS = 12  # the default design for 2 tasks
 
-# run_MAP in a child process whose evaluations each take `delay` seconds longer.
-SLOW_RUN = """
+# run_MAP in a child process that stops at a known point: once `hold` points are stored
+# (journal lines), the next evaluation touches `marker` and waits there for the test's
+# signal. The test waits on the marker (the event), so the signal always lands mid-run
+# with exactly `hold` points stored, however loaded the machine is.
+HELD_RUN = """
 import sys, time
+from pathlib import Path
 from task_vectors.engine import MergeEngine
+hold, journal, marker = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 original = MergeEngine.evaluate
-def slow(self, *args, **kwargs):
-    time.sleep(float(sys.argv[1]))
+def held(self, *args, **kwargs):
+    stored = journal.read_bytes().count(b"\\n") if journal.exists() else 0
+    if stored >= hold:
+        marker.touch()
+        while True:
+            time.sleep(1)  # until SIGKILL / SIGTERM
     return original(self, *args, **kwargs)
-MergeEngine.evaluate = slow
+MergeEngine.evaluate = held
 import run_MAP
-sys.exit(run_MAP.main(sys.argv[2:]))
+sys.exit(run_MAP.main(sys.argv[4:]))
 """
 HOLD_LOCK = """
 import sys, time
@@ -65,17 +74,23 @@ def _journal_lines(run_dir: Path) -> int:
         return 0
 
 
-def _start_slow(argv: list[str], delay: float = 0.3) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(delay), *argv], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start_held(argv: list[str], run_dir: Path, hold: int) -> tuple[subprocess.Popen, Path]:
+    marker = run_dir.parent / f"{run_dir.name}.held"
+    journal = run_dir / f"{NAMES}scaling_results.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", HELD_RUN, str(hold), str(journal),
+                             str(marker), *argv], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    return proc, marker
 
 
-def _wait_for_points(proc: subprocess.Popen, run_dir: Path, n: int, timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    while _journal_lines(run_dir) < n:
+def _wait_until_held(proc: subprocess.Popen, marker: Path, hang_limit: float = 900) -> None:
+    """Wait for the child to reach its hold (the event); ``hang_limit`` only stops a hung
+    child from blocking the suite (the child cannot finish the run before it)."""
+    end = time.monotonic() + hang_limit
+    while not marker.exists():
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the child stored too few points in time"
-        time.sleep(0.02)
+        assert time.monotonic() < end, "the child hung before storing its points"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +132,27 @@ def test_fingerprint_names_each_change_and_ignores_the_batch_size(tmp_path):
     (changed,) = fingerprint_changes(base, _fp(tmp_path))
     assert changed.startswith(f"the pretrained checkpoint {tmp_path / 'zeroshot.pt'} as 5 bytes")
     assert "this run finds 6 bytes" in changed
+
+
+@pytest.mark.parametrize("size", [5, 3 << 20])  # read whole; sampled in 16 blocks
+def test_a_checkpoint_replaced_by_one_of_the_same_size_and_mtime_is_a_change(tmp_path, size):
+    # another fine-tuning run copied over the old one with its mtime kept (cp -p, rsync -a)
+    path = tmp_path / "zeroshot.pt"
+    rng = np.random.default_rng(0)
+    path.write_bytes(rng.bytes(size))
+    base = _fp(tmp_path)
+    st = path.stat()
+    path.write_bytes(rng.bytes(size))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    (changed,) = fingerprint_changes(base, _fp(tmp_path))
+    assert changed.startswith(f"the pretrained checkpoint {path} as {size} bytes")
+    # a fingerprint written before the content digest existed still resumes
+    old = json.loads(json.dumps(base))
+    del old["files"]["pretrained checkpoint"]["stamp"]["sample_sha256"]
+    path.write_bytes(rng.bytes(size))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert fingerprint_changes(old, _fp(tmp_path)) == []
 
 
 def test_a_head_the_first_run_built_is_no_change_but_a_replaced_one_is(tmp_path):
@@ -226,13 +262,13 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_front(
 
     run_dir = tmp_path / "killed"
     argv = _argv(zoo_root, tmp_path, "killed")
-    proc = _start_slow(argv)
-    _wait_for_points(proc, run_dir, 4)
+    proc, marker = _start_held(argv, run_dir, 4)
+    _wait_until_held(proc, marker)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     stored = _journal_lines(run_dir)
-    assert 4 <= stored < N_POINTS
+    assert stored == 4  # killed while evaluating the fifth point
     assert not (run_dir / f"{NAMES}scaling_results.json").exists()  # only the journal
     stale = run_dir / f".{NAMES}scaling_results.json.x1y2z3.tmp"  # a kill during a write
     stale.write_text('{"0": {"ev')
@@ -257,8 +293,8 @@ def test_sigterm_stops_like_ctrl_c_and_the_directory_resumes(
 
     run_dir = tmp_path / "term"
     argv = _argv(zoo_root, tmp_path, "term")
-    proc = _start_slow(argv)
-    _wait_for_points(proc, run_dir, 3)
+    proc, marker = _start_held(argv, run_dir, 3)
+    _wait_until_held(proc, marker)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143
@@ -270,7 +306,7 @@ def test_sigterm_stops_like_ctrl_c_and_the_directory_resumes(
     # Stopped cleanly: the journal was folded into a complete original-format file.
     assert not (run_dir / f"{NAMES}scaling_results.jsonl").exists()
     stored = len(json.loads((run_dir / f"{NAMES}scaling_results.json").read_text()))
-    assert 3 <= stored < N_POINTS
+    assert stored == 3  # the fourth merge, interrupted, was dropped
 
     counter = CountingEvaluate(MergeEngine.evaluate)
     monkeypatch.setattr(MergeEngine, "evaluate", counter)

@@ -14,13 +14,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from itertools import combinations
 from pathlib import Path
 
 import pytest
 
-from helpers import processes_mentioning
+from helpers import processes_mentioning, wait_for_exit
 
 REPO = Path(__file__).resolve().parent.parent
 SLURM = REPO / "scripts" / "slurm"
@@ -172,10 +171,8 @@ def test_multinode_script_on_localhost(tmp_path, demo_zoo, zoo_root):
         assert evaluation["backend"] == "ray" and evaluation["workers"] == 2
         nodes = {w["node"] for w in evaluation["per_worker"] if w}
         assert len(nodes) == 2  # one MAP worker per Ray node
-        # The script stops its Ray nodes on exit.
-        deadline = time.monotonic() + 30
-        while processes_mentioning(ray_tmp) and time.monotonic() < deadline:
-            time.sleep(1)
+        # The script stops its Ray nodes on exit: each of its processes ends.
+        assert wait_for_exit(processes_mentioning(ray_tmp)) == []
         assert processes_mentioning(ray_tmp) == []
     finally:
         for pid in processes_mentioning(ray_tmp):  # only what this test started

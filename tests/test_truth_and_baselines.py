@@ -72,6 +72,29 @@ def _scaling(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return C, Y
 
 
+# Independent of src.indicators and pymoo: the indicators by their definitions, for two
+# maximised objectives.
+def _front(Y: np.ndarray) -> np.ndarray:
+    keep = [not any((Y[j] >= Y[i]).all() and (Y[j] > Y[i]).any() for j in range(len(Y)))
+            for i in range(len(Y))]
+    return Y[keep]
+
+
+def _hv2(F: np.ndarray, ref: np.ndarray) -> float:
+    """Area of the union of the boxes [ref, p]: sweep by the first objective, descending."""
+    area, top = 0.0, ref[1]
+    for x, y in sorted((tuple(p) for p in F if (p > ref).all()), key=lambda p: -p[0]):
+        if y > top:
+            area, top = area + (x - ref[0]) * (y - top), y
+    return area
+
+
+def _igd_plus(F: np.ndarray, truth_front: np.ndarray) -> float:
+    """Mean over truth-front points z of min over p of ||max(z - p, 0)||."""
+    return float(np.mean([min(np.linalg.norm(np.maximum(z - p, 0.0)) for p in F)
+                          for z in truth_front]))
+
+
 # ------------------------------------------------------------------ grid
 def test_grid_evaluates_every_point_of_the_box_and_writes_its_front(grid_run, engine):
     names = "_".join(PAIR)
@@ -107,21 +130,41 @@ def test_a_finished_grid_run_again_evaluates_nothing(grid_run, results, zoo_root
 
 # ------------------------------------------------------------------ truth
 def test_truth_indicators_are_written_and_consistent(map_truth_run, grid_run):
-    from src.indicators import hv_ratio
-
     names = "_".join(PAIR)
     scores = _read(map_truth_run / "indicators.json")
     assert scores["truth"] == str(grid_run)
     _, Y_grid = _scaling(grid_run / f"{names}scaling_results.json")
     _, Y_real = _scaling(map_truth_run / f"{names}pareto_front_real.json")
-    reevaluated = scores["reevaluated"]
-    # recomputed here from the stored files
-    assert reevaluated["hv_ratio"] == pytest.approx(hv_ratio(Y_real, Y_grid, "max"), abs=1e-12)
-    assert 0.5 < reevaluated["hv_ratio"] < 1.2
-    for key in ("igd", "igd_plus", "gd", "preference_regret", "win_rate_vs_truth"):
-        assert np.isfinite(reevaluated[key])
+    _, Y_sampled = _scaling(map_truth_run / f"{names}scaling_results.json")
+    run = _read(map_truth_run / "run.json")
+    # recomputed here from the stored files, by the definitions (not src.indicators):
+    # reference = the grid front's nadir - 0.01
+    truth_front = _front(Y_grid)
+    ref = truth_front.min(axis=0) - 0.01
+    hv_truth = _hv2(truth_front, ref)
+    reevaluated, both = scores["reevaluated"], scores["reevaluated_and_sampled"]
+    for block, F in ((reevaluated, Y_real), (both, np.vstack([Y_real, Y_sampled]))):
+        assert block["reference_point"] == pytest.approx(ref.tolist(), abs=1e-12)
+        assert block["hv_truth"] == pytest.approx(hv_truth, rel=1e-9)
+        assert block["n_truth_front"] == len(np.unique(truth_front, axis=0))
+        assert block["n_real_front"] == len(np.unique(_front(F), axis=0))
+        assert block["hv_ratio"] == pytest.approx(_hv2(_front(F), ref) / hv_truth, rel=1e-9)
+        assert block["igd_plus"] == pytest.approx(_igd_plus(_front(F), truth_front), rel=1e-9)
+    # every sampled merge can only add to the re-evaluated front
+    assert both["hv_ratio"] >= reevaluated["hv_ratio"] - 1e-12
+    # the regret of the chosen model: the grid's best weighted accuracy minus its own
+    w = np.array(reevaluated["weights"]) / np.sum(reevaluated["weights"])
+    chosen = np.array([run["summary"]["chosen"]["real"][d] for d in PAIR])
+    assert reevaluated["preference_regret"] == pytest.approx(
+        float((Y_grid @ w).max() - chosen @ w), abs=1e-12)
+    # predicted vs real at the re-evaluated points, matched by their coefficients
+    front = _read(map_truth_run / f"{names}pareto_front.json")
+    real = _read(map_truth_run / f"{names}pareto_front_real.json")
+    errors = [np.abs(np.array(front[str([e["models"][m] for m in PAIR])]) -
+                     [e["evals"][d]["accuracy"] for d in PAIR]) for e in real.values()]
+    assert reevaluated["predicted_vs_real_mae"] == pytest.approx(np.mean(errors), rel=1e-9)
     assert (map_truth_run / "pareto_front_vs_grid.png").read_bytes()[:4] == b"\x89PNG"
-    assert _read(map_truth_run / "run.json")["summary"]["indicators"] == scores
+    assert run["summary"]["indicators"] == scores
 
 
 def test_reevaluate_all_evaluates_every_predicted_front_point(map_truth_run):
@@ -164,7 +207,20 @@ def test_baselines_are_stored_and_equal_an_independent_evaluation(map_truth_run,
         assert stored[b.name]["describe"] == json.loads(json.dumps(b.describe()))
     summary = _read(map_truth_run / "run.json")["summary"]["baselines"]
     assert set(summary) == set(stored)
-    assert all(isinstance(v["dominated_by_map"], bool) for v in summary.values())
+    # against MAP's real front (re-evaluated points and sampled merges), by definition: a
+    # baseline b is dominated when a front point is >= b everywhere and > b somewhere; its
+    # distance behind the front is min over front points f of ||max(f - b, 0)||
+    names = "_".join(PAIR)
+    _, Y_real = _scaling(map_truth_run / f"{names}pareto_front_real.json")
+    _, Y_sampled = _scaling(map_truth_run / f"{names}scaling_results.json")
+    front = _front(np.vstack([Y_real, Y_sampled]))
+    for name, entry in summary.items():
+        b = np.array([stored[name]["evals"][d]["accuracy"] for d in PAIR])
+        assert entry["metrics"] == {d: stored[name]["evals"][d]["accuracy"] for d in PAIR}
+        dominated = any((f >= b).all() and (f > b).any() for f in front)
+        assert entry["dominated_by_map"] is dominated, name
+        distance = min(np.linalg.norm(np.maximum(f - b, 0.0)) for f in front)
+        assert entry["distance_to_map_front"] == pytest.approx(distance, abs=1e-12), name
     assert (map_truth_run / "pareto_front_withbaselines.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -203,11 +259,39 @@ def test_a_dare_run_is_compared_in_the_baselines_figure(map_truth_run, results, 
     tau_transform("dare", drop_rate=0.5, seed=0)(tau)
     theta = engine.theta_pre + torch_tensor(c) @ tau
     assert entry["evals"] == engine.evaluate_theta(theta, PAIR)
-    # and it joins the other run's figure
-    assert _main(*_argv(zoo_root, results, "map", "map", "--truth", grid_run,
-                        "--reevaluate", "all", "--baselines", "--compare",
-                        results / "dare")) == 0
-    assert (results / "map" / "pareto_front_withbaselines.png").exists()
+    # and it joins the other run's figure: the figure drawn holds the DARE run's predicted
+    # front and real points beside this run's
+    import src.plotting.comparison as comparison
+
+    drawn = []  # per figure drawn: {label: data} of its first panel (saving clears it)
+    real_figure = comparison.comparison_figure
+
+    def keep(*args, **kwargs):
+        fig = real_figure(*args, **kwargs)
+        ax = fig.axes[0]
+        drawn.append({line.get_label(): np.asarray(line.get_xydata()) for line in ax.get_lines()}
+                     | {c.get_label(): np.asarray(c.get_offsets()) for c in ax.collections})
+        return fig
+
+    comparison.comparison_figure = keep
+    try:
+        assert _main(*_argv(zoo_root, results, "map", "map", "--truth", grid_run,
+                            "--reevaluate", "all", "--baselines", "--compare",
+                            results / "dare")) == 0
+    finally:
+        comparison.comparison_figure = real_figure
+    assert (results / "map" / "pareto_front_withbaselines.png").read_bytes()[:4] == b"\x89PNG"
+    # the grid figure is drawn too; the compared run joins the baselines figure only
+    (series,) = [d for d in drawn if "MAP (DARE), predicted" in d]
+    for label, run_dir in (("MAP (DARE)", results / "dare"), ("MAP (TA)", results / "map")):
+        predicted = np.array(list(_read(run_dir / f"{names}pareto_front.json").values()))
+        np.testing.assert_allclose(series[f"{label}, predicted"],
+                                   predicted[np.argsort(predicted[:, 0], kind="stable")])
+        _, real = _scaling(run_dir / f"{names}pareto_front_real.json")
+        np.testing.assert_allclose(np.sort(series[f"{label}, real"], axis=0),
+                                   np.sort(real, axis=0))
+    _, Y_grid = _scaling(grid_run / f"{names}scaling_results.json")
+    np.testing.assert_allclose(np.sort(series["grid points"], axis=0), np.sort(Y_grid, axis=0))
 
 
 def test_resume_with_another_merge_method_is_refused(results, zoo_root, capsys):
