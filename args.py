@@ -24,7 +24,7 @@ DEFAULT_DATASETS = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal"]
 # Demo defaults: a pair that trades off for map/bayesian, four tasks for nested.
 DEMO_PAIR = ["DigitsVal", "RotateVal"]
 DEMO_NESTED = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
-METHODS = ("map", "bayesian", "nested", "grid")
+METHODS = ("map", "bayesian", "nested", "grid", "adamerging")
 
 
 # ---- defaults that depend on the number of tasks T (edit them here)
@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="map: sample, fit quadratic surrogates, NSGA-III front; bayesian: the "
                         "same with adaptive sampling rounds (<= 6 tasks); nested: merge two "
                         "models at a time (many tasks); grid: evaluate a regular grid of "
-                        "merges, the ground truth (see --truth).")
+                        "merges, the ground truth (see --truth); adamerging: learn merge "
+                        "coefficients without labels (AdaMerging, see its flags).")
     g.add_argument("--zeroshot-merge-models", nargs="+", default=None,
                    help=f"Fine-tuned models to merge, by dataset name (default: "
                         f"{' '.join(DEFAULT_DATASETS)}; with --demo: {' '.join(DEMO_PAIR)}, or "
@@ -277,6 +278,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compare", type=str, nargs="+", default=None, metavar="RUN_DIR",
                    help="Finished map / bayesian runs of the same models (e.g. with "
                         "--merge-method dare) whose fronts join pareto_front_withbaselines.png.")
+
+    g = p.add_argument_group("AdaMerging (--method adamerging; defaults: Yang et al., ICLR 2024)")
+    g.add_argument("--adamerging", type=str, default="layer", choices=("task", "layer"),
+                   help="Coefficients learned: one per task (task-wise) or one per task and "
+                        "per parameter tensor of the image encoder (layer-wise). With "
+                        "--merge-method ties they are learned on the TIES vectors "
+                        "(AdaMerging++). They minimise the entropy of each task's head on "
+                        "unlabeled images: the evaluation sets' own images, as AdaMerging "
+                        "uses its test sets, so the accuracy reported is measured on the "
+                        "images it learned from (their labels are read only to report it).")
+    g.add_argument("--adamerging-prior", type=float_in(0.0, 1.0), default=0.3,
+                   help="Initial value of every coefficient (inside --adamerging-clamp).")
+    g.add_argument("--adamerging-lr", type=float_in(0.0, 1e3, low_open=True), default=1e-3,
+                   help="Adam learning rate.")
+    g.add_argument("--adamerging-betas", type=float_in(0.0, 1.0, high_open=True), nargs=2,
+                   default=[0.9, 0.999], metavar=("BETA1", "BETA2"), help="Adam betas.")
+    g.add_argument("--adamerging-steps", type=int_in(1, 1_000_000), default=500,
+                   help="Optimisation steps (each: one batch per task). A finished run "
+                        "given more steps continues from its checkpoint.")
+    g.add_argument("--adamerging-batch-size", type=int_in(1, 100_000), default=16,
+                   help="Unlabeled images per task and step (shuffled by --seed).")
+    g.add_argument("--adamerging-clamp", type=finite_float, nargs=2, default=[0.0, 1.0],
+                   metavar=("LOW", "HIGH"),
+                   help="Coefficients are clamped to [LOW, HIGH] after each step.")
+    g.add_argument("--adamerging-checkpoint-every", type=int_in(1, 1_000_000), default=50,
+                   help="Steps between checkpoints (coefficients, Adam state, step); a killed "
+                        "run rerun with the same command continues from the last one and "
+                        "ends with the same coefficients.")
 
     g = p.add_argument_group("ground truth (grid)")
     g.add_argument("--grid-points-per-axis", type=int_in(2, MAX_POINTS), default=None,

@@ -117,6 +117,7 @@ class RunConfig:
     refine_points: int = 5      # new front points evaluated per round
     refine_tol: float = 0.0     # stop once a round's mean |predicted - real| is at most this
     design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs
+    adamerging: Any = None      # adamerging: task_vectors.adamerging.AdaMergingSettings
 
     @property
     def T(self) -> int:
@@ -149,8 +150,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     if args.n_gen <= 0:
         raise MAPError(f"--n-gen {args.n_gen}: must be positive")
 
-    default_models = (defaults.demo_nested if args.method == "nested" else defaults.demo_pair) \
-        if args.demo else defaults.models
+    default_models = (defaults.demo_nested if args.method in ("nested", "adamerging")
+                      else defaults.demo_pair) if args.demo else defaults.models
     models = tuple(args.zeroshot_merge_models or default_models)
     datasets = tuple(args.zeroshot_eval_datasets or models)
     _check_models(models, datasets)
@@ -169,6 +170,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
                            "has none to score")
         truth = str(require_file(args.truth, "grid run (--truth)"))
     preference = _preference(args.preference, datasets)
+    adamerging = _adamerging(args) if args.method == "adamerging" else None
 
     zoo_recipe = None
     if args.demo:  # built (once, about a minute) only after the plain settings passed
@@ -226,7 +228,30 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         source=source, evaluation=evaluation,
         results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf, sweep=sweep,
         arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
-        refine_tol=refine_tol, design=args.design)
+        refine_tol=refine_tol, design=args.design, adamerging=adamerging)
+
+
+def _adamerging(args: argparse.Namespace):
+    """--method adamerging: its settings (checked), and what it does not combine with."""
+    from task_vectors.adamerging import AdaMergingSettings
+
+    if args.merge_method not in ("ta", "ties"):
+        raise MAPError(f"--method adamerging learns on task vectors as fine-tuned (--merge-method "
+                       f"ta) or TIES-trimmed (ties: AdaMerging++), not {args.merge_method}")
+    if args.workers is not None or args.ray_address is not None:
+        raise MAPError("--method adamerging learns in one process; drop --workers / "
+                       "--ray-address")
+    low, high = args.adamerging_clamp
+    if not low < high:
+        raise MAPError(f"--adamerging-clamp {low} {high}: LOW must be below HIGH")
+    if not low <= args.adamerging_prior <= high:
+        raise MAPError(f"--adamerging-prior {args.adamerging_prior} lies outside "
+                       f"--adamerging-clamp {low} {high}")
+    return AdaMergingSettings(
+        granularity=args.adamerging, prior=args.adamerging_prior, lr=args.adamerging_lr,
+        beta1=args.adamerging_betas[0], beta2=args.adamerging_betas[1],
+        steps=args.adamerging_steps, batch_size=args.adamerging_batch_size, seed=args.seed,
+        low=low, high=high, checkpoint_every=args.adamerging_checkpoint_every)
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -31,6 +31,7 @@ How it is computed (the memory and speed points of the method's best implementat
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -275,7 +276,27 @@ def _identity(engine, datasets: Sequence[str], vectors: str, settings: AdaMergin
             "settings": settings.trajectory()}
 
 
-def _load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+def check_checkpoint(path: str | Path, tasks: Sequence[str], datasets: Sequence[str],
+                     settings: AdaMergingSettings, vectors: str = "ta") -> int:
+    """Refuse (MAPError) a checkpoint at ``path`` that ``learn`` could not continue, before
+    any model is loaded; returns its step (0 when there is none)."""
+    path = Path(path)
+    partial = {"tasks": list(tasks), "datasets": list(datasets), "vectors": vectors,
+               "settings": settings.trajectory()}
+    state = _load_checkpoint(path, partial, only=partial)
+    step = 0 if state is None else int(state["step"])
+    _check_steps(path, step, settings)
+    return step
+
+
+def _check_steps(path: Path, step: int, settings: AdaMergingSettings) -> None:
+    if step > settings.steps:
+        raise MAPError(f"{path} holds {step} steps, more than the {settings.steps} asked "
+                       "for; ask for at least as many, or use another --exp-id")
+
+
+def _load_checkpoint(path: Path, identity: dict[str, Any], only: dict | None = None
+                     ) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
@@ -286,8 +307,10 @@ def _load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any] | N
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise MAPError(f"{path}: not an AdaMerging checkpoint of this version; delete it to "
                        "start over")
-    if state.get("identity") != identity:
-        theirs = state.get("identity") or {}
+    theirs = state.get("identity") or {}
+    if only is not None:
+        theirs = {k: theirs.get(k) for k in only}
+    if theirs != identity:
         changed = sorted(k for k in set(identity) | set(theirs)
                          if identity.get(k) != theirs.get(k))
         if "settings" in changed:
@@ -332,17 +355,17 @@ def learn(engine, datasets: Sequence[str], settings: AdaMergingSettings = AdaMer
     state = _load_checkpoint(path, identity) if path is not None else None
     if state is not None:
         start = int(state["step"])
-        if start > settings.steps:
-            raise MAPError(f"{path} holds {start} steps, more than the {settings.steps} asked "
-                           "for; ask for at least as many, or use another --exp-id")
+        _check_steps(path, start, settings)
         with torch.no_grad():
             lambdas.copy_(state["lambdas"].to(device))
         optimizer.load_state_dict(state["optimizer"])
         curve = state["curve"].tolist()
     started = time.perf_counter()
     label = desc or f"AdaMerging ({settings.granularity}-wise)"
+    # Written to a log file (a batch job's stderr is no terminal) the bar updates every 30 s.
+    interactive = getattr(sys.stderr, "isatty", lambda: False)()
     with tqdm(total=settings.steps, initial=start, desc=label, disable=not progress,
-              unit="step") as bar:
+              unit="step", mininterval=0.1 if interactive else 30.0) as bar:
         for step in range(start, settings.steps):
             optimizer.zero_grad(set_to_none=True)
             values = problem.gradient(lambdas, step, joint=joint)

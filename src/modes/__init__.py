@@ -15,6 +15,11 @@ def run(config: RunConfig) -> dict[str, Any]:
 
         return sweep.run(config)
 
+    if config.method == "adamerging":
+        from src.modes import adamerging_mode
+
+        return adamerging_mode.run(config)
+
     modes: dict[str, Callable[[RunConfig], dict[str, Any]]] = {
         "map": map_mode.run, "bayesian": bayesian_mode.run, "nested": nested_mode.run,
         "grid": grid_mode.run}
