@@ -117,7 +117,9 @@ class RunConfig:
     refine_points: int = 5      # new front points evaluated per round
     refine_tol: float = 0.0     # stop once a round's mean |predicted - real| is at most this
     design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs
-    adamerging: Any = None      # adamerging: task_vectors.adamerging.AdaMergingSettings
+    # task_vectors.adamerging.AdaMergingSettings: --method adamerging, and the AdaMerging
+    # points of --baselines (None: left out)
+    adamerging: Any = None
 
     @property
     def T(self) -> int:
@@ -170,7 +172,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
                            "has none to score")
         truth = str(require_file(args.truth, "grid run (--truth)"))
     preference = _preference(args.preference, datasets)
-    adamerging = _adamerging(args) if args.method == "adamerging" else None
+    adamerging = _adamerging(args) if args.method == "adamerging" or (
+        args.baselines and not args.no_adamerging_baselines) else None
 
     zoo_recipe = None
     if args.demo:  # built (once, about a minute) only after the plain settings passed
@@ -232,13 +235,15 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
 
 
 def _adamerging(args: argparse.Namespace):
-    """--method adamerging: its settings (checked), and what it does not combine with."""
+    """The AdaMerging settings (checked) of --method adamerging or of --baselines, and what
+    the mode does not combine with."""
     from task_vectors.adamerging import AdaMergingSettings
 
-    if args.merge_method not in ("ta", "ties"):
+    if args.method == "adamerging" and args.merge_method not in ("ta", "ties"):
         raise MAPError(f"--method adamerging learns on task vectors as fine-tuned (--merge-method "
                        f"ta) or TIES-trimmed (ties: AdaMerging++), not {args.merge_method}")
-    if args.workers is not None or args.ray_address is not None:
+    if args.method == "adamerging" and (args.workers is not None or
+                                        args.ray_address is not None):
         raise MAPError("--method adamerging learns in one process; drop --workers / "
                        "--ray-address")
     low, high = args.adamerging_clamp

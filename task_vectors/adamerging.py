@@ -113,6 +113,13 @@ class Layout:
     spans: list[tuple[int, int]]
 
     @classmethod
+    def of_spans(cls, spans: Sequence[tuple[int, int]]) -> "Layout":
+        """A layout of flat segments (names and shapes unknown): enough for merged_flat."""
+        spans = [(int(a), int(b)) for a, b in spans]
+        return cls([str(i) for i in range(len(spans))], [torch.Size([b - a]) for a, b in spans],
+                   spans)
+
+    @classmethod
     def of(cls, engine) -> "Layout":
         views = engine.unflatten(engine.theta_pre)
         keys = list(views)
@@ -122,6 +129,11 @@ class Layout:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def method_name(granularity: str, vectors: str = "ta") -> str:
+    """'AdaMerging (task-wise)', 'AdaMerging++ (layer-wise)', ... (++: TIES vectors)."""
+    return f"AdaMerging{'++' if vectors == 'ties' else ''} ({granularity}-wise)"
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -273,3 +273,35 @@ def test_evaluate_merged_reports_accuracy_loss_and_entropy(engine, tasks):
         assert got[d]["accuracy"] == pytest.approx(plain[d]["accuracy"])
         assert got[d]["loss"] == pytest.approx(plain[d]["loss"], rel=1e-5)
         assert 0.0 < got[d]["entropy"] < math.log(engine.heads[d].out_features)
+
+
+# ------------------------------------------------------------------ the baseline job
+
+def test_adamerging_baseline_merges_its_learned_coefficients(engine):
+    from task_vectors.baselines import AdaMergingBaseline, TaskArithmetic
+
+    layout = am.Layout.of(engine)
+    tau_before = engine.tau.clone()
+    rng = np.random.default_rng(3)
+    task = tuple(rng.uniform(0, 1, engine.n_tasks).tolist())
+    layer = tuple(tuple(r) for r in rng.uniform(0, 1, (engine.n_tasks, len(layout))).tolist())
+    pre, tau = engine.theta_pre, engine.tau
+
+    job = AdaMergingBaseline("AdaMerging (task-wise)", lambdas=task)
+    torch.testing.assert_close(job.theta(tau, pre), TaskArithmetic("ta", task).theta(tau, pre))
+    assert job.coefficients == task and job.granularity == "task"
+
+    job = AdaMergingBaseline("AdaMerging (layer-wise)", lambdas=layer,
+                             spans=tuple(layout.spans))
+    torch.testing.assert_close(job.theta(tau, pre), am.merged_flat(pre, tau, layer, layout))
+    assert job.coefficients is None and job.granularity == "layer"
+
+    job = AdaMergingBaseline("AdaMerging++ (layer-wise)", lambdas=layer,
+                             spans=tuple(layout.spans), vectors="ties", density=0.2)
+    ties = ties_vectors(tau.clone(), density=0.2)
+    torch.testing.assert_close(job.theta(tau, pre), am.merged_flat(pre, ties, layer, layout))
+    assert job.describe()["density"] == 0.2 and len(job.describe()["coefficients"][0]) == \
+        len(layout)
+    torch.testing.assert_close(engine.tau, tau_before, rtol=0, atol=0)  # tau untouched
+    with pytest.raises(ValueError, match="spans"):
+        AdaMergingBaseline("x", lambdas=layer, spans=tuple(layout.spans[:-1])).theta(tau, pre)

@@ -199,3 +199,82 @@ def test_entropy_curve_figure_draws_each_task_and_the_mean():
         entropy_curve_figure(curve, TASKS[:2])
     with pytest.raises(PlotInputError):
         entropy_curve_figure(np.full((3, 3), np.nan), TASKS)
+
+
+# ------------------------------------------------------------------ --baselines
+PAIR = ["DigitsVal", "RotateVal"]
+NAMES = ["AdaMerging (task-wise)", "AdaMerging (layer-wise)", "AdaMerging++ (task-wise)",
+         "AdaMerging++ (layer-wise)"]
+
+
+def _map_argv(zoo_root: str, results: Path, exp_id: str, *extra) -> list[str]:
+    return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--zeroshot-merge-models",
+            *PAIR, "--results-path", str(results), "--exp-id", exp_id, "--n-gen", "10",
+            "--reevaluate", "1", "--baselines", *QUICK, *extra]
+
+
+@pytest.fixture(scope="module")
+def baselines_run(results, zoo_root) -> Path:
+    import run_MAP
+
+    assert run_MAP.main(_map_argv(zoo_root, results, "baselines")) == 0
+    return results / "baselines"
+
+
+def test_baselines_gain_the_four_adamerging_points(baselines_run, demo_zoo):
+    from task_vectors.baselines import AdaMergingBaseline
+    from task_vectors.merging import ties_vectors
+
+    stored = _read(baselines_run / "baselines.json")
+    assert set(NAMES) <= set(stored)
+    z = demo_zoo.path
+    engine = MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(z)),
+        finetuned={t: str(finetuned_path(z, t)) for t in PAIR},
+        heads={t: str(head_path(z, t)) for t in PAIR}, datasets=PAIR, data_location="")
+    layout = am.Layout.of(engine)
+    for name in NAMES:
+        d = stored[name]["describe"]
+        settings = am.AdaMergingSettings(granularity=d["granularity"], steps=6, batch_size=8,
+                                         lr=0.02, checkpoint_every=2)
+        tau = None if d["vectors"] == "ta" else ties_vectors(engine.tau.clone(), 0.2)
+        learned = am.learn(engine, PAIR, settings, tau=tau, progress=False)
+        np.testing.assert_allclose(np.array(d["coefficients"]), learned.lambdas, atol=1e-7)
+        job = AdaMergingBaseline(name, lambdas=tuple(map(tuple, learned.lambdas))
+                                 if learned.lambdas.ndim == 2 else tuple(learned.lambdas),
+                                 spans=tuple(layout.spans), vectors=d["vectors"])
+        direct = engine.evaluate_theta(job.theta(engine.tau, engine.theta_pre), PAIR)
+        for t in PAIR:
+            assert stored[name]["evals"][t]["accuracy"] == pytest.approx(
+                direct[t]["accuracy"]), name
+        assert "images it learned from" in d["images"]
+    summary = _read(baselines_run / "run.json")["summary"]["baselines"]
+    assert set(NAMES) <= set(summary)
+    assert (baselines_run / "pareto_front_withbaselines.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_baselines_resume_without_learning_again(baselines_run, results, zoo_root,
+                                                 monkeypatch, capsys):
+    import run_MAP
+
+    def must_not_learn(*a, **k):
+        raise AssertionError("learned again")
+
+    monkeypatch.setattr(am, "learn", must_not_learn)
+    assert run_MAP.main(_map_argv(zoo_root, results, "baselines")) == 0
+    capsys.readouterr()
+    # other AdaMerging settings on the same run: one line, exit 2
+    assert run_MAP.main([*_map_argv(zoo_root, results, "baselines"),
+                         "--adamerging-steps", "7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other --adamerging-* settings" in err[0]
+
+
+def test_no_adamerging_baselines_leaves_them_out(results, zoo_root, monkeypatch):
+    import run_MAP
+
+    monkeypatch.setattr(am, "learn", lambda *a, **k: pytest.fail("learned"))
+    assert run_MAP.main(_map_argv(zoo_root, results, "quick",
+                                  "--no-adamerging-baselines")) == 0
+    stored = _read(results / "quick" / "baselines.json")
+    assert not set(NAMES) & set(stored) and "TIES-merging" in stored

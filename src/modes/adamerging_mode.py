@@ -29,7 +29,7 @@ def run(config: RunConfig) -> dict[str, Any]:
 
     settings = config.adamerging
     vectors = dict(config.evaluation.engine_options).get("merge_method", "ta")
-    name = f"AdaMerging{'++' if vectors == 'ties' else ''} ({settings.granularity}-wise)"
+    name = am.method_name(settings.granularity, vectors)
     # a checkpoint of other settings is refused before the models are loaded
     am.check_checkpoint(config.run_path / STATE, config.models, config.datasets, settings,
                         vectors)
