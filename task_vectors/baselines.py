@@ -56,8 +56,8 @@ SLERP_T = (0.25, 0.5, 0.75)
 SWEEP_GROUP = "ta_sweep"
 
 __all__ = ["Baseline", "TaskArithmetic", "TIESMerging", "DARETaskArithmetic", "DARETIES",
-           "SLERP", "AdaMergingBaseline", "default_baselines", "pick_tuned", "TA_DEFAULT_LAMBDA", "TA_SWEEP",
-           "TIES_DENSITY", "TIES_LAMBDA", "DARE_DROP_RATE", "SLERP_T", "SWEEP_GROUP"]
+           "SLERP", "AdaMergingBaseline", "default_baselines", "pick_tuned",
+           "TA_DEFAULT_LAMBDA", "TA_SWEEP", "TIES_DENSITY", "TIES_LAMBDA", "DARE_DROP_RATE", "SLERP_T", "SWEEP_GROUP"]
 
 
 def _check_inputs(tau: torch.Tensor, theta_pre: torch.Tensor, what: str) -> None:
