@@ -16,11 +16,12 @@ How it is computed (the memory and speed points of the method's best implementat
 * The merged weights are built functionally from the engine's flat theta_pre and [T, P]
   tau matrix (``torch.func.functional_call`` on the engine's live encoder): no model and
   no task vector is copied.
-* Each step merges once. Every task's forward and backward then writes into the gradient
-  of the merged weights (one [P] buffer), so only one task's activations are alive at a
-  time (the original keeps all T graphs); one vector-Jacobian product at the end carries
-  that gradient to the coefficients. ``joint=True`` runs the original's all-graphs-at-once
-  pattern (same gradient; for the memory benchmark).
+* Each step merges once (the merged weights, one [P], with their graph to the
+  coefficients). Every task's forward and backward then runs in turn, its gradient carried
+  through the merge to the coefficients and its activations freed before the next task's
+  forward: one task's graph is alive at a time (the original keeps all T graphs until one
+  backward). ``joint=True`` runs the original's pattern (same gradient; for the memory
+  benchmark).
 * Images are the engine's decoded evaluation sets (uint8 on the device, decoded once).
   The batch of task i at step s is a pure function of (seed, i, s): epoch e's order is a
   ``torch.randperm`` seeded by SeedSequence([seed, i, e]). So the step number is the whole
@@ -270,14 +271,15 @@ class EntropyObjective:
             values = torch.stack([self.task_entropy(params, k, step) for k in range(n)])
             values.mean().backward()
             return values.detach()
-        leaves = [w.detach().requires_grad_() for w in weights]
-        params = dict(zip(self.layout.keys, leaves))
+        params = dict(zip(self.layout.keys, weights))
         values = []
         for k in range(n):
             h = self.task_entropy(params, k, step)
-            (h / n).backward()  # frees task k's graph; its gradient adds into the leaves
+            # Through the merge to the coefficients; the merge's part of the graph (views
+            # of tau, no copies) is kept for the next task, task k's activations are not.
+            (h / n).backward(retain_graph=True)
             values.append(h.detach())
-        torch.autograd.backward(weights, [leaf.grad for leaf in leaves])
+            del h  # before the next task's forward, not after it
         return torch.stack(values)
 
 
