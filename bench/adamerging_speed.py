@@ -9,8 +9,9 @@ T, in a fresh process each (so the peak memory of one does not hide another's):
 
 * plain: one forward + backward of the encoder (gradient of its weights) on the step's
   T x batch images, as fine-tuning the merged model on them would cost;
-* ours (task_vectors.adamerging): merge once, then forward + backward per task through the
-  merge to the coefficients, one task's activations alive at a time;
+* ours (task_vectors.adamerging): merge once, then forward + backward per task, each weight
+  tensor's gradient folded into the coefficients' as it arrives (one task's activations and
+  no [P] gradient alive);
 * joint: the original's pattern, every task's graph alive until one backward.
 
 Seconds per step (mean of --steps after one warm-up) and the step's peak memory above what

@@ -16,12 +16,13 @@ How it is computed (the memory and speed points of the method's best implementat
 * The merged weights are built functionally from the engine's flat theta_pre and [T, P]
   tau matrix (``torch.func.functional_call`` on the engine's live encoder): no model and
   no task vector is copied.
-* Each step merges once (the merged weights, one [P], with their graph to the
-  coefficients). Every task's forward and backward then runs in turn, its gradient carried
-  through the merge to the coefficients and its activations freed before the next task's
-  forward: one task's graph is alive at a time (the original keeps all T graphs until one
-  backward). ``joint=True`` runs the original's pattern (same gradient; for the memory
-  benchmark).
+* Each step merges once, outside autograd (one [P] of merged weights). Every task's
+  forward and backward then runs in turn; as each weight tensor's gradient g_l arrives, a
+  hook folds it into the coefficients' gradient (the merge is linear:
+  d/d lambda_{i,l} = <tau_{i,l}, g_l>) and frees it. So one task's activations are alive at
+  a time and no [P] gradient is held (the original keeps all T graphs until one backward,
+  and autograd holds every g_l until the merge's backward runs). ``joint=True`` runs the
+  original's pattern (same gradient; for the memory benchmark).
 * Images are the engine's decoded evaluation sets (uint8 on the device, decoded once).
   The batch of task i at step s is a pure function of (seed, i, s): epoch e's order is a
   ``torch.randperm`` seeded by SeedSequence([seed, i, e]). So the step number is the whole
@@ -264,23 +265,47 @@ class EntropyObjective:
                  ) -> torch.Tensor:
         """Accumulate d(mean task entropy)/d lambdas into lambdas.grad; returns the
         per-task entropies [T] (detached)."""
-        weights = merged_weights(self.pre, self.tau, lambdas, self.layout)
         n = len(self.datasets)
         if joint:  # the original: every task's graph alive until one backward
+            weights = merged_weights(self.pre, self.tau, lambdas, self.layout)
             params = dict(zip(self.layout.keys, weights))
             values = torch.stack([self.task_entropy(params, k, step) for k in range(n)])
             values.mean().backward()
             return values.detach()
-        params = dict(zip(self.layout.keys, weights))
+        with torch.no_grad():
+            leaves = [w.detach().requires_grad_() for w in
+                      merged_weights(self.pre, self.tau, lambdas.detach(), self.layout)]
+        grad = torch.zeros_like(lambdas, memory_format=torch.contiguous_format)
+        handles = [leaf.register_post_accumulate_grad_hook(self._fold(grad, l))
+                   for l, leaf in enumerate(leaves)]
+        params = dict(zip(self.layout.keys, leaves))
         values = []
-        for k in range(n):
-            h = self.task_entropy(params, k, step)
-            # Through the merge to the coefficients; the merge's part of the graph (views
-            # of tau, no copies) is kept for the next task, task k's activations are not.
-            (h / n).backward(retain_graph=True)
-            values.append(h.detach())
-            del h  # before the next task's forward, not after it
+        try:
+            for k in range(n):
+                h = self.task_entropy(params, k, step)
+                (h / n).backward()
+                values.append(h.detach())
+                del h  # task k's graph goes before task k+1's forward
+        finally:
+            for handle in handles:
+                handle.remove()
+        lambdas.grad = grad if lambdas.grad is None else lambdas.grad + grad
         return torch.stack(values)
+
+    def _fold(self, grad: torch.Tensor, l: int):
+        """The hook of tensor l: the merge is linear, so its gradient g_l gives
+        d/d lambda_{i,l} = <tau_{i,l}, g_l> (summed over l when task-wise); added to
+        ``grad`` as soon as g_l exists, then g_l is freed."""
+        a, b = self.layout.spans[l]
+
+        @torch.no_grad()
+        def fold(weight: torch.Tensor) -> None:
+            g = weight.grad.reshape(-1)
+            part = self.tau[:, a:b].to(g.dtype) @ g
+            (grad if grad.ndim == 1 else grad[:, l]).add_(part)
+            weight.grad = None
+
+        return fold
 
 
 def _identity(engine, datasets: Sequence[str], vectors: str, settings: AdaMergingSettings,
