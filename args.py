@@ -234,8 +234,15 @@ def _merge_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--baselines", action="store_true",
                    help="map / bayesian: also evaluate the single merged models of the "
                         "original's figure (Task Arithmetic, tuned TA, TIES-merging, DARE-TA, "
-                        "DARE-TIES, TA with preference, SLERP for 2 tasks, the average) into "
-                        "baselines.json, and draw pareto_front_withbaselines.png.")
+                        "DARE-TIES, TA with preference, SLERP for 2 tasks, the average) and "
+                        "the four AdaMerging points (learned first, on the evaluation sets' "
+                        "unlabeled images) into baselines.json, and draw "
+                        "pareto_front_withbaselines.png.")
+    g.add_argument("--no-adamerging-baselines", action="store_true",
+                   help="--baselines without the four AdaMerging points (task-wise, "
+                        "layer-wise and their ++ on TIES vectors; learned with the "
+                        "--adamerging-* settings, e.g. a low --adamerging-steps for a quick "
+                        "look), for a quick run.")
     g.add_argument("--compare", type=str, nargs="+", default=None, metavar="RUN_DIR",
                    help="Finished map / bayesian runs of the same models (e.g. with "
                         "--merge-method dare) whose fronts join pareto_front_withbaselines.png.")

@@ -123,6 +123,9 @@ class RunConfig:
     @property
     def mode(self) -> Mode:
         return MODES[self.method]
+    # task_vectors.adamerging.AdaMergingSettings: a mode that learns its coefficients, and the
+    # AdaMerging points of --baselines (None: left out)
+    adamerging: Any = None
 
     @property
     def T(self) -> int:
@@ -182,6 +185,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     compare = tuple(str(require_file(p, "run to compare (--compare)"))
                     for p in (args.compare or ()))
     refine_rounds, refine_points, refine_tol = _refinement(args, mode, defaults)
+    adamerging = _adamerging(args, mode) if mode.learns_coefficients or (
+        args.baselines and not args.no_adamerging_baselines) else None
     # Checkpoint files before the device check imports torch (a refusal in under 2 s); the
     # demo zoo is built only once every plain setting has passed.
     source = None if args.demo else _model_source(args, models, None)
@@ -204,7 +209,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         source=source, evaluation=evaluation,
         results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf, sweep=sweep,
         arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
-        refine_tol=refine_tol, design=settings.design, pair_points=settings.pair_points)
+        refine_tol=refine_tol, design=settings.design, pair_points=settings.pair_points,
+        adamerging=adamerging)
 
 
 def _model_source(args: argparse.Namespace, models: Sequence[str], zoo) -> ModelSource:
@@ -273,6 +279,30 @@ def _baselines(mode: Mode) -> bool:
 
 def _refines(mode: Mode) -> bool:
     return mode.supports_refinement
+
+
+def _adamerging(args: argparse.Namespace, mode: Mode):
+    """The AdaMerging settings (checked) of a mode that learns its coefficients or of
+    --baselines, and what such a mode does not combine with."""
+    from task_vectors.adamerging import AdaMergingSettings
+
+    if mode.learns_coefficients and args.merge_method not in ("ta", "ties"):
+        raise MAPError(f"--method adamerging learns on task vectors as fine-tuned (--merge-method "
+                       f"ta) or TIES-trimmed (ties: AdaMerging++), not {args.merge_method}")
+    if mode.learns_coefficients and (args.workers is not None or args.ray_address is not None):
+        raise MAPError("--method adamerging learns in one process; drop --workers / "
+                       "--ray-address")
+    low, high = args.adamerging_clamp
+    if not low < high:
+        raise MAPError(f"--adamerging-clamp {low} {high}: LOW must be below HIGH")
+    if not low <= args.adamerging_prior <= high:
+        raise MAPError(f"--adamerging-prior {args.adamerging_prior} lies outside "
+                       f"--adamerging-clamp {low} {high}")
+    return AdaMergingSettings(
+        granularity=args.adamerging, prior=args.adamerging_prior, lr=args.adamerging_lr,
+        beta1=args.adamerging_betas[0], beta2=args.adamerging_betas[1],
+        steps=args.adamerging_steps, batch_size=args.adamerging_batch_size, seed=args.seed,
+        low=low, high=high, checkpoint_every=args.adamerging_checkpoint_every)
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:

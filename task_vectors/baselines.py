@@ -27,6 +27,9 @@ Each baseline is a small picklable dataclass with
 * SLERP of the two task vectors (T = 2 only) at a few t: theta_pre + slerp(tau_1, tau_2, t).
 * The average of the fine-tuned models: c_i = 1/T.
 
+``AdaMergingBaseline`` holds coefficients learned elsewhere (task_vectors.adamerging, which
+needs an engine's forward pass; src.baselines learns them): its ``theta`` only merges.
+
 Semantics of the merge operations: ``task_vectors.merging``.
 """
 from __future__ import annotations
@@ -53,8 +56,8 @@ SLERP_T = (0.25, 0.5, 0.75)
 SWEEP_GROUP = "ta_sweep"
 
 __all__ = ["Baseline", "TaskArithmetic", "TIESMerging", "DARETaskArithmetic", "DARETIES",
-           "SLERP", "default_baselines", "pick_tuned", "TA_DEFAULT_LAMBDA", "TA_SWEEP",
-           "TIES_DENSITY", "TIES_LAMBDA", "DARE_DROP_RATE", "SLERP_T", "SWEEP_GROUP"]
+           "SLERP", "AdaMergingBaseline", "default_baselines", "pick_tuned",
+           "TA_DEFAULT_LAMBDA", "TA_SWEEP", "TIES_DENSITY", "TIES_LAMBDA", "DARE_DROP_RATE", "SLERP_T", "SWEEP_GROUP"]
 
 
 def _check_inputs(tau: torch.Tensor, theta_pre: torch.Tensor, what: str) -> None:
@@ -209,6 +212,60 @@ class SLERP(Baseline):
             raise ValueError(f"{self.name}: pair {self.pair} is not two of the "
                              f"{tau.shape[0]} tasks")
         return _plus_pre(theta_pre, merging.slerp_flat(tau[a], tau[b], self.t))
+
+
+@dataclass
+class AdaMergingBaseline(Baseline):
+    """theta_pre + sum_i lambda_i tau'_i with learned AdaMerging coefficients: ``lambdas``
+    [T] (task-wise) or [T][L] (layer-wise, tensor l = columns ``spans[l]`` of tau);
+    tau' = tau (``vectors="ta"``) or its TIES vectors at ``density`` ("ties": ++, computed
+    on a copy of tau, which is left untouched). ``details``: JSON-able facts (settings,
+    steps, entropy) for describe()."""
+
+    lambdas: tuple = ()
+    spans: tuple[tuple[int, int], ...] = ()
+    vectors: str = "ta"
+    density: float = TIES_DENSITY
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def granularity(self) -> str:
+        return "layer" if self.lambdas and isinstance(self.lambdas[0], (tuple, list)) \
+            else "task"
+
+    @property
+    def coefficients(self) -> tuple[float, ...] | None:
+        # a point in the coefficient space of the plain task vectors only when task-wise
+        return tuple(float(x) for x in self.lambdas) \
+            if self.granularity == "task" and self.vectors == "ta" else None
+
+    def describe(self) -> dict[str, Any]:
+        out = {"name": self.name, "method": "adamerging", "granularity": self.granularity,
+               "vectors": self.vectors,
+               "coefficients": [list(map(float, r)) if isinstance(r, (tuple, list))
+                                else float(r) for r in self.lambdas]}
+        if self.vectors == "ties":
+            out["density"] = self.density
+        return out | dict(self.details)
+
+    @torch.no_grad()
+    def theta(self, tau: torch.Tensor, theta_pre: torch.Tensor) -> torch.Tensor:
+        from task_vectors.adamerging import Layout, merged_flat
+
+        _check_inputs(tau, theta_pre, self.name)
+        lam = np.asarray(self.lambdas, dtype=float)
+        if lam.shape[0] != tau.shape[0]:
+            raise ValueError(f"{self.name}: {lam.shape[0]} tasks' coefficients for "
+                             f"{tau.shape[0]} task vectors")
+        if lam.ndim == 2 and (len(self.spans) != lam.shape[1] or
+                              self.spans[-1][1] != tau.shape[1]):
+            raise ValueError(f"{self.name}: {lam.shape[1]} layers' coefficients do not fit "
+                             f"{len(self.spans)} spans over {tau.shape[1]} weights")
+        vectors = tau if self.vectors == "ta" else \
+            merging.ties_vectors(tau.clone(), merging._check_density(self.density))
+        spans = self.spans if lam.ndim == 2 else ((0, tau.shape[1]),)
+        return merged_flat(theta_pre.to(tau.device), vectors, lam, Layout.of_spans(spans)
+                           ).to(theta_pre.dtype)
 
 
 def _preferences(preference: Any, T: int) -> list[np.ndarray]:

@@ -31,13 +31,15 @@ class EvalTensors:
     def batches(self, batch_size: int, order: torch.Tensor | None = None
                 ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised (images, labels) batches, in stored order or in ``order``."""
-        mean = self.mean.view(1, -1, 1, 1)
-        std = self.std.view(1, -1, 1, 1)
         for start in range(0, len(self.labels), batch_size):
             idx = slice(start, start + batch_size) if order is None else \
                 order[start:start + batch_size]
-            x = self.images[idx].float().div_(255.0)
-            yield (x - mean) / std, self.labels[idx]
+            yield self.normalized(idx), self.labels[idx]
+
+    def normalized(self, idx: torch.Tensor | slice) -> torch.Tensor:
+        """The images at ``idx`` as normalised floats (labels untouched)."""
+        x = self.images[idx].float().div_(255.0)
+        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
 
 def split_normalize(preprocess: T_.Compose) -> tuple[T_.Compose, torch.Tensor, torch.Tensor]:

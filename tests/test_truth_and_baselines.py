@@ -28,9 +28,10 @@ def _read(path: Path):
 
 
 def _argv(zoo_root, results, exp_id, method, *extra) -> list:
+    # a short AdaMerging for the --baselines runs (test_adamerging_mode checks its points)
     return ["--demo", "--zoo-dir", zoo_root, "--method", method, "--n-gen", 40,
             "--zeroshot-merge-models", *PAIR, "--results-path", results, "--exp-id", exp_id,
-            *extra]
+            "--adamerging-steps", 20, *extra]
 
 
 @pytest.fixture(scope="module")

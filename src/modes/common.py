@@ -10,7 +10,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from src import refine
-from src.baselines import baseline_dominance, evaluate_baselines, figure_baselines
+from src.baselines import (ADAMERGING_POINTS, baseline_dominance, evaluate_baselines,
+                           figure_baselines)
 from src.compare import load_compared, method_label
 from src.config import RunConfig
 from src.evaluation import evaluate_metric, open_evaluator
@@ -170,6 +171,11 @@ def add_baselines_and_comparisons(ctx: RunContext, task: FrontTask, result: Fron
     if config.baselines:
         stored = evaluate_baselines(ctx.evaluator, config, ctx.run.file(
             "baselines.json", "the single-model baselines: how each is merged, its metrics"))
+        for g, v in ADAMERGING_POINTS if config.adamerging is not None else ():
+            if (ctx.run.path / f"adamerging_{g}_{v}.pt").exists():
+                ctx.run.outputs[f"adamerging_{g}_{v}.pt"] = (
+                    "checkpoint of the AdaMerging baseline's learning (a killed run continues "
+                    "from it)")
         real = task.Y if result.F_real is None else np.vstack([result.F_real, task.Y])
         front = pareto_filter(real, [config.metric.sense] * config.T)  # MAP's real front
         summary["baselines"] = baseline_dominance(front, stored, config)

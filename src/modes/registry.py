@@ -17,7 +17,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
-from map_common.argtypes import MAX_POINTS, int_in, point_count
+from map_common.argtypes import MAX_POINTS, float_in, int_in, point_count
 from map_common.errors import MAPError
 from src import sampling
 
@@ -64,6 +64,7 @@ class Mode:
     supports_baselines: bool = False    # --baselines / --compare join its front's figure
     supports_sweep: bool = False        # --sweep runs it on every subset
     makes_truth: bool = False           # a finished run of it is a --truth
+    learns_coefficients: bool = False   # learns its merge from data (AdaMerging settings)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The mode's own flags (none by default)."""
@@ -141,6 +142,45 @@ class NestedMode(Mode):
         return ModeSettings(pair_points=points)
 
 
+@dataclass(frozen=True)
+class AdaMergingMode(Mode):
+    """Coefficients learned without labels (AdaMerging); its flags also set the AdaMerging
+    points of --baselines."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("AdaMerging (--method adamerging; defaults: Yang et al., ICLR 2024)")
+        g.add_argument("--adamerging", type=str, default="layer", choices=("task", "layer"),
+                       help="Coefficients learned: one per task (task-wise) or one per task and "
+                            "per parameter tensor of the image encoder (layer-wise). With "
+                            "--merge-method ties they are learned on the TIES vectors "
+                            "(AdaMerging++). They minimise the entropy of each task's head on "
+                            "unlabeled images: the evaluation sets' own images, as AdaMerging "
+                            "uses its test sets, so the accuracy reported is measured on the "
+                            "images it learned from (their labels are read only to report it).")
+        g.add_argument("--adamerging-prior", type=float_in(0.0, 1.0), default=0.3,
+                       help="Initial value of every coefficient (inside --adamerging-clamp).")
+        g.add_argument("--adamerging-lr", type=float_in(0.0, 1e3, low_open=True), default=1e-3,
+                       help="Adam learning rate.")
+        g.add_argument("--adamerging-betas", type=float_in(0.0, 1.0, high_open=True), nargs=2,
+                       default=[0.9, 0.999], metavar=("BETA1", "BETA2"), help="Adam betas.")
+        g.add_argument("--adamerging-steps", type=int_in(1, 1_000_000), default=500,
+                       help="Optimisation steps (each: one batch per task). A finished run "
+                            "given more steps continues from its checkpoint.")
+        g.add_argument("--adamerging-batch-size", type=int_in(1, 100_000), default=16,
+                       help="Unlabeled images per task and step (shuffled by --seed).")
+        g.add_argument("--adamerging-clamp", type=float_in(), nargs=2, default=[0.0, 1.0],
+                       metavar=("LOW", "HIGH"),
+                       help="Coefficients are clamped to [LOW, HIGH] after each step.")
+        g.add_argument("--adamerging-checkpoint-every", type=int_in(1, 1_000_000), default=50,
+                       help="Steps between checkpoints (coefficients, Adam state, step); a killed "
+                            "run rerun with the same command continues from the last one and "
+                            "ends with the same coefficients.")
+
+    def settings(self, args, defaults, T):
+        _given_points(args)
+        return ModeSettings()
+
+
 # A grid of more merges than this would take days even at a GPU's pace (~1 s per merge).
 MAX_GRID_POINTS = 200_000
 
@@ -208,6 +248,9 @@ MODES = ModeRegistry([
                demo_models="demo_nested"),
     GridMode("grid", "evaluate a regular grid of merges, the ground truth (see --truth)",
              "src.modes.grid_mode:run", makes_truth=True),
+    AdaMergingMode("adamerging", "learn merge coefficients without labels (AdaMerging, see "
+                   "its flags)", "src.modes.adamerging_mode:run", demo_models="demo_nested",
+                   learns_coefficients=True),
 ], default="nested")
 
 

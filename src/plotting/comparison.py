@@ -34,6 +34,8 @@ BASELINE_STYLES = (
     dict(marker="x", color="#117733"), dict(marker="+", color="#AA4499"),
     dict(marker="D", color="#44AA99"), dict(marker="v", color="#882255"),
     dict(marker="P", color="#666666"), dict(marker="h", color="#DDCC77"),
+    dict(marker="d", color="#332288"), dict(marker="p", color="#88CCEE"),
+    dict(marker="X", color="#CC3311"), dict(marker="H", color="#009988"),
 )
 LIGHT_GREY = "#c9c9c9"
 

@@ -1,0 +1,165 @@
+"""--method adamerging: merge coefficients learned without labels (AdaMerging, Yang et al.,
+ICLR 2024; AdaMerging++ with --merge-method ties).
+
+One engine in this process learns task-wise or layer-wise coefficients by minimising the
+entropy of each task's head on the evaluation sets' own images (task_vectors.adamerging),
+checkpointing as it goes, so the same command continues a killed run. Then the learned
+model, the pretrained model, task arithmetic at the prior and (with plain task vectors)
+each fine-tuned model are evaluated, and the run writes adamerging.json, final_model/ (as
+nested mode does), the entropy curve and run.json."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from src.config import RunConfig
+from src.modes.common import RunContext, finish, open_run
+from src.plotting.adamerging import plot_entropy_curve
+from src.results import write_json
+
+STATE = "adamerging_state.pt"
+IMAGES_NOTE = ("AdaMerging learns from unlabeled images of each task's evaluation dataset: "
+               "the same images the accuracies here are measured on, as AdaMerging uses its "
+               "test sets. Labels are not read while learning, only to report accuracy.")
+
+
+def run(config: RunConfig) -> dict[str, Any]:
+    from task_vectors import adamerging as am
+
+    settings = config.adamerging
+    vectors = config.evaluation.merge_method.name  # ta, or ties: AdaMerging++
+    name = am.method_name(settings.granularity, vectors)
+    # a checkpoint of other settings is refused before the models are loaded
+    am.check_checkpoint(config.run_path / STATE, config.models, config.datasets, settings,
+                        vectors)
+    with open_run(config) as ctx:
+        engine = ctx.evaluator.engine  # adamerging runs on one local engine (config refuses Ray)
+        state_path = ctx.run.file(STATE, "AdaMerging checkpoint: coefficients, "
+                                  "Adam state, step, entropy curve (the same command continues "
+                                  "from it)")
+        result = am.learn(engine, list(config.datasets), settings, vectors=vectors,
+                          checkpoint=state_path, desc=name)
+        ctx.timings["adamerging_seconds"] = result.seconds
+        layout = am.Layout.of(engine)
+        merged = am.merged_flat(engine.theta_pre, engine.tau, result.lambdas, layout)
+        evals = _references(engine, am, layout, config, vectors, settings.prior)
+        evals[name] = am.evaluate_merged(engine, merged, config.datasets)
+        final = _write_final_model(ctx, engine, merged, name, result, evals[name])
+        info = _write_adamerging_json(ctx, name, vectors, result, layout, evals)
+        figures = plot_entropy_curve(
+            result.curve, list(config.datasets),
+            ctx.run.file("adamerging_entropy.png", "entropy of each task's head per step "
+                         "(the objective AdaMerging minimised)"),
+            title=f"{name}: {len(result.curve)} steps", pdf=config.pdf)
+        summary = {"method": name, "granularity": settings.granularity, "vectors": vectors,
+                   "unlabeled_images": IMAGES_NOTE, "steps": len(result.curve),
+                   "resumed_from_step": result.resumed_from,
+                   "learning_seconds": result.seconds, "accuracy": info["accuracy"],
+                   "mean_accuracy": info["mean_accuracy"], "final_model": final,
+                   "figures": [str(f) for f in figures]}
+        finish(ctx, summary, show=False)
+    _print(ctx, name, evals, result)
+    return summary
+
+
+def _references(engine, am, layout, config: RunConfig, vectors: str, prior: float
+                ) -> dict[str, dict]:
+    """Evaluations of the pretrained model, task arithmetic at the prior (the learning's
+    start) and, with plain task vectors, each fine-tuned model on its own dataset."""
+    T = engine.n_tasks
+    datasets = list(config.datasets)
+    ta = "task arithmetic" if vectors == "ta" else "TIES vectors, summed"
+    out = {"pretrained": am.evaluate_merged(engine, engine.theta_pre.clone(), datasets),
+           f"{ta}, lambda={prior:g}": am.evaluate_merged(
+               engine, am.merged_flat(engine.theta_pre, engine.tau, np.full(T, prior), layout),
+               datasets)}
+    if vectors == "ta":
+        out["fine-tuned (own dataset)"] = {
+            d: am.evaluate_merged(engine, am.merged_flat(engine.theta_pre, engine.tau,
+                                                         np.eye(T)[i], layout), [d])[d]
+            for i, d in enumerate(datasets)}
+    return out
+
+
+def _write_adamerging_json(ctx: RunContext, name: str, vectors: str, result, layout,
+                           evals: dict[str, dict]) -> dict[str, Any]:
+    config = ctx.config
+    learned = evals[name]
+    accuracy = {d: learned[d]["accuracy"] for d in config.datasets}
+    s = result.settings
+    images = {d: {"images": int(len(ctx.evaluator.engine.eval_sets[d].labels)),
+                  "seen_per_step": min(s.batch_size,
+                                       len(ctx.evaluator.engine.eval_sets[d].labels))}
+              for d in config.datasets}
+    lam = result.lambdas
+    info = {
+        "method": name, "granularity": s.granularity,
+        "vectors": {"ta": "task vectors as fine-tuned", "ties":
+                    "TIES-preprocessed task vectors (AdaMerging++)"}[vectors],
+        "settings": {"prior": s.prior, "lr": s.lr, "betas": [s.beta1, s.beta2],
+                     "steps": s.steps, "batch_size": s.batch_size, "clamp": [s.low, s.high],
+                     "seed": s.seed, "checkpoint_every": s.checkpoint_every,
+                     "optimizer": "Adam", "loss": "mean over tasks of the mean entropy of "
+                     "the task head's softmax"},
+        "unlabeled_images": {"note": IMAGES_NOTE, "per_dataset": images},
+        "tasks": list(config.models), "datasets": list(config.datasets),
+        "coefficients": result.per_task(),
+        "coefficient_summary": {t: {"mean": float(np.mean(row)), "min": float(np.min(row)),
+                                    "max": float(np.max(row))}
+                                for t, row in zip(config.models, lam.reshape(len(lam), -1))},
+        "layers": [{"name": k, "params": int(b - a)} for k, (a, b) in
+                   zip(layout.keys, layout.spans)],
+        "accuracy": accuracy, "mean_accuracy": float(np.mean(list(accuracy.values()))),
+        "entropy": {d: learned[d]["entropy"] for d in config.datasets},
+        "evaluations": evals,
+        "entropy_curve": {"per_task": {t: result.curve[:, k].tolist()
+                                       for k, t in enumerate(config.datasets)},
+                          "mean": result.curve.mean(axis=1).tolist()},
+        "steps": int(len(result.curve)), "resumed_from_step": int(result.resumed_from),
+        "learning_seconds_this_process": float(result.seconds)}
+    write_json(ctx.run.file("adamerging.json", "learned coefficients (per task, per layer), "
+                            "settings, which images were used, accuracy / loss / entropy per "
+                            "dataset of the learned model and references, the entropy curve"),
+               info)
+    return info
+
+
+def _write_final_model(ctx: RunContext, engine, merged, name: str, result,
+                       evals: dict) -> dict[str, Any]:
+    """final_model/finetuned.pt (task_vectors pickle) and merge.json, as nested mode."""
+    from task_vectors.checkpoints import load_encoder, save_module
+
+    config, run_dir = ctx.config, ctx.run
+    engine.set_theta(merged)
+    state = {k: v.detach().to("cpu", copy=True) for k, v in engine.encoder.state_dict().items()}
+    encoder = load_encoder(config.source.pretrained, config.source.model_name,
+                           openclip_cachedir=config.source.openclip_cachedir)
+    encoder.load_state_dict(state)
+    final_dir = run_dir.path / "final_model"
+    save_module(encoder, final_dir / "finetuned.pt")
+    info = {"method": name, "coefficients": result.per_task(),
+            "accuracy": {d: evals[d]["accuracy"] for d in config.datasets},
+            "entropy": {d: evals[d]["entropy"] for d in config.datasets}}
+    write_json(final_dir / "merge.json", info)
+    run_dir.outputs["final_model/finetuned.pt"] = "the merged encoder (task_vectors pickle)"
+    run_dir.outputs["final_model/merge.json"] = "its learned coefficients and accuracies"
+    return {"path": str(final_dir / "finetuned.pt"), "accuracy": info["accuracy"]}
+
+
+def _print(ctx: RunContext, name: str, evals: dict[str, dict], result) -> None:
+    datasets = list(ctx.config.datasets)
+    print(f"\nRun directory: {ctx.run.path}")
+    print(f"{name}: {len(result.curve)} steps (this process: "
+          f"{len(result.curve) - result.resumed_from}, {result.seconds:.1f} s); mean entropy "
+          f"{result.curve[0].mean():.4f} at the first step, {result.curve[-1].mean():.4f} at "
+          "the last.")
+    print("Learned on the evaluation sets' unlabeled images: accuracies are on those images.")
+    width = max(len(d) for d in datasets + ["mean"])
+    columns = list(evals)
+    widths = [max(8, len(c)) for c in columns]
+    print(f"{'accuracy':<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(columns, widths)))
+    for d in datasets + ["mean"]:
+        values = [np.mean([evals[c][x]["accuracy"] for x in datasets]) if d == "mean"
+                  else evals[c][d]["accuracy"] for c in columns]
+        print(f"{d:<{width}}  " + "  ".join(f"{v:>{w}.4f}" for v, w in zip(values, widths)))

@@ -1,0 +1,280 @@
+"""--method adamerging on the demo zoo, end to end: adamerging.json against the core and an
+independent engine, final_model/ against theta_pre + sum lambda tau from the zoo's files,
+AdaMerging++ (--merge-method ties) layer-wise, a killed run resumed by the same command,
+and bad flags refused in one line with exit 2 and nothing written."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from task_vectors import adamerging as am
+from task_vectors.checkpoints import finetuned_path, head_path, load_state_dict, zeroshot_path
+from task_vectors.engine import MergeEngine
+
+TASKS = ["DigitsVal", "RotateVal", "FlipVal"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+QUICK = ["--adamerging-steps", "6", "--adamerging-batch-size", "8", "--adamerging-lr", "0.02",
+         "--adamerging-checkpoint-every", "2"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
+
+
+def _read(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def _argv(zoo_root: str, results: Path, exp_id: str, *extra) -> list[str]:
+    return ["--demo", "--zoo-dir", zoo_root, "--method", "adamerging",
+            "--zeroshot-merge-models", *TASKS, "--results-path", str(results),
+            "--exp-id", exp_id, *QUICK, *extra]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("adamerging_results")
+
+
+@pytest.fixture(scope="module")
+def task_run(results, zoo_root) -> Path:
+    import run_MAP
+
+    assert run_MAP.main(_argv(zoo_root, results, "task", "--adamerging", "task")) == 0
+    return results / "task"
+
+
+@pytest.fixture(scope="module")
+def engine(demo_zoo) -> MergeEngine:
+    z = demo_zoo.path
+    return MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(z)),
+        finetuned={t: str(finetuned_path(z, t)) for t in TASKS},
+        heads={t: str(head_path(z, t)) for t in TASKS}, datasets=TASKS, data_location="")
+
+
+def test_task_wise_run_writes_what_it_learned(task_run, engine):
+    info = _read(task_run / "adamerging.json")
+    assert info["method"] == "AdaMerging (task-wise)" and info["granularity"] == "task"
+    assert info["tasks"] == TASKS and info["steps"] == 6
+    assert info["settings"]["prior"] == 0.3 and info["settings"]["betas"] == [0.9, 0.999]
+    assert "same images" in info["unlabeled_images"]["note"]
+    # the coefficients are the core's for the same settings
+    expected = am.learn(engine, TASKS, am.AdaMergingSettings(
+        granularity="task", steps=6, batch_size=8, lr=0.02), progress=False)
+    assert list(info["coefficients"]) == TASKS
+    np.testing.assert_allclose(list(info["coefficients"].values()), expected.lambdas,
+                               rtol=0, atol=1e-7)
+    np.testing.assert_allclose(info["entropy_curve"]["mean"], expected.curve.mean(axis=1))
+    # accuracies against the engine's own evaluation at those coefficients
+    lam = list(info["coefficients"].values())
+    plain = engine.evaluate_at(lam, TASKS)
+    for d in TASKS:
+        assert info["accuracy"][d] == pytest.approx(plain[d]["accuracy"])
+    assert info["evaluations"]["pretrained"]["DigitsVal"]["accuracy"] == pytest.approx(
+        engine.evaluate_at(np.zeros(3), ["DigitsVal"])["DigitsVal"]["accuracy"])
+    assert set(info["evaluations"]) == {"pretrained", "task arithmetic, lambda=0.3",
+                                        "fine-tuned (own dataset)", "AdaMerging (task-wise)"}
+    assert (task_run / "adamerging_entropy.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_run_json_says_which_images_were_used(task_run):
+    run = _read(task_run / "run.json")
+    assert run["method"] == "adamerging"
+    assert "same images the accuracies here are measured on" in \
+        run["summary"]["unlabeled_images"]
+    assert "adamerging.json" in run["outputs"] and "final_model/finetuned.pt" in run["outputs"]
+
+
+def test_final_model_is_theta_pre_plus_the_learned_task_vectors(task_run, demo_zoo):
+    z = demo_zoo.path
+    lam = _read(task_run / "final_model" / "merge.json")["coefficients"]
+    saved = load_state_dict(task_run / "final_model" / "finetuned.pt")
+    pre = load_state_dict(z / "zeroshot.pt")
+    fts = {t: load_state_dict(z / t / "finetuned.pt") for t in TASKS}
+    changed = 0
+    for key, p in pre.items():
+        if not torch.is_floating_point(p):
+            continue
+        expected = p.double() + sum(lam[t] * (fts[t][key].double() - p.double()) for t in TASKS)
+        torch.testing.assert_close(saved[key].double(), expected, atol=1e-5, rtol=1e-5)
+        changed += not torch.equal(saved[key], p)
+    assert changed > 10
+
+
+def test_layer_wise_plus_plus_learns_one_coefficient_per_tensor(results, zoo_root, engine):
+    import run_MAP
+
+    assert run_MAP.main(_argv(zoo_root, results, "pp", "--merge-method", "ties")) == 0
+    info = _read(results / "pp" / "adamerging.json")
+    assert info["method"] == "AdaMerging++ (layer-wise)"
+    assert info["vectors"].startswith("TIES")
+    layers = [layer["name"] for layer in info["layers"]]
+    assert len(layers) == len(am.Layout.of(engine))
+    lam = np.array([[info["coefficients"][t][k] for k in layers] for t in TASKS])
+    assert lam.min() >= 0.0 and lam.max() <= 1.0 and lam.std() > 0
+    # no fine-tuned reference: a TIES vector at 1 is not the fine-tuned model
+    assert "fine-tuned (own dataset)" not in info["evaluations"]
+    assert "TIES vectors, summed, lambda=0.3" in info["evaluations"]
+
+
+def test_a_killed_run_continues_with_the_same_command(results, zoo_root, task_run,
+                                                      monkeypatch, capsys):
+    import run_MAP
+
+    original = am.EntropyObjective.gradient
+
+    def interrupted_at_step_5(self, lambdas, step, **kw):
+        if step == 5:
+            raise KeyboardInterrupt
+        return original(self, lambdas, step, **kw)
+
+    monkeypatch.setattr(am.EntropyObjective, "gradient", interrupted_at_step_5)
+    argv = _argv(zoo_root, results, "killed", "--adamerging", "task")
+    assert run_MAP.main(argv) == 130
+    assert "Resume with the same command" in capsys.readouterr().err
+    assert not (results / "killed" / "adamerging.json").exists()
+    monkeypatch.setattr(am.EntropyObjective, "gradient", original)
+    assert run_MAP.main(argv) == 0
+    resumed = _read(results / "killed" / "adamerging.json")
+    assert resumed["resumed_from_step"] == 4
+    assert resumed["coefficients"] == _read(task_run / "adamerging.json")["coefficients"]
+    # other settings on the same run: refused in one line
+    capsys.readouterr()
+    assert run_MAP.main([*argv, "--adamerging-prior", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "settings.prior" in err[0]
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--adamerging-steps", "0"], r"--adamerging-steps: must be a positive integer, got 0"),
+    (["--adamerging-steps", "-3"], r"--adamerging-steps: must be a positive integer"),
+    (["--adamerging-steps", "many"], r"--adamerging-steps: expected an integer, got 'many'"),
+    (["--adamerging-batch-size", "0"], r"--adamerging-batch-size: must be a positive"),
+    (["--adamerging-checkpoint-every", "0"], r"--adamerging-checkpoint-every: must be a pos"),
+    (["--adamerging-lr", "0"], r"--adamerging-lr: must be in \(0, 1000\]"),
+    (["--adamerging-lr", "fast"], r"--adamerging-lr: expected a number, got 'fast'"),
+    (["--adamerging-prior", "1.5"], r"--adamerging-prior: must be in \[0, 1\]"),
+    (["--adamerging-prior", "-0.1"], r"--adamerging-prior: must be in \[0, 1\]"),
+    (["--adamerging-betas", "1", "0.9"], r"--adamerging-betas: must be in \[0, 1\)"),
+    (["--adamerging-clamp", "1", "0"], r"--adamerging-clamp 1.0 0.0: LOW must be below HIGH"),
+    (["--adamerging-clamp", "0.5", "1"], r"--adamerging-prior 0.3 lies outside"),
+    (["--adamerging-clamp", "0", "inf"], r"--adamerging-clamp: must be a finite number"),
+    (["--adamerging", "block"], r"--adamerging: invalid choice: 'block'"),
+    (["--merge-method", "dare"], r"--method adamerging learns on task vectors as fine-tuned"),
+    (["--baselines"], r"--baselines goes with --method map or bayesian"),
+])
+def test_bad_flags_are_one_line_exit_2_and_write_nothing(extra, message, run_cli, capsys,
+                                                         tmp_path, zoo_root):
+    before = _tree(tmp_path)
+    rc = run_cli("--demo", "--zoo-dir", zoo_root, "--method", "adamerging", "--results-path",
+                 tmp_path / "results", "--exp-id", "bad", *extra)
+    out, err = capsys.readouterr()
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and out == ""
+    assert re.search(message, lines[0]), lines[0]
+    assert _tree(tmp_path) == before
+
+
+def test_entropy_curve_figure_draws_each_task_and_the_mean():
+    from src.plotting import PlotInputError
+    from src.plotting.adamerging import _running_mean, entropy_curve_figure
+
+    curve = np.random.default_rng(0).uniform(0, 1, (40, 3))
+    fig = entropy_curve_figure(curve, TASKS, window=4)
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 3 + 2  # tasks, the raw mean, the smoothed mean
+    np.testing.assert_allclose(lines[0].get_ydata()[10], curve[7:11, 0].mean())
+    np.testing.assert_allclose(lines[-1].get_ydata()[1], curve[:2].mean())
+    np.testing.assert_allclose(_running_mean(curve, 1), curve)
+    with pytest.raises(PlotInputError):
+        entropy_curve_figure(curve, TASKS[:2])
+    with pytest.raises(PlotInputError):
+        entropy_curve_figure(np.full((3, 3), np.nan), TASKS)
+
+
+# ------------------------------------------------------------------ --baselines
+PAIR = ["DigitsVal", "RotateVal"]
+NAMES = ["AdaMerging (task-wise)", "AdaMerging (layer-wise)", "AdaMerging++ (task-wise)",
+         "AdaMerging++ (layer-wise)"]
+
+
+def _map_argv(zoo_root: str, results: Path, exp_id: str, *extra) -> list[str]:
+    return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--zeroshot-merge-models",
+            *PAIR, "--results-path", str(results), "--exp-id", exp_id, "--n-gen", "10",
+            "--reevaluate", "1", "--baselines", *QUICK, *extra]
+
+
+@pytest.fixture(scope="module")
+def baselines_run(results, zoo_root) -> Path:
+    import run_MAP
+
+    assert run_MAP.main(_map_argv(zoo_root, results, "baselines")) == 0
+    return results / "baselines"
+
+
+def test_baselines_gain_the_four_adamerging_points(baselines_run, demo_zoo):
+    from task_vectors.baselines import AdaMergingBaseline
+    from task_vectors.merging import ties_vectors
+
+    stored = _read(baselines_run / "baselines.json")
+    assert set(NAMES) <= set(stored)
+    z = demo_zoo.path
+    engine = MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(z)),
+        finetuned={t: str(finetuned_path(z, t)) for t in PAIR},
+        heads={t: str(head_path(z, t)) for t in PAIR}, datasets=PAIR, data_location="")
+    layout = am.Layout.of(engine)
+    for name in NAMES:
+        d = stored[name]["describe"]
+        settings = am.AdaMergingSettings(granularity=d["granularity"], steps=6, batch_size=8,
+                                         lr=0.02, checkpoint_every=2)
+        tau = None if d["vectors"] == "ta" else ties_vectors(engine.tau.clone(), 0.2)
+        learned = am.learn(engine, PAIR, settings, tau=tau, progress=False)
+        np.testing.assert_allclose(np.array(d["coefficients"]), learned.lambdas, atol=1e-7)
+        job = AdaMergingBaseline(name, lambdas=tuple(map(tuple, learned.lambdas))
+                                 if learned.lambdas.ndim == 2 else tuple(learned.lambdas),
+                                 spans=tuple(layout.spans), vectors=d["vectors"])
+        direct = engine.evaluate_theta(job.theta(engine.tau, engine.theta_pre), PAIR)
+        for t in PAIR:
+            assert stored[name]["evals"][t]["accuracy"] == pytest.approx(
+                direct[t]["accuracy"]), name
+        assert "images it learned from" in d["images"]
+    summary = _read(baselines_run / "run.json")["summary"]["baselines"]
+    assert set(NAMES) <= set(summary)
+    assert (baselines_run / "pareto_front_withbaselines.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_baselines_resume_without_learning_again(baselines_run, results, zoo_root,
+                                                 monkeypatch, capsys):
+    import run_MAP
+
+    def must_not_learn(*a, **k):
+        raise AssertionError("learned again")
+
+    monkeypatch.setattr(am, "learn", must_not_learn)
+    assert run_MAP.main(_map_argv(zoo_root, results, "baselines")) == 0
+    capsys.readouterr()
+    # other AdaMerging settings on the same run: one line, exit 2
+    assert run_MAP.main([*_map_argv(zoo_root, results, "baselines"),
+                         "--adamerging-steps", "7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other --adamerging-* settings" in err[0]
+
+
+def test_no_adamerging_baselines_leaves_them_out(results, zoo_root, monkeypatch):
+    import run_MAP
+
+    monkeypatch.setattr(am, "learn", lambda *a, **k: pytest.fail("learned"))
+    assert run_MAP.main(_map_argv(zoo_root, results, "quick",
+                                  "--no-adamerging-baselines")) == 0
+    stored = _read(results / "quick" / "baselines.json")
+    assert not set(NAMES) & set(stored) and "TIES-merging" in stored
