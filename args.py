@@ -10,20 +10,20 @@ import argparse
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from src.config import Defaults
-from task_vectors.merging import MERGE_METHODS
 from src.metrics import METRICS
 from src.pareto import PICKS
 from src.sampling import min_points
+from task_vectors.merging import MERGE_METHODS
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_DATASETS = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal"]
 # Demo defaults: a pair that trades off for map/bayesian, four tasks for nested.
-DEMO_PAIR = ["DigitsVal", "RotateVal"]
-DEMO_NESTED = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
+DEMO_PAIR = ["LetterVal", "DigitVal"]
+DEMO_NESTED = ["LetterVal", "DigitVal", "ShapeVal", "SymbolVal"]
 METHODS = ("map", "bayesian", "nested", "grid")
 
 
@@ -203,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--openclip-cachedir", type=folder_path, default=".cache/open_clip",
                    help="Cache folder for open_clip model files.")
     g.add_argument("--demo", action="store_true",
-                   help="Use the embedded demo zoo (a tiny CLIP ViT fine-tuned on 8 digit tasks, "
-                        "built offline on first use): sets --model, --save, "
+                   help="Use the embedded demo zoo (a small CLIP ViT fine-tuned on 8 procedural "
+                        "image tasks, built offline on first use): sets --model, --save, "
                         "--pretrained-checkpoint and --data-location, and demo tasks as "
                         "defaults for the model/dataset lists.")
     g.add_argument("--zoo-dir", type=folder_path, default=None,

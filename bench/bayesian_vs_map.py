@@ -1,6 +1,6 @@
 """Bayesian adaptive sampling against plain MAP at the same evaluation budget (demo zoo).
 
-    .venv/bin/python bench/bayesian_vs_map.py [--pair DigitsVal,RotateVal] [--seeds 0 1 2]
+    .venv/bin/python bench/bayesian_vs_map.py [--pair LetterVal,DigitVal] [--seeds 0 1 2]
                                               [--held-out 30] [--front-points 15]
 
 For each seed: `--method bayesian` with its default schedule, and `--method map` with
@@ -25,7 +25,7 @@ from src.pareto import hypervolume, non_dominated
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pair", default="DigitsVal,RotateVal")
+    p.add_argument("--pair", default="LetterVal,DigitVal")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--held-out", type=int, default=30)
     p.add_argument("--front-points", type=int, default=15)

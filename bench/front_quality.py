@@ -36,7 +36,7 @@ skips it). Per-set rows go to --csv; the summary table is printed. Asserts nothi
 Held-out check: the Val accuracies a method searched on are the ones it is scored on,
 which flatters methods that keep the best of many noisy evaluations. So the models each
 method would hand over (its Val front and its preference picks) are also measured on the
-base datasets' test splits (Digits for DigitsVal: disjoint, never searched on) against the
+base datasets' test splits (Letter for LetterVal: disjoint, never searched on) against the
 test grid's front; "oracle" is the Val grid's own front and picks measured the same way,
 the held-out ceiling for a perfect method.
 
@@ -64,9 +64,9 @@ from src.indicators import (bootstrap_floor, front_indicators, pareto_filter,
                             preference_regret)
 from src.pareto import non_dominated
 
-TRIPLES = [("DigitsVal", "RotateVal", "FlipVal"), ("DigitsVal", "InvertVal", "ParityVal"),
-           ("RotateVal", "TransposeVal", "Ge5Val"), ("FlipVal", "InvertVal", "Mod3Val"),
-           ("ParityVal", "Ge5Val", "Mod3Val"), ("DigitsVal", "TransposeVal", "Mod3Val")]
+TRIPLES = [("LetterVal", "DigitVal", "ShapeVal"), ("LetterVal", "ColorVal", "PositionVal"),
+           ("DigitVal", "TextureVal", "ArrowVal"), ("ShapeVal", "ColorVal", "SymbolVal"),
+           ("PositionVal", "ArrowVal", "SymbolVal"), ("LetterVal", "TextureVal", "SymbolVal")]
 PREFERENCES = {2: [(1, 1), (3, 1), (1, 3)], 3: [(1, 1, 1), (3, 1, 1), (1, 3, 1), (1, 1, 3)]}
 N_GEN = 100
 SENSE = "max"
@@ -74,7 +74,7 @@ SENSE = "max"
 
 # ------------------------------------------------------------------ evaluation
 def heldout_name(task: str) -> str:
-    """DigitsVal -> Digits: the base dataset's test split, disjoint from the Val set (which
+    """LetterVal -> Letter: the base dataset's test split, disjoint from the Val set (which
     is 10% of the base train split) and never seen by the methods."""
     return task.removesuffix("Val")
 

@@ -12,13 +12,21 @@ import torch
 from map_common.errors import MAPError
 from src.pareto import non_dominated
 from task_vectors import zoo
-from task_vectors.checkpoints import (check_compatible, finetuned_path, head_path, load_encoder,
-                                      load_head, load_state_dict, zeroshot_path)
+from task_vectors.checkpoints import (
+    check_compatible,
+    finetuned_path,
+    head_path,
+    load_encoder,
+    load_head,
+    load_state_dict,
+    zeroshot_path,
+)
 from task_vectors.datasets.registry import get_dataset
 from task_vectors.engine import MergeEngine
 
-TASKS = ["DigitsVal", "RotateVal", "FlipVal", "InvertVal", "TransposeVal", "ParityVal",
-         "Ge5Val", "Mod3Val"]
+TASKS = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal", "TextureVal", "PositionVal", "ArrowVal",
+         "SymbolVal"]
+N_EVAL = 400  # images per evaluation set in these tests (the sets hold 1,200)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
@@ -30,7 +38,7 @@ def engine(demo_zoo) -> MergeEngine:
         model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(demo_zoo.path)),
         finetuned={t: str(finetuned_path(demo_zoo.path, t)) for t in TASKS},
         heads={t: str(head_path(demo_zoo.path, t)) for t in TASKS},
-        datasets=TASKS, data_location="", batch_size=512)
+        datasets=TASKS, data_location="", batch_size=512, max_eval_samples=N_EVAL)
 
 
 # ------------------------------------------------------------------ determinism
@@ -48,9 +56,9 @@ def test_a_second_build_is_identical(tmp_path, demo_zoo):
              (tmp_path / "clip" / "open_clip_model.safetensors",
               demo_zoo.path / "clip" / "open_clip_model.safetensors")]
     pairs += [(finetuned_path(tmp_path, t), finetuned_path(demo_zoo.path, t))
-              for t in ("DigitsVal", "InvertVal", "Mod3Val")]
+              for t in ("LetterVal", "ColorVal", "SymbolVal")]
     pairs += [(head_path(tmp_path, t), head_path(demo_zoo.path, t))
-              for t in ("RotateVal", "ParityVal")]
+              for t in ("DigitVal", "PositionVal")]
     for new, old in pairs:
         a, b = load_state_dict(new), load_state_dict(old)
         assert set(a) == set(b), new.name
@@ -71,7 +79,7 @@ def test_layout_and_loaders(demo_zoo):
     assert {p.name for p in root.iterdir()} == expected
     encoder = load_encoder(zeroshot_path(root), demo_zoo.model_name)
     reference = encoder.state_dict()
-    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         feats = encoder.eval()(x)
     for task in TASKS:
@@ -95,10 +103,22 @@ def test_finetuned_models_beat_pretrained_on_their_task(engine):
         assert ft["loss"] < pre[task]["loss"], task
 
 
-def test_digits_and_rotate_trade_off(engine):
-    pair = ["DigitsVal", "RotateVal"]
+def test_task_arithmetic_helps_all_eight_tasks_at_once(engine):
+    """The regime of real CLIP task vectors: the 8-task sum at a small shared lambda beats
+    the pretrained model by a clear share of the gap to the fine-tuned models."""
+    T = len(TASKS)
+    mean = lambda res: np.mean([res[t]["accuracy"] for t in TASKS])
+    pre = mean(engine.evaluate_at(np.zeros(T)))
+    ft = np.mean([engine.evaluate_at(np.eye(T)[i], [t])[t]["accuracy"]
+                  for i, t in enumerate(TASKS)])
+    ta = mean(engine.evaluate_at(np.full(T, 0.3)))
+    assert pre + 0.25 * (ft - pre) < ta < ft, (pre, ta, ft)
+
+
+def test_a_pair_trades_off(engine):
+    pair = ["LetterVal", "ShapeVal"]
     idx = [TASKS.index(t) for t in pair]
-    grid = np.linspace(0.0, 1.0, 11)
+    grid = np.linspace(0.0, 1.0, 6)
     acc = []
     for a in grid:
         for b in grid:
@@ -107,7 +127,7 @@ def test_digits_and_rotate_trade_off(engine):
             res = engine.evaluate_at(c, pair)
             acc.append([res[t]["accuracy"] for t in pair])
     mask = non_dominated(np.array(acc), ["max", "max"])
-    assert mask.sum() >= 5, np.array(acc)[mask]
+    assert mask.sum() >= 3, np.array(acc)[mask]
 
 
 # ------------------------------------------------------------------ cache
