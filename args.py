@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from map_common.argtypes import (MAX_POINTS, float_in, int_in, nonnegative_int,  # noqa: F401
@@ -23,8 +24,8 @@ from task_vectors.merge_methods import METHODS as MERGE_METHODS
 REPO = Path(__file__).resolve().parent
 DEFAULT_DATASETS = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal"]
 # Demo defaults: a pair that trades off for map/bayesian, four tasks for nested.
-DEMO_PAIR = ["DigitsVal", "RotateVal"]
-DEMO_NESTED = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
+DEMO_PAIR = ["LetterVal", "DigitVal"]
+DEMO_NESTED = ["LetterVal", "DigitVal", "ShapeVal", "SymbolVal"]
 METHODS = tuple(MODES)  # --method's choices (src/modes/registry.py)
 
 
@@ -174,8 +175,8 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--openclip-cachedir", type=folder_path, default=".cache/open_clip",
                    help="Cache folder for open_clip model files.")
     g.add_argument("--demo", action="store_true",
-                   help="Use the embedded demo zoo (a tiny CLIP ViT fine-tuned on 8 digit tasks, "
-                        "built offline on first use): sets --model, --save, "
+                   help="Use the embedded demo zoo (a small CLIP ViT fine-tuned on 8 procedural "
+                        "image tasks, built offline on first use): sets --model, --save, "
                         "--pretrained-checkpoint and --data-location, and demo tasks as "
                         "defaults for the model/dataset lists.")
     g.add_argument("--zoo-dir", type=folder_path, default=None,

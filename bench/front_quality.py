@@ -75,9 +75,9 @@ from src.indicators import (hypervolume, igd_plus, preference_regret,
                             preference_score, reference_point)
 from src.pareto import non_dominated
 
-TRIPLES = [("DigitsVal", "RotateVal", "FlipVal"), ("DigitsVal", "InvertVal", "ParityVal"),
-           ("RotateVal", "TransposeVal", "Ge5Val"), ("FlipVal", "InvertVal", "Mod3Val"),
-           ("ParityVal", "Ge5Val", "Mod3Val"), ("DigitsVal", "TransposeVal", "Mod3Val")]
+TRIPLES = [("LetterVal", "DigitVal", "ShapeVal"), ("LetterVal", "ColorVal", "PositionVal"),
+           ("DigitVal", "TextureVal", "ArrowVal"), ("ShapeVal", "ColorVal", "SymbolVal"),
+           ("PositionVal", "ArrowVal", "SymbolVal"), ("LetterVal", "TextureVal", "SymbolVal")]
 PREFERENCES = {2: [(1, 1), (3, 1), (1, 3)], 3: [(1, 1, 1), (3, 1, 1), (1, 3, 1), (1, 1, 3)]}
 N_GEN = 100
 SENSE = "max"

@@ -1,6 +1,6 @@
 """How good is MAP's amortized front on the demo zoo?
 
-    .venv/bin/python bench/map_accuracy.py [--pairs DigitsVal,RotateVal FlipVal,Mod3Val]
+    .venv/bin/python bench/map_accuracy.py [--pairs LetterVal,DigitVal ShapeVal,SymbolVal]
                                            [--held-out 30] [--front-points 20] [--threads 1]
 
 For each task pair: run `run_MAP.py --demo --method map` (default settings), then
@@ -23,7 +23,7 @@ from common import (add_common_flags, demo_zoo, engine_for, evaluate, predict_al
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", nargs="+", default=["DigitsVal,RotateVal", "FlipVal,Mod3Val"])
+    p.add_argument("--pairs", nargs="+", default=["LetterVal,DigitVal", "ShapeVal,SymbolVal"])
     p.add_argument("--held-out", type=int, default=30)
     p.add_argument("--front-points", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)

@@ -17,8 +17,8 @@ import numpy as np
 from common import (add_common_flags, demo_zoo, engine_for, read_json, run_cli, set_threads,
                     workdir)
 
-EIGHT = ["DigitsVal", "RotateVal", "FlipVal", "InvertVal", "TransposeVal", "ParityVal",
-         "Ge5Val", "Mod3Val"]
+EIGHT = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal", "TextureVal", "PositionVal",
+         "ArrowVal", "SymbolVal"]
 
 
 def main() -> None:

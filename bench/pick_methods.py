@@ -19,9 +19,9 @@ import numpy as np
 from common import (add_common_flags, demo_zoo, engine_for, read_json, run_cli, set_threads,
                     workdir)
 
-PAIRS = [("DigitsVal", "RotateVal"), ("RotateVal", "FlipVal"), ("FlipVal", "InvertVal"),
-         ("ParityVal", "Ge5Val"), ("DigitsVal", "Mod3Val"), ("TransposeVal", "InvertVal")]
-FOUR = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
+PAIRS = [("LetterVal", "DigitVal"), ("DigitVal", "ShapeVal"), ("ShapeVal", "ColorVal"),
+         ("PositionVal", "ArrowVal"), ("LetterVal", "SymbolVal"), ("TextureVal", "ColorVal")]
+FOUR = ["LetterVal", "DigitVal", "ShapeVal", "SymbolVal"]
 PICKS = ("weighted-sum", "tchebycheff")
 
 

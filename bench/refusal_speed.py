@@ -21,7 +21,7 @@ CASES = [  # (kind, what, arguments after run_MAP.py)
     ("parser", "--point 0", ["--demo", "--point", "0"]),
     ("parser", "--merge-method tie", ["--demo", "--merge-method", "tie"]),
     ("config", "mistyped demo model", ["--demo", "--method", "map", "--zeroshot-merge-models",
-                                       "DigitsVal", "RotateVa"]),
+                                       "LetterVal", "DigitVa"]),
     ("config", "mistyped eval dataset", ["--method", "map", "--zeroshot-merge-models", "SVHN",
                                          "Cars", "--zeroshot-eval-datasets", "SVHNVal", "Car"]),
     ("config", "--bounds 1 0", ["--demo", "--bounds", "1", "0"]),

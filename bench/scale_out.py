@@ -1,6 +1,6 @@
 """Scale-out on Ray: speed-up of 2 workers over 1, and Ray's overhead per merge (demo zoo).
 
-    .venv/bin/python bench/scale_out.py [--pair DigitsVal,RotateVal] [--grid 11] [--rounds 3]
+    .venv/bin/python bench/scale_out.py [--pair LetterVal,DigitVal] [--grid 11] [--rounds 3]
 
 A grid of --grid x --grid coefficient vectors of one pair (121 merges by default) is
 evaluated by three evaluators, each process with one torch thread: LocalEvaluator
@@ -63,7 +63,7 @@ def one_pass(evaluator, jobs, datasets) -> tuple[float, np.ndarray | None, dict,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pair", default="DigitsVal,RotateVal")
+    p.add_argument("--pair", default="LetterVal,DigitVal")
     p.add_argument("--grid", type=int, default=11)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--cli-only", action="store_true", help="only the command-line part")

@@ -75,7 +75,7 @@ def evaluation_fingerprint(model_name: str, *, checkpoints: Mapping[str, str | o
     """Everything that decides the value of an evaluation (pure but for file stamps).
 
     ``checkpoints``: {what: path} (e.g. "pretrained checkpoint", "fine-tuned checkpoint of
-    DigitsVal", "head of DigitsVal"); a folder stands for its files. ``settings``: any other
+    LetterVal", "head of LetterVal"); a folder stands for its files. ``settings``: any other
     evaluation setting by its flag's dest name (precision, merge_method and its
     hyperparameters); new ones join without code changes. The batch size and the number of
     workers are left out: they do not change the values.

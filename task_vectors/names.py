@@ -13,7 +13,7 @@ from typing import Sequence
 from map_common.errors import MAPError
 
 STANDARD_DATASETS = ("SUN397", "Cars", "DTD", "SVHN", "EuroSAT", "GTSRB", "RESISC45", "MNIST")
-DEMO_DATASETS = ("Digits", "Rotate", "Flip", "Invert", "Transpose", "Parity", "Ge5", "Mod3")
+DEMO_DATASETS = ("Letter", "Digit", "Shape", "Color", "Texture", "Position", "Arrow", "Symbol")
 
 
 def with_val(bases: Sequence[str]) -> list[str]:

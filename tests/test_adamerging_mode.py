@@ -16,7 +16,7 @@ from task_vectors import adamerging as am
 from task_vectors.checkpoints import finetuned_path, head_path, load_state_dict, zeroshot_path
 from task_vectors.engine import MergeEngine
 
-TASKS = ["DigitsVal", "RotateVal", "FlipVal"]
+TASKS = ["LetterVal", "DigitVal", "ShapeVal"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 QUICK = ["--adamerging-steps", "6", "--adamerging-batch-size", "8", "--adamerging-lr", "0.02",
          "--adamerging-checkpoint-every", "2"]
@@ -74,8 +74,8 @@ def test_task_wise_run_writes_what_it_learned(task_run, engine):
     plain = engine.evaluate_at(lam, TASKS)
     for d in TASKS:
         assert info["accuracy"][d] == pytest.approx(plain[d]["accuracy"])
-    assert info["evaluations"]["pretrained"]["DigitsVal"]["accuracy"] == pytest.approx(
-        engine.evaluate_at(np.zeros(3), ["DigitsVal"])["DigitsVal"]["accuracy"])
+    assert info["evaluations"]["pretrained"]["LetterVal"]["accuracy"] == pytest.approx(
+        engine.evaluate_at(np.zeros(3), ["LetterVal"])["LetterVal"]["accuracy"])
     assert set(info["evaluations"]) == {"pretrained", "task arithmetic, lambda=0.3",
                                         "fine-tuned (own dataset)", "AdaMerging (task-wise)"}
     assert (task_run / "adamerging_entropy.png").read_bytes()[:8] == PNG_MAGIC
@@ -202,7 +202,7 @@ def test_entropy_curve_figure_draws_each_task_and_the_mean():
 
 
 # ------------------------------------------------------------------ --baselines
-PAIR = ["DigitsVal", "RotateVal"]
+PAIR = ["LetterVal", "DigitVal"]
 NAMES = ["AdaMerging (task-wise)", "AdaMerging (layer-wise)", "AdaMerging++ (task-wise)",
          "AdaMerging++ (layer-wise)"]
 

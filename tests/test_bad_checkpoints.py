@@ -14,7 +14,7 @@ from typing import Callable
 import pytest
 import torch
 
-PAIR = ["DigitsVal", "RotateVal"]
+PAIR = ["LetterVal", "DigitVal"]
 
 
 def _save_folder(tmp: Path, zoo: Path) -> Path:
@@ -37,28 +37,28 @@ def _replace(path: Path, data: bytes) -> None:
 def _state_dict(zoo: Path) -> dict[str, torch.Tensor]:
     from task_vectors.checkpoints import encoder_keys, load_state_dict
 
-    return encoder_keys(load_state_dict(zoo / "DigitsVal" / "finetuned.pt"))
+    return encoder_keys(load_state_dict(zoo / "LetterVal" / "finetuned.pt"))
 
 
 def _as_safetensors(save: Path, state: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    (save / "DigitsVal" / "finetuned.pt").unlink()
+    (save / "LetterVal" / "finetuned.pt").unlink()
     save_file({k: v.contiguous() for k, v in state.items()},
-              str(save / "DigitsVal" / "finetuned.safetensors"))
+              str(save / "LetterVal" / "finetuned.safetensors"))
 
 
 def empty(save: Path, zoo: Path) -> None:
-    _replace(save / "DigitsVal" / "finetuned.pt", b"")
+    _replace(save / "LetterVal" / "finetuned.pt", b"")
 
 
 def truncated(save: Path, zoo: Path) -> None:
-    data = (zoo / "DigitsVal" / "finetuned.pt").read_bytes()
-    _replace(save / "DigitsVal" / "finetuned.pt", data[: len(data) // 2])
+    data = (zoo / "LetterVal" / "finetuned.pt").read_bytes()
+    _replace(save / "LetterVal" / "finetuned.pt", data[: len(data) // 2])
 
 
 def text_file(save: Path, zoo: Path) -> None:
-    _replace(save / "DigitsVal" / "finetuned.pt", b"see https://example.org/weights\n")
+    _replace(save / "LetterVal" / "finetuned.pt", b"see https://example.org/weights\n")
 
 
 def empty_pretrained(save: Path, zoo: Path) -> None:
@@ -66,8 +66,8 @@ def empty_pretrained(save: Path, zoo: Path) -> None:
 
 
 def garbage_safetensors(save: Path, zoo: Path) -> None:
-    (save / "DigitsVal" / "finetuned.pt").unlink()
-    (save / "DigitsVal" / "finetuned.safetensors").write_bytes(b"\x08\x00\x00\x00garbage!!")
+    (save / "LetterVal" / "finetuned.pt").unlink()
+    (save / "LetterVal" / "finetuned.safetensors").write_bytes(b"\x08\x00\x00\x00garbage!!")
 
 
 def wrong_shape(save: Path, zoo: Path) -> None:
@@ -95,26 +95,26 @@ def inf_weights(save: Path, zoo: Path) -> None:
 def head_wrong_classes(save: Path, zoo: Path) -> None:
     from task_vectors.checkpoints import load_head
 
-    head = load_head(zoo / "head_DigitsVal.pt")
-    (save / "head_DigitsVal.pt").unlink()
-    torch.save({"weight": head.weight.detach()[:3].clone()}, save / "head_DigitsVal.pt")
+    head = load_head(zoo / "head_LetterVal.pt")
+    (save / "head_LetterVal.pt").unlink()
+    torch.save({"weight": head.weight.detach()[:3].clone()}, save / "head_LetterVal.pt")
 
 
 def head_text_file(save: Path, zoo: Path) -> None:
-    _replace(save / "head_DigitsVal.pt", b"not a head\n")
+    _replace(save / "head_LetterVal.pt", b"not a head\n")
 
 
 CASES: list[tuple[str, Callable[[Path, Path], None], str]] = [
-    ("empty", empty, r"DigitsVal/finetuned\.pt"),
-    ("truncated", truncated, r"DigitsVal/finetuned\.pt"),
-    ("text-file", text_file, r"DigitsVal/finetuned\.pt"),
+    ("empty", empty, r"LetterVal/finetuned\.pt"),
+    ("truncated", truncated, r"LetterVal/finetuned\.pt"),
+    ("text-file", text_file, r"LetterVal/finetuned\.pt"),
     ("empty-pretrained", empty_pretrained, r"zeroshot\.pt"),
-    ("garbage-safetensors", garbage_safetensors, r"DigitsVal/finetuned\.safetensors"),
-    ("wrong-shape", wrong_shape, r"DigitsVal/finetuned\.safetensors.*shape"),
-    ("nan-weights", nan_weights, r"DigitsVal/finetuned\.safetensors.*(NaN|nan|finite)"),
-    ("inf-weights", inf_weights, r"DigitsVal/finetuned\.safetensors.*(inf|finite)"),
-    ("head-wrong-classes", head_wrong_classes, r"head_DigitsVal\.pt.*(3|10) classes"),
-    ("head-text-file", head_text_file, r"head_DigitsVal\.pt"),
+    ("garbage-safetensors", garbage_safetensors, r"LetterVal/finetuned\.safetensors"),
+    ("wrong-shape", wrong_shape, r"LetterVal/finetuned\.safetensors.*shape"),
+    ("nan-weights", nan_weights, r"LetterVal/finetuned\.safetensors.*(NaN|nan|finite)"),
+    ("inf-weights", inf_weights, r"LetterVal/finetuned\.safetensors.*(inf|finite)"),
+    ("head-wrong-classes", head_wrong_classes, r"head_LetterVal\.pt.*(3|26) classes"),
+    ("head-text-file", head_text_file, r"head_LetterVal\.pt"),
 ]
 
 
@@ -125,7 +125,7 @@ def test_broken_checkpoint_is_one_line_exit_2_and_leaves_no_run_directory(
     save = _save_folder(tmp_path, zoo)
     breaker(save, zoo)
     pref = tmp_path / "pref.yaml"
-    pref.write_text("DigitsVal: 1\nRotateVal: 1\n")
+    pref.write_text("LetterVal: 1\nDigitVal: 1\n")
     results = tmp_path / "results"
     rc = run_cli("--method", "map", "--model", f"local-dir:{zoo / 'clip'}", "--save", save,
                  "--data-location", zoo, "--device", "cpu", "--zeroshot-merge-models", *PAIR,

@@ -9,10 +9,10 @@ from typing import Callable
 
 import pytest
 
-PAIR = ["--zeroshot-merge-models", "DigitsVal", "RotateVal"]
-FOUR = ["--zeroshot-merge-models", "DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
-SEVEN = ["--zeroshot-merge-models", "DigitsVal", "RotateVal", "FlipVal", "InvertVal",
-         "TransposeVal", "ParityVal", "Ge5Val"]
+PAIR = ["--zeroshot-merge-models", "LetterVal", "DigitVal"]
+FOUR = ["--zeroshot-merge-models", "LetterVal", "DigitVal", "ShapeVal", "SymbolVal"]
+SEVEN = ["--zeroshot-merge-models", "LetterVal", "DigitVal", "ShapeVal", "ColorVal",
+         "TextureVal", "PositionVal", "ArrowVal"]
 
 
 def _file(tmp: Path, name: str, data: bytes) -> str:
@@ -34,7 +34,7 @@ def _no_demo(t: Path, z: Path, method: str, data: str) -> list[str]:
     """MNISTVal and EuroSATVal (datasets read from --data-location) with the zoo's
     checkpoints standing in for theirs (10 classes each, like the digits heads)."""
     save = t / "save"
-    for task, zoo_task in (("MNISTVal", "DigitsVal"), ("EuroSATVal", "RotateVal")):
+    for task, zoo_task in (("MNISTVal", "LetterVal"), ("EuroSATVal", "DigitVal")):
         (save / task).mkdir(parents=True)
         (save / task / "finetuned.pt").symlink_to(z / zoo_task / "finetuned.pt")
         (save / f"head_{task}.pt").symlink_to(z / f"head_{zoo_task}.pt")
@@ -135,18 +135,18 @@ CASES: list[Case] = [
     ("preference-empty", lambda t, z: [*MAP, "--preference", _pref(t, "")],
      r"must map dataset names to weights, got NoneType"),
     ("preference-unknown-dataset", lambda t, z: [*MAP, "--preference", _pref(
-        t, "DigitsVal: 1\nRotateVall: 1\n")], r"no weight for task 'RotateVal'"),
+        t, "LetterVal: 1\nDigitVall: 1\n")], r"no weight for task 'DigitVal'"),
     ("preference-negative", lambda t, z: [*NESTED, *FOUR, "--preference", _pref(
-        t, "DigitsVal: 1\nRotateVal: 1\nFlipVal: -2\nMod3Val: 1\n")],
-     r"'FlipVal' must be a finite number >= 0, got -2"),
+        t, "LetterVal: 1\nDigitVal: 1\nShapeVal: -2\nSymbolVal: 1\n")],
+     r"'ShapeVal' must be a finite number >= 0, got -2"),
     ("preference-word", lambda t, z: [*BAYES, "--preference", _pref(
-        t, "DigitsVal: 1\nRotateVal: lots\n")], r"'RotateVal' must be a number, got 'lots'"),
+        t, "LetterVal: 1\nDigitVal: lots\n")], r"'DigitVal' must be a number, got 'lots'"),
     ("preference-missing", lambda t, z: [*MAP, "--preference", str(t / "nope.yaml")],
      r"preference file not found: .*nope\.yaml"),
     # ---- models and data
-    ("model-twice", lambda t, z: [*MAP, "--zeroshot-merge-models", "DigitsVal", "DigitsVal"],
+    ("model-twice", lambda t, z: [*MAP, "--zeroshot-merge-models", "LetterVal", "LetterVal"],
      r"a merge model is listed twice"),
-    ("unknown-dataset", lambda t, z: [*NESTED, "--zeroshot-merge-models", "DigitsVal",
+    ("unknown-dataset", lambda t, z: [*NESTED, "--zeroshot-merge-models", "LetterVal",
                                       "NoSuchVal"], r"unknown model 'NoSuchVal'"),
     ("bayesian-seven-tasks", lambda t, z: [*BAYES, *SEVEN], r"at most 6 tasks, got 7"),
     ("save-is-a-file", lambda t, z: ["--method", "map", "--save", _file(t, "s.txt", b"x"),

@@ -169,7 +169,7 @@ def test_squared_errors_average_over_tasks():
 # --------------------------------------------------------------------------- posterior
 
 
-# Bin scores measured on the demo zoo (DigitsVal / RotateVal, default schedule, seed 0),
+# Bin scores measured on the demo zoo (LetterVal / DigitVal, default schedule, seed 0),
 # rounds 1-3; the old acquisition turned each into the posterior [0, 0, 0, 1].
 DEMO_SCORES = [
     [4.70025568706259e-05, 6.217438029069943e-05, 0.0, 0.0007502628618983556],

@@ -13,8 +13,8 @@ from src.bayesian import assign_bins, squared_errors
 from src.surrogate import fit_surrogates
 from helpers import CountingEvaluate
 
-PAIR = ["DigitsVal", "RotateVal"]
-THREE = ["DigitsVal", "RotateVal", "FlipVal"]
+PAIR = ["LetterVal", "DigitVal"]
+THREE = ["LetterVal", "DigitVal", "ShapeVal"]
 N_GEN = "50"
 REEVALUATE = "3"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -185,7 +185,7 @@ def test_killed_run_resumes_without_repeating_a_stored_evaluation(runs, results,
     from task_vectors.engine import MergeEngine
 
     full_dir, _, (initial, update, iterations) = runs[2]
-    names = "DigitsVal_RotateVal"
+    names = "LetterVal_DigitVal"
     run_dir = results / "resume"
     argv = _argv(zoo_root, results, "resume", PAIR)
     original = MergeEngine.evaluate

@@ -13,9 +13,17 @@ from safetensors.torch import save_file
 from torch import nn
 
 from map_common.errors import MAPError
-from task_vectors.checkpoints import (check_compatible, finetuned_path, head_path,
-                                      load_encoder, load_head, load_state_dict,
-                                      quickgelu_variant, save_module, zeroshot_path)
+from task_vectors.checkpoints import (
+    check_compatible,
+    finetuned_path,
+    head_path,
+    load_encoder,
+    load_head,
+    load_state_dict,
+    quickgelu_variant,
+    save_module,
+    zeroshot_path,
+)
 from task_vectors.modeling import ClassificationHead, ImageEncoder
 from task_vectors.zoo import MODEL_CFG, PREPROCESS_CFG
 
@@ -35,7 +43,8 @@ def _encoder(model_name: str, seed: int) -> ImageEncoder:
 
 
 def _images(n: int = 3) -> torch.Tensor:
-    return torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(11))
+    side = PREPROCESS_CFG["size"]
+    return torch.randn(n, 3, side, side, generator=torch.Generator().manual_seed(11))
 
 
 def _assert_same_weights(a, b) -> None:

@@ -13,8 +13,8 @@ from typing import Callable
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_TASKS = ["DigitsVal", "RotateVal", "FlipVal", "InvertVal", "TransposeVal", "ParityVal",
-              "Ge5Val", "Mod3Val"]
+DEMO_TASKS = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal", "TextureVal", "PositionVal",
+              "ArrowVal", "SymbolVal"]
 ORIGINAL_FLAGS = [
     "--data-location", "--eval-datasets", "--train-dataset", "--exp_name", "--results-db",
     "--model", "--batch-size", "--lr", "--wd", "--ls", "--warmup_length", "--epochs",
@@ -49,18 +49,18 @@ def _save_with_only_zeroshot(tmp: Path, zoo: Path) -> str:
     return str(tmp / "partial")
 
 
-NESTED4 = ["--zeroshot-merge-models", "DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
-PAIR = ["--zeroshot-merge-models", "DigitsVal", "RotateVal"]
+NESTED4 = ["--zeroshot-merge-models", "LetterVal", "DigitVal", "ShapeVal", "SymbolVal"]
+PAIR = ["--zeroshot-merge-models", "LetterVal", "DigitVal"]
 
 # (id, argv builder (tmp, zoo path) -> argv without --results-path/--exp-id, message regex)
 BAD_INPUT: list[tuple[str, Callable[[Path, Path], list[str]], str]] = [
     ("unknown-dataset", lambda t, z: ["--demo", "--method", "map", "--zeroshot-merge-models",
-                                      "NoSuchVal", "RotateVal"], r"unknown model 'NoSuchVal'"),
+                                      "NoSuchVal", "DigitVal"], r"unknown model 'NoSuchVal'"),
     ("unknown-eval-dataset", lambda t, z: ["--demo", "--method", "map", *PAIR,
-                                           "--zeroshot-eval-datasets", "DigitsVal", "Nope"],
+                                           "--zeroshot-eval-datasets", "LetterVal", "Nope"],
      r"unknown dataset 'Nope'"),
     ("counts-differ", lambda t, z: ["--demo", "--method", "map", *PAIR,
-                                    "--zeroshot-eval-datasets", "DigitsVal"],
+                                    "--zeroshot-eval-datasets", "LetterVal"],
      r"2 merge models .* 1 eval datasets"),
     ("point-below-params-map", lambda t, z: ["--demo", "--method", "map", "--point", "5"],
      r"--point 5 .*6 parameters"),
@@ -76,26 +76,26 @@ BAD_INPUT: list[tuple[str, Callable[[Path, Path], list[str]], str]] = [
      r"pretrained checkpoint.*not found: .*empty/zeroshot\.pt"),
     ("missing-finetuned", lambda t, z: ["--method", "map", "--save",
                                         _save_with_only_zeroshot(t, z), *PAIR],
-     r"fine-tuned checkpoint of 'DigitsVal' not found: .*partial/DigitsVal/finetuned\.pt"),
+     r"fine-tuned checkpoint of 'LetterVal' not found: .*partial/LetterVal/finetuned\.pt"),
     ("preference-missing", lambda t, z: ["--demo", "--preference", str(t / "nope.yaml")],
      r"preference file not found: .*nope\.yaml"),
     ("preference-not-mapping", lambda t, z: ["--demo", "--preference",
-                                             _pref(t, "- DigitsVal\n- RotateVal\n")],
+                                             _pref(t, "- LetterVal\n- DigitVal\n")],
      r"must map dataset names to weights, got list"),
     ("preference-lacks-dataset", lambda t, z: ["--demo", *NESTED4, "--preference", _pref(
-        t, "DigitsVal: 1\nRotateVal: 1\nMod3Val: 1\n")], r"no weight for task 'FlipVal'"),
+        t, "LetterVal: 1\nDigitVal: 1\nSymbolVal: 1\n")], r"no weight for task 'ShapeVal'"),
     ("preference-negative", lambda t, z: ["--demo", *NESTED4, "--preference", _pref(
-        t, "DigitsVal: 1\nRotateVal: -0.5\nFlipVal: 1\nMod3Val: 1\n")],
-     r"'RotateVal' must be a finite number >= 0, got -0\.5"),
+        t, "LetterVal: 1\nDigitVal: -0.5\nShapeVal: 1\nSymbolVal: 1\n")],
+     r"'DigitVal' must be a finite number >= 0, got -0\.5"),
     ("preference-non-numeric", lambda t, z: ["--demo", *NESTED4, "--preference", _pref(
-        t, "DigitsVal: high\nRotateVal: 1\nFlipVal: 1\nMod3Val: 1\n")],
-     r"'DigitsVal' must be a number, got 'high'"),
+        t, "LetterVal: high\nDigitVal: 1\nShapeVal: 1\nSymbolVal: 1\n")],
+     r"'LetterVal' must be a number, got 'high'"),
     ("preference-invalid-yaml", lambda t, z: ["--demo", "--preference",
-                                              _pref(t, "DigitsVal: [1\n")], r"not valid YAML"),
-    ("single-task-nested", lambda t, z: ["--demo", "--zeroshot-merge-models", "DigitsVal"],
+                                              _pref(t, "LetterVal: [1\n")], r"not valid YAML"),
+    ("single-task-nested", lambda t, z: ["--demo", "--zeroshot-merge-models", "LetterVal"],
      r"at least 2 models; got 1"),
     ("single-task-map", lambda t, z: ["--demo", "--method", "map", "--zeroshot-merge-models",
-                                      "DigitsVal"], r"at least 2 models; got 1"),
+                                      "LetterVal"], r"at least 2 models; got 1"),
     ("bayes-iter-zero", lambda t, z: ["--demo", "--method", "bayesian", "--bayes-iter", "0"],
      r"argument --bayes-iter: must be a positive integer, got 0"),
     ("bayes-update-negative", lambda t, z: ["--demo", "--method", "bayesian",
@@ -138,7 +138,7 @@ def test_bad_input_real_process_exit_code_and_no_traceback(tmp_path, zoo_root):
     results = tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, "run_MAP.py", "--demo", "--zoo-dir", zoo_root, "--method", "map",
-         "--zeroshot-merge-models", "NoSuchVal", "RotateVal", "--results-path", str(results),
+         "--zeroshot-merge-models", "NoSuchVal", "DigitVal", "--results-path", str(results),
          "--exp-id", "bad"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2

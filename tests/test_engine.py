@@ -135,8 +135,8 @@ def _independent_eval(demo_zoo, states, c, task) -> dict[str, float]:
 def test_evaluate_equals_independent_computation(engine, states, demo_zoo, ci):
     c = COEFFICIENTS[ci]
     engine.set_coefficients(c)
-    got = engine.evaluate(["RotateVal", "ParityVal"])
-    assert list(got) == ["RotateVal", "ParityVal"]
+    got = engine.evaluate(["DigitVal", "PositionVal"])
+    assert list(got) == ["DigitVal", "PositionVal"]
     for task in got:
         want = _independent_eval(demo_zoo, states, c, task)
         assert got[task]["accuracy"] == pytest.approx(want["accuracy"], abs=1e-9)
@@ -199,14 +199,14 @@ def test_mismatched_finetuned_checkpoint_names_the_file(tmp_path, demo_zoo, stat
     elif damage == "unexpected":
         sd["model.visual.extra"] = torch.ones(3)
     else:
-        sd["model.visual.proj"] = torch.zeros(16, 32)
+        sd["model.visual.proj"] = torch.zeros(16, 33)
     bad = tmp_path / "BadVal" / "finetuned.pt"
     bad.parent.mkdir()
     torch.save(sd, bad)
     with pytest.raises(MAPError) as err:
         MergeEngine.from_checkpoints(
             model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(demo_zoo.path)),
-            finetuned={"DigitsVal": str(finetuned_path(demo_zoo.path, "DigitsVal")),
+            finetuned={"LetterVal": str(finetuned_path(demo_zoo.path, "LetterVal")),
                        "BadVal": str(bad)},
             heads={}, datasets=[], data_location="")
     assert str(bad) in str(err.value)
@@ -233,10 +233,11 @@ def tiny(tmp_path_factory):
              "B": ClassificationHead(False, torch.randn(3, dim, generator=gen),
                                      torch.randn(3, generator=gen))}
     mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.3, 0.25])
-    data = {"A": EvalTensors(torch.randint(0, 256, (21, 3, 16, 16), dtype=torch.uint8,
+    side = PREPROCESS_CFG["size"]
+    data = {"A": EvalTensors(torch.randint(0, 256, (21, 3, side, side), dtype=torch.uint8,
                                            generator=gen),
                              torch.randint(0, 5, (21,), generator=gen), mean, std),
-            "B": EvalTensors(torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8,
+            "B": EvalTensors(torch.randint(0, 256, (10, 3, side, side), dtype=torch.uint8,
                                            generator=gen),
                              torch.randint(0, 3, (10,), generator=gen), mean, std)}
     eng = MergeEngine(encoder, fts, heads, data, task_names=["t0", "t1", "t2"], batch_size=8)
@@ -299,7 +300,7 @@ def _check_decode(dataset, preprocess, batch_size=7):
 def test_decoded_tensors_equal_val_preprocess(demo_zoo):
     # The zoo model's own preprocessing on demo images ...
     val_preprocess = ImageEncoder(demo_zoo.model_name).val_preprocess
-    digits = get_dataset("RotateVal", "").split("test")
+    digits = get_dataset("DigitVal", "").split("test")
     _check_decode(torch.utils.data.Subset(digits, range(40)), val_preprocess)
     # ... and CLIP's 224-pixel pipeline (a real resize and crop) on odd-sized colour images.
     clip_preprocess = open_clip.image_transform(
@@ -313,7 +314,7 @@ def test_decoded_tensors_equal_val_preprocess(demo_zoo):
 
 def test_decode_respects_max_samples_and_rejects_pipelines_without_normalize(demo_zoo):
     val_preprocess = ImageEncoder(demo_zoo.model_name).val_preprocess
-    digits = get_dataset("DigitsVal", "").split("test")
+    digits = get_dataset("LetterVal", "").split("test")
     assert len(decode_dataset(digits, val_preprocess, max_samples=10).labels) == 10
     without = open_clip.image_transform(16, is_train=False)
     without.transforms = without.transforms[:-1]
@@ -325,7 +326,7 @@ def test_decode_with_worker_processes_equals_in_process(demo_zoo):
     from task_vectors.eval_data import default_workers
 
     val_preprocess = ImageEncoder(demo_zoo.model_name).val_preprocess
-    digits = get_dataset("FlipVal", "").split("test")
+    digits = get_dataset("ShapeVal", "").split("test")
     inline = decode_dataset(digits, val_preprocess, num_workers=0, batch_size=32)
     workers = decode_dataset(digits, val_preprocess, num_workers=2, batch_size=32)
     assert torch.equal(inline.images, workers.images)

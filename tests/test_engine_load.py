@@ -102,8 +102,8 @@ def test_bf16_tau_is_close_and_half_the_size(demo_zoo, engine, flats):
         err = (_live_flat(half).double() - exact).abs()
         assert bool((err <= bound + 1e-6 * exact.abs() + 1e-7).all())
         assert err.max() > 0  # it is the bf16 matrix that was used
-    res_half = half.evaluate_at(POINTS[2], ["DigitsVal", "Mod3Val"])
-    res = engine.evaluate_at(POINTS[2], ["DigitsVal", "Mod3Val"])
+    res_half = half.evaluate_at(POINTS[2], ["LetterVal", "SymbolVal"])
+    res = engine.evaluate_at(POINTS[2], ["LetterVal", "SymbolVal"])
     for d in res:
         assert abs(res_half[d]["accuracy"] - res[d]["accuracy"]) <= 0.02, d
 
@@ -132,8 +132,8 @@ def test_tau_transform_gets_the_whole_matrix_once_and_edits_it_in_place(demo_zoo
 
 def test_evaluate_theta_of_an_arbitrary_flat(engine, flats):
     flat_pre, tau = flats
-    by_coefficients = engine.evaluate_at(np.eye(8)[2], ["RotateVal", "FlipVal"])
-    by_theta = engine.evaluate_theta(flat_pre + tau[2], ["RotateVal", "FlipVal"])
+    by_coefficients = engine.evaluate_at(np.eye(8)[2], ["DigitVal", "ShapeVal"])
+    by_theta = engine.evaluate_theta(flat_pre + tau[2], ["DigitVal", "ShapeVal"])
     assert by_theta == by_coefficients
     assert np.isnan(engine.coefficients).all()
     midway = 0.5 * (flat_pre + tau[0]) + 0.5 * (flat_pre + tau[4])
@@ -155,15 +155,15 @@ def test_unflatten_gives_the_encoder_shapes(engine):
 
 # ---------------------------------------------------------------- statistics
 def test_stats_after_evaluation(demo_zoo):
-    eng = _build(demo_zoo, tasks=["DigitsVal", "ParityVal"])
+    eng = _build(demo_zoo, tasks=["LetterVal", "PositionVal"])
     assert eng.stats()["points"] == 0
     for c in ([0.2, 0.7], [1.0, 0.0], [0.5, 0.5]):
         eng.evaluate_at(c)
-    eng.evaluate(["ParityVal"])
+    eng.evaluate(["PositionVal"])
     stats = json.loads(json.dumps(eng.stats()))  # JSON-serialisable
     n = {d: len(eng.eval_sets[d].labels) for d in eng.eval_sets}
     assert stats["points"] == 4 and stats["merges"] == 3
-    assert stats["images"] == 3 * (n["DigitsVal"] + n["ParityVal"]) + n["ParityVal"]
+    assert stats["images"] == 3 * (n["LetterVal"] + n["PositionVal"]) + n["PositionVal"]
     for key in ("merge_seconds_mean", "merge_seconds_median", "forward_seconds_mean",
                 "forward_seconds_median", "images_per_second", "peak_rss_bytes"):
         assert stats[key] > 0, key
@@ -205,13 +205,13 @@ WHAT = {"empty": "empty", "truncated": "truncated", "text": "text file", "garbag
 
 @pytest.mark.parametrize("kind", DAMAGES)
 def test_damaged_finetuned_checkpoint(tmp_path, demo_zoo, kind):
-    good = finetuned_path(demo_zoo.path, "RotateVal").read_bytes()
-    bad = _damage(kind, good, tmp_path / "RotateVal")
+    good = finetuned_path(demo_zoo.path, "DigitVal").read_bytes()
+    bad = _damage(kind, good, tmp_path / "DigitVal")
     with pytest.raises(MAPError) as err:
         MergeEngine.from_checkpoints(
             model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(demo_zoo.path)),
-            finetuned={"DigitsVal": str(finetuned_path(demo_zoo.path, "DigitsVal")),
-                       "RotateVal": bad}, heads={}, datasets=[], data_location="")
+            finetuned={"LetterVal": str(finetuned_path(demo_zoo.path, "LetterVal")),
+                       "DigitVal": bad}, heads={}, datasets=[], data_location="")
     message = str(err.value)
     assert message.startswith(f"{bad}: ") and WHAT[kind] in message
     assert "\n" not in message and "Traceback" not in message
@@ -225,12 +225,12 @@ def test_damaged_pretrained_and_head(tmp_path, demo_zoo, kind):
         MergeEngine.from_checkpoints(model_name=demo_zoo.model_name, pretrained=bad,
                                      finetuned={}, heads={}, datasets=[], data_location="")
     assert str(err.value).startswith(f"{bad}: ") and WHAT[kind] in str(err.value)
-    head_bytes = head_path(demo_zoo.path, "DigitsVal").read_bytes()
+    head_bytes = head_path(demo_zoo.path, "LetterVal").read_bytes()
     bad_head = _damage(kind, head_bytes, tmp_path / "h")
     with pytest.raises(MAPError) as err:
         MergeEngine.from_checkpoints(
             model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(demo_zoo.path)),
-            finetuned={}, heads={"DigitsVal": bad_head}, datasets=["DigitsVal"],
+            finetuned={}, heads={"LetterVal": bad_head}, datasets=["LetterVal"],
             data_location="")
     assert str(err.value).startswith(f"{bad_head}: ") and "\n" not in str(err.value)
 
@@ -250,12 +250,12 @@ def test_non_finite_weights_name_file_and_tensor(tmp_path, demo_zoo):
     def poison(value):
         return lambda m: dict(m.named_parameters())[key].view(-1)[7].fill_(value)
 
-    bad_ft = _save_copy(finetuned_path(demo_zoo.path, "FlipVal"),
-                        tmp_path / "FlipVal" / "finetuned.pt", poison(float("nan")))
+    bad_ft = _save_copy(finetuned_path(demo_zoo.path, "ShapeVal"),
+                        tmp_path / "ShapeVal" / "finetuned.pt", poison(float("nan")))
     with pytest.raises(MAPError) as err:
-        _build_paths(demo_zoo, finetuned={"DigitsVal": str(finetuned_path(demo_zoo.path,
-                                                                         "DigitsVal")),
-                                          "FlipVal": bad_ft})
+        _build_paths(demo_zoo, finetuned={"LetterVal": str(finetuned_path(demo_zoo.path,
+                                                                         "LetterVal")),
+                                          "ShapeVal": bad_ft})
     assert str(err.value).startswith(f"{bad_ft}: ") and f"'{key}'" in str(err.value)
     assert "non-finite" in str(err.value)
 
@@ -269,24 +269,24 @@ def test_non_finite_weights_name_file_and_tensor(tmp_path, demo_zoo):
 def _build_paths(zoo, *, pretrained=None, finetuned=None, heads=None, datasets=()):
     return MergeEngine.from_checkpoints(
         model_name=zoo.model_name, pretrained=pretrained or str(zeroshot_path(zoo.path)),
-        finetuned=finetuned or {"DigitsVal": str(finetuned_path(zoo.path, "DigitsVal"))},
+        finetuned=finetuned or {"LetterVal": str(finetuned_path(zoo.path, "LetterVal"))},
         heads=heads or {}, datasets=list(datasets), data_location="")
 
 
 def test_head_that_does_not_fit_the_dataset_or_encoder(tmp_path, demo_zoo):
-    good = _torch_load(head_path(demo_zoo.path, "Mod3Val"))
-    wrong_classes = tmp_path / "head_Mod3Val.pt"
-    # A ParityVal head (2 classes) saved as the Mod3Val head (3 classes).
-    shutil.copy(head_path(demo_zoo.path, "ParityVal"), wrong_classes)
+    good = _torch_load(head_path(demo_zoo.path, "SymbolVal"))
+    wrong_classes = tmp_path / "head_SymbolVal.pt"
+    # A PositionVal head (5 classes) saved as the SymbolVal head (10 classes).
+    shutil.copy(head_path(demo_zoo.path, "PositionVal"), wrong_classes)
     with pytest.raises(MAPError) as err:
-        _build_paths(demo_zoo, heads={"Mod3Val": str(wrong_classes)}, datasets=["Mod3Val"])
+        _build_paths(demo_zoo, heads={"SymbolVal": str(wrong_classes)}, datasets=["SymbolVal"])
     assert str(err.value).startswith(f"{wrong_classes}: ")
-    assert "2 classes" in str(err.value) and "3" in str(err.value)
+    assert "5 classes" in str(err.value) and "10" in str(err.value)
 
     wide = tmp_path / "head_wide.pt"
     torch.save(ClassificationHead(True, torch.randn(3, good.in_features + 8)), wide)
     with pytest.raises(MAPError) as err:
-        _build_paths(demo_zoo, heads={"Mod3Val": str(wide)}, datasets=["Mod3Val"])
+        _build_paths(demo_zoo, heads={"SymbolVal": str(wide)}, datasets=["SymbolVal"])
     assert str(err.value).startswith(f"{wide}: ")
     assert f"{good.in_features + 8}-wide" in str(err.value)
     assert str(good.in_features) in str(err.value)
@@ -295,9 +295,9 @@ def test_head_that_does_not_fit_the_dataset_or_encoder(tmp_path, demo_zoo):
 def test_direct_engine_checks_heads_against_the_labels(demo_zoo, engine):
     from task_vectors.eval_data import EvalTensors
 
-    data = engine.eval_sets["DigitsVal"]
+    data = engine.eval_sets["LetterVal"]
     small = ClassificationHead(True, torch.randn(5, engine.embed_dim()))
     encoder = _torch_load(zeroshot_path(demo_zoo.path))
-    with pytest.raises(MAPError, match="head of 'DigitsVal': 5 classes.*up to 9"):
-        MergeEngine(encoder, [], {"DigitsVal": small},
-                    {"DigitsVal": EvalTensors(data.images, data.labels, data.mean, data.std)})
+    with pytest.raises(MAPError, match="head of 'LetterVal': 5 classes.*up to 25"):
+        MergeEngine(encoder, [], {"LetterVal": small},
+                    {"LetterVal": EvalTensors(data.images, data.labels, data.mean, data.std)})

@@ -32,14 +32,14 @@ def _refuse(tmp_path, *argv, heavy: str = "[]") -> str:
 
 def test_a_mistyped_demo_model_is_a_model_with_the_closest_name(tmp_path):
     line = _refuse(tmp_path, "--demo", "--method", "map", "--zeroshot-merge-models",
-                   "DigitsVal", "RotateVa")
-    assert line == ("run_MAP.py: error: unknown model 'RotateVa' in --zeroshot-merge-models "
-                    "(a model of the demo zoo); did you mean RotateVal?")
+                   "LetterVal", "DigitVa")
+    assert line == ("run_MAP.py: error: unknown model 'DigitVa' in --zeroshot-merge-models "
+                    "(a model of the demo zoo); did you mean DigitVal?")
 
 
 def test_a_mistyped_eval_dataset_is_a_dataset_with_the_closest_names(tmp_path):
     line = _refuse(tmp_path, "--demo", "--method", "map", "--zeroshot-merge-models",
-                   "DigitsVal", "RotateVal", "--zeroshot-eval-datasets", "DigitsVal", "SVHVal")
+                   "LetterVal", "DigitVal", "--zeroshot-eval-datasets", "LetterVal", "SVHVal")
     assert line.startswith("run_MAP.py: error: unknown dataset 'SVHVal' in "
                            "--zeroshot-eval-datasets; did you mean SVHNVal")
 

@@ -9,7 +9,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 
-NAMES = ["DigitsVal", "RotateVal"]
+NAMES = ["LetterVal", "DigitVal"]
 PRED, REAL = np.array([0.8, 0.49]), np.array([0.78, 0.357])
 
 
@@ -73,7 +73,7 @@ def test_baselines_at_the_same_point_share_one_marker_and_name_each_other():
 def test_nested_summary_draws_pretrained_and_chance_and_marks_tasks_below_pretrained():
     from src.plotting.rounds import nested_summary_figure
 
-    tasks = ["DigitsVal", "FlipVal", "Mod3Val"]
+    tasks = ["LetterVal", "ShapeVal", "SymbolVal"]
     final = dict(zip(tasks, [0.8, 0.028, 0.6]))
     single = dict(zip(tasks, [0.95, 0.93, 0.9]))
     pretrained = dict(zip(tasks, [0.3, 0.2, 0.4]))
@@ -86,9 +86,9 @@ def test_nested_summary_draws_pretrained_and_chance_and_marks_tasks_below_pretra
     assert sorted(round(y, 6) for ln in pre for y in ln.get_ydata()) == \
         sorted(round(v, 6) for v in pretrained.values() for _ in range(2))
     marked = [t.get_text() for t in ax.texts if "below" in t.get_text()]
-    assert len(marked) == 1  # FlipVal only
+    assert len(marked) == 1  # ShapeVal only
     ticks = {t.get_text(): t.get_color() for t in ax.get_xticklabels()}
-    assert ticks["FlipVal"] != ticks["DigitsVal"]
+    assert ticks["ShapeVal"] != ticks["LetterVal"]
 
 
 def test_sweep_r2_panel_is_scaled_to_its_values():

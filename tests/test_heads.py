@@ -47,11 +47,11 @@ def failing(*args, **kwargs):
     raise AssertionError("build_head must not be called: the cached head fits")
 
 
-@pytest.mark.parametrize("task", ["Digits", "Parity"])
+@pytest.mark.parametrize("task", ["Letter", "Position"])
 def test_zero_shot_weights_match_hand_computation(zoo_clip, tokenizer, demo_zoo, task):
     dataset = get_dataset(f"{task}Val", str(demo_zoo.path))
     expected = hand_weights(zoo_clip, tokenizer, dataset.classnames, dataset.templates)
-    assert expected.shape == (len(dataset.classnames), 32)
+    assert expected.shape == (len(dataset.classnames), zoo_clip.text_projection.shape[1])
     # A batch of classes that splits them unevenly must not change anything.
     got = heads.zero_shot_weights(zoo_clip, tokenizer, dataset.classnames, dataset.templates,
                                   classes_per_batch=3)
@@ -73,16 +73,16 @@ def test_zoo_heads_equal_a_fresh_build(zoo_clip, tokenizer, demo_zoo):
 
 def test_head_is_built_cached_and_reused(tmp_path, demo_zoo, zoo_clip, tokenizer, monkeypatch):
     name, data = demo_zoo.model_name, str(demo_zoo.path)
-    dataset = get_dataset("RotateVal", data)
-    head = heads.get_zero_shot_head("RotateVal", name, tmp_path, data)
+    dataset = get_dataset("DigitVal", data)
+    head = heads.get_zero_shot_head("DigitVal", name, tmp_path, data)
     expected = hand_weights(zoo_clip, tokenizer, dataset.classnames, dataset.templates)
     torch.testing.assert_close(head.weight.detach(), expected, **TOL)
-    cached = load_head(tmp_path / "head_RotateVal.pt")
+    cached = load_head(tmp_path / "head_DigitVal.pt")
     assert torch.equal(cached.weight, head.weight)
     assert cached.model_key == head.model_key == heads.model_key(name)
 
     monkeypatch.setattr(heads, "build_head", failing)
-    again = heads.get_zero_shot_head("RotateVal", name, tmp_path, data)
+    again = heads.get_zero_shot_head("DigitVal", name, tmp_path, data)
     assert torch.equal(again.weight, head.weight)
 
 
@@ -90,12 +90,12 @@ def test_head_tagged_for_another_model_is_rebuilt(tmp_path, demo_zoo, zoo_clip, 
     name, data = demo_zoo.model_name, str(demo_zoo.path)
     stale = ClassificationHead(True, torch.full((10, 32), 3.0))
     stale.model_key = "ViT-B-32:0123456789abcdef"
-    save_module(stale, tmp_path / "head_DigitsVal.pt")
-    head = heads.get_zero_shot_head("DigitsVal", name, tmp_path, data)
-    dataset = get_dataset("DigitsVal", data)
+    save_module(stale, tmp_path / "head_LetterVal.pt")
+    head = heads.get_zero_shot_head("LetterVal", name, tmp_path, data)
+    dataset = get_dataset("LetterVal", data)
     expected = hand_weights(zoo_clip, tokenizer, dataset.classnames, dataset.templates)
     torch.testing.assert_close(head.weight.detach(), expected, **TOL)
-    rewritten = load_head(tmp_path / "head_DigitsVal.pt")
+    rewritten = load_head(tmp_path / "head_LetterVal.pt")
     assert rewritten.model_key == heads.model_key(name)
     torch.testing.assert_close(rewritten.weight.detach(), expected, **TOL)
 
@@ -126,25 +126,25 @@ def test_a_different_model_never_reuses_a_head(tmp_path, demo_zoo, other_model, 
         return build(*args, **kwargs)
 
     monkeypatch.setattr(heads, "build_head", counting)
-    zoo_head = heads.get_zero_shot_head("Ge5Val", demo_zoo.model_name, save, data)
-    other_head = heads.get_zero_shot_head("Ge5Val", other_model, save, data)
+    zoo_head = heads.get_zero_shot_head("ArrowVal", demo_zoo.model_name, save, data)
+    other_head = heads.get_zero_shot_head("ArrowVal", other_model, save, data)
     assert len(calls) == 2
     assert not torch.allclose(zoo_head.weight, other_head.weight, atol=1e-3)
     assert zoo_head.model_key != other_head.model_key
-    back = heads.get_zero_shot_head("Ge5Val", demo_zoo.model_name, save, data)
+    back = heads.get_zero_shot_head("ArrowVal", demo_zoo.model_name, save, data)
     assert len(calls) == 3
     torch.testing.assert_close(back.weight, zoo_head.weight, **TOL)
-    heads.get_zero_shot_head("Ge5Val", demo_zoo.model_name, save, data)
+    heads.get_zero_shot_head("ArrowVal", demo_zoo.model_name, save, data)
     assert len(calls) == 3  # the same model again: reused
 
 
 def test_untagged_head_is_used_as_is(tmp_path, demo_zoo, monkeypatch):
     # Like the public task_vectors heads: no tag, trusted, and no CLIP is even built.
     head = ClassificationHead(True, torch.randn(10, 32, generator=torch.Generator().manual_seed(1)))
-    save_module(head, tmp_path / "head_DigitsVal.pt")
+    save_module(head, tmp_path / "head_LetterVal.pt")
     monkeypatch.setattr(heads, "build_head", failing)
     monkeypatch.setattr(heads, "ImageEncoder", failing)
-    got = heads.get_zero_shot_head("DigitsVal", "ViT-B-32", tmp_path, str(demo_zoo.path))
+    got = heads.get_zero_shot_head("LetterVal", "ViT-B-32", tmp_path, str(demo_zoo.path))
     assert torch.equal(got.weight, head.weight) and got.normalize
 
 
@@ -153,10 +153,10 @@ def test_untagged_head_is_used_as_is(tmp_path, demo_zoo, monkeypatch):
 
 def test_zoo_heads_are_reused_for_the_zoo_model(tmp_path, demo_zoo, monkeypatch):
     # The zoo was built in a staging folder, then renamed, with one torch thread.
-    shutil.copy(head_path(demo_zoo.path, "FlipVal"), tmp_path)
-    stored = load_head(tmp_path / "head_FlipVal.pt")
+    shutil.copy(head_path(demo_zoo.path, "ShapeVal"), tmp_path)
+    stored = load_head(tmp_path / "head_ShapeVal.pt")
     monkeypatch.setattr(heads, "build_head", failing)
-    got = heads.get_zero_shot_head("FlipVal", demo_zoo.model_name, tmp_path, str(demo_zoo.path))
+    got = heads.get_zero_shot_head("ShapeVal", demo_zoo.model_name, tmp_path, str(demo_zoo.path))
     assert torch.equal(got.weight, stored.weight)
 
 

@@ -14,8 +14,8 @@ from src.pareto import non_dominated, pick_by_preference
 from helpers import CountingEvaluate
 
 REPO = Path(__file__).resolve().parent.parent
-PAIR = ["DigitsVal", "RotateVal"]
-FOUR = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
+PAIR = ["LetterVal", "DigitVal"]
+FOUR = ["LetterVal", "DigitVal", "ShapeVal", "SymbolVal"]
 N_GEN = "50"  # the checks below do not need a converged NSGA-III
 REEVALUATE = "3"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -88,7 +88,7 @@ def engine(demo_zoo):
 
 # ------------------------------------------------------------------ files and formats
 def test_map_writes_every_file_in_the_original_format(map_run):
-    names = "DigitsVal_RotateVal"
+    names = "LetterVal_DigitVal"
     files = {f"{names}scaling_results.json", f"{names}_params.json", f"{names}_surrogates.json",
              f"{names}pareto_front.json", "pareto_front.png", "surrogate_fit.png",
              "surrogate_contours.png", "run.json"}
@@ -154,7 +154,7 @@ def _original_quadratic(X, params, activation):
 
 
 def test_params_json_read_with_the_original_formula_reproduces_the_front(map_run):
-    names = "DigitsVal_RotateVal"
+    names = "LetterVal_DigitVal"
     params = _read(map_run / f"{names}_params.json")
     front = _read(map_run / f"{names}pareto_front.json")
     C = np.array([json.loads(k) for k in front])
@@ -166,12 +166,12 @@ def test_params_json_read_with_the_original_formula_reproduces_the_front(map_run
 
 
 def test_stored_evals_equal_a_direct_engine_evaluation(map_run, engine):
-    names = "DigitsVal_RotateVal"
+    names = "LetterVal_DigitVal"
     for fname in (f"{names}scaling_results.json", f"{names}pareto_front_real.json"):
         stored = _read(map_run / fname)
         assert stored
         for entry in stored.values():
-            c = [entry["models"]["DigitsVal"], entry["models"]["RotateVal"], 0.0, 0.0]
+            c = [entry["models"]["LetterVal"], entry["models"]["DigitVal"], 0.0, 0.0]
             direct = engine.evaluate_at(c, PAIR)
             for d in PAIR:
                 assert entry["evals"][d]["accuracy"] == direct[d]["accuracy"]
@@ -179,7 +179,7 @@ def test_stored_evals_equal_a_direct_engine_evaluation(map_run, engine):
 
 
 def test_front_is_the_stored_surrogates_non_dominated_set(map_run):
-    names = "DigitsVal_RotateVal"
+    names = "LetterVal_DigitVal"
     params = _read(map_run / f"{names}_surrogates.json")
     C, F = _front(map_run / f"{names}pareto_front.json")
     predicted = np.column_stack([_predict(params[d], C) for d in PAIR])
@@ -199,10 +199,10 @@ def test_chosen_point_is_the_preference_pick_of_the_stored_front(map_run):
     from src.pareto import pick_tchebycheff
     from src.surrogate import QuadraticSurrogate
 
-    C, F = _front(map_run / "DigitsVal_RotateValpareto_front.json")
-    stored = _read(map_run / "DigitsVal_RotateVal_surrogates.json")
+    C, F = _front(map_run / "LetterVal_DigitValpareto_front.json")
+    stored = _read(map_run / "LetterVal_DigitVal_surrogates.json")
     surrogates = [QuadraticSurrogate.from_params(stored[d]) for d in PAIR]
-    Cs, Ys = _stored(map_run / "DigitsVal_RotateValscaling_results.json", PAIR, PAIR, "accuracy")
+    Cs, Ys = _stored(map_run / "LetterVal_DigitValscaling_results.json", PAIR, PAIR, "accuracy")
     worst, best = anchor_values(Cs, Ys, surrogates)
     # the default pick: Tchebycheff between pretrained and fine-tuned values
     pick = pick_tchebycheff(F, [preference[d] for d in PAIR], ["max", "max"], worst, best)
@@ -211,7 +211,7 @@ def test_chosen_point_is_the_preference_pick_of_the_stored_front(map_run):
     np.testing.assert_allclose([chosen["coefficients"][m] for m in PAIR], C[pick], atol=1e-12)
     np.testing.assert_allclose([chosen["predicted"][d] for d in PAIR], F[pick], atol=1e-12)
     # ... and it was merged and evaluated for real.
-    real = _read(map_run / "DigitsVal_RotateValpareto_front_real.json")
+    real = _read(map_run / "LetterVal_DigitValpareto_front_real.json")
     match = [e for e in real.values()
              if np.allclose([e["models"][m] for m in PAIR], C[pick], atol=1e-9)]
     assert len(match) == 1
@@ -223,20 +223,20 @@ def test_chosen_point_is_the_preference_pick_of_the_stored_front(map_run):
 @pytest.mark.slow
 def test_loss_metric_is_minimised_with_a_softplus_link(results, zoo_root, tmp_path):
     pref = tmp_path / "pref.json"
-    weights = {"DigitsVal": 3.0, "RotateVal": 1.0}
+    weights = {"LetterVal": 3.0, "DigitVal": 1.0}
     pref.write_text(json.dumps(weights))
     assert _main(*_map_argv(zoo_root, results, "loss", PAIR, "--metric-type", "loss",
                             "--preference", pref, "--pick", "weighted-sum")) == 0
     run_dir = results / "loss"
-    params = _read(run_dir / "DigitsVal_RotateVal_surrogates.json")
+    params = _read(run_dir / "LetterVal_DigitVal_surrogates.json")
     assert [params[d]["link"] for d in PAIR] == ["softplus", "softplus"]
-    Cs, Ys = _stored(run_dir / "DigitsVal_RotateValscaling_results.json", PAIR, PAIR, "loss")
+    Cs, Ys = _stored(run_dir / "LetterVal_DigitValscaling_results.json", PAIR, PAIR, "loss")
     for k, d in enumerate(PAIR):  # fitted to the losses, not the accuracies
         pred = _predict(params[d], Cs)
         r2 = 1 - ((Ys[:, k] - pred) ** 2).sum() / ((Ys[:, k] - Ys[:, k].mean()) ** 2).sum()
         assert params[d]["r2"] == pytest.approx(r2, abs=1e-9) and r2 > 0.8
 
-    C, F = _front(run_dir / "DigitsVal_RotateValpareto_front.json")
+    C, F = _front(run_dir / "LetterVal_DigitValpareto_front.json")
     assert (F > 0).all()
     # Minimised: the front reaches each surrogate's minimum over the box, and no point of
     # the box does better on both losses by more than 2% of their range (a maximised
@@ -282,7 +282,7 @@ def test_killed_run_resumes_without_repeating_a_stored_evaluation(results, zoo_r
     from task_vectors.engine import MergeEngine
 
     original = MergeEngine.evaluate
-    names = "DigitsVal_RotateVal"
+    names = "LetterVal_DigitVal"
     run_dir = results / "resume"
     argv = _map_argv(zoo_root, results, "resume")
 

@@ -15,11 +15,11 @@ from src.pareto import pick_tchebycheff
 from helpers import CountingEvaluate
 
 REPO = Path(__file__).resolve().parent.parent
-FOUR = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]  # the --demo default for nested
-EIGHT = ["DigitsVal", "RotateVal", "FlipVal", "InvertVal", "TransposeVal", "ParityVal",
-         "Ge5Val", "Mod3Val"]
-PREFERENCE_8 = {"DigitsVal": 2.0, "RotateVal": 1.0, "FlipVal": 1.0, "InvertVal": 0.5,
-                "TransposeVal": 1.0, "ParityVal": 1.0, "Ge5Val": 1.5, "Mod3Val": 1.0}
+FOUR = ["LetterVal", "DigitVal", "ShapeVal", "SymbolVal"]  # the --demo default for nested
+EIGHT = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal", "TextureVal", "PositionVal",
+         "ArrowVal", "SymbolVal"]
+PREFERENCE_8 = {"LetterVal": 2.0, "DigitVal": 1.0, "ShapeVal": 1.0, "ColorVal": 0.5,
+                "TextureVal": 1.0, "PositionVal": 1.0, "ArrowVal": 1.5, "SymbolVal": 1.0}
 N_GEN = "50"
 PAIR_POINTS = 20  # the default --point per pair
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

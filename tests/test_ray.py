@@ -18,7 +18,7 @@ from task_vectors.checkpoints import finetuned_path, head_path
 from task_vectors.evaluators import EngineSpec, Evaluator, LocalEvaluator
 from task_vectors.ray_evaluator import JobFailedError, RayEvaluator, _Worker, describe_job
 
-TASKS = ("DigitsVal", "RotateVal")
+TASKS = ("LetterVal", "DigitVal")
 
 
 def demo_spec(zoo, tasks=TASKS, **changes) -> EngineSpec:
@@ -113,8 +113,8 @@ def test_user_error_is_not_retried(ray_eval):
 
 def test_worker_keeps_its_build_error(demo_zoo, one_thread, tmp_path):
     # The actor body, without Ray: a build failure surfaces as the original MAPError.
-    bad = demo_spec(demo_zoo, heads=(("DigitsVal", str(tmp_path / "missing.pt")),
-                                     ("RotateVal", str(tmp_path / "missing.pt"))))
+    bad = demo_spec(demo_zoo, heads=(("LetterVal", str(tmp_path / "missing.pt")),
+                                     ("DigitVal", str(tmp_path / "missing.pt"))))
     worker = _Worker(bad, "cpu", 1)
     with pytest.raises(MAPError):
         worker.info()

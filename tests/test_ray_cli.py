@@ -26,7 +26,7 @@ from helpers import processes_mentioning
 from map_common.errors import MAPError
 
 REPO = Path(__file__).resolve().parent.parent
-NAMES = "DigitsVal_RotateVal"
+NAMES = "LetterVal_DigitVal"
 MAP_FLAGS = ["--demo", "--method", "map", "--n-gen", "20", "--reevaluate", "2",
              "--device", "cpu"]
 # run_MAP.py whose driver, once `hold` points are stored, touches `marker` and waits there.
@@ -78,8 +78,8 @@ def test_bad_execution_flags_are_one_line_and_write_nothing(flags, message, tmp_
     (["--method", "grid", "--sweep", "pairs"], "--sweep runs --method map"),
     (["--method", "bayesian", "--sweep", "pairs"], "--sweep runs --method map"),
     (["--method", "map", "--sweep", "pairs"], "--sweep pairs over 2 models is a single run"),
-    (["--method", "map", "--sweep", "triples", "--zeroshot-merge-models", "DigitsVal",
-      "RotateVal", "FlipVal"], "--sweep triples over 3 models is a single run"),
+    (["--method", "map", "--sweep", "triples", "--zeroshot-merge-models", "LetterVal",
+      "DigitVal", "ShapeVal"], "--sweep triples over 3 models is a single run"),
 ])
 def test_impossible_sweeps_are_refused(flags, message, tmp_path, run_cli, capsys, zoo_root):
     assert run_cli("--demo", "--zoo-dir", zoo_root, "--results-path", tmp_path / "runs",
@@ -110,7 +110,7 @@ def test_build_config_resolves_the_pool(zoo_root):
     # The pool never changes a value: a resume may switch between local and Ray.
     assert two.value_settings() == plain.value_settings()
     sweep = _config(zoo_root, "--method", "map", "--sweep", "pairs",
-                    "--zeroshot-merge-models", "DigitsVal", "RotateVal", "FlipVal")
+                    "--zeroshot-merge-models", "LetterVal", "DigitVal", "ShapeVal")
     assert sweep.sweep == "pairs" and sweep.points == 12  # the default for 2 tasks
     demo = _config(zoo_root, "--sweep", "pairs")  # --method nested (default) means map
     assert demo.method == "map" and demo.T == 4 and demo.points == 12
@@ -358,12 +358,12 @@ def test_nested_runs_a_level_in_one_batch_and_builds_the_same_tree(runs, zoo_roo
 def test_sweep_over_three_models_runs_three_pairs(runs, zoo_root, ray_tmp, one_thread):
     import run_MAP
 
-    models = ["DigitsVal", "RotateVal", "FlipVal"]
+    models = ["LetterVal", "DigitVal", "ShapeVal"]
     flags = [*MAP_FLAGS, "--zoo-dir", zoo_root, "--point", "8", "--results-path", str(runs)]
     assert run_MAP.main([*flags, "--zeroshot-merge-models", *models, "--sweep", "pairs",
                          "--exp-id", "sweep", "--workers", "2"]) == 0
     sweep = runs / "sweep"
-    pairs = ["DigitsVal_RotateVal", "DigitsVal_FlipVal", "RotateVal_FlipVal"]
+    pairs = ["LetterVal_DigitVal", "LetterVal_ShapeVal", "DigitVal_ShapeVal"]
     with open(sweep / "sweep.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [row["subset"] for row in rows] == pairs
@@ -395,13 +395,13 @@ def test_sweep_over_three_models_runs_three_pairs(runs, zoo_root, ray_tmp, one_t
     # per pair: design, re-evaluated front points, the pretrained model (pick check)
     assert _read(sweep / "run.json")["evaluation"]["jobs"] == 3 * 8 + 3 * 2 + 3
     # A subset's run is the plain map run of that pair (zero-padded merges, same values).
-    assert run_MAP.main([*flags, "--zeroshot-merge-models", "DigitsVal", "FlipVal",
+    assert run_MAP.main([*flags, "--zeroshot-merge-models", "LetterVal", "ShapeVal",
                          "--exp-id", "one_pair"]) == 0
-    one = _read(runs / "one_pair" / "DigitsVal_FlipValscaling_results.json")
-    swept = _read(sweep / "DigitsVal_FlipVal" / "DigitsVal_FlipValscaling_results.json")
+    one = _read(runs / "one_pair" / "LetterVal_ShapeValscaling_results.json")
+    swept = _read(sweep / "LetterVal_ShapeVal" / "LetterVal_ShapeValscaling_results.json")
     assert one.keys() == swept.keys()
     for key in one:
-        for d in ("DigitsVal", "FlipVal"):
+        for d in ("LetterVal", "ShapeVal"):
             assert swept[key]["evals"][d]["accuracy"] == pytest.approx(
                 one[key]["evals"][d]["accuracy"], abs=1e-9)
 

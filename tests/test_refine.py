@@ -90,7 +90,7 @@ def test_new_front_points_are_spread_and_away_from_the_data():
 
 
 # ------------------------------------------------------------------ CLI on the demo pair
-PAIR = ["DigitsVal", "RotateVal"]
+PAIR = ["LetterVal", "DigitVal"]
 
 
 @pytest.mark.slow
@@ -114,7 +114,7 @@ def test_cli_refine_rounds_store_their_points_and_record_the_rounds(zoo_root, tm
         len(r["coefficients"]) for r in rounds["rounds"]]
     assert all(0 < n <= 3 for n in rounds["points_per_round"])
     assert len(rounds["agreement"]) == 2
-    stored = json.loads((run_dir / "DigitsVal_RotateVal" "scaling_results.json").read_text())
+    stored = json.loads((run_dir / "LetterVal_DigitVal" "scaling_results.json").read_text())
     n_refined = sum(rounds["points_per_round"])
     assert len(stored) == 12 + n_refined == summary["n_evaluations"]
     stored_C = {tuple(np.round([e["models"][m] for m in PAIR], 6)) for e in stored.values()}

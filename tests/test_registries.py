@@ -12,7 +12,7 @@ import pytest
 
 from task_vectors.merge_methods import METHODS, MergeMethod, setting
 
-PAIR = ["DigitsVal", "RotateVal"]
+PAIR = ["LetterVal", "DigitVal"]
 
 
 def _scale_(tau, scale: float):

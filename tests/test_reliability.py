@@ -23,7 +23,7 @@ from src.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerpr
 from src.run_lock import LOCK, RunLock
 
 REPO = Path(__file__).resolve().parent.parent
-NAMES = "DigitsVal_RotateVal"
+NAMES = "LetterVal_DigitVal"
 N_POINTS = 12  # the default design for 2 tasks
 
 # run_MAP in a child process that stops at a known point: once `hold` points are stored

@@ -12,8 +12,8 @@ import pytest
 
 from map_common.errors import MAPError
 
-PAIR = ["DigitsVal", "RotateVal"]
-FOUR = ["DigitsVal", "RotateVal", "FlipVal", "Mod3Val"]
+PAIR = ["LetterVal", "DigitVal"]
+FOUR = ["LetterVal", "DigitVal", "ShapeVal", "SymbolVal"]
 NAMES = "_".join(PAIR)
 SAMPLES = "150"  # images per dataset: the checks below need no precise accuracy
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
@@ -173,7 +173,7 @@ def test_nested_reports_pretrained_and_chance_and_marks_tasks_below_pretrained(n
     final = _read(run_dir / "run.json")["summary"]["final"]
     pretrained, chance = final["pretrained_accuracy"], final["chance_accuracy"]
     assert set(pretrained) == set(chance) == set(FOUR)
-    assert chance["DigitsVal"] == pytest.approx(0.1) and chance["Mod3Val"] == pytest.approx(1 / 3)
+    assert chance["LetterVal"] == pytest.approx(1 / 26) and chance["SymbolVal"] == pytest.approx(0.1)
     below = [d for d in FOUR if final["accuracy"][d] < pretrained[d]]
     assert final["below_pretrained"] == below
     lines = {line.split(":")[0].strip(): line for line in printed.splitlines()

@@ -24,8 +24,8 @@ from helpers import processes_mentioning, wait_for_exit
 REPO = Path(__file__).resolve().parent.parent
 SLURM = REPO / "scripts" / "slurm"
 SCRIPTS = sorted([*SLURM.glob("*.sbatch"), *SLURM.glob("*.sh")])
-DEMO_TASKS = ["DigitsVal", "RotateVal", "FlipVal", "InvertVal", "TransposeVal", "ParityVal",
-              "Ge5Val", "Mod3Val"]
+DEMO_TASKS = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal", "TextureVal", "PositionVal",
+              "ArrowVal", "SymbolVal"]
 
 SRUN_STUB = """#!/usr/bin/env bash
 # srun stand-in: note the step's options, then run its command here (exec: signals reach it)
@@ -118,20 +118,20 @@ def test_pairs_array_job_runs_its_pair_and_resumes(tmp_path, zoo_root):
     first = subprocess.run(["bash", script, *flags], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
-    run = tmp_path / "runs" / "pair_Ge5Val_Mod3Val"  # index 27: the last pair
-    results = run / "Ge5Val_Mod3Valscaling_results.json"
+    run = tmp_path / "runs" / "pair_ArrowVal_SymbolVal"  # index 27: the last pair
+    results = run / "ArrowVal_SymbolValscaling_results.json"
     stored = json.loads(results.read_text())
     assert len(stored) == 6
-    assert all(set(e["models"]) == {"Ge5Val", "Mod3Val"} for e in stored.values())
+    assert all(set(e["models"]) == {"ArrowVal", "SymbolVal"} for e in stored.values())
 
     # Resubmitting resumes: a stored evaluation is reused, not recomputed.
     marked = next(iter(stored.values()))
-    marked["evals"]["Ge5Val"]["accuracy"] = 0.123456
+    marked["evals"]["ArrowVal"]["accuracy"] = 0.123456
     results.write_text(json.dumps(stored))
     again = subprocess.run(["bash", script, *flags], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
-    accuracies = [e["evals"]["Ge5Val"]["accuracy"]
+    accuracies = [e["evals"]["ArrowVal"]["accuracy"]
                   for e in json.loads(results.read_text()).values()]
     assert 0.123456 in accuracies and len(accuracies) == 6
 
@@ -153,7 +153,7 @@ def test_multinode_script_on_localhost(tmp_path, demo_zoo, zoo_root):
     flags = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--point", "8", "--n-gen",
              "10", "--reevaluate", "2", "--device", "cpu", "--results-path",
              str(tmp_path / "runs")]
-    names = "DigitsVal_RotateVal"
+    names = "LetterVal_DigitVal"
     try:
         result = subprocess.run(
             ["bash", str(SLURM / "map_ray_multinode.sbatch"), *flags, "--exp-id", "multi"],

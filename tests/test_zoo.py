@@ -12,13 +12,21 @@ import torch
 from map_common.errors import MAPError
 from src.pareto import non_dominated
 from task_vectors import zoo
-from task_vectors.checkpoints import (check_compatible, finetuned_path, head_path, load_encoder,
-                                      load_head, load_state_dict, zeroshot_path)
+from task_vectors.checkpoints import (
+    check_compatible,
+    finetuned_path,
+    head_path,
+    load_encoder,
+    load_head,
+    load_state_dict,
+    zeroshot_path,
+)
 from task_vectors.datasets.registry import get_dataset
 from task_vectors.engine import MergeEngine
 
-TASKS = ["DigitsVal", "RotateVal", "FlipVal", "InvertVal", "TransposeVal", "ParityVal",
-         "Ge5Val", "Mod3Val"]
+TASKS = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal", "TextureVal", "PositionVal", "ArrowVal",
+         "SymbolVal"]
+N_EVAL = 400  # images per evaluation set in these tests (the sets hold 1,200)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
@@ -30,34 +38,53 @@ def engine(demo_zoo) -> MergeEngine:
         model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(demo_zoo.path)),
         finetuned={t: str(finetuned_path(demo_zoo.path, t)) for t in TASKS},
         heads={t: str(head_path(demo_zoo.path, t)) for t in TASKS},
-        datasets=TASKS, data_location="", batch_size=512)
+        datasets=TASKS, data_location="", batch_size=512, max_eval_samples=N_EVAL)
 
 
 # ------------------------------------------------------------------ determinism
+@pytest.fixture
+def short_recipe(monkeypatch):
+    """The recipe with few steps and images: the same code path at a fraction of the cost
+    (the full build takes minutes of one core)."""
+    monkeypatch.setitem(zoo.RECIPE, "pretrain", {**zoo.RECIPE["pretrain"], "steps": 20,
+                                                 "images_per_task": 48, "batch_size": 32})
+    monkeypatch.setitem(zoo.RECIPE, "finetune", {**zoo.RECIPE["finetune"], "steps": 6,
+                                                 "images": 96, "batch_size": 32})
+
+
 @pytest.mark.slow
-def test_a_second_build_is_identical(tmp_path, demo_zoo):
-    summary = zoo.build_zoo(tmp_path, verbose=False)
-    cached = demo_zoo.info
-    assert summary["recipe_key"] == cached["recipe_key"] == zoo.recipe_key()
-    assert json.loads((tmp_path / "zoo.json").read_text())["tasks"] == summary["tasks"]
-    for task in TASKS:
-        for which in ("pretrained_accuracy", "finetuned_accuracy"):
-            assert summary["tasks"][task][which] == cached["tasks"][task][which], (task, which)
-    # Stronger: the weights themselves are bit-identical.
-    pairs = [(zeroshot_path(tmp_path), zeroshot_path(demo_zoo.path)),
-             (tmp_path / "clip" / "open_clip_model.safetensors",
-              demo_zoo.path / "clip" / "open_clip_model.safetensors")]
-    pairs += [(finetuned_path(tmp_path, t), finetuned_path(demo_zoo.path, t))
-              for t in ("DigitsVal", "InvertVal", "Mod3Val")]
-    pairs += [(head_path(tmp_path, t), head_path(demo_zoo.path, t))
-              for t in ("RotateVal", "ParityVal")]
+def test_a_second_build_is_identical(tmp_path, short_recipe):
+    first = zoo.build_zoo(tmp_path / "a", verbose=False)
+    second = zoo.build_zoo(tmp_path / "b", verbose=False)
+    assert first["recipe_key"] == second["recipe_key"] == zoo.recipe_key()
+    assert first["tasks"] == second["tasks"]
+    assert sorted(first["tasks"]) == sorted(TASKS)
+    # Stronger: every weight file is bit-identical.
+    a, b = tmp_path / "a", tmp_path / "b"
+    pairs = [(zeroshot_path(a), zeroshot_path(b)),
+             (a / "clip" / "open_clip_model.safetensors", b / "clip" / "open_clip_model.safetensors")]
+    pairs += [(finetuned_path(a, t), finetuned_path(b, t)) for t in TASKS]
+    pairs += [(head_path(a, t), head_path(b, t)) for t in TASKS]
     for new, old in pairs:
-        a, b = load_state_dict(new), load_state_dict(old)
-        assert set(a) == set(b), new.name
-        for k in a:
-            assert torch.equal(a[k], b[k]), (str(new), k)
-    assert (tmp_path / "clip" / "open_clip_config.json").read_text() == \
-        (demo_zoo.path / "clip" / "open_clip_config.json").read_text()
+        x, y = load_state_dict(new), load_state_dict(old)
+        assert set(x) == set(y), new.name
+        for k in x:
+            assert torch.equal(x[k], y[k]), (str(new), k)
+    # Fine-tuning moved each task's weights, and differently per task.
+    letter, shape = (load_state_dict(finetuned_path(a, t)) for t in ("LetterVal", "ShapeVal"))
+    assert not torch.equal(letter["model.visual.proj"], shape["model.visual.proj"])
+    assert (a / "clip" / "open_clip_config.json").read_text() == \
+        (b / "clip" / "open_clip_config.json").read_text()
+
+
+def test_cached_zoo_records_its_recipe_and_accuracies(demo_zoo):
+    info = demo_zoo.info
+    assert info["recipe_key"] == zoo.recipe_key()
+    assert json.loads(json.dumps(zoo.RECIPE)) == info["recipe"]
+    for task in TASKS:
+        acc = info["tasks"][task]
+        assert 0.0 <= acc["pretrained_accuracy"] < acc["finetuned_accuracy"] <= 1.0, task
+
 
 
 # ------------------------------------------------------------------ layout
@@ -71,7 +98,7 @@ def test_layout_and_loaders(demo_zoo):
     assert {p.name for p in root.iterdir()} == expected
     encoder = load_encoder(zeroshot_path(root), demo_zoo.model_name)
     reference = encoder.state_dict()
-    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         feats = encoder.eval()(x)
     for task in TASKS:
@@ -95,10 +122,22 @@ def test_finetuned_models_beat_pretrained_on_their_task(engine):
         assert ft["loss"] < pre[task]["loss"], task
 
 
-def test_digits_and_rotate_trade_off(engine):
-    pair = ["DigitsVal", "RotateVal"]
+def test_task_arithmetic_helps_all_eight_tasks_at_once(engine):
+    """The regime of real CLIP task vectors: the 8-task sum at a small shared lambda beats
+    the pretrained model by a clear share of the gap to the fine-tuned models."""
+    T = len(TASKS)
+    mean = lambda res: np.mean([res[t]["accuracy"] for t in TASKS])
+    pre = mean(engine.evaluate_at(np.zeros(T)))
+    ft = np.mean([engine.evaluate_at(np.eye(T)[i], [t])[t]["accuracy"]
+                  for i, t in enumerate(TASKS)])
+    ta = mean(engine.evaluate_at(np.full(T, 0.3)))
+    assert pre + 0.25 * (ft - pre) < ta < ft, (pre, ta, ft)
+
+
+def test_a_pair_trades_off(engine):
+    pair = ["LetterVal", "ShapeVal"]
     idx = [TASKS.index(t) for t in pair]
-    grid = np.linspace(0.0, 1.0, 11)
+    grid = np.linspace(0.0, 1.0, 6)
     acc = []
     for a in grid:
         for b in grid:
@@ -107,7 +146,7 @@ def test_digits_and_rotate_trade_off(engine):
             res = engine.evaluate_at(c, pair)
             acc.append([res[t]["accuracy"] for t in pair])
     mask = non_dominated(np.array(acc), ["max", "max"])
-    assert mask.sum() >= 5, np.array(acc)[mask]
+    assert mask.sum() >= 3, np.array(acc)[mask]
 
 
 # ------------------------------------------------------------------ cache

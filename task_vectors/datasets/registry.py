@@ -93,7 +93,7 @@ class ValVariant:
 
 
 def get_dataset(name: str, location: str) -> TaskDataset:
-    """Look a dataset up by name (``MNIST``, ``MNISTVal``, ``DigitsVal`` ...)."""
+    """Look a dataset up by name (``MNIST``, ``MNISTVal``, ``LetterVal`` ...)."""
     check_dataset_name(name)
     base = base_name(name)
     dataset = _REGISTRY[base](location)
