@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from map_common.argtypes import (MAX_POINTS, float_in, int_in, nonnegative_int,  # noqa: F401

@@ -161,7 +161,9 @@ def report(folder: Path, build_s: float | None, args: argparse.Namespace) -> int
         retention.append(best)
     worst = pairs[int(np.argmin(retention))]
 
-    ok = lambda flag: "yes" if flag else "NO"
+    def ok(flag: bool) -> str:
+        return "yes" if flag else "NO"
+
     rows = [
         ("fine-tuned accuracy, each task (min)", f"{REAL['ft']:.1f} (mean)",
          f"{min(ft.values()):.3f} (mean {ft_mean:.3f})", ">= 0.85",

@@ -126,7 +126,9 @@ def test_task_arithmetic_helps_all_eight_tasks_at_once(engine):
     """The regime of real CLIP task vectors: the 8-task sum at a small shared lambda beats
     the pretrained model by a clear share of the gap to the fine-tuned models."""
     T = len(TASKS)
-    mean = lambda res: np.mean([res[t]["accuracy"] for t in TASKS])
+    def mean(res):
+        return np.mean([res[t]["accuracy"] for t in TASKS])
+
     pre = mean(engine.evaluate_at(np.zeros(T)))
     ft = np.mean([engine.evaluate_at(np.eye(T)[i], [t])[t]["accuracy"]
                   for i, t in enumerate(TASKS)])

@@ -274,7 +274,9 @@ def texture(rng: np.random.Generator, hard: float, split: str) -> tuple[np.ndarr
     s = IMAGE_SIZE
     period = rng.uniform(5.0, 9.0)
     y, x = np.mgrid[0:s, 0:s].astype(np.float32) + rng.uniform(0, period, 2)[:, None, None]
-    wave = lambda v: (np.mod(v, period) < period / 2)
+    def wave(v):
+        return np.mod(v, period) < period / 2
+
     kind = TEXTURES[label]
     if kind == "horizontal stripes":
         m = wave(y)
