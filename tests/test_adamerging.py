@@ -116,8 +116,9 @@ def test_layer_wise_with_equal_lambdas_is_task_wise(engine, tasks):
     ht = am.EntropyObjective(engine, tasks, task_s).gradient(lt, step=1)
     hl = am.EntropyObjective(engine, tasks, layer_s).gradient(ll, step=1)
     torch.testing.assert_close(ht, hl)
-    # the task coefficient scales every tensor: its derivative is the sum over layers
-    torch.testing.assert_close(lt.grad, ll.grad.sum(dim=1), rtol=1e-4, atol=1e-7)
+    # the task coefficient scales every tensor: its derivative is the sum over layers (float32
+    # dot products over ~600k weights summed in another order: cancellations leave ~1e-4)
+    torch.testing.assert_close(lt.grad, ll.grad.sum(dim=1), rtol=1e-3, atol=1e-6)
 
 
 def test_merged_flat_is_theta_pre_plus_the_scaled_task_vectors(engine):
