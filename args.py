@@ -13,11 +13,11 @@ from pathlib import Path
 
 from map_common.argtypes import (MAX_POINTS, float_in, int_in, nonnegative_int,  # noqa: F401
                                  point_count, positive_int)
-from src.config import Defaults
-from src.metrics import METRICS
-from src.modes.registry import MODES, SWEEP_SIZES
-from src.names import PICKS
-from src.sampling import min_points
+from src.run.config import Defaults
+from src.core.metrics import METRICS
+from src.run.mode_registry import MODES, SWEEP_SIZES
+from src.run.names import PICKS
+from src.core.sampling import min_points
 from task_vectors.merge_methods import METHODS as MERGE_METHODS
 
 REPO = Path(__file__).resolve().parent

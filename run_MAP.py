@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("root").setLevel(logging.ERROR)  # open_clip's "initialized randomly"
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from src.config import build_config
+    from src.run.config import build_config
     from src.modes import run
-    from src.run_lock import RunLock
+    from src.run.run_lock import RunLock
 
     run_dir = Path(args.results_path) / args.exp_id
     previous = None

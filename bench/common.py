@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from src.surrogate import apply_link  # noqa: E402
+from src.core.surrogate import apply_link  # noqa: E402
 
 
 def add_common_flags(parser) -> None:

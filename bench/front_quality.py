@@ -18,17 +18,17 @@ on the evaluation split; each preference's grid pick is chosen there too.
 Budget: every method gets the same number of real evaluations and every evaluation is
 counted (the bench checks the count against the method's record): budget = bayesian's
 default schedule ((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
-  map       map_mode.design of that many points, then src.front.solve_front as the CLI
+  map       map_mode.design of that many points, then src.core.front.solve_front as the CLI
             runs it (quadratic surrogates, NSGA-III, --reevaluate - (P - 1) front points
             spread along the front, the first preference's pick among them), then each of
             the other P - 1 preferences' picks evaluated when it is not among them;
   map+refine RxK  the same total: a design of R*K fewer points, then --refine-rounds R
-            --refine-points K (src.refine), then the same front step;
+            --refine-points K (src.core.refine), then the same front step;
   map dare / map ties  map with --merge-method dare / ties (an engine over the set's tasks,
             as the CLI builds it), scored against the task-arithmetic grid as the
             original's figure does;
   map lhs   map with --design lhs (one-hot + centre + a Latin hypercube), also with refine;
-  bayesian  src.bayesian.run_rounds with its default schedule, then the same front step;
+  bayesian  src.core.bayesian.run_rounds with its default schedule, then the same front step;
   random    the budget as uniform random merges (each --random-seeds seed);
   botorch   qLogNEHVI, GP per task (bench/mobo.py; needs botorch).
 A method's front is the non-dominated set (on the evaluation split) of every model it
@@ -53,7 +53,7 @@ MAP's held-out HV ratio as its design grows from (T+1)(T+2)/2 to 3(T+1)(T+2)/2 p
 nothing.
 
 MAP and bayesian run on the CLI's own code path (map_mode.design, bayesian.run_rounds,
-src.refine, src.front.solve_front; only the figures are skipped).
+src.core.refine, src.core.front.solve_front; only the figures are skipped).
 """
 from __future__ import annotations
 
@@ -70,10 +70,10 @@ import numpy as np
 from common import (add_common_flags, demo_zoo, equal_size_columns,  # puts the repo on sys.path
                     heldout_dataset, set_threads)
 from args import default_bayes_schedule
-from src import bayesian, pareto, sampling
-from src.indicators import (hypervolume, igd_plus, preference_regret,
+from src.core import bayesian, pareto, sampling
+from src.core.indicators import (hypervolume, igd_plus, preference_regret,
                             preference_score, reference_point)
-from src.pareto import non_dominated
+from src.core.pareto import non_dominated
 
 TRIPLES = [("LetterVal", "DigitVal", "ShapeVal"), ("LetterVal", "ColorVal", "PositionVal"),
            ("DigitVal", "TextureVal", "ArrowVal"), ("ShapeVal", "ColorVal", "SymbolVal"),
@@ -240,7 +240,7 @@ class Truth:
 
 # ------------------------------------------------------------------ methods
 # MAP and bayesian run on the CLI's own code path: map_mode.design, bayesian.run_rounds,
-# src.refine (as --refine-rounds) and src.front.solve_front (fit -> search -> pick ->
+# src.core.refine (as --refine-rounds) and src.core.front.solve_front (fit -> search -> pick ->
 # re-evaluate), with the CLI's defaults (NSGA-III over the sampled box, N_GEN generations).
 # Only solve_front's figures are skipped (drawing is not what is measured).
 PICK = "weighted-sum"  # preference regret is a weighted-sum regret: pick by the same rule
@@ -255,7 +255,7 @@ def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
 
 def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_reeval: int,
                seed: int) -> dict:
-    """src.front.solve_front as the CLI runs it, then each preference's pick on its front.
+    """src.core.front.solve_front as the CLI runs it, then each preference's pick on its front.
 
     Equal budget, every evaluation counted: solve_front re-evaluates n_reeval - (P - 1)
     front points (the first preference's pick among them); the other P - 1 preferences'
@@ -264,8 +264,8 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
     models it has evaluated, as random search and BoTorch do."""
     import tempfile
 
-    from src.front import FrontTask, SearchSettings, solve_front
-    from src.metrics import get_metric
+    from src.core.front import FrontTask, SearchSettings, solve_front
+    from src.core.metrics import get_metric
 
     T = C.shape[1]
     n_spread = n_reeval - (len(preferences) - 1)
@@ -297,7 +297,7 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
 
 def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int):
     """--refine-rounds / --refine-points with the CLI's search settings."""
-    from src import refine
+    from src.core import refine
 
     T = C.shape[1]
     search = refine.surrogate_search("sigmoid", [SENSE] * T, low=0.0, high=1.0, n_gen=N_GEN,

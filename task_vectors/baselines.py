@@ -28,7 +28,7 @@ Each baseline is a small picklable dataclass with
 * The average of the fine-tuned models: c_i = 1/T.
 
 ``AdaMergingBaseline`` holds coefficients learned elsewhere (task_vectors.adamerging, which
-needs an engine's forward pass; src.baselines learns them): its ``theta`` only merges.
+needs an engine's forward pass; src.run.baselines learns them): its ``theta`` only merges.
 
 Semantics of the merge operations: ``task_vectors.merging``.
 """

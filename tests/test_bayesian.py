@@ -9,7 +9,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import PolynomialFeatures
 
-from src.bayesian import (
+from src.core.bayesian import (
     EMPTY_MARGIN,
     assign_bins,
     bin_bounds,
@@ -25,7 +25,7 @@ from src.bayesian import (
     squared_errors,
 )
 from map_common.errors import MAPError
-from src.sampling import to_hyperspherical
+from src.core.sampling import to_hyperspherical
 
 WIDTH_T2 = math.pi / 8  # one angle bin for T = 2 (4 bins over [0, pi/2])
 

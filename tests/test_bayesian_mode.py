@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.bayesian import assign_bins, squared_errors
-from src.surrogate import fit_surrogates
+from src.core.bayesian import assign_bins, squared_errors
+from src.core.surrogate import fit_surrogates
 from helpers import CountingEvaluate
 
 PAIR = ["LetterVal", "DigitVal"]

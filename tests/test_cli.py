@@ -184,7 +184,7 @@ def test_default_models_and_checkpoint_folder(tmp_path):
     """Resolved with nothing but a checkpoint folder: the 4 original datasets, in order,
     read from <save>/<Dataset>/finetuned.pt; <save>/zeroshot.pt is the pretrained model."""
     from args import DEFAULTS, parse_arguments
-    from src.config import build_config
+    from src.run.config import build_config
 
     datasets = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal"]
     save = tmp_path / "ckpt"

@@ -70,8 +70,8 @@ def test_a_missing_checkpoint_is_refused_before_torch_is_imported(tmp_path):
 
 
 def test_the_light_name_lists_are_the_registry_s():
-    from src import names as src_names
-    from src.pareto import PICK_METHODS
+    from src.run import names as src_names
+    from src.core.pareto import PICK_METHODS
     from task_vectors import names
     from task_vectors.datasets import demo, registry, standard
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from src.indicators import (bootstrap_floor, coverage, dominance_of_points, front_indicators,
+from src.core.indicators import (bootstrap_floor, coverage, dominance_of_points, front_indicators,
                             gd, hv_ratio, hypervolume, igd, igd_plus, pareto_filter,
                             preference_regret, reference_point, split_half_floor, win_rate)
 

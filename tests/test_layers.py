@@ -10,8 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 # the algorithm modules: arrays in, arrays out; numpy, scikit-learn, pymoo and each other
-CORE = ["src.metrics", "src.sampling", "src.surrogate", "src.objectives", "src.pareto",
-        "src.bayesian", "src.nested", "src.indicators", "src.front", "src.refine"]
+CORE = ["src.core.metrics", "src.core.sampling", "src.core.surrogate", "src.core.objectives", "src.core.pareto",
+        "src.core.bayesian", "src.core.nested", "src.core.indicators", "src.core.front", "src.core.refine"]
 # package (or module) -> the first-party names it must never import
 FORBIDDEN = {
     "map_common": ["src", "task_vectors", "args", "run_MAP"],
@@ -51,7 +51,7 @@ def violations(name: str, imported: set[str]) -> list[str]:
         for target in sorted(imported):
             if any(_under(target, f) for f in forbidden) and \
                     not any(_under(target, a) for a in allowed) and target != name:
-                # "from src import sampling" names the package src as well as src.sampling
+                # "from src import sampling" names the package src as well as src.core.sampling
                 if any(t != target and _under(t, target) and any(_under(t, a) for a in allowed)
                        for t in imported):
                     continue
@@ -70,9 +70,9 @@ def test_the_import_rule(path):
 
 
 def test_the_rule_catches_a_breach():
-    assert violations("task_vectors.engine", {"src.config"}) == [
-        "task_vectors.engine imports src.config (task_vectors must not)"]
-    assert violations("src.pareto", {"torch", "src.objectives"}) == [
-        "src.pareto imports torch (src.pareto must not)"]
-    assert violations("src.front", {"src.outputs"}) == [
-        "src.front imports src.outputs (src.front must not)"]
+    assert violations("task_vectors.engine", {"src.run.config"}) == [
+        "task_vectors.engine imports src.run.config (task_vectors must not)"]
+    assert violations("src.core.pareto", {"torch", "src.core.objectives"}) == [
+        "src.core.pareto imports torch (src.core.pareto must not)"]
+    assert violations("src.core.front", {"src.run.outputs"}) == [
+        "src.core.front imports src.run.outputs (src.core.front must not)"]

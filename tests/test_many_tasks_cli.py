@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import CountingEvaluate
-from src.pick_check import EQUAL_RELATIVE, EQUAL_SPREAD
+from src.core.pick_check import EQUAL_RELATIVE, EQUAL_SPREAD
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
 

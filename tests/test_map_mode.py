@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from src.pareto import non_dominated, pick_by_preference
+from src.core.pareto import non_dominated, pick_by_preference
 from helpers import CountingEvaluate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -195,9 +195,9 @@ def test_front_is_the_stored_surrogates_non_dominated_set(map_run):
 
 def test_chosen_point_is_the_preference_pick_of_the_stored_front(map_run):
     preference = yaml.safe_load((REPO / "example_preference.yaml").read_text())
-    from src.front import anchor_values
-    from src.pareto import pick_tchebycheff
-    from src.surrogate import QuadraticSurrogate
+    from src.core.front import anchor_values
+    from src.core.pareto import pick_tchebycheff
+    from src.core.surrogate import QuadraticSurrogate
 
     C, F = _front(map_run / "LetterVal_DigitValpareto_front.json")
     stored = _read(map_run / "LetterVal_DigitVal_surrogates.json")

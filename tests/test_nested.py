@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from map_common.errors import MAPError
-from src.nested import (
+from src.core.nested import (
     PoolModel,
     compose_coefficients,
     model_preference,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.pareto import pick_tchebycheff
+from src.core.pareto import pick_tchebycheff
 from helpers import CountingEvaluate
 
 REPO = Path(__file__).resolve().parent.parent

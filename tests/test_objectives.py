@@ -1,11 +1,11 @@
-"""src.objectives: one definition of the senses, HV, IGD and the filter, shared by pareto and
+"""src.core.objectives: one definition of the senses, HV, IGD and the filter, shared by pareto and
 indicators; the picks as pymoo-style decompositions."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from src import indicators, objectives, pareto
+from src.core import indicators, objectives, pareto
 
 
 def test_pareto_and_indicators_share_one_definition_of_each():

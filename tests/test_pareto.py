@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pymoo.indicators.igd import IGD
 
-from src.pareto import (
+from src.core.pareto import (
     SurrogateProblem,
     hypervolume,
     igd,
@@ -14,7 +14,7 @@ from src.pareto import (
     pick_by_preference,
     pick_tchebycheff,
 )
-from src.surrogate import QuadraticSurrogate
+from src.core.surrogate import QuadraticSurrogate
 
 
 def _peak(p, a: float, h: float, link: str, sign: float = 1.0) -> QuadraticSurrogate:
@@ -44,7 +44,7 @@ def _distance_to_segment(C, p1, p2):
 
 
 def test_metric_table_gives_link_and_sense():
-    from src.metrics import get_metric
+    from src.core.metrics import get_metric
 
     assert (get_metric("accuracy").link, get_metric("accuracy").sense) == ("sigmoid", "max")
     assert (get_metric("loss").link, get_metric("loss").sense) == ("softplus", "min")

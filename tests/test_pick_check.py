@@ -1,11 +1,11 @@
-"""The pick against the pretrained model and task arithmetic (src.pick_check), on hand-built
+"""The pick against the pretrained model and task arithmetic (src.core.pick_check), on hand-built
 arrays: cases where it must fire and where it must not."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from src.pick_check import (best_equal_merge, check_pick, equal_mask, finetuned_rows,
+from src.core.pick_check import (best_equal_merge, check_pick, equal_mask, finetuned_rows,
                             pretrained_row)
 
 LABELS = ["A", "B", "C"]

@@ -12,7 +12,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.contour import QuadContourSet
 
 from src import plotting as P
-from src.nested import run_nested
+from src.core.nested import run_nested
 
 NAMES8 = ["SUN397Val", "CarsVal", "DTDVal", "SVHNVal", "EuroSATVal", "GTSRBVal",
           "RESISC45Val", "MNISTVal"]

@@ -33,7 +33,7 @@ MAP_FLAGS = ["--demo", "--method", "map", "--n-gen", "20", "--reevaluate", "2",
 HELD_DRIVER = """
 import sys, time
 from pathlib import Path
-from src.results import ScalingResults
+from src.run.results import ScalingResults
 hold, marker = int(sys.argv[1]), Path(sys.argv[2])
 original = ScalingResults.add
 def add(self, *args, **kwargs):
@@ -91,7 +91,7 @@ def test_impossible_sweeps_are_refused(flags, message, tmp_path, run_cli, capsys
 
 def _config(zoo_root, *flags):
     from args import DEFAULTS, parse_arguments
-    from src.config import build_config
+    from src.run.config import build_config
 
     return build_config(parse_arguments(["--demo", "--zoo-dir", zoo_root, *flags]), DEFAULTS)
 
@@ -117,7 +117,7 @@ def test_build_config_resolves_the_pool(zoo_root):
 
 
 def test_job_failure_becomes_one_line_error():
-    from src.evaluation import OneLineFailures
+    from src.run.evaluation import OneLineFailures
     from task_vectors.ray_evaluator import JobFailedError
 
     class Failing:
@@ -407,7 +407,7 @@ def test_sweep_over_three_models_runs_three_pairs(runs, zoo_root, ray_tmp, one_t
 
 
 def test_results_are_stored_in_job_order_and_none_is_lost_on_failure():
-    from src.evaluation import store_in_order
+    from src.run.evaluation import store_in_order
     from task_vectors.ray_evaluator import JobFailedError
 
     stored = []

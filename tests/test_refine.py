@@ -1,4 +1,4 @@
-"""Front refinement (src.refine): on an analytic two-objective problem whose front a
+"""Front refinement (src.core.refine): on an analytic two-objective problem whose front a
 quadratic fits poorly, refinement brings the predicted front closer to the real one and
 never asks for a point already evaluated; on the demo pair, --refine-rounds stores its
 points (a resume evaluates nothing) and records its rounds in run.json."""
@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from src import refine, sampling
+from src.core import refine, sampling
 from helpers import CountingEvaluate
 
 # Two peaks: objective k is best at P[k]; the real front is the segment between them.

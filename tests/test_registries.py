@@ -35,7 +35,7 @@ class ToyScale(MergeMethod):
 
 def toy_run(config) -> dict:
     """A mode that evaluates the merge c = (1, ..., 1) and records it."""
-    from src.evaluation import evaluate_metric
+    from src.run.evaluation import evaluate_metric
     from src.modes.common import finish, open_run
 
     with open_run(config) as ctx:
@@ -45,7 +45,7 @@ def toy_run(config) -> dict:
 
 @pytest.fixture
 def toys():
-    from src.modes.registry import MODES, Mode
+    from src.run.mode_registry import MODES, Mode
 
     METHODS.register(ToyScale)
     MODES.register(Mode("toy", "evaluate c = (1, ..., 1)", toy_run))

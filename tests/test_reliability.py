@@ -18,9 +18,9 @@ import pytest
 
 from helpers import CountingEvaluate
 from map_common.errors import MAPError
-from src.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerprint,
+from src.run.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerprint,
                              fingerprint_changes, record_fingerprint)
-from src.run_lock import LOCK, RunLock
+from src.run.run_lock import LOCK, RunLock
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = "LetterVal_DigitVal"
@@ -49,7 +49,7 @@ sys.exit(run_MAP.main(sys.argv[4:]))
 """
 HOLD_LOCK = """
 import sys, time
-from src.run_lock import RunLock
+from src.run.run_lock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(120)

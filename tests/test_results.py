@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from map_common.errors import MAPError
-from src.outputs import write_params
-from src.results import (RunDirectory, ScalingResults, front_json, load_front, load_preference,
+from src.run.outputs import write_params
+from src.run.results import (RunDirectory, ScalingResults, front_json, load_front, load_preference,
                          load_run, read_journal, write_json)
-from src.surrogate import fit_surrogates
+from src.core.surrogate import fit_surrogates
 
 
 def _evals(c):

@@ -147,7 +147,7 @@ def test_the_grid_front_is_counted_the_same_everywhere(grid, reused):
 
 
 def test_load_run_reads_a_grid_run(grid):
-    from src.results import load_run
+    from src.run.results import load_run
 
     loaded = load_run(grid[0])
     assert loaded["C"].shape == (36, 2) and loaded["accuracy"].shape == (36, 2)
@@ -194,7 +194,7 @@ def test_a_resumed_nested_run_says_what_is_stored(nested, results, zoo_root, cap
 
 
 def test_load_run_reads_a_nested_run(nested, results):
-    from src.results import load_run
+    from src.run.results import load_run
 
     loaded = load_run(results / "nested")
     tree = _read(results / "nested" / "merge_tree.json")
@@ -209,7 +209,7 @@ def test_load_run_reads_a_nested_run(nested, results):
 
 
 def test_load_run_refuses_an_unknown_run_in_one_line(tmp_path):
-    from src.results import load_run
+    from src.run.results import load_run
 
     (tmp_path / "run.json").write_text(json.dumps({"method": "other", "models": ["A", "B"],
                                                    "datasets": ["A", "B"]}))
@@ -232,7 +232,7 @@ def test_grid_front_keys_are_written_at_the_grid_s_precision(grid):
 
 
 def test_stale_outputs_are_removed_inside_the_run_directory_only(tmp_path):
-    from src.outputs import remove_stale_outputs
+    from src.run.outputs import remove_stale_outputs
 
     run_dir, outside = tmp_path / "run", tmp_path / "keep.txt"
     run_dir.mkdir()

@@ -3,7 +3,7 @@ import pytest
 
 from args import default_points
 
-from src.sampling import (
+from src.core.sampling import (
     design,
     diagonal_points,
     disturbed_points,

@@ -7,7 +7,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import r2_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from src.surrogate import (
+from src.core.surrogate import (
     QuadraticSurrogate,
     apply_link,
     fit_surrogates,

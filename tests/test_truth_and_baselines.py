@@ -73,7 +73,7 @@ def _scaling(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return C, Y
 
 
-# Independent of src.indicators and pymoo: the indicators by their definitions, for two
+# Independent of src.core.indicators and pymoo: the indicators by their definitions, for two
 # maximised objectives.
 def _front(Y: np.ndarray) -> np.ndarray:
     keep = [not any((Y[j] >= Y[i]).all() and (Y[j] > Y[i]).any() for j in range(len(Y)))
@@ -138,7 +138,7 @@ def test_truth_indicators_are_written_and_consistent(map_truth_run, grid_run):
     _, Y_real = _scaling(map_truth_run / f"{names}pareto_front_real.json")
     _, Y_sampled = _scaling(map_truth_run / f"{names}scaling_results.json")
     run = _read(map_truth_run / "run.json")
-    # recomputed here from the stored files, by the definitions (not src.indicators):
+    # recomputed here from the stored files, by the definitions (not src.core.indicators):
     # reference = the grid front's nadir - 0.01
     truth_front = _front(Y_grid)
     ref = truth_front.min(axis=0) - 0.01

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from map_common.errors import MAPError
-from src.pareto import non_dominated
+from src.core.pareto import non_dominated
 from task_vectors import zoo
 from task_vectors.checkpoints import (
     check_compatible,

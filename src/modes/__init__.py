@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from src.modes.registry import MODES
+from src.run.mode_registry import MODES
 
 if TYPE_CHECKING:
-    from src.config import RunConfig
+    from src.run.config import RunConfig
 
 
 def run(config: "RunConfig") -> dict[str, Any]:

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from src.config import RunConfig
+from src.run.config import RunConfig
 from src.modes.common import RunContext, finish, open_run
 from src.plotting.adamerging import plot_entropy_curve
-from src.results import write_json
+from src.run.results import write_json
 
 STATE = "adamerging_state.pt"
 IMAGES_NOTE = ("AdaMerging learns from unlabeled images of each task's evaluation dataset: "

@@ -4,12 +4,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from src import bayesian, plotting
-from src.config import RunConfig
-from src.evaluation import evaluate_metric
+from src import plotting
+
+from src.core import bayesian
+from src.run.config import RunConfig
+from src.run.evaluation import evaluate_metric
 from src.modes.common import (announce_resume, finish, json_log, open_run, refine_run,
                               solve_run_front)
-from src.results import write_json
+from src.run.results import write_json
 
 
 def run(config: RunConfig) -> dict[str, Any]:

@@ -9,22 +9,22 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from src import refine
-from src.baselines import (ADAMERGING_POINTS, baseline_dominance, evaluate_baselines,
+from src.core import refine
+from src.run.baselines import (ADAMERGING_POINTS, baseline_dominance, evaluate_baselines,
                            figure_baselines)
-from src.compare import load_compared, method_label
-from src.config import RunConfig
-from src.evaluation import evaluate_metric, open_evaluator
-from src.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerprint,
+from src.run.compare import load_compared, method_label
+from src.run.config import RunConfig
+from src.run.evaluation import evaluate_metric, open_evaluator
+from src.run.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerprint,
                              record_fingerprint)
-from src.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
-from src.indicators import pareto_filter
+from src.core.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
+from src.core.indicators import pareto_filter
 from src.modes.reference_models import check_run_pick, pretrained_metrics
-from src.outputs import print_summary, write_run_json, write_solved_front
+from src.run.outputs import print_summary, write_run_json, write_solved_front
 from src.plotting.comparison import plot_comparison
-from src.results import RunDirectory, ScalingResults, point_key, write_json
-from src.run_lock import LOCK
-from src.truth import load_truth, score_against_truth
+from src.run.results import RunDirectory, ScalingResults, point_key, write_json
+from src.run.run_lock import LOCK
+from src.run.truth import load_truth, score_against_truth
 
 
 @dataclass
@@ -34,7 +34,7 @@ class RunContext:
     evaluator: Any
     started: float
     timings: dict[str, float] = field(default_factory=dict)
-    truth: Any = None  # src.truth.Truth with --truth
+    truth: Any = None  # src.run.truth.Truth with --truth
     compared: list = field(default_factory=list)  # --compare: (label, front, real points)
 
     def store(self) -> ScalingResults:

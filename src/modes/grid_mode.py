@@ -6,13 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from src import sampling
-from src.config import RunConfig
-from src.evaluation import evaluate_metric
+from src.core import sampling
+from src.run.config import RunConfig
+from src.run.evaluation import evaluate_metric
 from src.plotting.comparison import plot_comparison
 from src.modes.common import announce_resume, finish, open_run
-from src.pareto import non_dominated
-from src.results import front_json, grid_decimals, write_json
+from src.core.pareto import non_dominated
+from src.run.results import front_json, grid_decimals, write_json
 
 
 def run(config: RunConfig) -> dict[str, Any]:

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from src import sampling
-from src.config import RunConfig
-from src.evaluation import evaluate_metric
+from src.core import sampling
+from src.run.config import RunConfig
+from src.run.evaluation import evaluate_metric
 from src.modes.common import announce_resume, finish, open_run, refine_run, solve_run_front
 
 

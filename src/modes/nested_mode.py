@@ -1,6 +1,6 @@
 """--method nested: merge many models two at a time, MAP on each pair, up a tree.
 
-Level by level (src.nested.run_nested): the designs of all of a level's pairs are ONE
+Level by level (src.core.nested.run_nested): the designs of all of a level's pairs are ONE
 evaluate() call, so a pool of Ray workers runs the pairs concurrently; each pair's front is
 then solved in its round folder, and the level's merged models are measured in one more
 call. Locally the same jobs run one after another: same pairs, coefficients and files."""
@@ -12,13 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from src import nested, plotting
-from src.config import RunConfig
-from src.evaluation import evaluate_groups, metric_matrix
-from src.front import FrontTask, SearchSettings, solve_front
+from src import plotting
+
+from src.core import nested
+from src.run.config import RunConfig
+from src.run.evaluation import evaluate_groups, metric_matrix
+from src.core.front import FrontTask, SearchSettings, solve_front
 from src.modes.common import RunContext, finish, open_run
-from src.outputs import write_solved_front
-from src.results import ScalingResults, read_json, write_json
+from src.run.outputs import write_solved_front
+from src.run.results import ScalingResults, read_json, write_json
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -94,7 +96,7 @@ def run(config: RunConfig) -> dict[str, Any]:
 def _announce_resume(ctx: RunContext) -> None:
     """"resumed: N points stored, M to evaluate": the points in the run's stores (fine-tuned
     models, every pair's design, the pretrained model) against the points the tree needs."""
-    from src.results import journal_path, read_journal
+    from src.run.results import journal_path, read_journal
 
     stored = sum(len(read_json(p, {}) or {}) + len(read_journal(journal_path(p)))
                  for p in ctx.run.path.glob("**/*scaling_results.json"))

@@ -1,18 +1,18 @@
 """A run's reference models: the pretrained model's metrics (evaluated once when the design
 lacks c = 0) and the check of the re-evaluated pick against it and task arithmetic
-(``src.pick_check``), for run.json's ``pick_check`` block and the printed summary."""
+(``src.core.pick_check``), for run.json's ``pick_check`` block and the printed summary."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from src.evaluation import evaluate_metric
-from src.pick_check import EQUAL_SPREAD, check_pick, pretrained_row
-from src.results import read_json
+from src.run.evaluation import evaluate_metric
+from src.core.pick_check import EQUAL_SPREAD, check_pick, pretrained_row
+from src.run.results import read_json
 
 if TYPE_CHECKING:
-    from src.front import FrontResult, FrontTask
+    from src.core.front import FrontResult, FrontTask
     from src.modes.common import RunContext
 
 REFERENCE_MODELS = "reference_models.json"

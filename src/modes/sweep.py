@@ -20,14 +20,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from src.config import RunConfig
-from src.evaluation import evaluate_groups, metric_matrix
+from src.run.config import RunConfig
+from src.run.evaluation import evaluate_groups, metric_matrix
 from src.modes import map_mode
 from src.modes.common import RunContext, finish, open_run, run_fingerprint, solve_run_front
-from src.fingerprint import check_fingerprint
-from src.modes.registry import SWEEP_SIZES
-from src.objectives import file_prefix
-from src.results import RunDirectory
+from src.run.fingerprint import check_fingerprint
+from src.run.mode_registry import SWEEP_SIZES
+from src.core.objectives import file_prefix
+from src.run.results import RunDirectory
 
 SIZES = SWEEP_SIZES
 

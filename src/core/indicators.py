@@ -9,7 +9,7 @@ Reference point: per objective, the worst value on the truth's front (its nadir)
 `margin` further towards worse (accuracy: min - margin; loss: max + margin), so that every
 truth-front point, including the extremes, adds volume.
 
-HV, IGD, IGD+, GD and the filter are src.objectives' (shared with src.pareto); this module
+HV, IGD, IGD+, GD and the filter are src.core.objectives' (shared with src.core.pareto); this module
 adds the reference point, ratios, dominance counts, preference regret and the noise floors.
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from src.objectives import (Senses, as_2d, gd, hypervolume, igd, igd_plus,  # noqa: F401
+from src.core.objectives import (Senses, as_2d, gd, hypervolume, igd, igd_plus,  # noqa: F401
                             non_dominated, pareto_filter, signs, to_minimisation)
 
-# The scales, the filter, HV and the distance indicators are src.objectives' (one
+# The scales, the filter, HV and the distance indicators are src.core.objectives' (one
 # definition each); they stay importable from here.
 _as_2d = as_2d
 DEFAULT_MARGIN = 0.01

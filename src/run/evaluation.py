@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from src.config import RunConfig
-from src.results import ScalingResults
+from src.run.config import RunConfig
+from src.run.results import ScalingResults
 
 
 def engine_spec(config: RunConfig):
@@ -209,7 +209,7 @@ def progress(total: int, desc: str) -> tqdm:
 
 
 def _distinct(C: np.ndarray) -> list[np.ndarray]:
-    from src.results import point_key
+    from src.run.results import point_key
 
     seen, out = set(), []
     for c in C:

@@ -18,11 +18,11 @@ from pymoo.optimize import minimize
 from pymoo.util.archive import MultiObjectiveArchive
 from pymoo.util.ref_dirs import get_reference_directions
 
-from src import objectives
-# one definition each, in src.objectives (kept importable from here)
-from src.objectives import (SENSES, hypervolume, non_dominated,  # noqa: F401
+from src.core import objectives
+# one definition each, in src.core.objectives (kept importable from here)
+from src.core.objectives import (SENSES, hypervolume, non_dominated,  # noqa: F401
                             non_dominated_rows, normalize_preference)
-from src.objectives import signs as _signs
+from src.core.objectives import signs as _signs
 
 _TARGET_DIRECTIONS = 100  # NSGA-III reference directions to aim for (lands in 50..150 for K<=8)
 

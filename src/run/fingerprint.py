@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from map_common.errors import MAPError
-from src.results import jsonable, read_json, write_json
+from src.run.results import jsonable, read_json, write_json
 
 FINGERPRINT = "fingerprint.json"
 # How each fingerprint entry is named to the user; settings are named by their flag.

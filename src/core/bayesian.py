@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from map_common.errors import MAPError
-from src.sampling import design, from_hyperspherical, min_points, to_hyperspherical
+from src.core.sampling import design, from_hyperspherical, min_points, to_hyperspherical
 
 MAX_TASKS = 6
 DEFAULT_LAMBDA = 0.5
@@ -313,14 +313,14 @@ def run_rounds(
     new points. `on_round(record)` is called after each round.
 
     `fit(C, Y)` returns one fitted regressor per task (anything with predict); the default
-    is src.surrogate.fit_surrogates(C, Y, link).
+    is src.core.surrogate.fit_surrogates(C, Y, link).
     """
     check_schedule(T, n_initial, n_update, n_iter)
     _check_settings(lam, temperature, radius)
     if not 0.0 <= explore <= 1.0:
         raise MAPError(f"bayesian explore must be in [0, 1], got {explore!r}")
     if fit is None:
-        from src.surrogate import fit_surrogates  # imported late: only the default needs it
+        from src.core.surrogate import fit_surrogates  # imported late: only the default needs it
 
         def fit(C: np.ndarray, Y: np.ndarray) -> list:
             return fit_surrogates(C, Y, link)

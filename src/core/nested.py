@@ -28,8 +28,8 @@ import numpy as np
 
 from map_common.errors import MAPError
 from map_common.jsonable import jsonable
-from src.objectives import validate_preference  # noqa: F401  (kept importable from here)
-from src.sampling import design
+from src.core.objectives import validate_preference  # noqa: F401  (kept importable from here)
+from src.core.sampling import design
 
 # Accuracy gaps closer than this count as ties, so float noise (0.8-0.7 vs 0.7-0.6)
 # does not decide a pairing; ties then fall back to names.

@@ -3,4 +3,4 @@ mistake on the command line is refused at once; the modules that implement them 
 these names."""
 from __future__ import annotations
 
-PICKS = ("tchebycheff", "weighted-sum")  # src.pareto.pick_by_preference
+PICKS = ("tchebycheff", "weighted-sum")  # src.core.pareto.pick_by_preference

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from map_common.argtypes import MAX_POINTS, float_in, int_in, point_count
 from map_common.errors import MAPError
-from src import sampling
+from src.core import sampling
 
 if TYPE_CHECKING:
-    from src.config import Defaults, RunConfig
+    from src.run.config import Defaults, RunConfig
 
 
 # --sweep's choices: the size of each subset.
@@ -120,7 +120,7 @@ class BayesianMode(Mode):
                             "(T+1)(T+2)/2 + 2).")
 
     def settings(self, args, defaults, T):
-        from src import bayesian
+        from src.core import bayesian
 
         _given_points(args)
         n_initial, n_update, n_iter = defaults.bayes_schedule(T)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from map_common.errors import MAPError
 from map_common.files import remove_stale_temporaries
-from src.fingerprint import FINGERPRINT
+from src.run.fingerprint import FINGERPRINT
 
 LOCK = ".lock"
 BOOKKEEPING = {LOCK, FINGERPRINT}

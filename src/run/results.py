@@ -24,7 +24,7 @@ import numpy as np
 from map_common.errors import MAPError
 from map_common.files import atomic_write
 from map_common.jsonable import jsonable  # noqa: F401  (kept importable from here)
-from src.objectives import file_prefix
+from src.core.objectives import file_prefix
 
 Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l}}
 KEY_DECIMALS = 9  # coefficient vectors equal to 1e-9 are the same point
@@ -348,7 +348,7 @@ def _load_points(folder: Path, names: str, models: Sequence[str], datasets: Sequ
 
 
 def _load_surrogates(folder: Path, names: str) -> dict[str, Any]:
-    from src.surrogate import QuadraticSurrogate
+    from src.core.surrogate import QuadraticSurrogate
 
     params = read_json(folder / f"{names}_surrogates.json")
     if params is None:

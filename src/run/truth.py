@@ -3,7 +3,7 @@
 ``--method grid`` writes every merge of a regular grid; ``--truth RUN_DIR`` on a map or
 bayesian run reads it here, refuses a grid of other models, datasets, box or evaluation
 settings (one line naming what differs), and scores the run's fronts against the grid's
-with ``src.indicators``.
+with ``src.core.indicators``.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from map_common.errors import MAPError
-from src import indicators
-from src.modes.registry import MODES
-from src.objectives import file_prefix
-from src.results import ScalingResults, read_json
+from src.core import indicators
+from src.run.mode_registry import MODES
+from src.core.objectives import file_prefix
+from src.run.results import ScalingResults, read_json
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Truth:
 
     @cached_property  # the grid's front, used by each figure drawn over it
     def front_mask(self) -> np.ndarray:
-        from src.pareto import non_dominated
+        from src.core.pareto import non_dominated
 
         return non_dominated(self.Y, self.senses)
 

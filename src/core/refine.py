@@ -118,9 +118,9 @@ def refine_front(evaluate: Evaluate, search: Search, C: np.ndarray, Y: np.ndarra
 
 def surrogate_search(link: str, senses: Sequence[str], *, low: float, high: float,
                      n_gen: int, seed: int) -> Search:
-    """The front step's own fit + search (src.surrogate, src.pareto) as a Search."""
-    from src import pareto
-    from src.surrogate import fit_surrogates
+    """The front step's own fit + search (src.core.surrogate, src.core.pareto) as a Search."""
+    from src.core import pareto
+    from src.core.surrogate import fit_surrogates
 
     def search(C: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         surrogates = fit_surrogates(C, Y, link)

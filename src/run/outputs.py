@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from src import plotting
-from src.pick_check import EQUAL_SPREAD, best_equal_merge, finetuned_rows
+from src.core.pick_check import EQUAL_SPREAD, best_equal_merge, finetuned_rows
 from src.plotting.many_tasks import MIN_TASKS, plot_many_task_front
-from src.results import front_json, jsonable, read_json, versions, write_json
+from src.run.results import front_json, jsonable, read_json, versions, write_json
 
 if TYPE_CHECKING:
-    from src.config import RunConfig
-    from src.front import FrontResult, FrontTask
-    from src.results import RunDirectory
-    from src.surrogate import QuadraticSurrogate
+    from src.run.config import RunConfig
+    from src.core.front import FrontResult, FrontTask
+    from src.run.results import RunDirectory
+    from src.core.surrogate import QuadraticSurrogate
 
 PARAMS_DESCRIPTION = ("per objective, in objective order, the surrogate's coefficients in the "
                       "original tool's term order [c_i^2, c_i*c_j (i<j), c_i, 1]; "

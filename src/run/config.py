@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from map_common.errors import MAPError
-from src.metrics import Metric, get_metric
-from src.objectives import file_prefix
-from src.modes.registry import MODES, SWEEP_DEMO_MODELS, SWEEP_SIZES, BayesSchedule, Mode, either, get_mode
+from src.core.metrics import Metric, get_metric
+from src.core.objectives import file_prefix
+from src.run.mode_registry import MODES, SWEEP_DEMO_MODELS, SWEEP_SIZES, BayesSchedule, Mode, either, get_mode
 from task_vectors.layout import finetuned_path, require_file
 from task_vectors.merge_methods import MergeMethod, TaskArithmetic, method_from_flags
 
@@ -114,7 +114,7 @@ class RunConfig:
     pdf: bool
     sweep: str | None = None    # pairs | triples: map on every subset of the models
     arguments: dict[str, Any] = field(default_factory=dict, compare=False)
-    refine_rounds: int = 0      # map / bayesian: front-refinement rounds (src.refine)
+    refine_rounds: int = 0      # map / bayesian: front-refinement rounds (src.core.refine)
     refine_points: int = 5      # new front points evaluated per round
     refine_tol: float = 0.0     # stop once a round's mean |predicted - real| is at most this
     design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs
@@ -356,8 +356,8 @@ def _refinement(args: argparse.Namespace, mode: Mode, defaults: Defaults
 
 
 def _preference(path: str, datasets: Sequence[str]) -> tuple[float, ...]:
-    from src.objectives import validate_preference
-    from src.results import load_preference
+    from src.core.objectives import validate_preference
+    from src.run.results import load_preference
 
     weights = validate_preference(load_preference(path), list(datasets))
     return tuple(float(weights[d]) for d in datasets)

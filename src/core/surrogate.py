@@ -20,7 +20,7 @@ from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.preprocessing import PolynomialFeatures
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from src.sampling import min_points as n_quadratic_params  # (T+1)(T+2)/2
+from src.core.sampling import min_points as n_quadratic_params  # (T+1)(T+2)/2
 
 LINKS = ("sigmoid", "softplus", "identity")
 _EPS = 1e-4  # keeps the inverse link finite for metrics at 0 or 1

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from map_common.errors import MAPError
-from src.modes.registry import MODES, either
-from src.objectives import file_prefix
-from src.results import ScalingResults, load_front, read_json
+from src.run.mode_registry import MODES, either
+from src.core.objectives import file_prefix
+from src.run.results import ScalingResults, load_front, read_json
 from task_vectors.merge_methods import METHODS as MERGE_METHODS, label_of
 
 METHOD_LABELS = {name: method.label for name, method in MERGE_METHODS.items()}

@@ -3,7 +3,7 @@
 One step shared by map, bayesian and every nested pair. It takes evaluated points (C, Y)
 and returns the amortized front, the preference pick and, when asked, real values at
 front points (through the injected ``evaluate_real``). It writes nothing: the caller hands
-the result to ``src.outputs.write_solved_front`` (files and figures).
+the result to ``src.run.outputs.write_solved_front`` (files and figures).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from src import pareto
-from src.metrics import Metric
-from src.surrogate import QuadraticSurrogate, fit_surrogates
+from src.core import pareto
+from src.core.metrics import Metric
+from src.core.surrogate import QuadraticSurrogate, fit_surrogates
 
 
 @dataclass(frozen=True)

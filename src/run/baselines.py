@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from src import indicators
-from src.evaluation import progress
-from src.results import read_json, write_json
+from src.core import indicators
+from src.run.evaluation import progress
+from src.run.results import read_json, write_json
 
 
 def evaluate_baselines(evaluator, config, path: Path) -> dict[str, dict[str, Any]]:
