@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from map_common.errors import MAPError
+from map_common.preferences import normalised_weights
 from task_vectors import merging
 
 # mlfoundations/task_vectors README, "adding task vectors" example: scaling_coef=0.8.
@@ -281,10 +282,8 @@ def _preferences(preference: Any, T: int) -> list[np.ndarray]:
         raise MAPError(f"preference needs {T} weights (one per task), got shape {p.shape}")
     out = []
     for w in rows:
-        if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-            raise MAPError(f"preference weights must be non-negative with a positive sum, "
-                           f"got {w.tolist()}")
-        out.append(w / w.sum())
+        message = f"preference weights must be non-negative with a positive sum, got {w.tolist()}"
+        out.append(normalised_weights(w, T, lambda _problem: MAPError(message)))
     return out
 
 

@@ -16,7 +16,7 @@ the pool busy and survives lost workers:
 Ray is an optional dependency (``pip install .[ray]``); it is imported only when a
 ``RayEvaluator`` is made.
 
-Why ~430 lines: the pool's scheduling, retries of lost workers and failing jobs, and
+Why ~470 lines: the pool's scheduling, retries of lost workers and failing jobs, and
 starting or joining Ray belong together; the worker actor is small.
 """
 from __future__ import annotations
@@ -251,107 +251,19 @@ class RayEvaluator:
         """Yield ``(index, evals)`` for every job as it completes, each exactly once."""
         if not self._slots:
             raise RuntimeError("this RayEvaluator is closed")
-        ray = self._ray
-        lost_worker = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
-                       ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError,
-                       ray.exceptions.ObjectLostError)
-        datasets = list(datasets)
-        queue = deque(range(len(jobs)))
-        failures = [0] * len(jobs)
-        ready = [s for s in self._slots if s.info is not None]  # engine built, taking jobs
-        starting = {s.ready: s for s in self._slots if s.info is None}
-        # Each worker's jobs in submission order, which is the order an actor runs them in.
-        flight: dict[_Slot, dict[Any, int]] = {s: {} for s in ready}
-        owner: dict[Any, _Slot] = {}
-        waited_since = time.monotonic()
-
-        def dispatch() -> None:
-            for depth in range(1, self.queue_depth + 1):  # spread first, then queue up
-                for slot in ready:
-                    if queue and len(flight[slot]) < depth:
-                        index = queue.popleft()
-                        ref = slot.actor.run.remote(jobs[index], datasets)
-                        flight[slot][ref] = index
-                        owner[ref] = slot
-
-        def blame(index: int, error: BaseException) -> None:
-            failures[index] += 1
-            if failures[index] > self.max_retries:
-                raise JobFailedError(f"{describe_job(index, jobs[index])} failed "
-                                     f"{failures[index]} times; last error: {error}") from error
-
-        def restart(slot: _Slot) -> None:
-            fresh = self._replace(slot)
-            starting[fresh.ready] = fresh
-
-        def lose(slot: _Slot, error: BaseException) -> None:
-            """``slot``'s worker is gone: its jobs go back to the front of the queue, the
-            one it was running (the first) takes the blame, and a fresh worker starts."""
-            ready.remove(slot)
-            lost = list(flight.pop(slot).items())
-            for ref, _ in lost:
-                owner.pop(ref, None)
-            queue.extendleft(reversed([index for _, index in lost]))
-            self._counts["retries"] += len(lost)
-            restart(slot)
-            if lost:
-                blame(lost[0][1], error)
-
-        while queue or owner:
-            dispatch()
-            if not owner and not starting:
-                raise JobFailedError("no Ray worker is left to run the remaining jobs")
-            # Only a pool that is all still loading can stall; bound that wait.
-            timeout = None if owner else max(
-                1.0, self.start_timeout_s - (time.monotonic() - waited_since))
-            done, _ = ray.wait([*owner, *starting], num_returns=1, timeout=timeout)
-            if not done:
-                raise JobFailedError(f"no Ray worker became ready within "
-                                     f"{self.start_timeout_s:.0f} s ({len(queue)} jobs left); "
-                                     f"does the cluster have the resources for one?")
-            ref = done[0]
-            if ref in starting:
-                slot = starting.pop(ref)
-                try:
-                    slot.info = ray.get(ref)
-                except ray.exceptions.RayTaskError as e:  # the engine could not be built
-                    if isinstance(e.cause, MAPError):
-                        raise MAPError(f"a Ray worker could not load the models: "
-                                       f"{e.cause}") from e.cause
-                    raise RuntimeError(f"a Ray worker could not build its engine: "
-                                       f"{e.cause or e}") from e
-                except lost_worker as e:  # died while loading (killed, out of memory)
-                    self._start_failures += 1
-                    if self._start_failures > self.max_retries * len(self._slots):
-                        raise JobFailedError(f"Ray workers keep dying while loading the "
-                                             f"models; last error: {e}") from e
-                    restart(slot)
-                    continue
-                ready.append(slot)
-                flight[slot] = {}
-                waited_since = time.monotonic()
+        run = _EvaluationRun(self, jobs, datasets)
+        while run.queue or run.owner:
+            run.submit()
+            ref = run.wait_next()
+            if ref in run.starting:
+                run.worker_started(ref)
                 continue
-            slot = owner[ref]
-            try:
-                evals = ray.get(ref)
-            except lost_worker as e:
-                lose(slot, e)
+            result = run.collect(ref)
+            if result is None:  # lost or failed: the job is back in the queue
                 continue
-            except ray.exceptions.RayTaskError as e:  # the job raised; the worker lives on
-                index = flight[slot].pop(ref)
-                del owner[ref]
-                error = e.cause if e.cause is not None else e
-                if isinstance(error, MAPError):  # bad input: the same on every worker
-                    raise MAPError(f"{describe_job(index, jobs[index])}: {error}") from error
-                blame(index, error)
-                self._counts["retries"] += 1
-                queue.appendleft(index)
-                continue
-            index = flight[slot].pop(ref)
-            del owner[ref]
-            dispatch()  # keep the workers busy while the caller handles this result
+            run.submit()  # keep the workers busy while the caller handles this result
             self._counts["jobs"] += 1
-            yield index, evals
+            yield result
 
     # ------------------------------------------------------------------ the rest
     def worker_info(self) -> list[dict[str, Any]]:
@@ -429,3 +341,130 @@ class RayEvaluator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _lost_worker_errors(ray) -> tuple[type[BaseException], ...]:
+    """Ray's errors that mean the worker (not the job) is gone."""
+    return (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+            ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError,
+            ray.exceptions.ObjectLostError)
+
+
+class _EvaluationRun:
+    """The state of one ``RayEvaluator.evaluate`` call: the queue of job indices, which
+    worker holds which jobs, and how often each job has failed."""
+
+    def __init__(self, pool: RayEvaluator, jobs: Sequence[Any], datasets: Sequence[str]):
+        self.pool = pool
+        self.ray = pool._ray
+        self.lost_worker = _lost_worker_errors(self.ray)
+        self.jobs = jobs
+        self.datasets = list(datasets)
+        self.queue = deque(range(len(jobs)))
+        self.failures = [0] * len(jobs)
+        self.ready = [s for s in pool._slots if s.info is not None]  # engine built, taking jobs
+        self.starting = {s.ready: s for s in pool._slots if s.info is None}
+        # Each worker's jobs in submission order, which is the order an actor runs them in.
+        self.flight: dict[_Slot, dict[Any, int]] = {s: {} for s in self.ready}
+        self.owner: dict[Any, _Slot] = {}
+        self.waited_since = time.monotonic()
+
+    # ------------------------------------------------------------------ submission
+    def submit(self) -> None:
+        """Hand queued jobs to ready workers, up to ``queue_depth`` each."""
+        for depth in range(1, self.pool.queue_depth + 1):  # spread first, then queue up
+            for slot in self.ready:
+                if self.queue and len(self.flight[slot]) < depth:
+                    index = self.queue.popleft()
+                    ref = slot.actor.run.remote(self.jobs[index], self.datasets)
+                    self.flight[slot][ref] = index
+                    self.owner[ref] = slot
+
+    def wait_next(self) -> Any:
+        """The next finished reference: a job's result or a worker's start."""
+        if not self.owner and not self.starting:
+            raise JobFailedError("no Ray worker is left to run the remaining jobs")
+        # Only a pool that is all still loading can stall; bound that wait.
+        timeout = None if self.owner else max(
+            1.0, self.pool.start_timeout_s - (time.monotonic() - self.waited_since))
+        done, _ = self.ray.wait([*self.owner, *self.starting], num_returns=1, timeout=timeout)
+        if not done:
+            raise JobFailedError(f"no Ray worker became ready within "
+                                 f"{self.pool.start_timeout_s:.0f} s ({len(self.queue)} jobs "
+                                 f"left); does the cluster have the resources for one?")
+        return done[0]
+
+    # ------------------------------------------------------------------ workers
+    def worker_started(self, ref: Any) -> None:
+        """A worker finished loading: it takes jobs now, or it failed to load (a build
+        error is raised; a worker that died while loading is replaced)."""
+        ray = self.ray
+        slot = self.starting.pop(ref)
+        try:
+            slot.info = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:  # the engine could not be built
+            if isinstance(e.cause, MAPError):
+                raise MAPError(f"a Ray worker could not load the models: "
+                               f"{e.cause}") from e.cause
+            raise RuntimeError(f"a Ray worker could not build its engine: "
+                               f"{e.cause or e}") from e
+        except self.lost_worker as e:  # died while loading (killed, out of memory)
+            self.pool._start_failures += 1
+            if self.pool._start_failures > self.pool.max_retries * len(self.pool._slots):
+                raise JobFailedError(f"Ray workers keep dying while loading the "
+                                     f"models; last error: {e}") from e
+            self._restart(slot)
+            return
+        self.ready.append(slot)
+        self.flight[slot] = {}
+        self.waited_since = time.monotonic()
+
+    def _restart(self, slot: _Slot) -> None:
+        fresh = self.pool._replace(slot)
+        self.starting[fresh.ready] = fresh
+
+    def _lose(self, slot: _Slot, error: BaseException) -> None:
+        """``slot``'s worker is gone: its jobs go back to the front of the queue, the one
+        it was running (the first) takes the blame, and a fresh worker starts."""
+        self.ready.remove(slot)
+        lost = list(self.flight.pop(slot).items())
+        for ref, _ in lost:
+            self.owner.pop(ref, None)
+        self.queue.extendleft(reversed([index for _, index in lost]))
+        self.pool._counts["retries"] += len(lost)
+        self._restart(slot)
+        if lost:
+            self._blame(lost[0][1], error)
+
+    # ------------------------------------------------------------------ results and failures
+    def collect(self, ref: Any) -> tuple[int, Evals] | None:
+        """``(index, evals)`` of a finished job; None when it is back in the queue (its
+        worker was lost, or it raised and has retries left)."""
+        slot = self.owner[ref]
+        try:
+            evals = self.ray.get(ref)
+        except self.lost_worker as e:
+            self._lose(slot, e)
+            return None
+        except self.ray.exceptions.RayTaskError as e:  # the job raised; the worker lives on
+            self._job_raised(slot, ref, e.cause if e.cause is not None else e)
+            return None
+        index = self.flight[slot].pop(ref)
+        del self.owner[ref]
+        return index, evals
+
+    def _job_raised(self, slot: _Slot, ref: Any, error: BaseException) -> None:
+        index = self.flight[slot].pop(ref)
+        del self.owner[ref]
+        if isinstance(error, MAPError):  # bad input: the same on every worker
+            raise MAPError(f"{describe_job(index, self.jobs[index])}: {error}") from error
+        self._blame(index, error)
+        self.pool._counts["retries"] += 1
+        self.queue.appendleft(index)
+
+    def _blame(self, index: int, error: BaseException) -> None:
+        """Count a failed attempt of job ``index``; past ``max_retries`` the job fails."""
+        self.failures[index] += 1
+        if self.failures[index] > self.pool.max_retries:
+            raise JobFailedError(f"{describe_job(index, self.jobs[index])} failed "
+                                 f"{self.failures[index]} times; last error: {error}") from error

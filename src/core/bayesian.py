@@ -11,7 +11,7 @@ points from it.
 Every step is a small function of arrays and a numpy Generator; `run_rounds` wires them
 into the loop and is resumable from already-evaluated points.
 
-Why ~380 lines: bins, acquisition, drawing and the round loop share the hyperspherical
+Why ~440 lines: bins, acquisition, drawing and the round loop share the hyperspherical
 bin geometry; about a third is input checking.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from numbers import Integral
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -279,6 +279,91 @@ def _evaluate(evaluate: Callable[[np.ndarray], np.ndarray], C: np.ndarray, T: in
     return Y
 
 
+class Batch(NamedTuple):
+    """Points and their metrics, in evaluation order."""
+
+    C: np.ndarray  # (n, T)
+    Y: np.ndarray  # (n, T)
+
+
+class RoundDraw(NamedTuple):
+    """One round's acquisition: the new points and the numbers that chose them."""
+
+    points: np.ndarray  # (n_update, T)
+    posterior: np.ndarray  # (n_joint,) share of the draws per bin
+    scores: np.ndarray  # (n_joint,) bin_scores before the floor
+    surrogate_mse: float  # surrogates' error on the data before this round's points
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """The settings that turn the surrogates' errors into new points."""
+
+    T: int
+    lam: float = DEFAULT_LAMBDA
+    temperature: float = DEFAULT_TEMPERATURE
+    explore: float = DEFAULT_EXPLORE
+    radius: tuple[float, float] = DEFAULT_RADIUS
+
+    @property
+    def bins(self) -> int:
+        return bins_per_angle(self.T)
+
+    @property
+    def n_joint(self) -> int:
+        return self.bins ** (self.T - 1)
+
+
+def draw_round(
+    surrogates: Sequence, data: Batch, n: int, acq: Acquisition, rng: np.random.Generator
+) -> RoundDraw:
+    """Score the bins by the surrogates' error on `data`, then draw n points from the posterior."""
+    err = squared_errors(surrogates, data.C, data.Y)
+    floor = ERROR_FLOOR * float(np.mean(np.var(data.Y, axis=0)))
+    scores = bin_scores(err, assign_bins(data.C, acq.bins), acq.n_joint, lam=acq.lam, rng=rng,
+                        floor=floor)
+    # A bin is "as good as perfect" below the floor: lift every score to it so noise
+    # differences vanish (real errors far above it are unaffected).
+    posterior = acquisition_posterior(np.maximum(scores, floor), acq.temperature, acq.explore)
+    C_new, _ = draw_points(posterior, n, acq.bins, acq.T, acq.radius, rng)
+    return RoundDraw(C_new, posterior, scores, float(err.mean()))
+
+
+def complete_batch(
+    evaluate: Callable[[np.ndarray], np.ndarray], C_new: np.ndarray, start: int, done: Batch, T: int
+) -> Batch:
+    """Take the already-done prefix of this batch (rows from `start` on) from `done`,
+    evaluate the rest."""
+    n_have = int(np.clip(len(done.C) - start, 0, len(C_new)))
+    C_new = np.concatenate([done.C[start:start + n_have], C_new[n_have:]])
+    Y_new = done.Y[start:start + n_have]
+    if n_have < len(C_new):
+        Y_new = np.concatenate([Y_new, _evaluate(evaluate, C_new[n_have:], T)])
+    return Batch(C_new, Y_new)
+
+
+def round_record(r: int, points: np.ndarray, n_points: int, posterior: np.ndarray,
+                 scores: np.ndarray | None, surrogate_mse: float | None) -> dict[str, Any]:
+    """The JSON-friendly record of round r (see run_rounds)."""
+    return {
+        "round": r,
+        "points": points.tolist(),
+        "bin_posterior": posterior.tolist(),
+        "bin_scores": None if scores is None else scores.tolist(),
+        "surrogate_mse": surrogate_mse,
+        "n_points": int(n_points),
+    }
+
+
+def _default_fit(link: str | Sequence[str]) -> Callable[[np.ndarray, np.ndarray], list]:
+    from src.core.surrogate import fit_surrogates  # imported late: only the default needs it
+
+    def fit(C: np.ndarray, Y: np.ndarray) -> list:
+        return fit_surrogates(C, Y, link)
+
+    return fit
+
+
 def run_rounds(
     evaluate: Callable[[np.ndarray], np.ndarray],
     T: int,
@@ -319,25 +404,9 @@ def run_rounds(
     _check_settings(lam, temperature, radius)
     if not 0.0 <= explore <= 1.0:
         raise MAPError(f"bayesian explore must be in [0, 1], got {explore!r}")
-    if fit is None:
-        from src.core.surrogate import fit_surrogates  # imported late: only the default needs it
-
-        def fit(C: np.ndarray, Y: np.ndarray) -> list:
-            return fit_surrogates(C, Y, link)
-
-    bins = bins_per_angle(T)
-    n_joint = bins ** (T - 1)
-    C_done, Y_done = _as_done(C_done, Y_done, T, n_initial + n_update * n_iter)
-
-    def complete(C_new: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
-        """Take the already-done prefix of this batch from C_done, evaluate the rest."""
-        n_have = int(np.clip(len(C_done) - start, 0, len(C_new)))
-        C_new = np.concatenate([C_done[start:start + n_have], C_new[n_have:]])
-        Y_new = Y_done[start:start + n_have]
-        if n_have < len(C_new):
-            Y_new = np.concatenate([Y_new, _evaluate(evaluate, C_new[n_have:], T)])
-        return C_new, Y_new
-
+    fit = _default_fit(link) if fit is None else fit
+    acq = Acquisition(T, lam=lam, temperature=temperature, explore=explore, radius=radius)
+    done = Batch(*_as_done(C_done, Y_done, T, n_initial + n_update * n_iter))
     records: list[dict[str, Any]] = []
 
     def finish(record: dict[str, Any]) -> None:
@@ -351,37 +420,18 @@ def run_rounds(
         design(T, n_initial, low=low, high=high, n_diagonal=1, n_disturbed=0, seed=seed),
         dtype=float,
     )
-    C, Y = complete(C0, 0)
-    rounds = np.zeros(len(C), dtype=int)
-    finish({
-        "round": 0,
-        "points": C.tolist(),
-        "bin_posterior": np.full(n_joint, 1.0 / n_joint).tolist(),
-        "bin_scores": None,
-        "surrogate_mse": None,
-        "n_points": int(len(C)),
-    })
+    data = complete_batch(evaluate, C0, 0, done, T)
+    rounds = np.zeros(len(data.C), dtype=int)
+    uniform = np.full(acq.n_joint, 1.0 / acq.n_joint)
+    finish(round_record(0, data.C, len(data.C), uniform, None, None))
 
     for r in range(1, n_iter + 1):
-        rng = np.random.default_rng([seed, r])
-        surrogates = fit(C, Y)
-        err = squared_errors(surrogates, C, Y)
-        floor = ERROR_FLOOR * float(np.mean(np.var(Y, axis=0)))
-        scores = bin_scores(err, assign_bins(C, bins), n_joint, lam=lam, rng=rng, floor=floor)
-        # A bin is "as good as perfect" below the floor: lift every score to it so noise
-        # differences vanish (real errors far above it are unaffected).
-        posterior = acquisition_posterior(np.maximum(scores, floor), temperature, explore)
-        C_new, _ = draw_points(posterior, n_update, bins, T, radius, rng)
-        C_new, Y_new = complete(C_new, len(C))
-        C, Y = np.concatenate([C, C_new]), np.concatenate([Y, Y_new])
-        rounds = np.concatenate([rounds, np.full(len(C_new), r)])
-        finish({
-            "round": r,
-            "points": C_new.tolist(),
-            "bin_posterior": posterior.tolist(),
-            "bin_scores": scores.tolist(),
-            "surrogate_mse": float(err.mean()),
-            "n_points": int(len(C)),
-        })
+        drawn = draw_round(fit(*data), data, n_update, acq, np.random.default_rng([seed, r]))
+        new = complete_batch(evaluate, drawn.points, len(data.C), done, T)
+        data = Batch(np.concatenate([data.C, new.C]), np.concatenate([data.Y, new.Y]))
+        rounds = np.concatenate([rounds, np.full(len(new.C), r)])
+        finish(round_record(r, new.C, len(data.C), drawn.posterior, drawn.scores,
+                            drawn.surrogate_mse))
 
-    return BayesianResult(C=C, Y=Y, round_of_point=rounds, records=records, surrogates=fit(C, Y))
+    return BayesianResult(C=data.C, Y=data.Y, round_of_point=rounds, records=records,
+                          surrogates=fit(data.C, data.Y))

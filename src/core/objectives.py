@@ -1,5 +1,6 @@
 """The objectives of a front, one definition each: senses, the minimisation scale, the
-non-dominated filter, hypervolume, IGD / IGD+ / GD, preference weights, the file prefix.
+non-dominated filter, hypervolume, IGD / IGD+ / GD, preference weights (their check is
+``map_common.preferences``, shared with the baselines), the file prefix.
 
 Every array is in metric scale, one row per model and one column per objective; ``senses``
 says per column whether larger ("max", accuracy) or smaller ("min", loss) is better (one
@@ -9,7 +10,6 @@ picks) and ``indicators`` (a front against a truth) both use this module.
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Mapping, Sequence
 
@@ -21,6 +21,8 @@ from pymoo.indicators.igd_plus import IGDPlus
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from map_common.errors import MAPError
+from map_common.preferences import (WeightsProblem, normalised_weights, valid_weight,
+                                    weights_problem)
 
 SENSES = ("max", "min")
 Senses = str | Sequence[str]
@@ -128,15 +130,17 @@ def _reference(truth_F, senses: Senses, filter_truth: bool) -> np.ndarray:
 def normalize_preference(p, K: int) -> np.ndarray:
     """Non-negative weights summing to 1, one per objective (ValueError otherwise)."""
     w = np.atleast_1d(np.asarray(p, dtype=float))
-    if w.ndim != 1 or w.size != K:
-        raise ValueError(f"preference {list(np.ravel(w))} has {w.size} weights; expected {K}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError(f"preference {w.tolist()} has a negative or non-finite weight; "
-                         "expected weights >= 0")
-    if w.sum() == 0:
-        raise ValueError("preference weights are all zero; expected at least one positive "
-                         "weight")
-    return w / w.sum()
+
+    def refuse(problem: WeightsProblem) -> ValueError:
+        if problem is WeightsProblem.COUNT:
+            return ValueError(f"preference {list(np.ravel(w))} has {w.size} weights; expected {K}")
+        if problem is WeightsProblem.NEGATIVE:
+            return ValueError(f"preference {w.tolist()} has a negative or non-finite weight; "
+                              "expected weights >= 0")
+        return ValueError("preference weights are all zero; expected at least one positive "
+                          "weight")
+
+    return normalised_weights(w, K, refuse)
 
 
 def validate_preference(preference: Mapping, tasks: Sequence[str]) -> dict[str, float]:
@@ -166,12 +170,12 @@ def validate_preference(preference: Mapping, tasks: Sequence[str]) -> dict[str, 
                 f"preference weight for {task!r} must be a number, got {weight!r}"
             )
         weight = float(weight)
-        if not math.isfinite(weight) or weight < 0:
+        if not valid_weight(weight):
             raise MAPError(
                 f"preference weight for {task!r} must be a finite number >= 0, got {weight!r}"
             )
         out[task] = weight
-    if sum(out.values()) == 0:
+    if weights_problem(np.array(list(out.values())), len(out)) is WeightsProblem.ZERO:
         raise MAPError(
             f"preference weights of the tasks to merge are all 0 ({sorted(out)}); "
             "at least one must be positive to pick a point on a front"
