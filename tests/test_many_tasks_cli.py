@@ -35,6 +35,7 @@ def argv(tmp_path_factory, zoo_root, four) -> list[str]:
     results = tmp_path_factory.mktemp("many_tasks")
     return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--point", "20",
             "--n-gen", "30", "--reevaluate", "3", "--pdf", "--baselines",
+            "--no-adamerging-baselines",  # test_adamerging_mode covers those points
             "--zeroshot-merge-models", *four,
             "--results-path", str(results), "--exp-id", "four"]
 

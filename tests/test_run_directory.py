@@ -59,7 +59,7 @@ def reused(results, zoo_root, grid):
     import io
 
     first = _argv(zoo_root, results, "ta", "map", "--truth", grid[0], "--baselines",
-                  "--reevaluate", "all")
+                  "--no-adamerging-baselines", "--reevaluate", "all")
     second = _argv(zoo_root, results, "ta", "map", "--pick", "weighted-sum", "--reevaluate", 3)
     first_out = io.StringIO()
     with contextlib.redirect_stdout(first_out):

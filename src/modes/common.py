@@ -10,8 +10,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from src.core import refine
-from src.run.baselines import (ADAMERGING_POINTS, baseline_dominance, evaluate_baselines,
-                           figure_baselines)
+from src.run.baselines import (ADAMERGING_POINTS, baseline_dominance, check_stored_adamerging,
+                               evaluate_baselines, figure_baselines)
 from src.run.compare import load_compared, method_label
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_metric, open_evaluator
@@ -55,6 +55,7 @@ def open_run(config: RunConfig) -> Iterator[RunContext]:
     truth = load_truth(config.truth, config) if config.truth else None
     compared = load_compared(config.compare, config)
     check_fingerprint(run.path, run_fingerprint(config))  # a resume must mean the same values
+    check_stored_adamerging(config, run.path)
     evaluator = open_evaluator(config, timings)
     record_fingerprint(run.path, run_fingerprint(config))  # the heads as evaluated
     try:

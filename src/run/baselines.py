@@ -67,16 +67,17 @@ def adamerging_settings_record(settings) -> dict[str, Any]:
     return record | {"steps": settings.steps}
 
 
-def adamerging_baselines(evaluator, config, folder: Path, stored: dict[str, dict[str, Any]]
-                         ) -> list:
-    """The four AdaMerging points as baseline jobs, learning the ones ``stored`` lacks on
-    the evaluator's local engine (a Ray pool has none in the driver: they are skipped with
-    a line). A stored point learned under other settings is refused (MAPError)."""
+def check_stored_adamerging(config, folder: Path,
+                            stored: dict[str, dict[str, Any]] | None = None) -> None:
+    """A stored AdaMerging baseline learned under other --adamerging-* settings is refused in
+    one line (MAPError); open_run asks before anything is loaded."""
     from map_common.errors import MAPError
-    from task_vectors.adamerging import Layout, learn, method_name
-    from task_vectors.baselines import TIES_DENSITY, AdaMergingBaseline
-    from task_vectors.merging import ties_vectors
+    from task_vectors.adamerging import method_name
 
+    if config.adamerging is None or not config.baselines:
+        return
+    if stored is None:
+        stored = read_json(folder / "baselines.json", {}) or {}
     record = adamerging_settings_record(config.adamerging)
     for granularity, vectors in ADAMERGING_POINTS:
         entry = stored.get(method_name(granularity, vectors))
@@ -84,6 +85,18 @@ def adamerging_baselines(evaluator, config, folder: Path, stored: dict[str, dict
             raise MAPError(f"{folder / 'baselines.json'} holds {method_name(granularity, vectors)} "
                            "learned with other --adamerging-* settings; rerun with them, use "
                            "another --exp-id, or add --no-adamerging-baselines")
+
+
+def adamerging_baselines(evaluator, config, folder: Path, stored: dict[str, dict[str, Any]]
+                         ) -> list:
+    """The four AdaMerging points as baseline jobs, learning the ones ``stored`` lacks on
+    the evaluator's local engine (a Ray pool has none in the driver: they are skipped with
+    a line). A stored point learned under other settings is refused (MAPError)."""
+    from task_vectors.adamerging import Layout, learn, method_name
+    from task_vectors.baselines import TIES_DENSITY, AdaMergingBaseline
+    from task_vectors.merging import ties_vectors
+
+    check_stored_adamerging(config, folder, stored)
     missing = [(g, v) for g, v in ADAMERGING_POINTS if method_name(g, v) not in stored]
     if not missing:
         return []
@@ -108,7 +121,8 @@ def adamerging_baselines(evaluator, config, folder: Path, stored: dict[str, dict
                                 for r in result.lambdas.tolist()),
             spans=tuple(layout.spans) if granularity == "layer" else (), vectors=vectors,
             density=TIES_DENSITY,
-            details={"settings": record, "entropy_first_step": float(result.curve[0].mean()),
+            details={"settings": adamerging_settings_record(config.adamerging),
+                     "entropy_first_step": float(result.curve[0].mean()),
                      "entropy_last_step": float(result.curve[-1].mean()),
                      "learning_seconds": result.seconds, "images": ADAMERGING_NOTE}))
     return jobs
