@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from pathlib import Path
 
 
@@ -35,6 +36,15 @@ def processes_mentioning(text: str) -> list[int]:
             except OSError:
                 pass
     return pids
+
+
+def kill_processes_mentioning(text: str) -> None:
+    """SIGKILL what processes_mentioning(text) finds: only what the test started."""
+    for pid in processes_mentioning(text):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def wait_for_exit(pids: list[int], hang_limit: float = 300.0) -> list[int]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import processes_mentioning
+from helpers import kill_processes_mentioning
 
 from map_common.errors import MAPError
 
@@ -175,11 +175,7 @@ def ray_tmp():
         os.environ.pop("RAY_TMPDIR", None)
     else:
         os.environ["RAY_TMPDIR"] = previous
-    for pid in processes_mentioning(folder):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    kill_processes_mentioning(folder)
 
 
 @pytest.fixture(scope="module")

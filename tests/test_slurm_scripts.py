@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import processes_mentioning, wait_for_exit
+from helpers import kill_processes_mentioning, processes_mentioning, wait_for_exit
 
 REPO = Path(__file__).resolve().parent.parent
 SLURM = REPO / "scripts" / "slurm"
@@ -175,11 +174,7 @@ def test_multinode_script_on_localhost(tmp_path, demo_zoo, zoo_root):
         assert wait_for_exit(processes_mentioning(ray_tmp)) == []
         assert processes_mentioning(ray_tmp) == []
     finally:
-        for pid in processes_mentioning(ray_tmp):  # only what this test started
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_processes_mentioning(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     # The same files as the same run without Ray.
     import run_MAP
@@ -227,11 +222,7 @@ echo "another token: rc=$?"
         assert "without: rc=1" in out.stdout and "another token: rc=1" in out.stdout
         assert "cannot join the Ray head" in out.stderr and "InvalidAuthToken" in out.stderr
     finally:
-        for pid in processes_mentioning(ray_tmp):  # only what this test started
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_processes_mentioning(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
