@@ -254,14 +254,15 @@ def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
 
 
 def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_reeval: int,
-               seed: int) -> dict:
+               seed: int, pick: str = PICK) -> dict:
     """src.core.front.solve_front as the CLI runs it, then each preference's pick on its front.
 
     Equal budget, every evaluation counted: solve_front re-evaluates n_reeval - (P - 1)
     front points (the first preference's pick among them); the other P - 1 preferences'
     picks are evaluated too when they are not among those (counted, part of the method's
     evaluations), so the method spends at most n_reeval on its front and hands over only
-    models it has evaluated, as random search and BoTorch do."""
+    models it has evaluated, as random search and BoTorch do. ``pick``: the pick rule
+    (weighted-sum here, the rule preference regret scores; many_tasks.py passes the CLI's)."""
     import tempfile
 
     from src.core.front import FrontTask, SearchSettings, solve_front
@@ -277,10 +278,10 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
                          weights=preferences[0], folder=Path(folder), names="bench",
                          reevaluate=n_spread, evaluate_real=evaluate)
         res = solve_front(task, SearchSettings(low=0.0, high=1.0, n_gen=N_GEN, seed=seed,
-                                               pick=PICK))
+                                               pick=pick))
     rows = list(res.reevaluated)
     real = list(res.F_real) if res.F_real is not None else []
-    picks = [pareto.pick(res.F_front, w, [SENSE] * T, PICK,
+    picks = [pareto.pick(res.F_front, w, [SENSE] * T, pick,
                          worst=np.array(res.anchors["worst"]), best=np.array(res.anchors["best"]))
              for w in preferences]
     missing = sorted(set(picks) - set(rows))
@@ -307,7 +308,7 @@ def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int):
 
 
 def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: int,
-            rounds: int = 0, points: int = 5, design_kind: str = "tool"
+            rounds: int = 0, points: int = 5, design_kind: str = "tool", pick: str = PICK
             ) -> dict:
     """map_mode.design of n_fit - rounds * points points, refinement, the front step."""
     from types import SimpleNamespace
@@ -326,17 +327,18 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
     if rounds:
         r = run_refine(evaluate, C, Y, rounds, points, seed)
         C, Y, info = r.C, r.Y, r.summary()
-    out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed)
+    out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed, pick)
     out["refine"] = info
     return out
 
 
-def run_bayes(evaluate, task_set, preferences, n_reeval: int, seed: int) -> dict:
+def run_bayes(evaluate, task_set, preferences, n_reeval: int, seed: int, pick: str = PICK
+              ) -> dict:
     T = len(task_set)
     n_initial, n_update, n_iter = default_bayes_schedule(T)
     res = bayesian.run_rounds(evaluate, T, n_initial=n_initial, n_update=n_update,
                               n_iter=n_iter, link="sigmoid", seed=seed)
-    return front_step(evaluate, res.C, res.Y, task_set, preferences, n_reeval, seed)
+    return front_step(evaluate, res.C, res.Y, task_set, preferences, n_reeval, seed, pick)
 
 
 def direct(C: np.ndarray, Y: np.ndarray, preferences) -> dict:
