@@ -388,8 +388,8 @@ def report(rows: list[dict], sets) -> None:
               f"{r['below_pretrained_eval'] or '-':<22} {keeper:>6} | {ge[0]:>10} {ge[1]:>7} "
               f"{beater:>9}")
 
-    print("\nper task set: each method's pick per task, evaluation split (seed 0 where seeded; "
-          "mean over seeds in brackets is not shown)")
+    print("\nper task set: each method's pick per task, evaluation split (seed 0 where "
+          "seeded)")
     for task_set in sets:
         key = "+".join(task_set)
         sel = [r for r in rows if r["tasks"] == key and r["seed"] in ("", 0)]
