@@ -1,7 +1,7 @@
 """How close does each method get to the Pareto front a dense grid of merges gives? (demo zoo)
 
     .venv/bin/python bench/front_quality.py [--sets pairs|triples|all|A,B;C,D,E]
-        [--max-sets N] [--methods map refine bayesian dare ties random botorch lhs]
+        [--max-sets N] [--methods map refine ehvi bayesian dare ties random botorch lhs]
         [--refine 2x5 ...] [--botorch-sets N] [--random-seeds 0 1 2]
         [--reevaluate 10] [--pair-grid 21] [--triple-grid 11] [--margin 0.01]
         [--cache DIR] [--csv PATH] [--no-curve]
@@ -27,6 +27,9 @@ default schedule ((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
   map dare / map ties  map with --merge-method dare / ties (an engine over the set's tasks,
             as the CLI builds it), scored against the task-arithmetic grid as the
             original's figure does;
+  map+ehvi RxK  map+refine whose rounds choose their points by expected hypervolume
+            improvement under a bootstrap ensemble of the quadratic surrogates
+            (src.core.acquisition) instead of spreading them along the front;
   map lhs   map with --design lhs (one-hot + centre + a Latin hypercube), also with refine;
   bayesian  src.core.bayesian.run_rounds with its default schedule, then the same front step;
   random    the budget as uniform random merges (each --random-seeds seed);
@@ -295,20 +298,26 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
             "refine": None}
 
 
-def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int):
-    """--refine-rounds / --refine-points with the CLI's search settings."""
+def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int,
+               acquisition: str = "spread"):
+    """--refine-rounds / --refine-points with the CLI's search settings; acquisition
+    "ehvi" chooses each round's points by src.core.acquisition.ehvi_selector."""
+    from src.core import acquisition as acq
     from src.core import refine
 
     T = C.shape[1]
     search = refine.surrogate_search("sigmoid", [SENSE] * T, low=0.0, high=1.0, n_gen=N_GEN,
                                      seed=seed)
+    select = (acq.ehvi_selector("sigmoid", [SENSE] * T, seed=seed,
+                                min_distance=refine.MIN_DISTANCE)
+              if acquisition == "ehvi" else None)
     return refine.refine_front(evaluate, search, C, Y, rounds=rounds, points=points,
-                               min_distance=refine.MIN_DISTANCE)
+                               min_distance=refine.MIN_DISTANCE, select=select)
 
 
 def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: int,
-            rounds: int = 0, points: int = 5, design_kind: str = "tool"
-            ) -> dict:
+            rounds: int = 0, points: int = 5, design_kind: str = "tool",
+            acquisition: str = "spread") -> dict:
     """map_mode.design of n_fit - rounds * points points, refinement, the front step."""
     from types import SimpleNamespace
 
@@ -324,7 +333,7 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
     Y = evaluate(C)
     info = None
     if rounds:
-        r = run_refine(evaluate, C, Y, rounds, points, seed)
+        r = run_refine(evaluate, C, Y, rounds, points, seed, acquisition)
         C, Y, info = r.C, r.Y, r.summary()
     out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed)
     out["refine"] = info
@@ -479,6 +488,12 @@ def main() -> None:
                 R, K = map(int, spec.split("x"))
                 runs.append((f"map+refine {spec}", a.seed, lambda s=a.seed, R=R, K=K: run_map(
                     evaluate, task_set, n_fit, prefs, a.reevaluate, s, R, K)))
+        if "ehvi" in a.methods:  # refinement rounds chosen by EHVI under a bootstrap ensemble
+            for spec in a.refine:
+                R, K = map(int, spec.split("x"))
+                runs.append((f"map+ehvi {spec}", a.seed, lambda s=a.seed, R=R, K=K: run_map(
+                    evaluate, task_set, n_fit, prefs, a.reevaluate, s, R, K,
+                    acquisition="ehvi")))
         if "lhs" in a.methods:  # measurement only: is the design's edge-heavy grid a loss?
             runs.append(("map lhs", a.seed, lambda s=a.seed: run_map(
                 evaluate, task_set, n_fit, prefs, a.reevaluate, s, design_kind="lhs")))
