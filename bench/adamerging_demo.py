@@ -73,13 +73,20 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] (the clamp range), got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=positive_int, default=500, help="AdaMerging steps")
     p.add_argument("--batch-size", type=positive_int, default=16,
                    help="unlabeled images per task and step")
     p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--prior", type=float, default=0.3, help="every coefficient's start")
+    p.add_argument("--prior", type=unit_float, default=0.3, help="every coefficient's start")
     p.add_argument("--point", type=positive_int, default=20, help="nested MAP: evaluations "
                    "per pair")
     p.add_argument("--n-gen", type=positive_int, default=200, help="nested MAP: NSGA-III "
