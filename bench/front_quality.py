@@ -433,12 +433,13 @@ def main() -> None:
     p.add_argument("--from-csv", nargs="+", metavar="CSV", default=None,
                    help="print the summary and the goal table of earlier runs' --csv files "
                         "(e.g. a pairs run and a triples run) and exit; measures nothing")
+    p.add_argument("--markdown", action="store_true", help="tables as Markdown")
     add_common_flags(p)
     a = p.parse_args()
     if a.from_csv:
         rows, curve = read_csvs([Path(f) for f in a.from_csv])
-        summarise(rows, curve)
-        print_goals(rows)
+        summarise(rows, curve, a.markdown)
+        print_goals(rows, a.markdown)
         return
     threads = set_threads(a.threads)
     zoo = demo_zoo()
@@ -602,7 +603,7 @@ def read_csvs(paths: Sequence[Path]) -> tuple[list[dict], list[dict]]:
     return rows, curve
 
 
-def print_goals(rows: list[dict]) -> None:
+def print_goals(rows: list[dict], markdown: bool = False) -> None:
     """The "Beyond two tasks" issue's goals this bench measures, each with its figure.
 
     Held-out scores throughout. MAP = the "map" rows (default flags). Against BoTorch only
@@ -655,14 +656,27 @@ def print_goals(rows: list[dict]) -> None:
                           f"{bm:.3f} vs {mm:.3f}", ">= map", bm >= mm))
     if not lines:
         return
-    print("\ngoals (issue \"Beyond two tasks\"; held-out HV ratio and regret)")
-    w = max(len(x[0]) for x in lines)
-    v = max(len(x[1]) for x in lines)
-    for label, figure, goal, met in lines:
-        print(f"{label:<{w}} | {figure:<{v}} | {goal:<18} | {'met' if met else 'not met'}")
+    print("\ngoals (issue \"Beyond two tasks\"; held-out HV ratio and regret)\n")
+    print_table(["figure", "measured", "goal", "met"],
+                [[label, figure, goal, "yes" if met else "no"]
+                 for label, figure, goal, met in lines], markdown)
 
 
-def summarise(rows: list[dict], curve: list[dict]) -> None:
+def print_table(header: Sequence[str], body: Sequence[Sequence[str]], markdown: bool) -> None:
+    """Aligned text, or a Markdown table to paste into the docs."""
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for line in body:
+            print("| " + " | ".join(line) + " |")
+        return
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+    for line in [header, *body]:
+        print("  ".join(f"{x:<{w}}" if i == 0 else f"{x:>{w}}"
+                        for i, (x, w) in enumerate(zip(line, widths))))
+
+
+def summarise(rows: list[dict], curve: list[dict], markdown: bool = False) -> None:
     if not rows:
         return
     print("\nper method and T (means over task sets and seeds; worst = lowest held-out HV "
@@ -670,33 +684,36 @@ def summarise(rows: list[dict], curve: list[dict]) -> None:
           "against the grid front chosen on the evaluation split and measured there too "
           "(above 1: better than the grid's choice). in-sample: the method's own evaluations "
           "against the grid's (both biased upwards by selection). Every evaluation counted. "
-          "noise gap: see Truth.noise_gap")
-    w = max(9, max(len(r["method"]) for r in rows))
-    print(f"{'method':<{w}} {'T':>2} {'runs':>4} | {'HV ratio':>8} {'worst':>6} {'IGD+':>7} "
-          f"{'regret':>7} | {'in-sample HV':>12} {'regret':>7} | {'pred err':>8} {'evals':>5} "
-          f"{'sec':>6} | {'noise gap':>9}")
+          "noise gap: see Truth.noise_gap\n")
+    header = ["method", "T", "runs", "HV ratio", "worst", "IGD+", "regret", "in-sample HV",
+              "in-sample regret", "pred err", "evals", "sec", "noise gap"]
+    body = []
     for (method, T) in dict.fromkeys((r["method"], r["T"]) for r in rows):
         sel = [r for r in rows if r["method"] == method and r["T"] == T]
         mae = [r["pred_real_mae"] for r in sel if "pred_real_mae" in r]
 
         def mean(key: str) -> float:
             return float(np.mean([r[key] for r in sel]))
-        print(f"{method:<{w}} {T:>2} {len(sel):>4} | {mean('hv_ratio_held'):>8.3f} "
-              f"{np.min([r['hv_ratio_held'] for r in sel]):>6.3f} {mean('igd_plus_held'):>7.4f} "
-              f"{mean('regret_held'):>+7.4f} | {mean('hv_ratio_val'):>12.3f} "
-              f"{mean('regret_val'):>+7.4f} | {(np.mean(mae) if mae else float('nan')):>8.4f} "
-              f"{mean('evaluations'):>5.0f} {mean('seconds'):>6.1f} | {mean('noise_gap'):>9.3f}")
+        body.append([method, f"{T}", f"{len(sel)}", f"{mean('hv_ratio_held'):.3f}",
+                     f"{np.min([r['hv_ratio_held'] for r in sel]):.3f}",
+                     f"{mean('igd_plus_held'):.4f}", f"{mean('regret_held'):+.4f}",
+                     f"{mean('hv_ratio_val'):.3f}", f"{mean('regret_val'):+.4f}",
+                     f"{np.mean(mae):.4f}" if mae else "-", f"{mean('evaluations'):.0f}",
+                     f"{mean('seconds'):.1f}", f"{mean('noise_gap'):.3f}"])
+    print_table(header, body, markdown)
     if curve:
         print("\nMAP's held-out HV ratio as its design grows (mean over task sets; + the front "
-              "step's re-evaluations)")
+              "step's re-evaluations)\n")
+        body = []
         for T in sorted({c["T"] for c in curve}):
             for n in sorted({c["n_fit"] for c in curve if c["T"] == T}):
                 sel = [c for c in curve if c["T"] == T and c["n_fit"] == n]
-                print(f"T={T} design {n:>3} ({np.mean([c['evaluations'] for c in sel]):.0f} "
-                      f"evals): held-out HV ratio "
-                      f"{np.mean([c['hv_ratio_held'] for c in sel]):.3f} (worst "
-                      f"{np.min([c['hv_ratio_held'] for c in sel]):.3f}; in-sample "
-                      f"{np.mean([c['hv_ratio_val'] for c in sel]):.3f})")
+                body.append([f"{T}", f"{n}", f"{np.mean([c['evaluations'] for c in sel]):.0f}",
+                             f"{np.mean([c['hv_ratio_held'] for c in sel]):.3f}",
+                             f"{np.min([c['hv_ratio_held'] for c in sel]):.3f}",
+                             f"{np.mean([c['hv_ratio_val'] for c in sel]):.3f}"])
+        print_table(["T", "design", "evals", "held-out HV ratio", "worst", "in-sample"], body,
+                    markdown)
 
 
 if __name__ == "__main__":
