@@ -503,6 +503,11 @@ def main() -> None:
                 runs.append((f"map lhs+refine {spec}", a.seed, lambda s=a.seed, R=R, K=K:
                              run_map(evaluate, task_set, n_fit, prefs, a.reevaluate, s,
                                      R, K, design_kind="lhs")))
+            for spec in a.refine if "ehvi" in a.methods else []:
+                R, K = map(int, spec.split("x"))
+                runs.append((f"map lhs+ehvi {spec}", a.seed, lambda s=a.seed, R=R, K=K:
+                             run_map(evaluate, task_set, n_fit, prefs, a.reevaluate, s,
+                                     R, K, design_kind="lhs", acquisition="ehvi")))
         if "bayesian" in a.methods:
             runs.append(("bayesian", a.seed, lambda s=a.seed: run_bayes(
                 evaluate, task_set, prefs, a.reevaluate, s)))
