@@ -274,6 +274,11 @@ def _refinement_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--refine-tol", type=nonnegative_float, default=0.0,
                    help="Stop refining once a round's mean |predicted - real| at its new "
                         "points is at most this (metric units; 0: run every round).")
+    g.add_argument("--refine-acquisition", choices=("spread", "ehvi"), default="spread",
+                   help="How a refinement round chooses its new front points: spread along "
+                        "the predicted front, or by expected hypervolume improvement under a "
+                        "bootstrap ensemble of the surrogates (src/core/acquisition.py; "
+                        "compared in docs/front_quality.md).")
 
 
 def _output_flags(p: argparse.ArgumentParser) -> None:

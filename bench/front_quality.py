@@ -1,7 +1,7 @@
 """How close does each method get to the Pareto front a dense grid of merges gives? (demo zoo)
 
     .venv/bin/python bench/front_quality.py [--sets pairs|triples|all|A,B;C,D,E]
-        [--max-sets N] [--methods map refine bayesian dare ties random botorch lhs]
+        [--max-sets N] [--methods map refine ehvi bayesian dare ties random botorch lhs]
         [--refine 2x5 ...] [--botorch-sets N] [--random-seeds 0 1 2]
         [--reevaluate 10] [--pair-grid 21] [--triple-grid 11] [--margin 0.01]
         [--cache DIR] [--csv PATH] [--no-curve]
@@ -27,6 +27,9 @@ default schedule ((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
   map dare / map ties  map with --merge-method dare / ties (an engine over the set's tasks,
             as the CLI builds it), scored against the task-arithmetic grid as the
             original's figure does;
+  map+ehvi RxK  map+refine whose rounds choose their points by expected hypervolume
+            improvement under a bootstrap ensemble of the quadratic surrogates
+            (src.core.acquisition) instead of spreading them along the front;
   map lhs   map with --design lhs (one-hot + centre + a Latin hypercube), also with refine;
   bayesian  src.core.bayesian.run_rounds with its default schedule, then the same front step;
   random    the budget as uniform random merges (each --random-seeds seed);
@@ -296,20 +299,26 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
             "refine": None}
 
 
-def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int):
-    """--refine-rounds / --refine-points with the CLI's search settings."""
+def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int,
+               acquisition: str = "spread"):
+    """--refine-rounds / --refine-points with the CLI's search settings; acquisition
+    "ehvi" chooses each round's points by src.core.acquisition.ehvi_selector."""
+    from src.core import acquisition as acq
     from src.core import refine
 
     T = C.shape[1]
     search = refine.surrogate_search("sigmoid", [SENSE] * T, low=0.0, high=1.0, n_gen=N_GEN,
                                      seed=seed)
+    select = (acq.ehvi_selector("sigmoid", [SENSE] * T, seed=seed,
+                                min_distance=refine.MIN_DISTANCE)
+              if acquisition == "ehvi" else None)
     return refine.refine_front(evaluate, search, C, Y, rounds=rounds, points=points,
-                               min_distance=refine.MIN_DISTANCE)
+                               min_distance=refine.MIN_DISTANCE, select=select)
 
 
 def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: int,
-            rounds: int = 0, points: int = 5, design_kind: str = "tool", pick: str = PICK
-            ) -> dict:
+            rounds: int = 0, points: int = 5, design_kind: str = "tool",
+            acquisition: str = "spread", pick: str = PICK) -> dict:
     """map_mode.design of n_fit - rounds * points points, refinement, the front step."""
     from types import SimpleNamespace
 
@@ -325,7 +334,7 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
     Y = evaluate(C)
     info = None
     if rounds:
-        r = run_refine(evaluate, C, Y, rounds, points, seed)
+        r = run_refine(evaluate, C, Y, rounds, points, seed, acquisition)
         C, Y, info = r.C, r.Y, r.summary()
     out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed, pick)
     out["refine"] = info
@@ -423,8 +432,17 @@ def main() -> None:
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "map-merging" / "bench"))
     p.add_argument("--csv", default=None)
     p.add_argument("--no-curve", action="store_true")
+    p.add_argument("--from-csv", nargs="+", metavar="CSV", default=None,
+                   help="print the summary and the goal table of earlier runs' --csv files "
+                        "(e.g. a pairs run and a triples run) and exit; measures nothing")
+    p.add_argument("--markdown", action="store_true", help="tables as Markdown")
     add_common_flags(p)
     a = p.parse_args()
+    if a.from_csv:
+        rows, curve = read_csvs([Path(f) for f in a.from_csv])
+        summarise(rows, curve, a.markdown)
+        print_goals(rows, a.markdown)
+        return
     threads = set_threads(a.threads)
     zoo = demo_zoo()
     tasks = zoo.tasks
@@ -473,6 +491,12 @@ def main() -> None:
                 R, K = map(int, spec.split("x"))
                 runs.append((f"map+refine {spec}", a.seed, lambda s=a.seed, R=R, K=K: run_map(
                     evaluate, task_set, n_fit, prefs, a.reevaluate, s, R, K)))
+        if "ehvi" in a.methods:  # refinement rounds chosen by EHVI under a bootstrap ensemble
+            for spec in a.refine:
+                R, K = map(int, spec.split("x"))
+                runs.append((f"map+ehvi {spec}", a.seed, lambda s=a.seed, R=R, K=K: run_map(
+                    evaluate, task_set, n_fit, prefs, a.reevaluate, s, R, K,
+                    acquisition="ehvi")))
         if "lhs" in a.methods:  # measurement only: is the design's edge-heavy grid a loss?
             runs.append(("map lhs", a.seed, lambda s=a.seed: run_map(
                 evaluate, task_set, n_fit, prefs, a.reevaluate, s, design_kind="lhs")))
@@ -481,6 +505,11 @@ def main() -> None:
                 runs.append((f"map lhs+refine {spec}", a.seed, lambda s=a.seed, R=R, K=K:
                              run_map(evaluate, task_set, n_fit, prefs, a.reevaluate, s,
                                      R, K, design_kind="lhs")))
+            for spec in a.refine if "ehvi" in a.methods else []:
+                R, K = map(int, spec.split("x"))
+                runs.append((f"map lhs+ehvi {spec}", a.seed, lambda s=a.seed, R=R, K=K:
+                             run_map(evaluate, task_set, n_fit, prefs, a.reevaluate, s,
+                                     R, K, design_kind="lhs", acquisition="ehvi")))
         if "bayesian" in a.methods:
             runs.append(("bayesian", a.seed, lambda s=a.seed: run_bayes(
                 evaluate, task_set, prefs, a.reevaluate, s)))
@@ -526,6 +555,9 @@ def main() -> None:
                   f"{counted} evals, {wall:.1f} s (noise gap {truth.noise_gap():.3f})",
                   flush=True)
 
+        if a.csv:  # after every set, so a stopped run keeps what it measured
+            write_csv(Path(a.csv), rows, quiet=True)
+
         if not a.no_curve and "map" in a.methods:
             m = sampling.min_points(T)
             for n in sorted({m, 3 * m // 2, 2 * m, 3 * m}):
@@ -537,23 +569,121 @@ def main() -> None:
                               "hv_ratio_val": r["hv_ratio_val"]})
 
     summarise(rows, curve)
+    print_goals(rows)
     if a.csv:
         write_csv(Path(a.csv), rows)
         if curve:
             write_csv(Path(a.csv).with_name(Path(a.csv).stem + "_curve.csv"), curve)
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict], quiet: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    print(f"wrote {path}")
+    if not quiet:
+        print(f"wrote {path}")
 
 
-def summarise(rows: list[dict], curve: list[dict]) -> None:
+def read_csvs(paths: Sequence[Path]) -> tuple[list[dict], list[dict]]:
+    """Rows (and the design curves, when a <stem>_curve.csv lies beside) of --csv files."""
+    def parse(value: str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        return value
+
+    rows: list[dict] = []
+    curve: list[dict] = []
+    for path in paths:
+        with open(path, newline="") as f:
+            # a key another method's row has is written empty: leave it out, as in the run
+            rows += [{k: parse(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+        curve_path = path.with_name(path.stem + "_curve.csv")
+        if curve_path.exists():
+            with open(curve_path, newline="") as f:
+                curve += [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    return rows, curve
+
+
+def print_goals(rows: list[dict], markdown: bool = False) -> None:
+    """The "Beyond two tasks" issue's goals this bench measures, each with its figure.
+
+    Held-out scores throughout. MAP = the "map" rows (default flags). Against BoTorch only
+    the task sets where BoTorch ran count. Regret goal: MAP's mean regret <= BoTorch's
+    + 0.5 |BoTorch's| (1.5x when BoTorch's is positive; regret is negative where a pick
+    beats the grid's).
+    """
+    def of(method: str, T: int, seed=None, sets=None) -> dict[str, dict]:
+        return {r["tasks"]: r for r in rows if r["method"] == method and r["T"] == T
+                and (seed is None or r["seed"] == seed) and (sets is None or r["tasks"] in sets)}
+
+    lines = []
+    for T in sorted({r["T"] for r in rows}):
+        name = {2: "pairs", 3: "triples"}.get(T, f"T={T}")
+        mp = of("map", T)
+        if not mp:
+            continue
+        m_hv = {k: r["hv_ratio_held"] for k, r in mp.items()}
+        for seed in sorted({r["seed"] for r in rows if r["method"] == "random" and r["T"] == T}):
+            rs = of("random", T, seed, set(m_hv))
+            common = sorted(set(rs) & set(m_hv))
+            if not common:
+                continue
+            mm = np.mean([m_hv[k] for k in common])
+            rm = np.mean([rs[k]["hv_ratio_held"] for k in common])
+            mw = min(m_hv[k] for k in common)
+            rw = min(rs[k]["hv_ratio_held"] for k in common)
+            lines.append((f"map vs random (seed {seed}), {name}, {len(common)} sets",
+                          f"mean {mm:.3f} vs {rm:.3f}; worst set {mw:.3f} vs {rw:.3f}",
+                          "ahead on both", mm > rm and mw > rw))
+        bo = of("botorch", T)
+        common = sorted(set(bo) & set(m_hv))
+        if common:
+            goal = 0.98 if T == 2 else 0.95
+            ratio = np.mean([m_hv[k] for k in common]) / np.mean(
+                [bo[k]["hv_ratio_held"] for k in common])
+            lines.append((f"map / botorch HV ratio, {name}, {len(common)} sets",
+                          f"{ratio:.3f}", f">= {goal}", ratio >= goal))
+            mr = np.mean([mp[k]["regret_held"] for k in common])
+            br = np.mean([bo[k]["regret_held"] for k in common])
+            lines.append((f"map vs botorch regret, {name}, {len(common)} sets",
+                          f"{mr:+.4f} vs {br:+.4f}", "<= 1.5x botorch's",
+                          mr <= br + 0.5 * abs(br)))
+        by = of("bayesian", T)
+        common = sorted(set(by) & set(m_hv))
+        if common:
+            bm = np.mean([by[k]["hv_ratio_held"] for k in common])
+            mm = np.mean([m_hv[k] for k in common])
+            lines.append((f"bayesian vs map, {name}, {len(common)} sets",
+                          f"{bm:.3f} vs {mm:.3f}", ">= map", bm >= mm))
+    if not lines:
+        return
+    print("\ngoals (issue \"Beyond two tasks\"; held-out HV ratio and regret)\n")
+    print_table(["figure", "measured", "goal", "met"],
+                [[label, figure, goal, "yes" if met else "no"]
+                 for label, figure, goal, met in lines], markdown)
+
+
+def print_table(header: Sequence[str], body: Sequence[Sequence[str]], markdown: bool) -> None:
+    """Aligned text, or a Markdown table to paste into the docs."""
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for line in body:
+            print("| " + " | ".join(line) + " |")
+        return
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+    for line in [header, *body]:
+        print("  ".join(f"{x:<{w}}" if i == 0 else f"{x:>{w}}"
+                        for i, (x, w) in enumerate(zip(line, widths))))
+
+
+def summarise(rows: list[dict], curve: list[dict], markdown: bool = False) -> None:
     if not rows:
         return
     print("\nper method and T (means over task sets and seeds; worst = lowest held-out HV "
@@ -561,33 +691,36 @@ def summarise(rows: list[dict], curve: list[dict]) -> None:
           "against the grid front chosen on the evaluation split and measured there too "
           "(above 1: better than the grid's choice). in-sample: the method's own evaluations "
           "against the grid's (both biased upwards by selection). Every evaluation counted. "
-          "noise gap: see Truth.noise_gap")
-    w = max(9, max(len(r["method"]) for r in rows))
-    print(f"{'method':<{w}} {'T':>2} {'runs':>4} | {'HV ratio':>8} {'worst':>6} {'IGD+':>7} "
-          f"{'regret':>7} | {'in-sample HV':>12} {'regret':>7} | {'pred err':>8} {'evals':>5} "
-          f"{'sec':>6} | {'noise gap':>9}")
+          "noise gap: see Truth.noise_gap\n")
+    header = ["method", "T", "runs", "HV ratio", "worst", "IGD+", "regret", "in-sample HV",
+              "in-sample regret", "pred err", "evals", "sec", "noise gap"]
+    body = []
     for (method, T) in dict.fromkeys((r["method"], r["T"]) for r in rows):
         sel = [r for r in rows if r["method"] == method and r["T"] == T]
         mae = [r["pred_real_mae"] for r in sel if "pred_real_mae" in r]
 
         def mean(key: str) -> float:
             return float(np.mean([r[key] for r in sel]))
-        print(f"{method:<{w}} {T:>2} {len(sel):>4} | {mean('hv_ratio_held'):>8.3f} "
-              f"{np.min([r['hv_ratio_held'] for r in sel]):>6.3f} {mean('igd_plus_held'):>7.4f} "
-              f"{mean('regret_held'):>+7.4f} | {mean('hv_ratio_val'):>12.3f} "
-              f"{mean('regret_val'):>+7.4f} | {(np.mean(mae) if mae else float('nan')):>8.4f} "
-              f"{mean('evaluations'):>5.0f} {mean('seconds'):>6.1f} | {mean('noise_gap'):>9.3f}")
+        body.append([method, f"{T}", f"{len(sel)}", f"{mean('hv_ratio_held'):.3f}",
+                     f"{np.min([r['hv_ratio_held'] for r in sel]):.3f}",
+                     f"{mean('igd_plus_held'):.4f}", f"{mean('regret_held'):+.4f}",
+                     f"{mean('hv_ratio_val'):.3f}", f"{mean('regret_val'):+.4f}",
+                     f"{np.mean(mae):.4f}" if mae else "-", f"{mean('evaluations'):.0f}",
+                     f"{mean('seconds'):.1f}", f"{mean('noise_gap'):.3f}"])
+    print_table(header, body, markdown)
     if curve:
         print("\nMAP's held-out HV ratio as its design grows (mean over task sets; + the front "
-              "step's re-evaluations)")
+              "step's re-evaluations)\n")
+        body = []
         for T in sorted({c["T"] for c in curve}):
             for n in sorted({c["n_fit"] for c in curve if c["T"] == T}):
                 sel = [c for c in curve if c["T"] == T and c["n_fit"] == n]
-                print(f"T={T} design {n:>3} ({np.mean([c['evaluations'] for c in sel]):.0f} "
-                      f"evals): held-out HV ratio "
-                      f"{np.mean([c['hv_ratio_held'] for c in sel]):.3f} (worst "
-                      f"{np.min([c['hv_ratio_held'] for c in sel]):.3f}; in-sample "
-                      f"{np.mean([c['hv_ratio_val'] for c in sel]):.3f})")
+                body.append([f"{T}", f"{n}", f"{np.mean([c['evaluations'] for c in sel]):.0f}",
+                             f"{np.mean([c['hv_ratio_held'] for c in sel]):.3f}",
+                             f"{np.min([c['hv_ratio_held'] for c in sel]):.3f}",
+                             f"{np.mean([c['hv_ratio_val'] for c in sel]):.3f}"])
+        print_table(["T", "design", "evals", "held-out HV ratio", "worst", "in-sample"], body,
+                    markdown)
 
 
 if __name__ == "__main__":

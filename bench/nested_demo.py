@@ -11,6 +11,8 @@ Asserts nothing.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +21,33 @@ from common import (add_common_flags, demo_zoo, engine_for, read_json, run_cli, 
 
 EIGHT = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal", "TextureVal", "PositionVal",
          "ArrowVal", "SymbolVal"]
+
+
+@dataclass
+class NestedRun:
+    """The final model of an 8-task nested MAP run and what it cost."""
+
+    coefficients: dict[str, float]   # on every task vector: theta_pre + sum_i c_i tau_i
+    accuracy: dict[str, float]       # measured by the run, on the evaluation sets
+    n_evaluations: int
+    rounds: int
+    wall: float
+    search_seconds: float
+
+
+def run_nested(zoo, tasks: list[str], folder: Path, point: int = 20, n_gen: int = 200
+               ) -> NestedRun:
+    """`run_MAP.py --demo --method nested` on ``tasks`` with the uniform preference, in
+    ``folder``/nested8."""
+    _, wall = run_cli("--demo", "--zoo-dir", zoo.path.parent, "--method", "nested",
+                      "--zeroshot-merge-models", *tasks, "--point", point,
+                      "--n-gen", n_gen, "--results-path", folder, "--exp-id", "nested8")
+    run = read_json(folder / "nested8" / "run.json")
+    merge = read_json(folder / "nested8" / "final_model" / "merge.json")
+    return NestedRun(coefficients=merge["coefficients"], accuracy=merge["accuracy"],
+                     n_evaluations=run["summary"]["n_evaluations"],
+                     rounds=run["summary"]["rounds"], wall=wall,
+                     search_seconds=run["timings"]["search_seconds"])
 
 
 def main() -> None:
@@ -32,11 +61,7 @@ def main() -> None:
     print(f"demo zoo: {zoo.path}; torch threads: {threads}")
 
     with workdir(a.keep) as tmp:
-        _, wall = run_cli("--demo", "--zoo-dir", zoo.path.parent, "--method", "nested",
-                          "--zeroshot-merge-models", *EIGHT, "--point", a.point,
-                          "--n-gen", a.n_gen, "--results-path", tmp, "--exp-id", "nested8")
-        run = read_json(tmp / "nested8" / "run.json")
-        merge = read_json(tmp / "nested8" / "final_model" / "merge.json")
+        nested_run = run_nested(zoo, EIGHT, tmp, a.point, a.n_gen)
 
     engine = engine_for(zoo, EIGHT)
     eye = np.eye(len(EIGHT))
@@ -48,11 +73,11 @@ def main() -> None:
         ta[lam] = {t: evals[t]["accuracy"] for t in EIGHT}
     best = max(lambdas, key=lambda lam: np.mean(list(ta[lam].values())))
 
-    nested = merge["accuracy"]
-    coefficients = merge["coefficients"]
-    print(f"\nnested MAP: {run['summary']['n_evaluations']} evaluations in "
-          f"{run['summary']['rounds']} rounds ({a.point} per pair), wall {wall:.1f} s "
-          f"(search {run['timings']['search_seconds']:.1f} s)")
+    nested = nested_run.accuracy
+    coefficients = nested_run.coefficients
+    print(f"\nnested MAP: {nested_run.n_evaluations} evaluations in "
+          f"{nested_run.rounds} rounds ({a.point} per pair), wall {nested_run.wall:.1f} s "
+          f"(search {nested_run.search_seconds:.1f} s)")
     print(f"task arithmetic: {len(lambdas)} evaluations on all 8 tasks; best λ = {best}")
     print("mean accuracy of task arithmetic per λ: " + ", ".join(
         f"{lam}: {np.mean(list(ta[lam].values())):.3f}" for lam in lambdas))

@@ -177,3 +177,44 @@ def test_lhs_design_has_the_one_hot_models_and_one_point_per_stratum():
     for k in range(3):  # a Latin hypercube: one point in each of the 16 slices per axis
         assert sorted(np.floor(rest[:, k] / 2 * 16).astype(int).tolist()) == list(range(16))
     np.testing.assert_array_equal(C, lhs_design(3, 20, 0.0, 2.0, seed=1))
+
+
+@pytest.mark.slow
+def test_ehvi_acquisition_chooses_the_refinement_points(zoo_root, tmp_path, monkeypatch,
+                                                        one_thread):
+    """--refine-acquisition ehvi: the rounds evaluate exactly the rows the EHVI selector
+    returned (a run that ignored the flag would spread them along the front instead)."""
+    import run_MAP
+    from src.core import acquisition
+
+    chosen = []
+    real_selector = acquisition.ehvi_selector
+
+    def recording_selector(*args, **kwargs):
+        select = real_selector(*args, **kwargs)
+
+        def wrapped(C_front, F_front, C_done, Y_done, k):
+            rows = select(C_front, F_front, C_done, Y_done, k)
+            chosen.append(np.asarray(C_front)[rows])
+            return rows
+        return wrapped
+
+    monkeypatch.setattr(acquisition, "ehvi_selector", recording_selector)
+    argv = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", "30",
+            "--reevaluate", "2", "--zeroshot-merge-models", *PAIR, "--results-path",
+            str(tmp_path), "--exp-id", "ehvi", "--refine-rounds", "2", "--refine-points", "2",
+            "--refine-acquisition", "ehvi", "--max-eval-samples", "200"]
+    assert run_MAP.main(argv) == 0
+    rounds = json.loads((tmp_path / "ehvi" / "run.json").read_text())["summary"]["refine"]
+    assert len(chosen) == len(rounds["rounds"]) >= 1
+    for picked, record in zip(chosen, rounds["rounds"]):
+        assert np.allclose(picked, np.array(record["coefficients"]))
+
+
+def test_ehvi_acquisition_without_rounds_is_refused(zoo_root, tmp_path, capsys):
+    import run_MAP
+
+    code = run_MAP.main(["--demo", "--zoo-dir", zoo_root, "--method", "map",
+                         "--refine-acquisition", "ehvi", "--results-path", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--refine-rounds" in err and len(err.strip().splitlines()) == 1

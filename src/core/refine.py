@@ -23,6 +23,8 @@ import numpy as np
 Search = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 # C_new [k, d] -> Y_new [k, K]: evaluate (and store) new points
 Evaluate = Callable[[np.ndarray], np.ndarray]
+# (C_front, F_front, C_done, Y_done, k) -> rows of the front to evaluate (at most k)
+Select = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
 MIN_DISTANCE = 0.05  # share of the box's side: closer points are "already evaluated"
 
@@ -80,9 +82,14 @@ def new_front_points(C_front: np.ndarray, F_front: np.ndarray, C_done: np.ndarra
 def refine_front(evaluate: Evaluate, search: Search, C: np.ndarray, Y: np.ndarray, *,
                  rounds: int, points: int, tol: float = 0.0,
                  min_distance: float = MIN_DISTANCE,
-                 on_round: Callable[[dict], None] | None = None) -> RefineResult:
+                 on_round: Callable[[dict], None] | None = None,
+                 select: Select | None = None) -> RefineResult:
     """Up to ``rounds`` rounds of: search on (C, Y), evaluate up to ``points`` new front
-    points, add them. Stops early once a round's mean |predicted - real| <= ``tol``."""
+    points, add them. Stops early once a round's mean |predicted - real| <= ``tol``.
+
+    ``select`` chooses the new points among the predicted front's rows
+    (src.core.acquisition.ehvi_selector: by expected hypervolume improvement); by default
+    they are spread along the front (new_front_points)."""
     if rounds < 0 or points < 0:
         raise ValueError(f"rounds={rounds} and points={points} must be 0 or more")
     if tol < 0 or min_distance < 0:
@@ -93,7 +100,8 @@ def refine_front(evaluate: Evaluate, search: Search, C: np.ndarray, Y: np.ndarra
         return result
     for r in range(1, rounds + 1):
         C_front, F_front = search(result.C, result.Y)
-        rows = new_front_points(C_front, F_front, result.C, points, min_distance)
+        rows = (new_front_points(C_front, F_front, result.C, points, min_distance)
+                if select is None else select(C_front, F_front, result.C, result.Y, points))
         if len(rows) == 0:
             result.stopped = "no new points"
             break

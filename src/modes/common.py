@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from src.core import refine
+from src.core import acquisition, refine
 from src.run.baselines import (ADAMERGING_POINTS, baseline_dominance, check_stored_adamerging,
                                evaluate_baselines, figure_baselines)
 from src.run.compare import load_compared, method_label
@@ -122,11 +122,15 @@ def refine_run(ctx: RunContext, C: np.ndarray, Y: np.ndarray
     search = refine.surrogate_search(config.metric.link, [config.metric.sense] * config.T,
                                      low=config.search_low, high=config.search_high,
                                      n_gen=config.n_gen, seed=config.seed)
+    min_distance = refine.MIN_DISTANCE * (config.high - config.low)
+    select = (acquisition.ehvi_selector(config.metric.link, [config.metric.sense] * config.T,
+                                        seed=config.seed, min_distance=min_distance)
+              if config.refine_acquisition == "ehvi" else None)
     result = refine.refine_front(
         lambda C_new: evaluate_metric(config, ctx.evaluator, store, C_new, desc="refining front"),
         search, C, Y, rounds=config.refine_rounds, points=config.refine_points,
-        tol=config.refine_tol, min_distance=refine.MIN_DISTANCE * (config.high - config.low),
-        on_round=json_log(path))
+        tol=config.refine_tol, min_distance=min_distance, on_round=json_log(path),
+        select=select)
     write_json(path, result.rounds)
     return result.C, result.Y, result.summary()
 

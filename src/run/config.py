@@ -117,6 +117,7 @@ class RunConfig:
     refine_rounds: int = 0      # map / bayesian: front-refinement rounds (src.core.refine)
     refine_points: int = 5      # new front points evaluated per round
     refine_tol: float = 0.0     # stop once a round's mean |predicted - real| is at most this
+    refine_acquisition: str = "spread"  # how a round picks its points: spread | ehvi
     design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs
     pair_points: int | None = None  # nested: merges evaluated per pair
 
@@ -185,6 +186,10 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     compare = tuple(str(require_file(p, "run to compare (--compare)"))
                     for p in (args.compare or ()))
     refine_rounds, refine_points, refine_tol = _refinement(args, mode, defaults)
+    refine_acquisition = getattr(args, "refine_acquisition", "spread")
+    if refine_acquisition != "spread" and refine_rounds == 0:
+        raise MAPError(f"--refine-acquisition {refine_acquisition} chooses the points of the "
+                       "refinement rounds: add --refine-rounds 1 or more")
     adamerging = _adamerging(args, mode) if mode.learns_coefficients or (
         args.baselines and not args.no_adamerging_baselines) else None
     # Checkpoint files before the device check imports torch (a refusal in under 2 s); the
@@ -209,7 +214,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         source=source, evaluation=evaluation,
         results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf, sweep=sweep,
         arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
-        refine_tol=refine_tol, design=settings.design, pair_points=settings.pair_points,
+        refine_tol=refine_tol, refine_acquisition=refine_acquisition,
+        design=settings.design, pair_points=settings.pair_points,
         adamerging=adamerging)
 
 
