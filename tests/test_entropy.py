@@ -125,7 +125,7 @@ def test_bayesian_on_entropy(zoo_root, tmp_path, run_cli):
 
 
 @pytest.mark.slow
-def test_nested_on_entropy_pairs_by_entropy(zoo_root, tmp_path, run_cli):
+def test_nested_on_entropy_pairs_by_entropy(zoo_root, tmp_path, run_cli, capsys):
     argv = _argv(zoo_root, tmp_path, "n", "nested", TRIPLE, "--point", "6",
                  "--metric-type", "entropy")
     assert run_cli(*argv) == 0
@@ -153,6 +153,11 @@ def test_nested_on_entropy_pairs_by_entropy(zoo_root, tmp_path, run_cli):
     # resumed (every round replayed): the same final accuracy, from one evaluation
     assert run_cli(*argv) == 0
     assert _read(run / "final_model" / "merge.json")["accuracy"] == merge["accuracy"]
+    # the same directory on accuracy: its rounds chose on entropy, refused in one line
+    capsys.readouterr()
+    assert run_cli(*argv[:-2]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "chose on entropy, this run chooses on accuracy" in err[0]
 
 
 @pytest.mark.slow

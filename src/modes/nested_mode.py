@@ -14,6 +14,7 @@ import numpy as np
 
 from src import plotting
 
+from map_common.errors import MAPError
 from src.core import nested
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_groups, metric_matrix
@@ -22,8 +23,22 @@ from src.modes.common import RunContext, finish, open_run
 from src.run.outputs import write_solved_front
 from src.run.results import ScalingResults, point_key, read_json, write_json
 
+TREE = "merge_tree.json"
+
+
+def check_stored_rounds(config: RunConfig) -> None:
+    """Rounds stored by a run on another metric are refused in one line, before anything is
+    loaded: they would be replayed as this run's choices, and a round folder's store is
+    keyed by pair names whose merges would then differ."""
+    tree = read_json(config.run_path / TREE, {}) or {}
+    chose_on = tree.get("metric", "accuracy")
+    if tree.get("rounds") and chose_on != config.metric.name:
+        raise MAPError(f"{config.run_path / TREE}: its rounds chose on {chose_on}, this run "
+                       f"chooses on {config.metric.name}; use another --exp-id")
+
 
 def run(config: RunConfig) -> dict[str, Any]:
+    check_stored_rounds(config)
     with open_run(config) as ctx:
         run_dir, T = ctx.run, config.T
         dataset_of = dict(zip(config.models, config.datasets))
@@ -37,7 +52,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         single_accuracy = {m: e["accuracy"] for m, e in singles.items()}
         measured: dict[tuple[float, ...], dict] = {}  # a level's merges: evals by coefficients
 
-        tree_path = run_dir.file("merge_tree.json", "the merge tree: pairs, coefficients, "
+        tree_path = run_dir.file(TREE, "the merge tree: pairs, coefficients, "
                                                     "preferences, measured accuracies, per round")
         records: list[dict] = list((read_json(tree_path, {}) or {}).get("rounds", []))
         for k, rec in enumerate(records):  # rounds a resume does not run again
@@ -134,7 +149,6 @@ def _references(ctx: RunContext, final: dict[str, float]) -> dict[str, Any]:
 
 def _chance(config: RunConfig) -> dict[str, float]:
     """1 / number of classes of each dataset (left out where the classes cannot be read)."""
-    from map_common.errors import MAPError
     from task_vectors.datasets.registry import get_dataset
 
     out = {}
