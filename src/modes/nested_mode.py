@@ -52,8 +52,9 @@ def run(config: RunConfig) -> dict[str, Any]:
         single_accuracy = {m: e["accuracy"] for m, e in singles.items()}
         measured: dict[tuple[float, ...], dict] = {}  # a level's merges: evals by coefficients
 
-        tree_path = run_dir.file(TREE, "the merge tree: pairs, coefficients, "
-                                                    "preferences, measured accuracies, per round")
+        tree_path = run_dir.file(TREE, "the merge tree: pairs, coefficients, preferences, "
+                                       "measured accuracies (entropies when pairing follows "
+                                       "entropy), per round")
         records: list[dict] = list((read_json(tree_path, {}) or {}).get("rounds", []))
         for k, rec in enumerate(records):  # rounds a resume does not run again
             run_dir.outputs[f"round{k + 1}/"] = _round_description(f"{rec['left']}_{rec['right']}")
