@@ -196,8 +196,10 @@ def _map_flags(p: argparse.ArgumentParser) -> None:
                    help="Datasets to evaluate merged models on, one per merged model, in the "
                         "same order (default: the merge models).")
     g.add_argument("--metric-type", type=str, default="accuracy", choices=sorted(METRICS),
-                   help="Objective per task: accuracy (maximised, sigmoid link) or loss "
-                        "(minimised, softplus link).")
+                   help="Objective per task: accuracy (maximised, sigmoid link), loss "
+                        "(minimised, softplus link) or entropy (minimised, softplus link: "
+                        "the mean Shannon entropy of the task head's softmax; chooses "
+                        "without labels, which are read for reporting only).")
     g.add_argument("--point", type=point_count, default=None,
                    help="Number of coefficient vectors to evaluate (default: default_points(T) "
                         "in args.py, (T+1)(T+2); nested: per pair, NESTED_PAIR_POINTS).")

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from map_common.errors import MAPError
 from map_common.files import atomic_write
+from task_vectors.engine import entropy  # noqa: F401  (the one definition; am.entropy)
 from task_vectors.precision import autocast_for
 
 GRANULARITIES = ("task", "layer")
@@ -136,12 +137,6 @@ class Layout:
 def method_name(granularity: str, vectors: str = "ta") -> str:
     """'AdaMerging (task-wise)', 'AdaMerging++ (layer-wise)', ... (++: TIES vectors)."""
     return f"AdaMerging{'++' if vectors == 'ties' else ''} ({granularity}-wise)"
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) of softmax(logits) per row: [B, K] -> [B], in fp32."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
 
 
 def initial_coefficients(n_tasks: int, n_layers: int, settings: AdaMergingSettings,
@@ -425,26 +420,8 @@ def learn(engine, datasets: Sequence[str], settings: AdaMergingSettings = AdaMer
         seconds=time.perf_counter() - started, resumed_from=start, settings=settings)
 
 
-@torch.no_grad()
 def evaluate_merged(engine, flat: torch.Tensor, datasets: Sequence[str]
                     ) -> dict[str, dict[str, float]]:
     """{dataset: {"accuracy", "loss", "entropy"}} of theta = ``flat`` over each full
-    evaluation set (labels read here, for reporting only)."""
-    engine.set_theta(flat)
-    autocast = autocast_for(engine.precision, engine.device)
-    out = {}
-    for name in datasets:
-        head, data = engine.heads[name], engine.eval_sets[name]
-        correct = loss = ent = torch.zeros((), device=engine.device)
-        for x, y in data.batches(engine.batch_size):
-            with autocast():
-                logits = head(engine.encoder(x))
-            logits = logits.float()
-            correct = correct + (logits.argmax(dim=1) == y).sum()
-            loss = loss + torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-            ent = ent + entropy(logits).sum()
-        n = len(data.labels)
-        stats = torch.stack([correct.float(), loss, ent]).cpu()
-        out[name] = {"accuracy": float(stats[0]) / n, "loss": float(stats[1]) / n,
-                     "entropy": float(stats[2]) / n}
-    return out
+    evaluation set: the engine's own evaluation (labels read there for reporting only)."""
+    return engine.evaluate_theta(flat, datasets)

@@ -333,7 +333,8 @@ class MergeEngine:
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, datasets: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-        """{dataset: {"accuracy", "loss"}} of the live model; one host sync per dataset."""
+        """{dataset: {"accuracy", "loss", "entropy"}} of the live model (the mean over the
+        set's images; entropy reads no label); one host sync per dataset."""
         names = list(datasets or list(self.eval_sets))
         for name in names:
             if name not in self.eval_sets or name not in self.heads:
@@ -344,16 +345,19 @@ class MergeEngine:
             head, data = self.heads[name], self.eval_sets[name]
             correct = torch.zeros((), device=self.device)
             loss = torch.zeros((), device=self.device)
+            ent = torch.zeros((), device=self.device)
             for x, y in data.batches(self.batch_size):
                 with self._autocast():
                     logits = head(self.encoder(x))
                 logits = logits.float()
                 correct += (logits.argmax(dim=1) == y).sum()
                 loss += F.cross_entropy(logits, y, reduction="sum")
+                ent += entropy(logits).sum()
             n = len(data.labels)
             images += n
-            stats = torch.stack([correct, loss]).cpu()
-            results[name] = {"accuracy": float(stats[0]) / n, "loss": float(stats[1]) / n}
+            stats = torch.stack([correct, loss, ent]).cpu()
+            results[name] = {"accuracy": float(stats[0]) / n, "loss": float(stats[1]) / n,
+                             "entropy": float(stats[2]) / n}
         self._sync()
         self._forward_seconds.append(time.perf_counter() - start)
         self._images += images
@@ -387,6 +391,13 @@ class MergeEngine:
             out["cuda_max_memory_allocated_bytes"] = int(
                 torch.cuda.max_memory_allocated(self.device))
         return out
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of softmax(logits) per row: [B, K] -> [B], in fp32. The one
+    definition: the evaluation's "entropy" metric and AdaMerging's loss."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
 
 
 def check_head(head: ClassificationHead, where: str, *, width: int | None = None,

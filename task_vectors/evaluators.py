@@ -18,7 +18,7 @@ from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l}}
+Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l, "entropy": h}}
 
 
 @runtime_checkable

@@ -113,7 +113,7 @@ def test_bayesian_writes_map_files_plus_rounds(runs, T):
 
     scaling = _read(run_dir / f"{names}scaling_results.json")
     assert all(set(e) == {"evals", "models"} and list(e["models"]) == models
-               and all(set(v) == {"accuracy", "loss"} for v in e["evals"].values())
+               and all(set(v) == {"accuracy", "loss", "entropy"} for v in e["evals"].values())
                for e in scaling.values())
     front = _read(run_dir / f"{names}pareto_front.json")
     assert all(len(json.loads(k)) == T and len(v) == T for k, v in front.items())

@@ -69,7 +69,7 @@ BAD_INPUT: list[tuple[str, Callable[[Path, Path], list[str]], str]] = [
     ("point-negative-nested", lambda t, z: ["--demo", "--point", "-3"],
      r"argument --point: must be a positive integer, got -3"),
     ("metric-type", lambda t, z: ["--demo", "--method", "map", "--metric-type", "f1"],
-     r"argument --metric-type: invalid choice: 'f1' \(choose from 'accuracy', 'loss'\)"),
+     r"argument --metric-type: invalid choice: 'f1' \(choose from 'accuracy', 'entropy', 'loss'\)"),
     ("device-not-a-device", lambda t, z: ["--demo", "--method", "map", "--device", "gpu0"],
      r"--device gpu0: not a device"),
     ("missing-pretrained", lambda t, z: ["--method", "map", "--save", _empty_save(t), *PAIR],

@@ -264,6 +264,9 @@ def test_direct_engine_theta_and_evaluate(tiny, c):
             (logits.argmax(1) == d.labels).double().mean().item(), abs=1e-9)
         assert res[name]["loss"] == pytest.approx(
             F.cross_entropy(logits, d.labels).item(), rel=1e-5)
+        p = torch.softmax(logits.double(), dim=1)  # the entropy metric, by its definition
+        assert res[name]["entropy"] == pytest.approx(
+            -torch.special.xlogy(p, p).sum(dim=1).mean().item(), rel=1e-4, abs=1e-6)
 
 
 def test_direct_engine_refuses_incomplete_finetuned_weights(tiny):

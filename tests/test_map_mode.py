@@ -101,7 +101,7 @@ def test_map_writes_every_file_in_the_original_format(map_run):
         assert list(entry["models"]) == PAIR
         assert set(entry["evals"]) == set(PAIR)
         for ev in entry["evals"].values():
-            assert set(ev) == {"accuracy", "loss"}
+            assert set(ev) == {"accuracy", "loss", "entropy"}
             assert 0.0 <= ev["accuracy"] <= 1.0 and ev["loss"] > 0.0
 
     # The original's _params.json: a list (one per task) of (T+1)(T+2)/2 coefficients.

@@ -46,7 +46,7 @@ class RunContext:
 def open_run(config: RunConfig) -> Iterator[RunContext]:
     """The run directory and the evaluator (everything loaded once), closed at the end."""
     started = time.perf_counter()
-    run = RunDirectory(config.results_path, config.exp_id, config.models)
+    run = RunDirectory(config.results_path, config.exp_id, config.models, config.metric.name)
     run.outputs[FINGERPRINT] = ("what decides an evaluation's value (checkpoint sizes and "
                                 "times, datasets, settings); a resume with another is refused")
     run.outputs[LOCK] = "pid and host of the run holding the directory (flock)"
@@ -88,6 +88,9 @@ def announce_resume(ctx: RunContext, C: np.ndarray | None = None, budget: int | 
     """"resumed: N points stored, M to evaluate" when the run directory holds points: M
     counts the design C's missing points (or what is left of a budget of points)."""
     store = ctx.store()
+    if store.lacking:
+        print(f"{len(store.lacking)} stored points lack {ctx.config.metric.name} (evaluated "
+              "before it was recorded): they are evaluated again", flush=True)
     if not len(store):
         return
     if C is not None:
@@ -188,9 +191,10 @@ def add_baselines_and_comparisons(ctx: RunContext, task: FrontTask, result: Fron
     runs = [(label, result.F_front, result.F_real), *ctx.compared]
     truth = ctx.truth
     figures = plot_comparison(
-        list(config.datasets), config.metric.name,
+        list(config.datasets), config.metric.axis_label,
         ctx.run.file("pareto_front_withbaselines.png", "the fronts with the single-model "
                      "baselines (and the grid, with --truth)"),
+        maximize=config.metric.sense == "max",
         grid_points=None if truth is None else truth.Y,
         grid_front=None if truth is None else truth.Y[truth.front_mask],
         runs=runs, baselines=figure_baselines(stored, config), pdf=config.pdf)
@@ -205,8 +209,9 @@ def score_run(ctx: RunContext, task: FrontTask, result: FrontResult) -> dict[str
     write_json(ctx.run.file("indicators.json", "the front against the grid's (--truth): "
                             "HV ratio, IGD, IGD+, GD, win rate, preference regret"), scores)
     figures = plot_comparison(
-        list(ctx.config.datasets), ctx.config.metric.name,
+        list(ctx.config.datasets), ctx.config.metric.axis_label,
         ctx.run.file("pareto_front_vs_grid.png", "the front over the grid's points and front"),
+        maximize=ctx.config.metric.sense == "max",
         grid_points=truth.Y, grid_front=truth.Y[truth.front_mask],
         runs=[("MAP", result.F_front, result.F_real)],
         chosen=result.chosen_real, chosen_predicted=result.F_front[result.chosen],

@@ -28,8 +28,9 @@ def run(config: RunConfig) -> dict[str, Any]:
                                   "metric per dataset}")
         write_json(front_path, front_json(C[front], Y[front], decimals=grid_decimals(C)))
         figures = plot_comparison(
-            list(config.datasets), config.metric.name,
+            list(config.datasets), config.metric.axis_label,
             ctx.run.file("pareto_front_grid.png", "every grid merge and the grid's front"),
+            maximize=config.metric.sense == "max",
             grid_points=Y, grid_front=Y[front],
             title=f"Grid, {config.grid_per_axis} points per axis", pdf=config.pdf)
         summary = {"n_evaluations": int(len(C)), "points_per_axis": config.grid_per_axis,

@@ -14,25 +14,47 @@ import numpy as np
 
 from src import plotting
 
+from map_common.errors import MAPError
 from src.core import nested
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_groups, metric_matrix
 from src.core.front import FrontTask, SearchSettings, solve_front
 from src.modes.common import RunContext, finish, open_run
 from src.run.outputs import write_solved_front
-from src.run.results import ScalingResults, read_json, write_json
+from src.run.results import ScalingResults, point_key, read_json, write_json
+
+TREE = "merge_tree.json"
+
+
+def check_stored_rounds(config: RunConfig) -> None:
+    """Rounds stored by a run on another metric are refused in one line, before anything is
+    loaded: they would be replayed as this run's choices, and a round folder's store is
+    keyed by pair names whose merges would then differ."""
+    tree = read_json(config.run_path / TREE, {}) or {}
+    chose_on = tree.get("metric", "accuracy")
+    if tree.get("rounds") and chose_on != config.metric.name:
+        raise MAPError(f"{config.run_path / TREE}: its rounds chose on {chose_on}, this run "
+                       f"chooses on {config.metric.name}; use another --exp-id")
 
 
 def run(config: RunConfig) -> dict[str, Any]:
+    check_stored_rounds(config)
     with open_run(config) as ctx:
         run_dir, T = ctx.run, config.T
         dataset_of = dict(zip(config.models, config.datasets))
         preference = {m: w for m, w in zip(config.models, config.preference)}
         _announce_resume(ctx)
-        single_accuracy = _single_accuracies(ctx, dataset_of)
+        # Pairing follows accuracy whatever the front's metric (models of similar skill),
+        # unless the metric reads no label (entropy): then it follows that metric, and
+        # accuracy is read for reporting only.
+        pairing = "accuracy" if config.metric.labels else config.metric.name
+        singles = _single_evals(ctx, dataset_of)
+        single_accuracy = {m: e["accuracy"] for m, e in singles.items()}
+        measured: dict[tuple[float, ...], dict] = {}  # a level's merges: evals by coefficients
 
-        tree_path = run_dir.file("merge_tree.json", "the merge tree: pairs, coefficients, "
-                                                    "preferences, measured accuracies, per round")
+        tree_path = run_dir.file(TREE, "the merge tree: pairs, coefficients, preferences, "
+                                       "measured accuracies (entropies when pairing follows "
+                                       "entropy), per round")
         records: list[dict] = list((read_json(tree_path, {}) or {}).get("rounds", []))
         for k, rec in enumerate(records):  # rounds a resume does not run again
             run_dir.outputs[f"round{k + 1}/"] = _round_description(f"{rec['left']}_{rec['right']}")
@@ -40,17 +62,18 @@ def run(config: RunConfig) -> dict[str, Any]:
         def save_tree() -> None:
             write_json(tree_path, {"models": config.models, "datasets": config.datasets,
                                    "preference": preference, "single_accuracy": single_accuracy,
-                                   "metric": config.metric.name, "rounds": records})
+                                   "metric": config.metric.name, "pairing": pairing,
+                                   "rounds": records})
 
         def measure_level(items: list[tuple[np.ndarray, tuple[str, ...]]]
                           ) -> list[dict[str, float]]:
-            # Pairing follows accuracy whatever the front's metric (models of similar skill).
             from task_vectors.evaluators import SubsetJob
 
             jobs = [SubsetJob(tuple(float(x) for x in c), tuple(dataset_of[t] for t in tasks))
                     for c, tasks in items]
             got = dict(ctx.evaluator.evaluate(jobs, []))
-            return [{t: got[k][dataset_of[t]]["accuracy"] for t in tasks}
+            measured.update({point_key(job.coefficients): got[k] for k, job in enumerate(jobs)})
+            return [{t: got[k][dataset_of[t]][pairing] for t in tasks}
                     for k, (_, tasks) in enumerate(items)]
 
         def on_round(record: dict) -> None:
@@ -58,12 +81,16 @@ def run(config: RunConfig) -> dict[str, Any]:
             save_tree()
 
         result = nested.run_nested(
-            list(config.models), single_accuracy, preference, on_round=on_round,
+            list(config.models), {m: e[pairing] for m, e in singles.items()}, preference,
+            on_round=on_round,
             completed_rounds=list(records),
             run_level=lambda pairs: _map_on_level(ctx, pairs, dataset_of, preference),
             measure_level=measure_level)
         save_tree()
-        final_info = _write_final_model(ctx, result.final, dataset_of, single_accuracy)
+        final_accuracy = result.final.measured if pairing == "accuracy" else \
+            _accuracy_of(ctx, result.final, dataset_of, measured)
+        final_info = _write_final_model(ctx, result.final, final_accuracy, dataset_of,
+                                        single_accuracy)
         final_info |= _references(ctx, final_info["accuracy"])
         figures = plotting.plot_merge_tree(
             result.records, run_dir.file("merge_tree.png", "the merge tree"),
@@ -123,7 +150,6 @@ def _references(ctx: RunContext, final: dict[str, float]) -> dict[str, Any]:
 
 def _chance(config: RunConfig) -> dict[str, float]:
     """1 / number of classes of each dataset (left out where the classes cannot be read)."""
-    from map_common.errors import MAPError
     from task_vectors.datasets.registry import get_dataset
 
     out = {}
@@ -135,8 +161,22 @@ def _chance(config: RunConfig) -> dict[str, float]:
     return out
 
 
-def _single_accuracies(ctx: RunContext, dataset_of: dict[str, str]) -> dict[str, float]:
-    """Each fine-tuned model's accuracy on its own validation set (pairs similar models)."""
+def _accuracy_of(ctx: RunContext, model: nested.PoolModel, dataset_of: dict[str, str],
+                 measured: dict[tuple[float, ...], dict]) -> dict[str, float]:
+    """{task: accuracy} of a merged model (for the report): from its level's measurement,
+    or (its round replayed from merge_tree.json) one evaluation."""
+    from task_vectors.evaluators import SubsetJob
+
+    evals = measured.get(point_key(model.coefficients))
+    if evals is None:
+        job = SubsetJob(tuple(float(x) for x in model.coefficients),
+                        tuple(dataset_of[t] for t in model.tasks))
+        evals = dict(ctx.evaluator.evaluate([job], []))[0]
+    return {t: float(evals[dataset_of[t]]["accuracy"]) for t in model.tasks}
+
+
+def _single_evals(ctx: RunContext, dataset_of: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Each fine-tuned model's metrics on its own validation set (pairs similar models)."""
     models = ctx.config.models
     singles = ctx.run.store(ctx.run.file("single_task_scaling_results.json",
                                          "each fine-tuned model on its own dataset"), models)
@@ -144,7 +184,7 @@ def _single_accuracies(ctx: RunContext, dataset_of: dict[str, str]) -> dict[str,
     evals = evaluate_groups(ctx.evaluator, [(singles, eye[i:i + 1], [dataset_of[m]], None)
                                             for i, m in enumerate(models)],
                             desc="fine-tuned models")
-    return {m: evals[i][0][dataset_of[m]]["accuracy"] for i, m in enumerate(models)}
+    return {m: evals[i][0][dataset_of[m]] for i, m in enumerate(models)}
 
 
 @dataclass(frozen=True)
@@ -227,8 +267,9 @@ def _fit_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
     return result.C_front[chosen], info
 
 
-def _write_final_model(ctx: RunContext, final: nested.PoolModel, dataset_of: dict[str, str],
-                       single_accuracy: dict[str, float]) -> dict[str, Any]:
+def _write_final_model(ctx: RunContext, final: nested.PoolModel, accuracy: dict[str, float],
+                       dataset_of: dict[str, str], single_accuracy: dict[str, float]
+                       ) -> dict[str, Any]:
     """final_model/finetuned.pt (task_vectors pickle) and merge.json."""
     from task_vectors.checkpoints import load_encoder, save_module
 
@@ -242,7 +283,7 @@ def _write_final_model(ctx: RunContext, final: nested.PoolModel, dataset_of: dic
     final_dir = run_dir.path / "final_model"
     save_module(encoder, final_dir / "finetuned.pt")
     info = {"coefficients": dict(zip(config.models, final.coefficients.tolist())),
-            "accuracy": {dataset_of[t]: v for t, v in final.measured.items()},
+            "accuracy": {dataset_of[t]: v for t, v in accuracy.items()},
             "single_task_accuracy": {dataset_of[t]: v for t, v in single_accuracy.items()}}
     write_json(final_dir / "merge.json", info)
     run_dir.outputs["final_model/finetuned.pt"] = "the final merged encoder (task_vectors pickle)"

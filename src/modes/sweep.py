@@ -81,7 +81,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         contexts: list[RunContext] = []
         for index in index_sets:
             sub = subset_config(config, index)
-            run_dir = RunDirectory(sub.results_path, sub.exp_id, sub.models)
+            run_dir = RunDirectory(sub.results_path, sub.exp_id, sub.models, sub.metric.name)
             run_dir.stores = pool.run.stores  # folded when the pool's run ends
             check_fingerprint(run_dir.path, run_fingerprint(sub))
             view = SubsetView(pool.evaluator, index, config.T, sub.datasets)
@@ -137,7 +137,7 @@ def write_sweep_table(pool: RunContext, rows: list[dict[str, Any]]) -> list[str]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    fig = sweep_figure(rows, pool.config.metric.name,
+    fig = sweep_figure(rows, pool.config.metric.axis_label,
                        f"MAP on every {pool.config.sweep[:-1]} of {pool.config.T} models")
     figures = _save(fig, pool.run.file("sweep.png", "the sweep table as bars"),
                     pool.config.pdf)

@@ -41,7 +41,9 @@ LIGHT_GREY = "#c9c9c9"
 
 
 def _maximize(metric: str, maximize: bool | None) -> bool:
-    return maximize if maximize is not None else "loss" not in metric.lower()
+    if maximize is not None:
+        return maximize
+    return not any(word in metric.lower() for word in ("loss", "entropy", "lower is better"))
 
 
 def _staircase(front: np.ndarray, i: int, j: int, maximize: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +130,8 @@ def comparison_figure(
     ``chosen`` [T]: the model picked by the preference, measured (filled star);
     ``chosen_predicted`` [T]: where the surrogates put it (hollow, joined). Baselines
     at the same point share one marker, their labels joined by " = ". ``maximize``
-    (default: True unless the metric name contains "loss") sets which side of the
-    staircase the grid front is.
+    (default: True unless the metric name contains "loss", "entropy" or "lower is
+    better") sets which side of the staircase the grid front is.
     """
     names = _names(names)
     T = len(names)

@@ -1,7 +1,7 @@
 """The single-model baselines of the original's figure, evaluated next to a MAP run.
 
 Each baseline (task_vectors.baselines) is one evaluator job; results go to
-``baselines.json`` ({name: {"describe": ..., "evals": {dataset: {accuracy, loss}}}}) as
+``baselines.json`` ({name: {"describe": ..., "evals": {dataset: {accuracy, loss, entropy}}}}) as
 they complete, so a killed run resumes without evaluating a stored baseline again. The
 Task Arithmetic lambda sweep yields one more entry, the sweep's best, marked as tuned on
 the evaluation data it is scored on.
@@ -32,6 +32,9 @@ def evaluate_baselines(evaluator, config, path: Path) -> dict[str, dict[str, Any
 
     baselines = default_baselines(config.T, list(config.preference), seed=config.seed)
     stored: dict[str, dict[str, Any]] = read_json(path, {}) or {}
+    # one stored before the run's metric was recorded (e.g. entropy) is evaluated again
+    stored = {n: e for n, e in stored.items()
+              if all(config.metric.name in v for v in e["evals"].values())}
     if config.adamerging is not None:
         baselines += adamerging_baselines(evaluator, config, path.parent, stored)
     todo = [b for b in baselines if b.name not in stored]

@@ -41,8 +41,8 @@ def load_compared(paths, config) -> list[tuple[str, np.ndarray, np.ndarray | Non
         real_path = path / f"{names}pareto_front_real.json"
         real = None
         if real_path.exists():
-            real = ScalingResults(real_path, config.models).arrays(config.datasets,
-                                                                     config.metric.name)[1]
+            real = ScalingResults(real_path, config.models, readonly=True).arrays(
+                config.datasets, config.metric.name)[1]
         label = method_label(info.get("arguments", {}).get("merge_method", "ta"))
         out.append((label, F, real))
     return out

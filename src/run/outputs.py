@@ -70,7 +70,7 @@ def draw_front(task: "FrontTask", result: "FrontResult", pdf: bool
         files, figures = draw_many_task_front(task, result, labels, pdf)
     else:
         files = {"pareto_front.png": "front (predicted) over the evaluated merges"}
-        figures = plotting.plot_front(task.Y, result.F_front, labels, task.metric.name,
+        figures = plotting.plot_front(task.Y, result.F_front, labels, task.metric.axis_label,
                                       task.folder / "pareto_front.png",
                                       front_real=result.F_real, chosen=chosen,
                                       title=task.title, pdf=pdf,
@@ -80,14 +80,15 @@ def draw_front(task: "FrontTask", result: "FrontResult", pdf: bool
     predictors = [s.predict for s in result.surrogates]
     files["surrogate_fit.png"] = "surrogate predictions against evaluated metrics"
     figures += plotting.plot_true_vs_predicted(
-        task.Y, np.column_stack([p(task.C) for p in predictors]), labels, task.metric.name,
+        task.Y, np.column_stack([p(task.C) for p in predictors]), labels,
+        task.metric.axis_label,
         task.folder / "surrogate_fit.png", pdf=pdf)
     if task.C.shape[1] == 2:
         files["surrogate_contours.png"] = ("surrogate over the coefficient box, with the "
                                            "evaluated points coloured by their true value")
         low, high = task.sample_box
         figures += plotting.plot_surrogate_fit(task.C, task.Y, predictors, labels,
-                                               task.metric.name,
+                                               task.metric.axis_label,
                                                task.folder / "surrogate_contours.png",
                                                low=low, high=high, pdf=pdf)
     return files, figures
@@ -133,6 +134,10 @@ def write_run_json(config: "RunConfig", run: "RunDirectory", summary: dict[str, 
         "merge_method": config.evaluation.merge_method.record(),
         "versions": versions(), "timings": timings, "summary": summary, **(extra or {}),
     }
+    if not config.metric.labels:
+        info["labels"] = (f"read for reporting only: the front, the pick (and nested's "
+                          f"pairing) use {config.metric.name}, which reads no label; accuracy "
+                          "and loss are recorded beside it")
     if previous:
         changed = changed_settings(previous.get("arguments", {}), config.arguments)
         info["changed_since_previous"] = changed

@@ -26,7 +26,7 @@ from map_common.files import atomic_write
 from map_common.jsonable import jsonable  # noqa: F401  (kept importable from here)
 from src.core.objectives import file_prefix
 
-Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l}}
+Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l, "entropy": h}}
 KEY_DECIMALS = 9  # coefficient vectors equal to 1e-9 are the same point
 
 
@@ -56,20 +56,28 @@ def point_key(c: Sequence[float]) -> tuple[float, ...]:
 class ScalingResults:
     """Evaluated points in the original format: kept in memory, appended to a journal.
 
-    File: {"0": {"evals": {dataset: {"accuracy", "loss"}}, "models": {model: c}}, ...}
+    File: {"0": {"evals": {dataset: {"accuracy", "loss", "entropy"}}, "models": {model: c}},
+    ...}
     Each ``add`` appends one JSON line to ``<file stem>.jsonl`` (flushed and fsync'd: constant
     cost per point); ``fold()`` rewrites the JSON file with every point and drops the journal.
     Opening a store folds what a killed run left in its journal; a torn last line (a kill
     during the append) is ignored, so that point is evaluated again. ``readonly`` stores
     (readers of a run that may still be going) never write.
+
+    ``needs``: the metric the run reads. A stored point without it (evaluated before the
+    metric was recorded, e.g. "entropy") counts as not evaluated: it is kept in the file
+    but left out of ``get``/``arrays``/``len``, and evaluating it again replaces it.
     """
 
-    def __init__(self, path: str | os.PathLike, models: Sequence[str], *, readonly: bool = False):
+    def __init__(self, path: str | os.PathLike, models: Sequence[str], *, readonly: bool = False,
+                 needs: str | None = None):
         self.path = Path(path)
         self.journal = journal_path(self.path)
         self.models = list(models)
         self.readonly = readonly
+        self.needs = needs
         self.entries: list[dict] = []
+        self.lacking: dict[tuple[float, ...], dict] = {}  # stored points without ``needs``
         self._index: dict[tuple[float, ...], dict] = {}
         self._handle = None
         stored = read_json(self.path, {})
@@ -99,8 +107,17 @@ class ScalingResults:
 
     def _take(self, entry: dict, source: Path) -> None:
         self._check(entry, source)
+        key = point_key(self.coefficients_of(entry))
+        if not self._has_needed(entry):
+            self.lacking[key] = entry
+            return
+        self.lacking.pop(key, None)
         self.entries.append(entry)
-        self._index[point_key(self.coefficients_of(entry))] = entry
+        self._index[key] = entry
+
+    def _has_needed(self, entry: Mapping) -> bool:
+        return self.needs is None or all(
+            isinstance(v, Mapping) and self.needs in v for v in entry["evals"].values())
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -118,6 +135,7 @@ class ScalingResults:
         entry = jsonable({"evals": evals, "models": dict(zip(self.models, map(float, c)))})
         line = json.dumps(entry) + "\n"
         # Memory first: a Ctrl-C/SIGTERM landing anywhere below still gets the point folded.
+        self.lacking.pop(point_key(c), None)
         self.entries.append(entry)
         self._index[point_key(c)] = entry
         self._dirty = True
@@ -132,7 +150,8 @@ class ScalingResults:
         """Write every point into the JSON file (atomically), then drop the journal."""
         if self.readonly or not self._dirty:
             return
-        write_json(self.path, {str(i): e for i, e in enumerate(self.entries)})
+        every = [*self.lacking.values(), *self.entries]
+        write_json(self.path, {str(i): e for i, e in enumerate(every)})
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -144,8 +163,8 @@ class ScalingResults:
         one run's output (the re-evaluated front), not a cache of every run's points."""
         kept = [self._index[point_key(c)] for c in np.atleast_2d(C) if point_key(c) in self._index]
         kept = list({id(e): e for e in kept}.values())
-        if kept != self.entries:
-            self.entries = kept
+        if kept != self.entries or self.lacking:
+            self.entries, self.lacking = kept, {}
             self._index = {point_key(self.coefficients_of(e)): e for e in kept}
             self._dirty = True
             self.fold()
@@ -222,15 +241,18 @@ class RunDirectory:
     run.json) and the owner of the stores a run opens in it (folded by ``close_stores``
     when the run ends, also when it is stopped)."""
 
-    def __init__(self, results_path: str | os.PathLike, exp_id: str, models: Sequence[str]):
+    def __init__(self, results_path: str | os.PathLike, exp_id: str, models: Sequence[str],
+                 metric: str | None = None):
         self.path = Path(results_path) / str(exp_id)
+        self.metric = metric
         self.names = file_prefix(models)
         self.outputs: dict[str, str] = {}
         self.stores: list[ScalingResults] = []
 
     def store(self, path: str | os.PathLike, models: Sequence[str]) -> ScalingResults:
-        """A scaling-results store of this run, folded by ``close_stores``."""
-        store = ScalingResults(path, models)
+        """A scaling-results store of this run, folded by ``close_stores``; a stored point
+        without the run's metric is evaluated again (ScalingResults ``needs``)."""
+        store = ScalingResults(path, models, needs=self.metric)
         self.stores.append(store)
         return store
 
@@ -251,7 +273,8 @@ class RunDirectory:
     @property
     def scaling_results(self) -> Path:
         return self.file(f"{self.names}scaling_results.json",
-                         "every evaluated coefficient vector with accuracy and loss per dataset")
+                         "every evaluated coefficient vector with accuracy, loss and entropy "
+                         "per dataset")
 
     @property
     def pareto_front(self) -> Path:

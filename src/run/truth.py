@@ -63,7 +63,11 @@ def load_truth(run_dir: str | Path, config) -> Truth:
             raise MAPError(f"--truth {run_dir}: it was evaluated with --{key.replace('_', '-')} "
                            f"{theirs[key]}, this run with {value}")
     store = ScalingResults(run_dir / f"{file_prefix(config.models)}scaling_results.json",
-                           config.models)
+                           config.models, needs=config.metric.name)
+    if store.lacking:
+        raise MAPError(f"--truth {run_dir}: {len(store.lacking)} of its merges were evaluated "
+                       f"before {config.metric.name} was recorded; resume that grid run with "
+                       f"--metric-type {config.metric.name} to evaluate them again")
     C, Y = store.arrays(config.datasets, config.metric.name)
     expected = info.get("summary", {}).get("n_evaluations")
     if expected is None or len(C) < expected:
