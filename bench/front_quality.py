@@ -1,7 +1,8 @@
 """How close does each method get to the Pareto front a dense grid of merges gives? (demo zoo)
 
     .venv/bin/python bench/front_quality.py [--sets pairs|triples|all|A,B;C,D,E]
-        [--max-sets N] [--methods map refine ehvi bayesian dare ties random botorch lhs]
+        [--max-sets N] [--methods map refine ehvi bayesian dare ties adamerging random botorch lhs]
+        [--adamerging-steps 500]
         [--refine 2x5 ...] [--botorch-sets N] [--random-seeds 0 1 2]
         [--reevaluate 10] [--pair-grid 21] [--triple-grid 11] [--margin 0.01]
         [--cache DIR] [--csv PATH] [--no-curve]
@@ -24,9 +25,11 @@ default schedule ((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
             the other P - 1 preferences' picks evaluated when it is not among them;
   map+refine RxK  the same total: a design of R*K fewer points, then --refine-rounds R
             --refine-points K (src.core.refine), then the same front step;
-  map dare / map ties  map with --merge-method dare / ties (an engine over the set's tasks,
-            as the CLI builds it), scored against the task-arithmetic grid as the
-            original's figure does;
+  map dare / map ties / map adamerging  map with --merge-method dare / ties / adamerging
+            (an engine over the set's tasks, as the CLI builds it), scored against the
+            task-arithmetic grid as the original's figure does. adamerging learns its
+            layer-wise profile first (--adamerging-steps, default 500, on the evaluation
+            split's unlabeled images); those forward passes are not counted in the budget;
   map+ehvi RxK  map+refine whose rounds choose their points by expected hypervolume
             improvement under a bootstrap ensemble of the quadratic surrogates
             (src.core.acquisition) instead of spreading them along the front;
@@ -172,22 +175,38 @@ class HeldOut:
         return self.from_correct(self.ev.per_image(self.task_set, C, self.names, engine))
 
 
-def merged_engine(zoo, task_set: Sequence[str], method: str, seed: int):
+def merged_engine(zoo, task_set: Sequence[str], method: str, seed: int,
+                  adamerging_steps: int = 500):
     """An engine over the task set's tasks only (and their held-out splits), with
     --merge-method's tau transform (TIES elects signs among the merged tasks, so the other
     zoo tasks must not take part), built as the CLI builds it
-    (task_vectors.merging.tau_transform, --seed as DARE's mask)."""
+    (task_vectors.merging.tau_transform, --seed as DARE's mask). adamerging: the profile
+    is learned as a run learns it (AdaMergingProfile.learn on the plain task vectors, the
+    task set's evaluation splits' unlabeled images, AdaMerging's default settings but
+    ``adamerging_steps``), then applied to tau; (engine, learned method)."""
+    import tempfile
+
+    from task_vectors.adamerging_settings import AdaMergingSettings
     from task_vectors.engine import MergeEngine
+    from task_vectors.merge_methods import AdaMergingProfile
     from task_vectors.merging import tau_transform
 
     root = zoo.path
     heads = {t: str(root / f"head_{t}.pt") for t in task_set}
     heads |= {heldout_dataset(t): heads[t] for t in task_set}
-    return MergeEngine.from_checkpoints(
+    learned = method == "adamerging"
+    engine = MergeEngine.from_checkpoints(
         model_name=zoo.model_name, pretrained=str(root / "zeroshot.pt"),
         finetuned={t: str(root / t / "finetuned.pt") for t in task_set},
-        heads=heads, datasets=list(heads),
-        data_location=str(root), tau_transform=tau_transform(method, seed=seed))
+        heads=heads, datasets=list(heads), data_location=str(root),
+        tau_transform=None if learned else tau_transform(method, seed=seed))
+    if not learned:
+        return engine, None
+    profile = AdaMergingProfile(AdaMergingSettings(steps=adamerging_steps, seed=seed))
+    with tempfile.TemporaryDirectory(prefix="front_quality_profile") as folder:
+        profile = profile.learn(engine, list(task_set), folder)
+    engine.transform_tau(profile.tau_transform())
+    return engine, profile
 
 
 def grid_truth(ev: Evaluator, task_set: Sequence[str], per_axis: int, cache: Path
@@ -415,8 +434,11 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["map", "refine", "bayesian", "dare", "ties",
                                                      "random", "botorch"],
                    help="refine: map + --refine-rounds at the same total budget (each "
-                        "--refine spec); dare / ties: map with --merge-method dare / ties, "
-                        "scored against the task-arithmetic grid as the original's figure")
+                        "--refine spec); dare / ties / adamerging: map with --merge-method "
+                        "dare / ties / adamerging, scored against the task-arithmetic grid "
+                        "as the original's figure")
+    p.add_argument("--adamerging-steps", type=int, default=500,
+                   help="map adamerging: steps of the profile's learning (AdaMerging: 500)")
     p.add_argument("--refine", nargs="+", default=["2x5"], metavar="RxK",
                    help="refinement rounds x new points per round (taken from the design)")
     p.add_argument("--botorch-sets", type=int, default=None,
@@ -513,13 +535,16 @@ def main() -> None:
         if "bayesian" in a.methods:
             runs.append(("bayesian", a.seed, lambda s=a.seed: run_bayes(
                 evaluate, task_set, prefs, a.reevaluate, s)))
-        for merge in ("dare", "ties"):
+        for merge in ("dare", "ties", "adamerging"):
             if merge in a.methods:
                 def run_merged(s=a.seed, merge=merge):
-                    engine = merged_engine(zoo, task_set, merge, s)
+                    engine, profile = merged_engine(zoo, task_set, merge, s,
+                                                    a.adamerging_steps)
                     out = run_map(ev.accuracy(task_set, engine=engine), task_set, n_fit, prefs,
                                   a.reevaluate, s)
                     out["engine"] = engine  # its models are scored on held-out by it
+                    if profile is not None:
+                        out["profile"] = profile
                     return out
                 runs.append((f"map {merge}", a.seed, run_merged))
         if "random" in a.methods:
@@ -545,6 +570,12 @@ def main() -> None:
             row = base | {"method": method, "seed": seed, "seconds": wall,
                           "counted_evaluations": counted} | score(
                 out, truth, heldout_rows(out, scorer, out.get("engine")), prefs)
+            if out.get("profile") is not None:  # where the AdaMerging model sits: c = m
+                learning = dict(out["profile"].learning)
+                row |= {"profile_divisor": out["profile"].divisor(),
+                        "profile_seconds": learning["seconds_this_process"],
+                        "profile_entropy": [learning["entropy_first_step"],
+                                            learning["entropy_last_step"]]}
             if out.get("refine"):
                 row |= {"refine_points": sum(out["refine"]["points_per_round"]),
                         "refine_agreement": out["refine"]["agreement"][-1]}
@@ -554,6 +585,11 @@ def main() -> None:
                   f"{row['regret_held']:+.4f}; in-sample HV ratio {row['hv_ratio_val']:.3f}; "
                   f"{counted} evals, {wall:.1f} s (noise gap {truth.noise_gap():.3f})",
                   flush=True)
+            if "profile_divisor" in row:
+                print(f"{'':<28} profile: AdaMerging model at c = "
+                      f"{np.round(row['profile_divisor'], 3).tolist()}, learned in "
+                      f"{row['profile_seconds']:.1f} s, entropy {row['profile_entropy'][0]:.3f}"
+                      f" -> {row['profile_entropy'][1]:.3f}", flush=True)
 
         if a.csv:  # after every set, so a stopped run keeps what it measured
             write_csv(Path(a.csv), rows, quiet=True)

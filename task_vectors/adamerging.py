@@ -32,10 +32,9 @@ How it is computed (the memory and speed points of the method's best implementat
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,64 +46,10 @@ from tqdm.auto import tqdm
 from map_common.errors import MAPError
 from map_common.files import atomic_write
 from task_vectors.engine import entropy  # noqa: F401  (the one definition; am.entropy)
+from task_vectors.adamerging_settings import GRANULARITIES, AdaMergingSettings  # noqa: F401
 from task_vectors.precision import autocast_for
 
-GRANULARITIES = ("task", "layer")
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class AdaMergingSettings:
-    """The method's hyperparameters; the defaults are the original's (checkpoint_every is
-    ours)."""
-
-    granularity: str = "layer"   # task | layer
-    prior: float = 0.3           # every coefficient's initial value
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    steps: int = 500
-    batch_size: int = 16         # unlabeled images per task and step
-    seed: int = 0                # the batch order
-    low: float = 0.0             # coefficients clamped to [low, high] after each step
-    high: float = 1.0
-    checkpoint_every: int = 50   # steps between checkpoints
-
-    def __post_init__(self) -> None:
-        if self.granularity not in GRANULARITIES:
-            raise MAPError(f"AdaMerging granularity must be one of {', '.join(GRANULARITIES)}, "
-                           f"got {self.granularity!r}")
-        for name in ("prior", "lr", "beta1", "beta2", "low", "high"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not math.isfinite(value):
-                raise MAPError(f"AdaMerging {name} must be a finite number, got {value!r}")
-        if self.lr <= 0:
-            raise MAPError(f"AdaMerging lr must be positive, got {self.lr}")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise MAPError(f"AdaMerging {name} must be in [0, 1), got {getattr(self, name)}")
-        if not self.low < self.high:
-            raise MAPError(f"AdaMerging clamp range: low {self.low} must be below high "
-                           f"{self.high}")
-        if not self.low <= self.prior <= self.high:
-            raise MAPError(f"AdaMerging prior {self.prior} lies outside the clamp range "
-                           f"[{self.low}, {self.high}]")
-        for name in ("steps", "batch_size", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise MAPError(f"AdaMerging {name} must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or \
-                self.seed < 0:
-            raise MAPError(f"AdaMerging seed must be a non-negative integer, got {self.seed!r}")
-
-    def trajectory(self) -> dict[str, Any]:
-        """The settings that decide the coefficients at a given step (a checkpoint made
-        under others cannot be continued); ``steps`` only says where to stop."""
-        out = asdict(self)
-        out.pop("steps")
-        out.pop("checkpoint_every")
-        return out
 
 
 @dataclass

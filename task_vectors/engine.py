@@ -269,6 +269,13 @@ class MergeEngine:
         """The flat pretrained weights [P] (a view: read it, do not write it)."""
         return self._pre.detach()
 
+    @torch.no_grad()
+    def transform_tau(self, transform: Callable[[torch.Tensor], Any]) -> None:
+        """Apply an in-place tau transform after loading: a learned merge method's, learned
+        on the task vectors as fine-tuned first (the transforms known before loading are
+        applied by the constructor)."""
+        transform(self._tau)
+
     def task_vector(self, i: int) -> dict[str, torch.Tensor]:
         parts = self._tau[i].split(self._sizes)
         return {k: t.view(s) for k, t, s in zip(self.keys, parts, self._shapes)}

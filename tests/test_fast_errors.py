@@ -60,6 +60,8 @@ def test_a_real_model_name_without_a_close_match_lists_the_known_ones(tmp_path):
     (["--demo", "--method", "map", "--truth", "/nonexistent/grid"],
      "grid run (--truth) not found: /nonexistent/grid"),
     (["--demo", "--method", "grid", "--baselines"], "--baselines goes with --method map"),
+    (["--demo", "--merge-method", "adamerging", "--adamerging-clamp", "1", "0"],
+     "--adamerging-clamp 1.0 0.0: LOW must be below HIGH"),
     (["--demo", "--method", "map", "--preference", "/nonexistent.yaml"],
      "preference file not found"),
 ])

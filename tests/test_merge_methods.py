@@ -16,7 +16,7 @@ from task_vectors.merge_methods import (DARE, DARETIES, METHODS, TIES, TaskArith
 
 
 def test_the_registry_lists_the_methods_by_name_in_order():
-    assert list(METHODS) == ["ta", "ties", "dare", "dare-ties"]
+    assert list(METHODS) == ["ta", "ties", "dare", "dare-ties", "adamerging"]
     assert METHODS["ties"] is TIES and METHODS["dare-ties"] is DARETIES
 
 

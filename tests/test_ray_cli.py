@@ -224,6 +224,26 @@ def test_map_with_two_workers_writes_the_same_files(local_map, runs, zoo_root, r
 
 
 @pytest.mark.slow
+def test_a_learned_merge_method_reaches_the_workers(runs, zoo_root, ray_tmp, one_thread):
+    """--merge-method adamerging: learned once, in the driver; the workers get the learned
+    coefficients in the spec's method object and evaluate the same merges as locally."""
+    import run_MAP
+
+    flags = [*MAP_FLAGS, "--zoo-dir", zoo_root, "--point", "8", "--merge-method",
+             "adamerging", "--adamerging-steps", "3", "--adamerging-lr", "0.05",
+             "--max-eval-samples", "60", "--results-path", str(runs)]
+    assert run_MAP.main([*flags, "--exp-id", "profile_local"]) == 0
+    assert run_MAP.main([*flags, "--exp-id", "profile_ray", "--workers", "1"]) == 0
+    for name in SAME_FILES:
+        assert (runs / "profile_ray" / name).read_bytes() == \
+            (runs / "profile_local" / name).read_bytes(), name
+    learned = [_read(runs / r / "run.json")["merge_method"]["learned"]["coefficients"]
+               for r in ("profile_local", "profile_ray")]
+    assert learned[0] == learned[1]
+    assert _read(runs / "profile_ray" / "run.json")["evaluation"]["backend"] == "ray"
+
+
+@pytest.mark.slow
 def test_killed_worker_still_stores_every_point_once(local_map, runs, zoo_root, ray_tmp,
                                                      one_thread, monkeypatch):
     """SIGKILL one worker process after the first result: its jobs are retried on the

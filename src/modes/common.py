@@ -57,6 +57,9 @@ def open_run(config: RunConfig) -> Iterator[RunContext]:
     check_fingerprint(run.path, run_fingerprint(config))  # a resume must mean the same values
     check_stored_adamerging(config, run.path)
     evaluator = open_evaluator(config, timings)
+    for name, what in getattr(config.evaluation.merge_method, "files", {}).items():
+        if (run.path / name).exists():  # a learned merge method's state
+            run.outputs[name] = what
     record_fingerprint(run.path, run_fingerprint(config))  # the heads as evaluated
     try:
         yield RunContext(config, run, evaluator, started, timings, truth, compared)
@@ -222,8 +225,9 @@ def score_run(ctx: RunContext, task: FrontTask, result: FrontResult) -> dict[str
 
 def finish(ctx: RunContext, summary: dict[str, Any], *, show: bool = True) -> dict[str, Any]:
     """Write run.json (with the evaluator's per-point figures) and print the summary."""
+    method = getattr(ctx.evaluator, "merge_method", None) or ctx.config.evaluation.merge_method
     write_run_json(ctx.config, ctx.run, summary, ctx.timings, ctx.started,
-                   extra={"evaluation": ctx.evaluator.stats()})
+                   extra={"evaluation": ctx.evaluator.stats(), "merge_method": method.describe()})
     if show:
         print_summary(ctx.config, ctx.run, summary)
     return summary

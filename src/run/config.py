@@ -263,7 +263,8 @@ def _eval_settings(args: argparse.Namespace, merge_method: MergeMethod) -> EvalS
         workers = "auto"
     if workers is not None:
         _check_workers(workers, ray_address, args.cpus_per_worker, device)
-    if ray_address is None:  # a cluster's GPUs need not be on the driver's machine
+    # a cluster's GPUs need not be on the driver's machine, unless it learns a merge method
+    if ray_address is None or merge_method.kind == "learned":
         _check_device(device)
     return EvalSettings(device=device, batch_size=args.batch_size,
                         max_eval_samples=args.max_eval_samples,
@@ -290,7 +291,7 @@ def _refines(mode: Mode) -> bool:
 def _adamerging(args: argparse.Namespace, mode: Mode):
     """The AdaMerging settings (checked) of a mode that learns its coefficients or of
     --baselines, and what such a mode does not combine with."""
-    from task_vectors.adamerging import AdaMergingSettings
+    from task_vectors.adamerging_settings import AdaMergingSettings
 
     if mode.learns_coefficients and args.merge_method not in ("ta", "ties"):
         raise MAPError(f"--method adamerging learns on task vectors as fine-tuned (--merge-method "
@@ -298,17 +299,7 @@ def _adamerging(args: argparse.Namespace, mode: Mode):
     if mode.learns_coefficients and (args.workers is not None or args.ray_address is not None):
         raise MAPError("--method adamerging learns in one process; drop --workers / "
                        "--ray-address")
-    low, high = args.adamerging_clamp
-    if not low < high:
-        raise MAPError(f"--adamerging-clamp {low} {high}: LOW must be below HIGH")
-    if not low <= args.adamerging_prior <= high:
-        raise MAPError(f"--adamerging-prior {args.adamerging_prior} lies outside "
-                       f"--adamerging-clamp {low} {high}")
-    return AdaMergingSettings(
-        granularity=args.adamerging, prior=args.adamerging_prior, lr=args.adamerging_lr,
-        beta1=args.adamerging_betas[0], beta2=args.adamerging_betas[1],
-        steps=args.adamerging_steps, batch_size=args.adamerging_batch_size, seed=args.seed,
-        low=low, high=high, checkpoint_every=args.adamerging_checkpoint_every)
+    return AdaMergingSettings.from_flags(vars(args))
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -57,10 +57,15 @@ def open_evaluator(config: RunConfig, timings: dict[str, float]):
 
         torch.set_num_threads(1)  # the demo model's ops are tiny: threads only add overhead
     spec = engine_spec(config)
+    engine = None
+    if ev.merge_method.kind == "learned":
+        engine, spec = learn_merge_method(config, spec, timings)
     if ev.uses_ray:
         from dataclasses import replace
 
         from task_vectors.ray_evaluator import RayEvaluator
+
+        del engine  # the workers build their own from the spec, the learned method in it
 
         if ev.shares_decoding:
             spec = replace(spec, cache_dir=str(decode_once(config, spec)))
@@ -71,9 +76,28 @@ def open_evaluator(config: RunConfig, timings: dict[str, float]):
         pool.wait_ready(timeout=pool.start_timeout_s)
         evaluator = OneLineFailures(pool)
     else:
-        evaluator = LocalEvaluator(spec.build())
+        evaluator = LocalEvaluator(spec.build() if engine is None else engine)
+    # the merge method as the engines apply it (a learned one with its coefficients)
+    evaluator.merge_method = spec.options["merge_method"]
     timings["load_seconds"] = time.perf_counter() - start
     return evaluator
+
+
+def learn_merge_method(config: RunConfig, spec, timings: dict[str, float]):
+    """A learned --merge-method (kind "learned"): learned once per run on a local engine of
+    the task vectors as fine-tuned, its state kept in the run directory (a resumed run reads
+    it and learns nothing); then that engine's tau is transformed in place. Returns the
+    engine and the spec carrying the learned method, so a Ray worker's engine applies the
+    same transform. Under Ray the learning runs here, in the driver, on --device."""
+    from dataclasses import replace
+
+    start = time.perf_counter()
+    engine = replace(spec, options={**spec.options, "merge_method": None}).build()
+    method = config.evaluation.merge_method.learn(engine, list(config.datasets),
+                                                  config.run_path)
+    engine.transform_tau(method.tau_transform())
+    timings["merge_method_learning_seconds"] = time.perf_counter() - start
+    return engine, replace(spec, options={**spec.options, "merge_method": method})
 
 
 EVAL_CACHE = ".eval_cache"

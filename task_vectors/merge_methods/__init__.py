@@ -2,13 +2,14 @@
 
 Adding a data-free method: a module here with a frozen ``MergeMethod`` dataclass (its
 settings made with ``setting``, its ``tau_transform``), and one line in the list below.
-Methods that learn coefficients from data have ``kind = "learned"`` (see ``base``).
+Methods that learn from data have ``kind = "learned"`` (see ``base``; ``adamerging``).
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from map_common.errors import MAPError
+from task_vectors.merge_methods.adamerging import AdaMergingProfile
 from task_vectors.merge_methods.base import LearnedMerge, MergeMethod, Registry, setting
 from task_vectors.merge_methods.dare import DARE, DARETIES
 from task_vectors.merge_methods.task_arithmetic import TaskArithmetic
@@ -19,10 +20,11 @@ METHODS = Registry([
     TIES,
     DARE,
     DARETIES,
+    AdaMergingProfile,
 ])
 
 __all__ = ["METHODS", "MergeMethod", "LearnedMerge", "Registry", "setting", "TaskArithmetic",
-           "TIES", "DARE", "DARETIES", "get_method", "method_from_flags", "label_of"]
+           "TIES", "DARE", "DARETIES", "AdaMergingProfile", "get_method", "method_from_flags", "label_of"]
 
 
 def get_method(name: str) -> type[MergeMethod]:

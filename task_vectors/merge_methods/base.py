@@ -8,10 +8,13 @@ Two kinds:
 * ``"data-free"``: a transform of the ``[T, P]`` task-vector matrix, applied once when an
   engine loads (``tau_transform()``: an in-place callable on tau, or None for none). The
   MAP search then runs on theta(c) = theta_pre + sum_i c_i tau'_i.
-* ``"learned"``: a method that learns its coefficients from data through the engine's
-  forward pass (AdaMerging). Such a method implements ``LearnedMerge`` (``learn(engine,
-  datasets) -> coefficients``) instead of, or besides, ``tau_transform``; the modes that
-  run it ask ``kind`` and hand it the engine. It is registered like any other method.
+* ``"learned"``: a method that learns from data through the engine's forward pass
+  (AdaMerging's layer-wise profiles). It implements ``LearnedMerge``: ``learn(engine,
+  datasets, folder)`` on an engine of the task vectors as fine-tuned returns the same
+  object with what it learned in it, whose ``tau_transform`` then applies it (a Ray worker
+  gets that object, so the same tau). The run learns it once, before any evaluation
+  (``src.run.evaluation.open_evaluator``), its state kept in the run directory (the files
+  named by ``files``). It is registered like any other method.
 
 A setting is a dataclass field made with ``setting(...)``: its flag, the flag's range and
 help. ``args.py`` adds one flag per distinct setting flag; ``from_flags`` reads them back.
@@ -67,15 +70,23 @@ class MergeMethod:
         return {"merge_method": self.name,
                 **{f.metadata["record"]: getattr(self, f.name) for f in self.settings()}}
 
+    def describe(self) -> dict[str, Any]:
+        """run.json's record of the method as the engines applied it (a learned method adds
+        what it learned)."""
+        return self.record()
+
 
 @runtime_checkable
 class LearnedMerge(Protocol):
-    """A ``kind == "learned"`` method: coefficients learned through the engine's forward
-    pass on the run's data (the engine and datasets are the run's)."""
+    """A ``kind == "learned"`` method: learned through the engine's forward pass on the
+    run's data (the engine and datasets are the run's; ``folder`` keeps its state, named in
+    ``files``, so a resumed run does not learn again). Returns the method with what it
+    learned, ready for ``tau_transform``."""
 
     kind: str
+    files: Mapping[str, str]
 
-    def learn(self, engine: Any, datasets: Sequence[str]) -> Sequence[float]:
+    def learn(self, engine: Any, datasets: Sequence[str], folder: Any) -> "MergeMethod":
         ...
 
 
