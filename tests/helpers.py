@@ -6,6 +6,11 @@ import os
 import signal
 from pathlib import Path
 
+# --max-eval-samples for demo runs whose checks need no precise accuracy (files, flags,
+# resume, plumbing, values against an engine built with the same cap): the zoo's sets hold
+# 1,200 images and a run's time grows with them (decoding and every forward pass).
+FEW_IMAGES = 200
+
 
 class CountingEvaluate:
     """Stands in for MergeEngine.evaluate: counts calls; raises KeyboardInterrupt (a user's

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import FEW_IMAGES
 from task_vectors import adamerging as am
 from task_vectors.checkpoints import finetuned_path, head_path, load_state_dict, zeroshot_path
 from task_vectors.engine import MergeEngine
@@ -20,6 +21,7 @@ TASKS = ["LetterVal", "DigitVal", "ShapeVal"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 QUICK = ["--adamerging-steps", "6", "--adamerging-batch-size", "8", "--adamerging-lr", "0.02",
          "--adamerging-checkpoint-every", "2"]
+FEW = ["--max-eval-samples", str(FEW_IMAGES)]  # the engines below take the same cap
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
 
@@ -31,7 +33,7 @@ def _read(path: Path):
 def _argv(zoo_root: str, results: Path, exp_id: str, *extra) -> list[str]:
     return ["--demo", "--zoo-dir", zoo_root, "--method", "adamerging",
             "--zeroshot-merge-models", *TASKS, "--results-path", str(results),
-            "--exp-id", exp_id, *QUICK, *extra]
+            "--exp-id", exp_id, *QUICK, *FEW, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,8 @@ def engine(demo_zoo) -> MergeEngine:
     return MergeEngine.from_checkpoints(
         model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(z)),
         finetuned={t: str(finetuned_path(z, t)) for t in TASKS},
-        heads={t: str(head_path(z, t)) for t in TASKS}, datasets=TASKS, data_location="")
+        heads={t: str(head_path(z, t)) for t in TASKS}, datasets=TASKS, data_location="",
+        max_eval_samples=FEW_IMAGES)
 
 
 def test_task_wise_run_writes_what_it_learned(task_run, engine):
@@ -210,7 +213,7 @@ NAMES = ["AdaMerging (task-wise)", "AdaMerging (layer-wise)", "AdaMerging++ (tas
 def _map_argv(zoo_root: str, results: Path, exp_id: str, *extra) -> list[str]:
     return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--zeroshot-merge-models",
             *PAIR, "--results-path", str(results), "--exp-id", exp_id, "--n-gen", "10",
-            "--reevaluate", "1", "--baselines", *QUICK, *extra]
+            "--reevaluate", "1", "--baselines", *QUICK, *FEW, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +234,8 @@ def test_baselines_gain_the_four_adamerging_points(baselines_run, demo_zoo):
     engine = MergeEngine.from_checkpoints(
         model_name=demo_zoo.model_name, pretrained=str(zeroshot_path(z)),
         finetuned={t: str(finetuned_path(z, t)) for t in PAIR},
-        heads={t: str(head_path(z, t)) for t in PAIR}, datasets=PAIR, data_location="")
+        heads={t: str(head_path(z, t)) for t in PAIR}, datasets=PAIR, data_location="",
+        max_eval_samples=FEW_IMAGES)
     layout = am.Layout.of(engine)
     for name in NAMES:
         d = stored[name]["describe"]

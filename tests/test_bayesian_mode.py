@@ -11,7 +11,7 @@ import pytest
 
 from src.core.bayesian import assign_bins, squared_errors
 from src.core.surrogate import fit_surrogates
-from helpers import CountingEvaluate
+from helpers import FEW_IMAGES, CountingEvaluate
 
 PAIR = ["LetterVal", "DigitVal"]
 THREE = ["LetterVal", "DigitVal", "ShapeVal"]
@@ -33,7 +33,7 @@ def _main(*argv) -> int:
 
 def _argv(zoo_root: str, results: Path, exp_id: str, models, *extra) -> list:
     return ["--demo", "--zoo-dir", zoo_root, "--method", "bayesian", "--n-gen", N_GEN,
-            "--reevaluate", REEVALUATE, "--zeroshot-merge-models", *models,
+            "--reevaluate", REEVALUATE, "--max-eval-samples", FEW_IMAGES, "--zeroshot-merge-models", *models,
             "--results-path", results, "--exp-id", exp_id, *extra]
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import FEW_IMAGES
+
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 POINTS = 10
@@ -34,8 +36,8 @@ def pair(demo_zoo) -> list[str]:
 def _argv(zoo_root, results, exp_id, pair, seed, cache, *extra) -> list:
     return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", 20,
             "--zeroshot-merge-models", *pair, "--point", POINTS, "--bounds", LOW, HIGH,
-            "--design", "lhs", "--seed", seed, "--cache-dir", cache, "--results-path",
-            results, "--exp-id", exp_id, *extra]
+            "--design", "lhs", "--seed", seed, "--cache-dir", cache, "--max-eval-samples",
+            FEW_IMAGES, "--results-path", results, "--exp-id", exp_id, *extra]
 
 
 @pytest.fixture(scope="module")

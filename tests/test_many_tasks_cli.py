@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import CountingEvaluate
+from helpers import FEW_IMAGES, CountingEvaluate
 from src.core.pick_check import EQUAL_RELATIVE, EQUAL_SPREAD
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
@@ -36,6 +36,7 @@ def argv(tmp_path_factory, zoo_root, four) -> list[str]:
     return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--point", "20",
             "--n-gen", "30", "--reevaluate", "3", "--pdf", "--baselines",
             "--no-adamerging-baselines",  # test_adamerging_mode covers those points
+            "--max-eval-samples", str(FEW_IMAGES),
             "--zeroshot-merge-models", *four,
             "--results-path", str(results), "--exp-id", "four"]
 
@@ -83,7 +84,7 @@ def test_pick_check_block_matches_the_run_files_and_an_independent_engine(run, f
         model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
         finetuned={m: str(zoo / m / "finetuned.pt") for m in four},
         heads={d: str(zoo / f"head_{d}.pt") for d in four}, datasets=four,
-        data_location=str(zoo), batch_size=128)
+        data_location=str(zoo), batch_size=128, max_eval_samples=FEW_IMAGES)
     direct = engine.evaluate_at(np.zeros(4), four)
     pre = np.array([check["pretrained"]["real"][d] for d in four])
     np.testing.assert_allclose(pre, [direct[d]["accuracy"] for d in four], rtol=1e-6)

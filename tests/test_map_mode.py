@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from src.core.pareto import non_dominated, pick_by_preference
-from helpers import CountingEvaluate
+from helpers import FEW_IMAGES, CountingEvaluate
 
 REPO = Path(__file__).resolve().parent.parent
 PAIR = ["LetterVal", "DigitVal"]
@@ -32,7 +32,7 @@ def _main(*argv) -> int:
 
 def _map_argv(zoo_root: str, results: Path, exp_id: str, models=PAIR, *extra) -> list:
     return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", N_GEN,
-            "--reevaluate", REEVALUATE, "--zeroshot-merge-models", *models,
+            "--reevaluate", REEVALUATE, "--max-eval-samples", FEW_IMAGES, "--zeroshot-merge-models", *models,
             "--zeroshot-eval-datasets", *models, "--results-path", results, "--exp-id", exp_id,
             *extra]
 
@@ -83,7 +83,7 @@ def engine(demo_zoo):
         model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
         finetuned={m: str(zoo / m / "finetuned.pt") for m in FOUR},
         heads={d: str(zoo / f"head_{d}.pt") for d in FOUR}, datasets=FOUR,
-        data_location=str(zoo), batch_size=128)
+        data_location=str(zoo), batch_size=128, max_eval_samples=FEW_IMAGES)
 
 
 # ------------------------------------------------------------------ files and formats

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from src.core.pareto import pick_tchebycheff
-from helpers import CountingEvaluate
+from helpers import FEW_IMAGES, CountingEvaluate
 
 REPO = Path(__file__).resolve().parent.parent
 FOUR = ["LetterVal", "DigitVal", "ShapeVal", "SymbolVal"]  # the --demo default for nested
@@ -44,9 +44,10 @@ def _front(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _default_argv(zoo_root: str, results: Path, exp_id: str) -> list:
-    # `python run_MAP.py --demo`, in its own results folder and with a shorter search.
-    return ["--demo", "--zoo-dir", zoo_root, "--n-gen", N_GEN, "--results-path", results,
-            "--exp-id", exp_id]
+    # `python run_MAP.py --demo`, in its own results folder, with a shorter search and fewer
+    # images (accuracies are checked against an engine with the same cap).
+    return ["--demo", "--zoo-dir", zoo_root, "--n-gen", N_GEN, "--max-eval-samples",
+            FEW_IMAGES, "--results-path", results, "--exp-id", exp_id]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def run8(results, zoo_root) -> Path:
     pref = results / "preference.json"
     pref.write_text(json.dumps(PREFERENCE_8))
     assert _main("--demo", "--zoo-dir", zoo_root, "--n-gen", N_GEN, "--point", 10,
-                 "--zeroshot-merge-models", *EIGHT, "--preference", pref,
+                 "--max-eval-samples", FEW_IMAGES, "--zeroshot-merge-models", *EIGHT, "--preference", pref,
                  "--results-path", results, "--exp-id", "eight") == 0
     return results / "eight"
 
@@ -79,7 +80,7 @@ def _engine(demo_zoo, tasks):
         model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
         finetuned={m: str(zoo / m / "finetuned.pt") for m in tasks},
         heads={d: str(zoo / f"head_{d}.pt") for d in tasks}, datasets=tasks,
-        data_location=str(zoo), batch_size=128)
+        data_location=str(zoo), batch_size=128, max_eval_samples=FEW_IMAGES)
 
 
 @pytest.fixture(scope="module")

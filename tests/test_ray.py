@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("ray")  # the optional extra; `make test` installs it
 
+from helpers import FEW_IMAGES
 from map_common.errors import MAPError
 from task_vectors.checkpoints import finetuned_path, head_path
 from task_vectors.evaluators import EngineSpec, Evaluator, LocalEvaluator
@@ -36,7 +37,7 @@ def grid(n: int) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def spec(demo_zoo) -> EngineSpec:
-    return demo_spec(demo_zoo)
+    return demo_spec(demo_zoo, max_eval_samples=FEW_IMAGES)
 
 
 @pytest.fixture(scope="module")

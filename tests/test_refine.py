@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from src.core import refine, sampling
-from helpers import CountingEvaluate
+from helpers import FEW_IMAGES, CountingEvaluate
 
 # Two peaks: objective k is best at P[k]; the real front is the segment between them.
 P = np.array([[0.7, 0.3], [0.3, 0.7]])
@@ -100,7 +100,8 @@ def test_cli_refine_rounds_store_their_points_and_record_the_rounds(zoo_root, tm
     from task_vectors.engine import MergeEngine
 
     argv = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", "40",
-            "--reevaluate", "2", "--zeroshot-merge-models", *PAIR, "--results-path",
+            "--reevaluate", "2", "--max-eval-samples", str(FEW_IMAGES),
+            "--zeroshot-merge-models", *PAIR, "--results-path",
             str(tmp_path), "--exp-id", "refined", "--refine-rounds", "2",
             "--refine-points", "3"]
     original = MergeEngine.evaluate
@@ -147,7 +148,8 @@ def test_bayesian_refines_after_its_rounds(zoo_root, tmp_path, one_thread):
     import run_MAP
 
     argv = ["--demo", "--zoo-dir", zoo_root, "--method", "bayesian", "--n-gen", "30",
-            "--reevaluate", "0", "--zeroshot-merge-models", *PAIR, "--results-path",
+            "--reevaluate", "0", "--max-eval-samples", str(FEW_IMAGES),
+            "--zeroshot-merge-models", *PAIR, "--results-path",
             str(tmp_path), "--exp-id", "bayes", "--bayes-iter", "1", "--refine-rounds", "1",
             "--refine-points", "2"]
     assert run_MAP.main(argv) == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import CountingEvaluate
+from helpers import FEW_IMAGES, CountingEvaluate
 from map_common.errors import MAPError
 from src.run.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerprint,
                              fingerprint_changes, record_fingerprint)
@@ -56,9 +56,12 @@ time.sleep(120)
 """
 
 
-def _argv(zoo_root: str, results: Path, exp_id: str, *extra) -> list[str]:
+def _argv(zoo_root: str, results: Path, exp_id: str, *extra,
+          images: int | None = FEW_IMAGES) -> list[str]:
+    cap = [] if images is None else ["--max-eval-samples", str(images)]
     return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", "10",
-            "--reevaluate", "0", "--results-path", str(results), "--exp-id", exp_id, *extra]
+            "--reevaluate", "0", *cap, "--results-path", str(results), "--exp-id", exp_id,
+            *extra]
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -189,17 +192,17 @@ def test_a_folder_checkpoint_is_stamped_file_by_file(tmp_path):
 @pytest.mark.slow
 def test_resume_with_other_max_eval_samples_is_refused_and_writes_nothing(
         run_cli, capsys, tmp_path, zoo_root, one_thread):
-    assert run_cli(*_argv(zoo_root, tmp_path, "x", "--max-eval-samples", "20")) == 0
+    assert run_cli(*_argv(zoo_root, tmp_path, "x", images=20)) == 0
     run_dir = tmp_path / "x"
     before = _snapshot(run_dir)
     capsys.readouterr()
-    assert run_cli(*_argv(zoo_root, tmp_path, "x")) == 2
+    assert run_cli(*_argv(zoo_root, tmp_path, "x", images=None)) == 2
     out, err = capsys.readouterr()
     assert err.strip() == (f"run_MAP.py: error: run dir {run_dir} was made with "
                            f"--max-eval-samples 20, this run has none; use another --exp-id "
                            f"or delete {run_dir} to start afresh")
     assert _snapshot(run_dir) == before
-    assert run_cli(*_argv(zoo_root, tmp_path, "x", "--max-eval-samples", "20")) == 0
+    assert run_cli(*_argv(zoo_root, tmp_path, "x", images=20)) == 0
 
 
 # ------------------------------------------------------------------ lock

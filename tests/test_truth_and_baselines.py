@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import CountingEvaluate
+from helpers import FEW_IMAGES, CountingEvaluate
 
 PAIR = ["LetterVal", "DigitVal"]
 PER_AXIS = 6  # 36 grid merges: enough for a front, quick on 2 cores
@@ -31,7 +31,7 @@ def _argv(zoo_root, results, exp_id, method, *extra) -> list:
     # a short AdaMerging for the --baselines runs (test_adamerging_mode checks its points)
     return ["--demo", "--zoo-dir", zoo_root, "--method", method, "--n-gen", 40,
             "--zeroshot-merge-models", *PAIR, "--results-path", results, "--exp-id", exp_id,
-            "--adamerging-steps", 20, *extra]
+            "--adamerging-steps", 20, "--max-eval-samples", FEW_IMAGES, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def engine(demo_zoo):
         model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
         finetuned={t: str(zoo / t / "finetuned.pt") for t in PAIR},
         heads={d: str(zoo / f"head_{d}.pt") for d in PAIR}, datasets=PAIR,
-        data_location=str(zoo))
+        data_location=str(zoo), max_eval_samples=FEW_IMAGES)
 
 
 def _scaling(path: Path) -> tuple[np.ndarray, np.ndarray]:
