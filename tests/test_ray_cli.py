@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import kill_processes_mentioning
+from helpers import FEW_IMAGES, kill_processes_mentioning
 
 from map_common.errors import MAPError
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = "LetterVal_DigitVal"
 MAP_FLAGS = ["--demo", "--method", "map", "--n-gen", "20", "--reevaluate", "2",
-             "--device", "cpu"]
+             "--device", "cpu", "--max-eval-samples", str(FEW_IMAGES)]
 # run_MAP.py whose driver, once `hold` points are stored, touches `marker` and waits there.
 HELD_DRIVER = """
 import sys, time
@@ -329,7 +329,8 @@ def test_nested_runs_a_level_in_one_batch_and_builds_the_same_tree(runs, zoo_roo
     import src.modes.common as common
 
     flags = ["--demo", "--zoo-dir", zoo_root, "--method", "nested", "--point", "8",
-             "--n-gen", "20", "--results-path", str(runs)]
+             "--n-gen", "20", "--max-eval-samples", str(FEW_IMAGES),
+             "--results-path", str(runs)]
     real_open = common.open_evaluator
     batches: list[list[tuple[str, ...]]] = []
 
