@@ -32,7 +32,8 @@ default schedule ((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
             split's unlabeled images); those forward passes are not counted in the budget;
   map+ehvi RxK  map+refine whose rounds choose their points by expected hypervolume
             improvement under a bootstrap ensemble of the quadratic surrogates
-            (src.core.acquisition) instead of spreading them along the front;
+            (src.core.acquisition) instead of spreading them along the front, after the
+            default design and after --design lhs (map lhs+ehvi);
   map lhs   map with --design lhs (one-hot + centre + a Latin hypercube), also with refine;
   bayesian  src.core.bayesian.run_rounds with its default schedule, then the same front step;
   random    the budget as uniform random merges (each --random-seeds seed);
@@ -519,6 +520,9 @@ def main() -> None:
                 runs.append((f"map+ehvi {spec}", a.seed, lambda s=a.seed, R=R, K=K: run_map(
                     evaluate, task_set, n_fit, prefs, a.reevaluate, s, R, K,
                     acquisition="ehvi")))
+                runs.append((f"map lhs+ehvi {spec}", a.seed, lambda s=a.seed, R=R, K=K:
+                             run_map(evaluate, task_set, n_fit, prefs, a.reevaluate, s,
+                                     R, K, design_kind="lhs", acquisition="ehvi")))
         if "lhs" in a.methods:  # measurement only: is the design's edge-heavy grid a loss?
             runs.append(("map lhs", a.seed, lambda s=a.seed: run_map(
                 evaluate, task_set, n_fit, prefs, a.reevaluate, s, design_kind="lhs")))
@@ -527,11 +531,7 @@ def main() -> None:
                 runs.append((f"map lhs+refine {spec}", a.seed, lambda s=a.seed, R=R, K=K:
                              run_map(evaluate, task_set, n_fit, prefs, a.reevaluate, s,
                                      R, K, design_kind="lhs")))
-            for spec in a.refine if "ehvi" in a.methods else []:
-                R, K = map(int, spec.split("x"))
-                runs.append((f"map lhs+ehvi {spec}", a.seed, lambda s=a.seed, R=R, K=K:
-                             run_map(evaluate, task_set, n_fit, prefs, a.reevaluate, s,
-                                     R, K, design_kind="lhs", acquisition="ehvi")))
+
         if "bayesian" in a.methods:
             runs.append(("bayesian", a.seed, lambda s=a.seed: run_bayes(
                 evaluate, task_set, prefs, a.reevaluate, s)))
