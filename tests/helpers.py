@@ -72,3 +72,46 @@ def wait_for_exit(pids: list[int], hang_limit: float = 300.0) -> list[int]:
         finally:
             os.close(fd)
     return alive
+
+
+def file_tree(folder: Path) -> set[str]:
+    """Every path below ``folder``, relative to it: to check a refused run wrote nothing."""
+    return {str(p.relative_to(folder)) for p in Path(folder).rglob("*")}
+
+
+def random_tiny_clip(folder: Path, n_finetuned: int, *, scale: float = 0.05, generator=None):
+    """A randomly initialised tiny open_clip encoder (the demo zoo's config) as a local-dir
+    model in ``folder``: (encoder, its state, ``n_finetuned`` fine-tuned states = state +
+    ``scale`` * N(0, 1) on every floating tensor). ``generator`` (torch, seed 1 if None)
+    draws the noise and goes on for the caller's heads and data."""
+    import json
+
+    import torch
+
+    from task_vectors.modeling import ImageEncoder
+    from task_vectors.zoo import MODEL_CFG, PREPROCESS_CFG
+
+    (Path(folder) / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}))
+    torch.manual_seed(0)
+    encoder = ImageEncoder(f"local-dir:{folder}")
+    pre = {k: v.clone() for k, v in encoder.state_dict().items()}
+    gen = generator if generator is not None else torch.Generator().manual_seed(1)
+    fts = [{k: v + scale * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+            for k, v in pre.items()} for _ in range(n_finetuned)]
+    return encoder, pre, fts
+
+
+def assert_refused_in_one_line(run_cli, capsys, folder: Path, message: str, *argv) -> None:
+    """``run_MAP.py argv`` exits 2 with one line on stderr matching the regex ``message``,
+    no traceback, nothing on stdout and nothing written below ``folder``."""
+    import re
+
+    before = file_tree(folder)
+    rc = run_cli(*argv)
+    out, err = capsys.readouterr()
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and out == ""
+    assert re.search(message, lines[0]), lines[0]
+    assert file_tree(folder) == before

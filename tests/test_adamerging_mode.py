@@ -5,14 +5,13 @@ and bad flags refused in one line with exit 2 and nothing written."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import FEW_IMAGES
+from helpers import FEW_IMAGES, assert_refused_in_one_line
 from task_vectors import adamerging as am
 from task_vectors.checkpoints import finetuned_path, head_path, load_state_dict, zeroshot_path
 from task_vectors.engine import MergeEngine
@@ -152,10 +151,6 @@ def test_a_killed_run_continues_with_the_same_command(results, zoo_root, task_ru
     assert len(err) == 1 and "settings.prior" in err[0]
 
 
-def _tree(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
-
-
 @pytest.mark.parametrize("extra, message", [
     (["--adamerging-steps", "0"], r"--adamerging-steps: must be a positive integer, got 0"),
     (["--adamerging-steps", "-3"], r"--adamerging-steps: must be a positive integer"),
@@ -176,15 +171,9 @@ def _tree(folder: Path) -> set[str]:
 ])
 def test_bad_flags_are_one_line_exit_2_and_write_nothing(extra, message, run_cli, capsys,
                                                          tmp_path, zoo_root):
-    before = _tree(tmp_path)
-    rc = run_cli("--demo", "--zoo-dir", zoo_root, "--method", "adamerging", "--results-path",
-                 tmp_path / "results", "--exp-id", "bad", *extra)
-    out, err = capsys.readouterr()
-    assert rc == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err and out == ""
-    assert re.search(message, lines[0]), lines[0]
-    assert _tree(tmp_path) == before
+    assert_refused_in_one_line(run_cli, capsys, tmp_path, message, "--demo", "--zoo-dir",
+                               zoo_root, "--method", "adamerging", "--results-path",
+                               tmp_path / "results", "--exp-id", "bad", *extra)
 
 
 def test_entropy_curve_figure_draws_each_task_and_the_mean():

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import assert_refused_in_one_line, random_tiny_clip
 from map_common.errors import MAPError
 from task_vectors import adamerging as am
 from task_vectors.engine import MergeEngine
@@ -31,14 +31,8 @@ def tiny(tmp_path_factory):
     """A random tiny open_clip encoder, 2 synthetic fine-tuned versions, 2 heads and 2
     small evaluation sets; returns (folder, pre, fine-tuned states, heads, data)."""
     folder = tmp_path_factory.mktemp("tinyprofile")
-    (folder / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}))
-    torch.manual_seed(0)
-    encoder = ImageEncoder(f"local-dir:{folder}")
-    pre = {k: v.clone() for k, v in encoder.state_dict().items()}
     gen = torch.Generator().manual_seed(1)
-    fts = [{k: v + 0.05 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
-            for k, v in pre.items()} for _ in range(2)]
+    _, pre, fts = random_tiny_clip(folder, 2, generator=gen)
     dim = MODEL_CFG["embed_dim"]
     heads = {"A": ClassificationHead(True, torch.randn(5, dim, generator=gen)),
              "B": ClassificationHead(True, torch.randn(3, dim, generator=gen))}
@@ -216,10 +210,6 @@ def test_a_resumed_run_does_not_learn_again(profile_run, zoo_root, monkeypatch, 
     assert len(err) == 1 and "--adamerging-lr 0.05, this run has 0.01" in err[0]
 
 
-def _tree(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
-
-
 @pytest.mark.parametrize("extra, message", [
     (["--adamerging", "task"], r"learns layer-wise profiles .* drop --adamerging task"),
     (["--adamerging-clamp", "1", "0"], r"--adamerging-clamp 1.0 0.0: LOW must be below HIGH"),
@@ -233,13 +223,7 @@ def _tree(folder: Path) -> set[str]:
 ])
 def test_bad_flags_are_one_line_exit_2_and_write_nothing(extra, message, run_cli, capsys,
                                                          tmp_path, zoo_root):
-    before = _tree(tmp_path)
-    rc = run_cli("--demo", "--zoo-dir", zoo_root, "--method", "map", "--merge-method",
-                 "adamerging", "--results-path", tmp_path / "results", "--exp-id", "bad",
-                 *extra)
-    out, err = capsys.readouterr()
-    assert rc == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err and out == ""
-    assert re.search(message, lines[0]), lines[0]
-    assert _tree(tmp_path) == before
+    assert_refused_in_one_line(run_cli, capsys, tmp_path, message, "--demo", "--zoo-dir",
+                               zoo_root, "--method", "map", "--merge-method", "adamerging",
+                               "--results-path", tmp_path / "results", "--exp-id", "bad",
+                               *extra)

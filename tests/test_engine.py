@@ -11,6 +11,8 @@ import pytest
 import safetensors.torch
 import torch
 import torch.nn.functional as F
+
+from helpers import random_tiny_clip
 from PIL import Image
 
 from map_common.errors import MAPError
@@ -220,14 +222,8 @@ def tiny(tmp_path_factory):
     """A randomly initialised tiny open_clip encoder, 3 synthetic fine-tuned versions,
     2 heads and 2 synthetic evaluation sets (sizes not a multiple of the batch size)."""
     folder = tmp_path_factory.mktemp("tinyclip")
-    (folder / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}))
-    torch.manual_seed(0)
-    encoder = ImageEncoder(f"local-dir:{folder}")
-    pre = {k: v.clone() for k, v in encoder.state_dict().items()}
     gen = torch.Generator().manual_seed(1)
-    fts = [{k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in pre.items()}
-           for _ in range(3)]
+    encoder, pre, fts = random_tiny_clip(folder, 3, generator=gen)
     dim = MODEL_CFG["embed_dim"]
     heads = {"A": ClassificationHead(True, torch.randn(5, dim, generator=gen)),
              "B": ClassificationHead(False, torch.randn(3, dim, generator=gen),
