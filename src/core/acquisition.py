@@ -13,6 +13,7 @@ Pure logic: arrays in, arrays out; the fits are src.core.surrogate's.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -54,8 +55,8 @@ def reference_below(Y: np.ndarray, senses: Senses, margin: float = REFERENCE_MAR
     front's range (at least 1e-3) further in the worse direction of each metric."""
     Y = np.atleast_2d(np.asarray(Y, dtype=float))
     front = to_minimisation(Y[non_dominated(Y, senses)], senses)
-    span = np.maximum(front.max(axis=0) - front.min(axis=0), 1e-3 / max(margin, 1e-12))
-    return (front.max(axis=0) + margin * span) * signs(senses, Y.shape[1])
+    offset = np.maximum(margin * (front.max(axis=0) - front.min(axis=0)), 1e-3)
+    return (front.max(axis=0) + offset) * signs(senses, Y.shape[1])
 
 
 def ehvi_batch(samples: np.ndarray, Y_done: np.ndarray, senses: Senses, k: int, *,
@@ -108,7 +109,7 @@ def ehvi_selector(link: str, senses: Sequence[str], *, members: int = 16, seed: 
     bootstrap ensemble fitted on every point evaluated so far; rows within
     ``min_distance`` (coefficient space) of an evaluated or already chosen point are not
     offered. When no row improves the hypervolume under any member, none is chosen."""
-    calls = iter(range(1 << 30))
+    calls = itertools.count()  # each round refits on new bootstrap draws
 
     def select(C_front: np.ndarray, F_front: np.ndarray, C_done: np.ndarray,
                Y_done: np.ndarray, k: int) -> np.ndarray:

@@ -186,7 +186,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     compare = tuple(str(require_file(p, "run to compare (--compare)"))
                     for p in (args.compare or ()))
     refine_rounds, refine_points, refine_tol = _refinement(args, mode, defaults)
-    refine_acquisition = getattr(args, "refine_acquisition", "spread")
+    refine_acquisition = args.refine_acquisition
     if refine_acquisition != "spread" and refine_rounds == 0:
         raise MAPError(f"--refine-acquisition {refine_acquisition} chooses the points of the "
                        "refinement rounds: add --refine-rounds 1 or more")
