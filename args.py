@@ -16,7 +16,7 @@ from map_common.argtypes import (MAX_POINTS, float_in, int_in, nonnegative_int, 
 from src.run.config import Defaults
 from src.core.metrics import METRICS
 from src.run.mode_registry import MODES, SWEEP_SIZES
-from src.run.names import PICKS
+from src.run.names import PICK_FROM, PICKS
 from src.core.sampling import min_points
 from task_vectors.merge_methods import METHODS as MERGE_METHODS
 
@@ -220,6 +220,13 @@ def _map_flags(p: argparse.ArgumentParser) -> None:
                         "largest share of its gain (equal weights give a balanced model); "
                         "weighted-sum: the original's weighted sum of raw metrics (often an "
                         "end of the front).")
+    g.add_argument("--pick-from", type=str, default="front", choices=PICK_FROM,
+                   help="Where the handed-over model comes from. front: the --pick of the "
+                        "surrogate front (re-evaluated). evaluated: the best real model by the "
+                        "same --pick among all the run evaluated (design, re-evaluated front, "
+                        "pretrained model), models that keep every weighted task at or above "
+                        "the pretrained model first; the front's pick is among them. Needs "
+                        "--reevaluate > 0, else the front's pick is kept.")
     g.add_argument("--reevaluate", type=_reevaluate_count, default=5,
                    help="Front points merged and evaluated for real after the search "
                         "('MAP, real'); 0 to skip, 'all' for every front point. The "

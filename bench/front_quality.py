@@ -267,6 +267,7 @@ class Truth:
 # re-evaluate), with the CLI's defaults (NSGA-III over the sampled box, N_GEN generations).
 # Only solve_front's figures are skipped (drawing is not what is measured).
 PICK = "weighted-sum"  # preference regret is a weighted-sum regret: pick by the same rule
+EVALUATED_PICK = ", evaluated pick"  # a run's second row: the same run, --pick-from evaluated
 
 
 def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
@@ -277,7 +278,7 @@ def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
 
 
 def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_reeval: int,
-               seed: int, pick: str = PICK) -> dict:
+               seed: int, pick: str = PICK, pretrained: np.ndarray | None = None) -> dict:
     """src.core.front.solve_front as the CLI runs it, then each preference's pick on its front.
 
     Equal budget, every evaluation counted: solve_front re-evaluates n_reeval - (P - 1)
@@ -285,10 +286,15 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
     picks are evaluated too when they are not among those (counted, part of the method's
     evaluations), so the method spends at most n_reeval on its front and hands over only
     models it has evaluated, as random search and BoTorch do. ``pick``: the pick rule
-    (weighted-sum here, the rule preference regret scores; many_tasks.py passes the CLI's)."""
+    (weighted-sum here, the rule preference regret scores; many_tasks.py passes the CLI's).
+
+    "evaluated": the same run under --pick-from evaluated: each preference's best real
+    model by the same rule among the design, the re-evaluated front (picks included) and,
+    when ``pretrained`` (its measured metrics) is given, the pretrained model; no further
+    evaluation."""
     import tempfile
 
-    from src.core.front import FrontTask, SearchSettings, solve_front
+    from src.core.front import FrontTask, SearchSettings, pick_evaluated, solve_front
     from src.core.metrics import get_metric
 
     T = C.shape[1]
@@ -299,7 +305,7 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
     with tempfile.TemporaryDirectory() as folder:
         task = FrontTask(C=C, Y=Y, labels=list(task_set), metric=get_metric("accuracy"),
                          weights=preferences[0], folder=Path(folder), names="bench",
-                         reevaluate=n_spread, evaluate_real=evaluate)
+                         reevaluate=n_spread, evaluate_real=evaluate, pretrained=pretrained)
         res = solve_front(task, SearchSettings(low=0.0, high=1.0, n_gen=N_GEN, seed=seed,
                                                pick=pick))
     rows = list(res.reevaluated)
@@ -313,9 +319,16 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
         rows += missing
     real = np.array(real).reshape(-1, Y.shape[1])
     real_of = dict(zip(rows, real))
+    worst, best = np.array(res.anchors["worst"]), np.array(res.anchors["best"])
+    evaluated = [pick_evaluated([(res.C_front[rows], real, "re-evaluated front"),
+                                 (C, Y, "design")], pretrained, w, [SENSE] * T, pick, worst,
+                                best, res.surrogates) for w in preferences]
     return {"C_all": np.vstack([C, res.C_front[rows]]), "Y_all": np.vstack([Y, real]),
             "predicted": res.F_front[rows], "real": real,
             "chosen_real": [real_of[p] for p in picks], "chosen_C": res.C_front[picks],
+            "evaluated": {"chosen_real": [e.real for e in evaluated],
+                          "chosen_C": np.array([e.coefficients for e in evaluated]),
+                          "sources": [e.source for e in evaluated]},
             "refine": None}
 
 
@@ -338,7 +351,8 @@ def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int,
 
 def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: int,
             rounds: int = 0, points: int = 5, design_kind: str = "tool",
-            acquisition: str = "spread", pick: str = PICK) -> dict:
+            acquisition: str = "spread", pick: str = PICK,
+            pretrained: np.ndarray | None = None) -> dict:
     """map_mode.design of n_fit - rounds * points points, refinement, the front step."""
     from types import SimpleNamespace
 
@@ -356,18 +370,19 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
     if rounds:
         r = run_refine(evaluate, C, Y, rounds, points, seed, acquisition)
         C, Y, info = r.C, r.Y, r.summary()
-    out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed, pick)
+    out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed, pick, pretrained)
     out["refine"] = info
     return out
 
 
-def run_bayes(evaluate, task_set, preferences, n_reeval: int, seed: int, pick: str = PICK
-              ) -> dict:
+def run_bayes(evaluate, task_set, preferences, n_reeval: int, seed: int, pick: str = PICK,
+              pretrained: np.ndarray | None = None) -> dict:
     T = len(task_set)
     n_initial, n_update, n_iter = default_bayes_schedule(T)
     res = bayesian.run_rounds(evaluate, T, n_initial=n_initial, n_update=n_update,
                               n_iter=n_iter, link="sigmoid", seed=seed)
-    return front_step(evaluate, res.C, res.Y, task_set, preferences, n_reeval, seed, pick)
+    return front_step(evaluate, res.C, res.Y, task_set, preferences, n_reeval, seed, pick,
+                      pretrained)
 
 
 def direct(C: np.ndarray, Y: np.ndarray, preferences) -> dict:
@@ -585,6 +600,14 @@ def main() -> None:
                   f"{row['regret_held']:+.4f}; in-sample HV ratio {row['hv_ratio_val']:.3f}; "
                   f"{counted} evals, {wall:.1f} s (noise gap {truth.noise_gap():.3f})",
                   flush=True)
+            if out.get("evaluated") is not None:  # the same run, --pick-from evaluated
+                alt = out | out["evaluated"]
+                alt_row = row | {"method": method + EVALUATED_PICK} | score(
+                    alt, truth, heldout_rows(alt, scorer, out.get("engine")), prefs)
+                rows.append(alt_row)
+                print(f"{'':<28} {'':<9} evaluated pick: regret "
+                      f"{alt_row['regret_held']:+.4f} (from "
+                      f"{', '.join(out['evaluated']['sources'])})", flush=True)
             if "profile_divisor" in row:
                 print(f"{'':<28} profile: AdaMerging model at c = "
                       f"{np.round(row['profile_divisor'], 3).tolist()}, learned in "

@@ -203,7 +203,12 @@ def test_chosen_point_is_the_preference_pick_of_the_stored_front(map_run):
     stored = _read(map_run / "LetterVal_DigitVal_surrogates.json")
     surrogates = [QuadraticSurrogate.from_params(stored[d]) for d in PAIR]
     Cs, Ys = _stored(map_run / "LetterVal_DigitValscaling_results.json", PAIR, PAIR, "accuracy")
-    worst, best = anchor_values(Cs, Ys, surrogates)
+    _, best = anchor_values(Cs, Ys, surrogates)
+    # the design lacks c = 0: the pretrained model was evaluated once beside it, and its
+    # measured metrics are the lower anchor
+    C0, worst = _stored(map_run / "reference_models.json", PAIR, PAIR, "accuracy")
+    assert C0.tolist() == [[0.0, 0.0]] and not (Cs == 0).all(axis=1).any()
+    worst = worst[0]
     # the default pick: Tchebycheff between pretrained and fine-tuned values
     pick = pick_tchebycheff(F, [preference[d] for d in PAIR], ["max", "max"], worst, best)
     assert pick != pick_by_preference(F, [preference[d] for d in PAIR], ["max", "max"])
@@ -319,3 +324,39 @@ def test_killed_run_resumes_without_repeating_a_stored_evaluation(results, zoo_r
     assert _main(*argv) == 0
     assert counter.calls == 0
     assert front_file.read_bytes() == before
+
+
+# ------------------------------------------------------------------ --pick-from evaluated
+def test_pick_from_evaluated_hands_over_the_rules_best_stored_model(results, zoo_root, capsys):
+    from src.core.front import keeps_pretrained
+    from src.core.pareto import pick_tchebycheff
+
+    assert _main(*_map_argv(zoo_root, results, "evaluated", FOUR, "--pick-from",
+                            "evaluated")) == 0
+    run_dir, names = results / "evaluated", "_".join(FOUR)
+    summary = _read(run_dir / "run.json")["summary"]
+    chosen = summary["chosen"]
+    assert summary["pick_from"] == "evaluated"
+    assert chosen["from"] in ("design", "re-evaluated front", "pretrained")
+    # every model the run evaluated, from its stores
+    parts = [_stored(run_dir / f, FOUR, FOUR, "accuracy") for f in
+             (f"{names}pareto_front_real.json", f"{names}scaling_results.json",
+              "reference_models.json")]
+    C = np.vstack([p[0] for p in parts])
+    Y = np.vstack([p[1] for p in parts])
+    pre = parts[2][1][0]
+    weights = [yaml.safe_load((REPO / "example_preference.yaml").read_text())[d] for d in FOUR]
+    keep = np.flatnonzero(keeps_pretrained(Y, pre, weights, ["max"] * 4))
+    rows = keep if keep.size else np.arange(len(Y))
+    anchors = chosen["anchors"]
+    assert anchors["worst"] == pre.tolist()  # the measured pretrained model
+    j = rows[pick_tchebycheff(Y[rows], weights, ["max"] * 4, anchors["worst"], anchors["best"])]
+    np.testing.assert_allclose([chosen["coefficients"][m] for m in FOUR], C[j], atol=1e-12)
+    assert [chosen["real"][d] for d in FOUR] == Y[j].tolist()
+    assert chosen["keeps_pretrained"] == bool(keep.size)
+    # the surrogate front's own pick is reported beside it, re-evaluated
+    front_C, _ = _front(run_dir / f"{names}pareto_front.json")
+    front_pick = [chosen["front_pick"]["coefficients"][m] for m in FOUR]
+    assert np.isclose(front_C, front_pick, atol=1e-12).all(axis=1).any()
+    assert chosen["front_pick"]["real"] is not None
+    assert "the best evaluated model" in capsys.readouterr().out

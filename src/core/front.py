@@ -29,11 +29,32 @@ class SearchSettings:
     seed: int
     pick: str
     pdf: bool = False
+    pick_from: str = "front"   # front | evaluated (PICK_FROM)
 
     @classmethod
     def of(cls, config) -> "SearchSettings":
         return cls(low=config.search_low, high=config.search_high, n_gen=config.n_gen,
-                   seed=config.seed, pick=config.pick, pdf=config.pdf)
+                   seed=config.seed, pick=config.pick, pdf=config.pdf,
+                   pick_from=getattr(config, "pick_from", "front"))
+
+
+# Where the handed-over model comes from. front: the surrogate front's pick (re-evaluated).
+# evaluated: the best real model by the same rule among every model the run evaluated (the
+# design, the re-evaluated front, the pretrained model), preferring those that keep every
+# weighted task at or above the pretrained model; the surrogate pick is among them, so the
+# choice can only improve on it on the evaluation data.
+PICK_FROM = ("front", "evaluated")
+
+
+@dataclass(frozen=True)
+class EvaluatedPick:
+    """The model handed over under pick_from="evaluated"."""
+
+    coefficients: np.ndarray   # [d]
+    real: np.ndarray           # [K] its evaluated metric
+    predicted: np.ndarray      # [K] the surrogates' prediction there
+    source: str                # "re-evaluated front" | "design" | "pretrained"
+    keeps_pretrained: bool | None  # every weighted task >= pretrained (None: pretrained unknown)
 
 
 @dataclass
@@ -70,12 +91,33 @@ class FrontResult:
     search_seconds: float
     anchors: dict[str, list[float]] = field(default_factory=dict)  # worst / best per objective
     figures: list[Path] = field(default_factory=list)  # drawn by the caller's writer
+    evaluated_pick: EvaluatedPick | None = None  # set under pick_from="evaluated"
 
     @property
-    def chosen_real(self) -> np.ndarray | None:
+    def front_pick_real(self) -> np.ndarray | None:
+        """The real metric of the surrogate front's pick (None unless re-evaluated)."""
         if self.F_real is None or self.chosen not in self.reevaluated:
             return None
         return self.F_real[self.reevaluated.index(self.chosen)]
+
+    @property
+    def chosen_real(self) -> np.ndarray | None:
+        """The real metric of the model handed over."""
+        if self.evaluated_pick is not None:
+            return self.evaluated_pick.real
+        return self.front_pick_real
+
+    @property
+    def chosen_coefficients(self) -> np.ndarray:
+        if self.evaluated_pick is not None:
+            return self.evaluated_pick.coefficients
+        return self.C_front[self.chosen]
+
+    @property
+    def chosen_predicted(self) -> np.ndarray:
+        if self.evaluated_pick is not None:
+            return self.evaluated_pick.predicted
+        return self.F_front[self.chosen]
 
 
 def solve_front(task: FrontTask, settings: SearchSettings) -> FrontResult:
@@ -92,6 +134,8 @@ def solve_front(task: FrontTask, settings: SearchSettings) -> FrontResult:
                                           seed=settings.seed + task.seed_offset)
     search_seconds = time.perf_counter() - start
     worst, best = anchor_values(C, Y, surrogates)
+    if task.pretrained is not None:  # measured beats predicted
+        worst = np.asarray(task.pretrained, dtype=float).copy()
     chosen = pareto.pick(F_front, task.weights, senses, settings.pick, worst=worst, best=best)
 
     n_real = len(C_front) if task.reevaluate == "all" else int(task.reevaluate)
@@ -99,9 +143,48 @@ def solve_front(task: FrontTask, settings: SearchSettings) -> FrontResult:
     F_real = task.evaluate_real(C_front[idx]) if idx and task.evaluate_real else None
     if F_real is None:
         idx = []
+    final = None
+    if settings.pick_from == "evaluated" and F_real is not None:
+        final = pick_evaluated(
+            [(C_front[idx], F_real, "re-evaluated front"), (C, Y, "design")],
+            task.pretrained, task.weights, senses, settings.pick, worst, best, surrogates)
 
     return FrontResult(surrogates, r2, C_front, F_front, chosen, idx, F_real, search_seconds,
-                       {"worst": worst.tolist(), "best": best.tolist()})
+                       {"worst": worst.tolist(), "best": best.tolist()}, evaluated_pick=final)
+
+
+def keeps_pretrained(Y: np.ndarray, pretrained: np.ndarray, weights: Sequence[float],
+                     senses: Sequence[str]) -> np.ndarray:
+    """[n] rows at or above the pretrained model on every task of positive weight."""
+    up = np.where(np.asarray(senses) == "max", 1.0, -1.0)
+    gap = (np.atleast_2d(Y) - np.asarray(pretrained, dtype=float)) * up
+    weighted = np.asarray(weights, dtype=float) > 0
+    return np.all((gap >= -1e-12) | ~weighted, axis=1)
+
+
+def pick_evaluated(groups: Sequence[tuple[np.ndarray, np.ndarray, str]],
+                   pretrained: np.ndarray | None, weights: Sequence[float],
+                   senses: Sequence[str], rule: str, worst: np.ndarray, best: np.ndarray,
+                   surrogates: Sequence[QuadraticSurrogate]) -> EvaluatedPick:
+    """The best evaluated model by ``rule``: groups (C [n, d], real Y [n, K], source) in
+    order of precedence on ties; the pretrained model joins when known. Models that keep
+    every weighted task at or above the pretrained model come first when there are any (a
+    scalarisation alone can trade a task below it, which no merge should be chosen for)."""
+    groups = [(np.atleast_2d(np.asarray(c, dtype=float)), np.atleast_2d(np.asarray(y, float)),
+               src) for c, y, src in groups if len(c)]
+    d = groups[0][0].shape[1]
+    if pretrained is not None:
+        groups.append((np.zeros((1, d)), np.asarray(pretrained, dtype=float)[None],
+                       "pretrained"))
+    C = np.vstack([g[0] for g in groups])
+    Y = np.vstack([g[1] for g in groups])
+    sources = [src for c, _, src in groups for _ in range(len(c))]
+    keep = None if pretrained is None else keeps_pretrained(Y, pretrained, weights, senses)
+    rows = np.flatnonzero(keep) if keep is not None and keep.any() else np.arange(len(Y))
+    j = int(rows[pareto.pick(Y[rows], weights, senses, rule, worst=worst, best=best)])
+    predicted = np.array([float(s.predict(C[j][None])[0]) for s in surrogates])
+    return EvaluatedPick(C[j].copy(), Y[j].copy(), predicted, sources[j],
+                         None if keep is None else bool(keep[j]))
 
 
 def anchor_values(C: np.ndarray, Y: np.ndarray, surrogates: Sequence[QuadraticSurrogate]
@@ -139,16 +222,30 @@ def front_summary(task: FrontTask, result: FrontResult, coefficient_names: Seque
         result.reevaluated
     labels = [str(x) for x in task.labels]
     real = result.chosen_real
+
+    def named(keys, v):
+        return None if v is None else dict(zip(keys, np.asarray(v).tolist()))
+
+    ev = result.evaluated_pick
+    chosen_block = {"coefficients": named(coefficient_names, result.chosen_coefficients),
+                    "predicted": named(labels, result.chosen_predicted),
+                    "real": named(labels, real),
+                    "preference": dict(zip(labels, map(float, task.weights))),
+                    "anchors": result.anchors,
+                    "from": "front" if ev is None else ev.source}
+    if ev is not None:
+        chosen_block["keeps_pretrained"] = ev.keeps_pretrained
+        chosen_block["front_pick"] = {
+            "coefficients": named(coefficient_names, C_front[chosen]),
+            "predicted": named(labels, F_front[chosen]),
+            "real": named(labels, result.front_pick_real)}
     return {
         "n_evaluations": int(len(task.C)),
         "surrogate_r2": result.r2,
         "front_size": int(len(C_front)),
         "pick": pick,
-        "chosen": {"coefficients": dict(zip(coefficient_names, C_front[chosen].tolist())),
-                   "predicted": dict(zip(labels, F_front[chosen].tolist())),
-                   "real": None if real is None else dict(zip(labels, real.tolist())),
-                   "preference": dict(zip(labels, map(float, task.weights))),
-                   "anchors": result.anchors},
+        "pick_from": "front" if ev is None else "evaluated",
+        "chosen": chosen_block,
         "reevaluated": None if result.F_real is None else {
             "coefficients": C_front[idx].tolist(), "predicted": F_front[idx].tolist(),
             "real": result.F_real.tolist(),

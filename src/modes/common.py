@@ -217,7 +217,7 @@ def score_run(ctx: RunContext, task: FrontTask, result: FrontResult) -> dict[str
         maximize=ctx.config.metric.sense == "max",
         grid_points=truth.Y, grid_front=truth.Y[truth.front_mask],
         runs=[("MAP", result.F_front, result.F_real)],
-        chosen=result.chosen_real, chosen_predicted=result.F_front[result.chosen],
+        chosen=result.chosen_real, chosen_predicted=result.chosen_predicted,
         pdf=ctx.config.pdf)
     result.figures += figures
     return scores

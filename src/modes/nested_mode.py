@@ -256,15 +256,14 @@ def _fit_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
     _, result.figures = write_solved_front(task, result, config.pdf)  # the round folder's
     ctx.timings["search_seconds"] = ctx.timings.get("search_seconds", 0.0) + \
         result.search_seconds
-    chosen = result.chosen
-    write_json(folder / "chosen.json", {"pair_coefficients": result.C_front[chosen].tolist(),
-                                        "predicted": result.F_front[chosen].tolist(),
+    write_json(folder / "chosen.json", {"pair_coefficients": result.chosen_coefficients.tolist(),
+                                        "predicted": result.chosen_predicted.tolist(),
                                         "preference": weights.tolist(), "pick": config.pick,
                                         "anchors": result.anchors})
     info = {"folder": str(folder), "scaling_results": str(store.path),
-            "predicted": result.F_front[chosen].tolist(), "n_points": int(len(C)),
+            "predicted": result.chosen_predicted.tolist(), "n_points": int(len(C)),
             "figure": str(result.figures[0])}
-    return result.C_front[chosen], info
+    return result.chosen_coefficients, info
 
 
 def _write_final_model(ctx: RunContext, final: nested.PoolModel, accuracy: dict[str, float],

@@ -54,7 +54,7 @@ def check_run_pick(ctx: "RunContext", task: "FrontTask", result: "FrontResult"
             Y.append(np.array([[entry["evals"][d][config.metric.name]
                                 for d in config.datasets]]))
             sources.append(f"baseline '{name}'")
-    return check_pick(result.C_front[result.chosen], real, np.vstack(C), np.vstack(Y),
+    return check_pick(result.chosen_coefficients, real, np.vstack(C), np.vstack(Y),
                       pretrained=task.pretrained, weights=task.weights,
                       sense=config.metric.sense, labels=config.datasets,
                       coefficient_names=config.models,

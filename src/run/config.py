@@ -101,6 +101,7 @@ class RunConfig:
     n_gen: int
     seed: int
     pick: str                   # tchebycheff | weighted-sum
+    pick_from: str              # front | evaluated (src.core.front.PICK_FROM)
     preference: tuple[float, ...]  # weight of each dataset, same order
     bayes: BayesSchedule | None  # bayesian: (initial, update, iterations)
     grid_per_axis: int | None   # grid: points per coefficient axis
@@ -208,6 +209,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         method=args.method, models=models, datasets=datasets, metric=metric, low=low,
         high=high, search_low=search_low, search_high=search_high, points=settings.points,
         reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=args.pick,
+        pick_from=args.pick_from,
         preference=preference, bayes=settings.bayes, grid_per_axis=settings.grid_per_axis,
         truth=truth,
         baselines=baselines, compare=compare,

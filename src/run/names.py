@@ -4,3 +4,4 @@ these names."""
 from __future__ import annotations
 
 PICKS = ("tchebycheff", "weighted-sum")  # src.core.pareto.pick_by_preference
+PICK_FROM = ("front", "evaluated")  # src.core.front.PICK_FROM

@@ -65,7 +65,7 @@ def draw_front(task: "FrontTask", result: "FrontResult", pdf: bool
     surrogate against the truth (and its contours for two coefficients). Returns (file
     name -> description, figures)."""
     labels = [str(x) for x in (task.axis_labels or task.labels)]
-    chosen = result.F_front[result.chosen]
+    chosen = result.chosen_predicted
     if len(labels) >= MIN_TASKS:
         files, figures = draw_many_task_front(task, result, labels, pdf)
     else:
@@ -113,7 +113,7 @@ def draw_many_task_front(task: "FrontTask", result: "FrontResult", labels: list[
     return files, plot_many_task_front(
         task.Y, result.F_front, labels, task.metric.name, task.folder / "pareto_front.png",
         task.folder / "pareto_front_parallel.png", sense=task.metric.sense,
-        front_real=result.F_real, pick_pred=result.F_front[result.chosen],
+        front_real=result.F_real, pick_pred=result.chosen_predicted,
         pick_real=result.chosen_real, pretrained=task.pretrained,
         finetuned=finetuned_rows(task.C, task.Y), task_arithmetic=None if ta is None else Y[ta],
         title=task.title, pdf=pdf)
@@ -215,7 +215,9 @@ def print_summary(config: "RunConfig", run: "RunDirectory", summary: dict[str, A
     print(f"\nRun directory: {run.path}")
     print(f"Evaluations: {summary['n_evaluations']}; surrogate R2: " + ", ".join(
         f"{d} {r:.3f}" for d, r in summary["surrogate_r2"].items()))
-    print(f"Preference pick ({config.pick}): c = (" + ", ".join(
+    source = chosen.get("from", "front")
+    where = "" if source == "front" else f", the best evaluated model (from the {source})"
+    print(f"Preference pick ({config.pick}{where}): c = (" + ", ".join(
         f"{v:.3f}" for v in chosen["coefficients"].values()) + ")")
     for d in config.datasets:
         real = "" if chosen["real"] is None else f", real {chosen['real'][d]:.4f}"
