@@ -220,13 +220,14 @@ def _map_flags(p: argparse.ArgumentParser) -> None:
                         "largest share of its gain (equal weights give a balanced model); "
                         "weighted-sum: the original's weighted sum of raw metrics (often an "
                         "end of the front).")
-    g.add_argument("--pick-from", type=str, default="front", choices=PICK_FROM,
+    g.add_argument("--pick-from", type=str, default="evaluated", choices=PICK_FROM,
                    help="Where the handed-over model comes from. front: the --pick of the "
                         "surrogate front (re-evaluated). evaluated: the best real model by the "
                         "same --pick among all the run evaluated (design, re-evaluated front, "
                         "pretrained model), models that keep every weighted task at or above "
-                        "the pretrained model first; the front's pick is among them. Needs "
-                        "--reevaluate > 0, else the front's pick is kept.")
+                        "the pretrained model first; the front's pick is among them (the "
+                        "default; docs/front_quality.md). Needs --reevaluate > 0, else the "
+                        "front's pick is kept.")
     g.add_argument("--reevaluate", type=_reevaluate_count, default=5,
                    help="Front points merged and evaluated for real after the search "
                         "('MAP, real'); 0 to skip, 'all' for every front point. The "

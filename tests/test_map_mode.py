@@ -212,7 +212,9 @@ def test_chosen_point_is_the_preference_pick_of_the_stored_front(map_run):
     # the default pick: Tchebycheff between pretrained and fine-tuned values
     pick = pick_tchebycheff(F, [preference[d] for d in PAIR], ["max", "max"], worst, best)
     assert pick != pick_by_preference(F, [preference[d] for d in PAIR], ["max", "max"])
-    chosen = _read(map_run / "run.json")["summary"]["chosen"]
+    summary = _read(map_run / "run.json")["summary"]
+    assert summary["pick_from"] == "evaluated"  # the default: see the --pick-from test below
+    chosen = summary["chosen"]["front_pick"]
     np.testing.assert_allclose([chosen["coefficients"][m] for m in PAIR], C[pick], atol=1e-12)
     np.testing.assert_allclose([chosen["predicted"][d] for d in PAIR], F[pick], atol=1e-12)
     # ... and it was merged and evaluated for real.
@@ -256,7 +258,9 @@ def test_loss_metric_is_minimised_with_a_softplus_link(results, zoo_root, tmp_pa
 
     chosen = _read(run_dir / "run.json")["summary"]["chosen"]
     pick = pick_by_preference(F, [weights[d] for d in PAIR], ["min", "min"])
-    np.testing.assert_allclose([chosen["coefficients"][m] for m in PAIR], C[pick], atol=1e-12)
+    front_pick = chosen["front_pick"]  # the front's pick (the model handed over: --pick-from)
+    np.testing.assert_allclose([front_pick["coefficients"][m] for m in PAIR], C[pick],
+                               atol=1e-12)
     assert chosen["preference"] == weights
 
 
@@ -328,6 +332,7 @@ def test_killed_run_resumes_without_repeating_a_stored_evaluation(results, zoo_r
 
 # ------------------------------------------------------------------ --pick-from evaluated
 def test_pick_from_evaluated_hands_over_the_rules_best_stored_model(results, zoo_root, capsys):
+    """Explicit here; the default since it was measured (docs/front_quality.md)."""
     from src.core.front import keeps_pretrained
     from src.core.pareto import pick_tchebycheff
 
@@ -360,3 +365,9 @@ def test_pick_from_evaluated_hands_over_the_rules_best_stored_model(results, zoo
     assert np.isclose(front_C, front_pick, atol=1e-12).all(axis=1).any()
     assert chosen["front_pick"]["real"] is not None
     assert "the best evaluated model" in capsys.readouterr().out
+    # --pick-from front hands over the front's pick: the same run, the same files
+    assert _main(*_map_argv(zoo_root, results, "evaluated", FOUR, "--pick-from", "front")) == 0
+    summary = _read(run_dir / "run.json")["summary"]
+    assert summary["pick_from"] == "front" and "front_pick" not in summary["chosen"]
+    assert summary["chosen"]["coefficients"] == chosen["front_pick"]["coefficients"]
+    assert summary["chosen"]["real"] == chosen["front_pick"]["real"]
