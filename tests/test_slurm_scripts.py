@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import kill_processes_mentioning, processes_mentioning, wait_for_exit
+from helpers import PLAIN_MAP, kill_processes_mentioning, processes_mentioning, wait_for_exit
 
 REPO = Path(__file__).resolve().parent.parent
 SLURM = REPO / "scripts" / "slurm"
@@ -150,7 +150,7 @@ def test_multinode_script_on_localhost(tmp_path, demo_zoo, zoo_root):
                       MAP_RAY_TMPDIR=ray_tmp, MAP_RAY_GPUS_PER_NODE="0",
                       MAP_RAY_TIMEOUT="120")
     flags = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--point", "8", "--n-gen",
-             "10", "--reevaluate", "2", "--device", "cpu", "--results-path",
+             "10", "--reevaluate", "2", "--device", "cpu", *PLAIN_MAP, "--results-path",
              str(tmp_path / "runs")]
     names = "LetterVal_DigitVal"
     try:
