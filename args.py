@@ -297,8 +297,9 @@ def _refinement_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("front refinement (map, bayesian)")
     g.add_argument("--refine-rounds", type=nonnegative_int, default=None,
                    help="Rounds of: refit the surrogates on every evaluated point, search "
-                        "again, evaluate --refine-points NEW points spread along the predicted "
-                        "front (none near an evaluated one); before the final front (default: "
+                        "again, evaluate --refine-points NEW points of the predicted front "
+                        "(chosen by --refine-acquisition; none near an evaluated one); before "
+                        "the final front (default: "
                         "default_refine_rounds(T) in args.py: map 2 for 2-3 tasks, else 0; "
                         "other modes 0; 0 keeps plain MAP).")
     g.add_argument("--refine-points", type=positive_int, default=5,
