@@ -52,10 +52,11 @@ def default_grid_points_per_axis(T: int) -> int | None:
 
 
 # map's design and front refinement when their flags are not given (docs/front_quality.md).
-# LHS and EHVI refinement were measured better at 2 and 3 tasks, at the same number of
-# evaluations; EHVI computes exact hypervolumes, whose cost grows steeply with the number of
-# objectives, so from 4 tasks on map keeps the grid design and no refinement. The other
-# modes (bayesian included) refine only when --refine-rounds is given.
+# LHS and EHVI refinement gave better fronts at 2 and 3 tasks in bench/front_quality.py (at
+# its equal budget the rounds replace design points; here they come on top of
+# default_points(T)). EHVI computes exact hypervolumes, whose cost grows steeply with the
+# number of objectives, so from 4 tasks on map keeps the grid design and no refinement. The
+# other modes (bayesian included) refine only when --refine-rounds is given.
 MEASURED_TASKS = 3  # the largest T at which the LHS + EHVI defaults were measured
 
 
