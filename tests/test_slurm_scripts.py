@@ -112,7 +112,7 @@ def test_1gpu_script_runs_run_map(tmp_path):
 def test_pairs_array_job_runs_its_pair_and_resumes(tmp_path, zoo_root):
     env = stubbed_env(tmp_path, SLURM_ARRAY_TASK_ID="27", MAP_TASKS=" ".join(DEMO_TASKS))
     flags = ["--demo", "--zoo-dir", zoo_root, "--results-path", str(tmp_path / "runs"),
-             "--point", "6", "--n-gen", "5", "--reevaluate", "0", "--device", "cpu"]
+             "--point", "6", "--n-gen", "5", "--reevaluate", "0", "--device", "cpu", *PLAIN_MAP]
     script = str(SLURM / "map_pairs_array.sbatch")
     first = subprocess.run(["bash", script, *flags], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
