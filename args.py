@@ -51,15 +51,37 @@ def default_grid_points_per_axis(T: int) -> int | None:
     return {2: 21, 3: 11}.get(T)
 
 
-# --refine-rounds when not given (map and bayesian; see docs/front_quality.md)
-DEFAULT_REFINE_ROUNDS = 0
+# map's design and front refinement when their flags are not given (docs/front_quality.md).
+# LHS and EHVI refinement gave better fronts at 2 and 3 tasks in bench/front_quality.py (at
+# its equal budget the rounds replace design points; here they come on top of
+# default_points(T)). EHVI computes exact hypervolumes, whose cost grows steeply with the
+# number of objectives, so from 4 tasks on map keeps the grid design and no refinement. The
+# other modes (bayesian included) refine only when --refine-rounds is given.
+MEASURED_TASKS = 3  # the largest T at which the LHS + EHVI defaults were measured
+
+
+def default_design(T: int) -> str:
+    """--design for map: lhs up to MEASURED_TASKS tasks, else grid."""
+    return "lhs" if T <= MEASURED_TASKS else "grid"
+
+
+def default_refine_rounds(T: int) -> int:
+    """--refine-rounds for map (of --refine-points each): 2 up to MEASURED_TASKS tasks, else
+    0 (plain MAP)."""
+    return 2 if T <= MEASURED_TASKS else 0
+
+
+def default_refine_acquisition(T: int) -> str:
+    """--refine-acquisition for map: ehvi up to MEASURED_TASKS tasks, else spread."""
+    return "ehvi" if T <= MEASURED_TASKS else "spread"
 
 
 DEFAULTS = Defaults(
     models=tuple(DEFAULT_DATASETS), demo_pair=tuple(DEMO_PAIR), demo_nested=tuple(DEMO_NESTED),
     points=default_points, nested_pair_points=NESTED_PAIR_POINTS,
     bayes_schedule=default_bayes_schedule, grid_points_per_axis=default_grid_points_per_axis,
-    refine_rounds=DEFAULT_REFINE_ROUNDS)
+    design=default_design, refine_rounds=default_refine_rounds,
+    refine_acquisition=default_refine_acquisition)
 
 
 # Budgets beyond these could not finish (MAX_POINTS: map_common.argtypes).
@@ -276,19 +298,23 @@ def _refinement_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("front refinement (map, bayesian)")
     g.add_argument("--refine-rounds", type=nonnegative_int, default=None,
                    help="Rounds of: refit the surrogates on every evaluated point, search "
-                        "again, evaluate --refine-points NEW points spread along the predicted "
-                        "front (none near an evaluated one); before the final front (default: "
-                        "DEFAULT_REFINE_ROUNDS in args.py; 0 keeps plain MAP).")
+                        "again, evaluate --refine-points NEW points of the predicted front "
+                        "(chosen by --refine-acquisition; none near an evaluated one); before "
+                        "the final front (default: "
+                        "default_refine_rounds(T) in args.py: map 2 for 2-3 tasks, else 0; "
+                        "other modes 0; 0 keeps plain MAP).")
     g.add_argument("--refine-points", type=positive_int, default=5,
                    help="New front points evaluated per refinement round.")
     g.add_argument("--refine-tol", type=nonnegative_float, default=0.0,
                    help="Stop refining once a round's mean |predicted - real| at its new "
                         "points is at most this (metric units; 0: run every round).")
-    g.add_argument("--refine-acquisition", choices=("spread", "ehvi"), default="spread",
+    g.add_argument("--refine-acquisition", choices=("spread", "ehvi"), default=None,
                    help="How a refinement round chooses its new front points: spread along "
                         "the predicted front, or by expected hypervolume improvement under a "
                         "bootstrap ensemble of the surrogates (src/core/acquisition.py; "
-                        "compared in docs/front_quality.md).")
+                        "compared in docs/front_quality.md). Default: "
+                        "default_refine_acquisition(T) in args.py: map ehvi for 2-3 tasks, "
+                        "else spread; other modes spread.")
 
 
 def _output_flags(p: argparse.ArgumentParser) -> None:

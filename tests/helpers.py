@@ -10,6 +10,10 @@ from pathlib import Path
 # resume, plumbing, values against an engine built with the same cap): the zoo's sets hold
 # 1,200 images and a run's time grows with them (decoding and every forward pass).
 FEW_IMAGES = 200
+# map's plain design without refinement (its defaults from 4 tasks on), for the tests whose
+# counts and files are those of a design alone; the 2-3 task defaults (lhs, two EHVI
+# refinement rounds) are tested in test_map_defaults.py.
+PLAIN_MAP = ["--design", "grid", "--refine-rounds", "0"]
 
 
 class CountingEvaluate:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import FEW_IMAGES, assert_refused_in_one_line
+from helpers import FEW_IMAGES, PLAIN_MAP, assert_refused_in_one_line
 from task_vectors import adamerging as am
 from task_vectors.checkpoints import finetuned_path, head_path, load_state_dict, zeroshot_path
 from task_vectors.engine import MergeEngine
@@ -202,7 +202,7 @@ NAMES = ["AdaMerging (task-wise)", "AdaMerging (layer-wise)", "AdaMerging++ (tas
 def _map_argv(zoo_root: str, results: Path, exp_id: str, *extra) -> list[str]:
     return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--zeroshot-merge-models",
             *PAIR, "--results-path", str(results), "--exp-id", exp_id, "--n-gen", "10",
-            "--reevaluate", "1", "--baselines", *QUICK, *FEW, *extra]
+            "--reevaluate", "1", "--baselines", *QUICK, *FEW, *PLAIN_MAP, *extra]
 
 
 @pytest.fixture(scope="module")

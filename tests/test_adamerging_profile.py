@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_refused_in_one_line, random_tiny_clip
+from helpers import PLAIN_MAP, assert_refused_in_one_line, random_tiny_clip
 from map_common.errors import MAPError
 from task_vectors import adamerging as am
 from task_vectors.engine import MergeEngine
@@ -143,7 +143,7 @@ def _argv(zoo_root, results: Path, *extra) -> list[str]:
     return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--zeroshot-merge-models",
             *PAIR, "--merge-method", "adamerging", "--max-eval-samples", "60", "--point", "8",
             "--n-gen", "10", "--reevaluate", "2", "--results-path", str(results),
-            "--exp-id", "profile", *QUICK, *extra]
+            "--exp-id", "profile", *QUICK, *PLAIN_MAP, *extra]
 
 
 def _read(path: Path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import PLAIN_MAP
 from src.core.metrics import get_metric
 from src.run.results import ScalingResults
 
@@ -78,7 +79,8 @@ def test_store_reevaluates_points_without_the_metric(tmp_path):
 # ------------------------------------------------------------------ the CLI
 def _argv(zoo_root: str, results: Path, exp_id: str, method: str, models, *extra) -> list:
     return ["--demo", "--zoo-dir", zoo_root, "--method", method, "--zeroshot-merge-models",
-            *models, "--results-path", results, "--exp-id", exp_id, *SMALL, *extra]
+            *models, "--results-path", results, "--exp-id", exp_id, *SMALL,
+            *(PLAIN_MAP if method == "map" else []), *extra]
 
 
 @pytest.mark.slow

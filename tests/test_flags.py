@@ -63,7 +63,8 @@ def runs(tmp_path_factory, zoo_root, pair):
     try:
         for exp_id, seed in (("s4", 4), ("s3-again", 3)):
             assert run_MAP.main([str(a) for a in _argv(
-                zoo_root, results, exp_id, pair, seed, cache, "--reevaluate", 0)]) == 0
+                zoo_root, results, exp_id, pair, seed, cache, "--reevaluate", 0,
+                "--refine-rounds", 0)]) == 0
     finally:
         eval_data.decode_dataset = real_decode
     return results, cache, stamps

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from src.core.pareto import non_dominated, pick_by_preference
-from helpers import FEW_IMAGES, CountingEvaluate
+from helpers import FEW_IMAGES, PLAIN_MAP, CountingEvaluate
 
 REPO = Path(__file__).resolve().parent.parent
 PAIR = ["LetterVal", "DigitVal"]
@@ -34,7 +34,7 @@ def _map_argv(zoo_root: str, results: Path, exp_id: str, models=PAIR, *extra) ->
     return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", N_GEN,
             "--reevaluate", REEVALUATE, "--max-eval-samples", FEW_IMAGES, "--zeroshot-merge-models", *models,
             "--zeroshot-eval-datasets", *models, "--results-path", results, "--exp-id", exp_id,
-            *extra]
+            *PLAIN_MAP, *extra]
 
 
 def _read(path: Path):

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import FEW_IMAGES, kill_processes_mentioning
+from helpers import FEW_IMAGES, PLAIN_MAP, kill_processes_mentioning
 
 from map_common.errors import MAPError
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = "LetterVal_DigitVal"
 MAP_FLAGS = ["--demo", "--method", "map", "--n-gen", "20", "--reevaluate", "2",
-             "--device", "cpu", "--max-eval-samples", str(FEW_IMAGES)]
+             "--device", "cpu", "--max-eval-samples", str(FEW_IMAGES), *PLAIN_MAP]
 # run_MAP.py whose driver, once `hold` points are stored, touches `marker` and waits there.
 HELD_DRIVER = """
 import sys, time

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel
 
+from helpers import PLAIN_MAP
 from fixtures_real import (legacy_task_vectors_names, make_eurosat_tree, make_mnist_tree,
                            make_svhn_tree, write_open_clip_folder)
 from map_common.errors import MAPError
@@ -240,7 +241,7 @@ def test_cli_map_mode_on_pickle_and_hf_checkpoints(tiny_save, tiny_engine, run_c
     pair = ["MNISTVal", "EuroSATVal"]
     code = run_cli("--model", s.model_name, "--save", s.save, "--data-location", s.data,
                    "--method", "map", "--zeroshot-merge-models", *pair, "--point", 6,
-                   "--n-gen", 10, "--reevaluate", 1, "--batch-size", 16, "--device", "cpu",
+                   *PLAIN_MAP, "--n-gen", 10, "--reevaluate", 1, "--batch-size", 16, "--device", "cpu",
                    "--preference", PREFERENCE, "--results-path", tmp_path, "--exp-id", "tiny")
     assert code == 0
     stored = json.loads((tmp_path / "tiny" / "MNISTVal_EuroSATValscaling_results.json")
@@ -301,7 +302,7 @@ def test_run_map_end_to_end_on_real_vit_b32_size(vit_zoo, run_cli, tmp_path, cap
     code = run_cli("--model", "ViT-B-32", "--save", vit_zoo.save,
                    "--data-location", vit_zoo.data, "--method", "map",
                    "--zeroshot-merge-models", *PAIR, "--zeroshot-eval-datasets", *PAIR,
-                   "--point", 6, "--reevaluate", 1, "--n-gen", 30,
+                   "--point", 6, *PLAIN_MAP, "--reevaluate", 1, "--n-gen", 30,
                    "--max-eval-samples", MAX_EVAL, "--batch-size", 16, "--device", "cpu",
                    "--preference", PREFERENCE, "--results-path", tmp_path, "--exp-id", "e2e")
     elapsed = time.perf_counter() - start

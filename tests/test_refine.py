@@ -103,7 +103,7 @@ def test_cli_refine_rounds_store_their_points_and_record_the_rounds(zoo_root, tm
             "--reevaluate", "2", "--max-eval-samples", str(FEW_IMAGES),
             "--zeroshot-merge-models", *PAIR, "--results-path",
             str(tmp_path), "--exp-id", "refined", "--refine-rounds", "2",
-            "--refine-points", "3"]
+            "--refine-points", "3", "--design", "grid", "--refine-acquisition", "spread"]
     original = MergeEngine.evaluate
     counter = CountingEvaluate(original)
     monkeypatch.setattr(MergeEngine, "evaluate", counter)
@@ -214,9 +214,15 @@ def test_ehvi_acquisition_chooses_the_refinement_points(zoo_root, tmp_path, monk
 
 
 def test_ehvi_acquisition_without_rounds_is_refused(zoo_root, tmp_path, capsys):
+    """An explicit --refine-acquisition ehvi with the rounds at 0: given (a pair), or by
+    default (4 tasks)."""
     import run_MAP
 
-    code = run_MAP.main(["--demo", "--zoo-dir", zoo_root, "--method", "map",
-                         "--refine-acquisition", "ehvi", "--results-path", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert code == 2 and "--refine-rounds" in err and len(err.strip().splitlines()) == 1
+    four = ["--zeroshot-merge-models", "LetterVal", "DigitVal", "ShapeVal", "ColorVal"]
+    for extra in (["--refine-rounds", "0"], four):
+        code = run_MAP.main(["--demo", "--zoo-dir", zoo_root, "--method", "map",
+                             "--refine-acquisition", "ehvi", "--results-path", str(tmp_path),
+                             *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and "--refine-rounds" in err and len(err.strip().splitlines()) == 1
+        assert not any(tmp_path.iterdir())

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import FEW_IMAGES, CountingEvaluate
+from helpers import FEW_IMAGES, PLAIN_MAP, CountingEvaluate
 from map_common.errors import MAPError
 from src.run.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerprint,
                              fingerprint_changes, record_fingerprint)
@@ -61,7 +61,7 @@ def _argv(zoo_root: str, results: Path, exp_id: str, *extra,
     cap = [] if images is None else ["--max-eval-samples", str(images)]
     return ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", "10",
             "--reevaluate", "0", *cap, "--results-path", str(results), "--exp-id", exp_id,
-            *extra]
+            *PLAIN_MAP, *extra]
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:

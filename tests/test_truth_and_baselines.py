@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import FEW_IMAGES, CountingEvaluate
+from helpers import FEW_IMAGES, PLAIN_MAP, CountingEvaluate
 
 PAIR = ["LetterVal", "DigitVal"]
 PER_AXIS = 6  # 36 grid merges: enough for a front, quick on 2 cores
@@ -31,7 +31,8 @@ def _argv(zoo_root, results, exp_id, method, *extra) -> list:
     # a short AdaMerging for the --baselines runs (test_adamerging_mode checks its points)
     return ["--demo", "--zoo-dir", zoo_root, "--method", method, "--n-gen", 40,
             "--zeroshot-merge-models", *PAIR, "--results-path", results, "--exp-id", exp_id,
-            "--adamerging-steps", 20, "--max-eval-samples", FEW_IMAGES, *extra]
+            "--adamerging-steps", 20, "--max-eval-samples", FEW_IMAGES,
+            *(PLAIN_MAP if method == "map" else []), *extra]
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,12 @@ and a subset's coefficient vector is padded with zeros over the others (θ_pre +
 c_i τ_i), each job carrying the subset's own datasets. The designs of ALL subsets are one
 evaluate() call, so a Ray pool runs them concurrently; then each subset's front is solved
 through the shared front step in its own run directory, ``<results>/<exp-id>/<A>_<B>/``,
-exactly as ``--method map --zeroshot-merge-models A B`` would (same files; a resumed
-sweep skips stored points). At the end: ``sweep.csv`` and ``sweep.png`` in
-``<results>/<exp-id>/``: per subset, the front size, the surrogates' worst R² and the
-chosen model's real metric per dataset and preference-weighted.
+exactly as ``--method map --zeroshot-merge-models A B`` would (same files, the same
+design and refinement defaults for the subset's size; a resumed sweep skips stored
+points). Refinement rounds run subset by subset, after the shared design batch. At the
+end: ``sweep.csv`` and ``sweep.png`` in ``<results>/<exp-id>/``: per subset, the front
+size, the surrogates' worst R² and the chosen model's real metric per dataset and
+preference-weighted.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import numpy as np
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_groups, metric_matrix
 from src.modes import map_mode
-from src.modes.common import RunContext, finish, open_run, run_fingerprint, solve_run_front
+from src.modes.common import (RunContext, finish, open_run, refine_run, run_fingerprint,
+                              solve_run_front)
 from src.run.fingerprint import check_fingerprint
 from src.run.mode_registry import SWEEP_SIZES
 from src.core.objectives import file_prefix
@@ -98,7 +101,10 @@ def run(config: RunConfig) -> dict[str, Any]:
         for ctx, C, subset_evals in zip(contexts, designs, evals):
             ctx.timings["evaluation_seconds"] = seconds  # shared by every subset
             Y = metric_matrix(subset_evals, ctx.config.datasets, config.metric.name)
+            C, Y, rounds = refine_run(ctx, C, Y)  # per subset, after the shared design batch
             _, summary = solve_run_front(ctx, C, Y)
+            if rounds is not None:
+                summary["refine"] = rounds
             finish(ctx, summary, show=False)
             rows.append(sweep_row(ctx.config, summary))
         files = write_sweep_table(pool, rows)

@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 from map_common.errors import MAPError
 from src.core.metrics import Metric, get_metric
 from src.core.objectives import file_prefix
-from src.run.mode_registry import MODES, SWEEP_DEMO_MODELS, SWEEP_SIZES, BayesSchedule, Mode, either, get_mode
+from src.run.mode_registry import (MODES, SWEEP_DEMO_MODELS, SWEEP_SIZES, BayesSchedule, Mode,
+                                   ModeSettings, either, get_mode)
 from task_vectors.layout import finetuned_path, require_file
 from task_vectors.merge_methods import MergeMethod, TaskArithmetic, method_from_flags
 
@@ -35,7 +36,11 @@ class Defaults:
     nested_pair_points: int              # nested: evaluated merges per pair
     bayes_schedule: Callable[[int], tuple[int, int, int]]  # (initial, per round, rounds)
     grid_points_per_axis: Callable[[int], int | None]       # None: the user must choose
-    refine_rounds: int = 0               # map / bayesian: --refine-rounds when not given
+    # map, for T tasks per run, when the flag is not given: --design, --refine-rounds,
+    # --refine-acquisition (the other modes: no refinement, spread)
+    design: Callable[[int], str] = lambda T: "grid"
+    refine_rounds: Callable[[int], int] = lambda T: 0
+    refine_acquisition: Callable[[int], str] = lambda T: "spread"
 
 
 @dataclass(frozen=True)
@@ -186,9 +191,11 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
                        "ta, and add this run's front with --compare")
     compare = tuple(str(require_file(p, "run to compare (--compare)"))
                     for p in (args.compare or ()))
-    refine_rounds, refine_points, refine_tol = _refinement(args, mode, defaults)
+    refine_rounds, refine_points, refine_tol = _refinement(args, mode, settings)
     refine_acquisition = args.refine_acquisition
-    if refine_acquisition != "spread" and refine_rounds == 0:
+    if refine_acquisition is None:  # the mode's default: never refused
+        refine_acquisition = settings.refine_acquisition if refine_rounds else "spread"
+    elif refine_acquisition != "spread" and refine_rounds == 0:
         raise MAPError(f"--refine-acquisition {refine_acquisition} chooses the points of the "
                        "refinement rounds: add --refine-rounds 1 or more")
     adamerging = _adamerging(args, mode) if mode.learns_coefficients or (
@@ -203,6 +210,9 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         source = _model_source(args, models, ensure_zoo(args.zoo_dir))
     _check_model_name(source.model_name)  # imports open_clip (seconds): the last check
     arguments = {k: v for k, v in vars(args).items() if k != "method_defaulted"}
+    # the values in force, defaults resolved for this T (a resume compares them)
+    arguments.update(design=settings.design, refine_rounds=refine_rounds,
+                     refine_acquisition=refine_acquisition)
     arguments.update(model=source.model_name, save=source.save,
                      pretrained_checkpoint=source.pretrained, data_location=source.data_location)
     return RunConfig(
@@ -338,12 +348,12 @@ def _sweep(args: argparse.Namespace, mode: Mode, T: int) -> str | None:
     return sweep
 
 
-def _refinement(args: argparse.Namespace, mode: Mode, defaults: Defaults
+def _refinement(args: argparse.Namespace, mode: Mode, settings: ModeSettings
                 ) -> tuple[int, int, float]:
     """(rounds, points per round, tolerance) of the front refinement (map and bayesian)."""
     given, points, tol = args.refine_rounds, args.refine_points, args.refine_tol
-    if given is None:  # the default refines the fronts of the modes that support it
-        return (defaults.refine_rounds if mode.supports_refinement else 0), points, tol
+    if given is None:  # the mode's default for its T (map: args.default_refine_rounds)
+        return (settings.refine_rounds if mode.supports_refinement else 0), points, tol
     rounds = given
     if rounds < 0 or points < 1 or tol < 0:
         raise MAPError(f"--refine-rounds {rounds} --refine-points {points} --refine-tol {tol}: "

@@ -49,6 +49,8 @@ class ModeSettings:
     bayes: BayesSchedule | None = None
     grid_per_axis: int | None = None
     design: str = "grid"
+    refine_rounds: int = 0            # --refine-rounds when not given
+    refine_acquisition: str = "spread"  # --refine-acquisition when not given
 
 
 @dataclass(frozen=True)
@@ -91,19 +93,22 @@ def _given_points(args: argparse.Namespace) -> int | None:
 class MapMode(Mode):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("map")
-        g.add_argument("--design", type=str, default="grid", choices=("grid", "lhs"),
+        g.add_argument("--design", type=str, default=None, choices=("grid", "lhs"),
                        help="map: the evaluated merges. grid: one-hot, near-diagonal, then "
                             "points of a coarse grid (mostly the box's edges and corners for "
                             "2-3 tasks); lhs: one-hot, the centre, then a Latin hypercube "
                             "(interior points; better fronts on the demo bench, see "
-                            "docs/front_quality.md).")
+                            "docs/front_quality.md). Default: default_design(T) in args.py: "
+                            "lhs for 2-3 tasks (per subset with --sweep), grid from 4.")
 
     def settings(self, args, defaults, T):
         points = _given_points(args) or defaults.points(T)
         if points < sampling.min_points(T):
             raise MAPError(f"--point {points} is fewer than the {sampling.min_points(T)} "
                            f"parameters of a quadratic surrogate in {T} coefficients")
-        return ModeSettings(points=points, design=args.design)
+        return ModeSettings(points=points, design=args.design or defaults.design(T),
+                            refine_rounds=defaults.refine_rounds(T),
+                            refine_acquisition=defaults.refine_acquisition(T))
 
 
 @dataclass(frozen=True)
