@@ -268,7 +268,20 @@ class Truth:
 # Only solve_front's figures are skipped (drawing is not what is measured).
 PICK = "weighted-sum"  # preference regret is a weighted-sum regret: pick by the same rule
 EVALUATED_PICK = ", evaluated pick"  # a run's second row: the same run, --pick-from evaluated
-MAP_DEFAULT = "map" + EVALUATED_PICK  # the rows of MAP with the CLI's default flags
+
+
+def map_default_label(T: int) -> str:
+    """The label of the rows that run map as its default flags do at T tasks (args.py's
+    default_design / default_refine_rounds / default_refine_acquisition, --pick-from
+    evaluated), at this bench's budget (refinement points taken from the design)."""
+    from args import default_design, default_refine_acquisition, default_refine_rounds
+
+    lhs = " lhs" if default_design(T) == "lhs" else ""
+    rounds = default_refine_rounds(T)
+    if rounds:
+        kind = "ehvi" if default_refine_acquisition(T) == "ehvi" else "refine"
+        return f"map{lhs}+{kind} {rounds}x5{EVALUATED_PICK}"
+    return f"map{lhs}{EVALUATED_PICK}"
 
 
 def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
@@ -673,8 +686,9 @@ def read_csvs(paths: Sequence[Path]) -> tuple[list[dict], list[dict]]:
 def print_goals(rows: list[dict], markdown: bool = False) -> None:
     """The "Beyond two tasks" issue's goals this bench measures, each with its figure.
 
-    Held-out scores throughout. MAP = the CLI's default flags: the "map, evaluated pick" rows
-    (--pick-from evaluated; the "map" rows of CSVs written before it), seed by seed against
+    Held-out scores throughout. MAP = the CLI's default flags: the map_default_label(T) rows
+    (the "map" rows where a CSV lacks them, as CSVs written before --pick-from do), seed by
+    seed against
     random search's seed of the same number (MAP's first seed where it lacks that one).
     Against BoTorch only the task sets where BoTorch ran count, MAP at BoTorch's seed.
     Regret goal: MAP's mean regret <= BoTorch's + 0.5 |BoTorch's| (1.5x when BoTorch's is
@@ -690,7 +704,7 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
     lines = []
     for T in sorted({r["T"] for r in rows}):
         name = {2: "pairs", 3: "triples"}.get(T, f"T={T}")
-        method = MAP_DEFAULT if seeds_of(MAP_DEFAULT, T) else "map"
+        method = map_default_label(T) if seeds_of(map_default_label(T), T) else "map"
         map_seeds = seeds_of(method, T)
         if not map_seeds:
             continue
@@ -708,7 +722,7 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
             mw = min(m_hv[k] for k in common)
             rw = min(rs[k]["hv_ratio_held"] for k in common)
             used = seed if seed in map_seeds else map_seeds[0]
-            lines.append((f"map (seed {used}) vs random (seed {seed}), {name}, "
+            lines.append((f"{method} (seed {used}) vs random (seed {seed}), {name}, "
                           f"{len(common)} sets",
                           f"mean {mm:.3f} vs {rm:.3f}; worst set {mw:.3f} vs {rw:.3f}",
                           "ahead on both", mm > rm and mw > rw))
@@ -720,11 +734,11 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
             goal = 0.98 if T == 2 else 0.95
             ratio = np.mean([m[k]["hv_ratio_held"] for k in common]) / np.mean(
                 [bo[k]["hv_ratio_held"] for k in common])
-            lines.append((f"map / botorch HV ratio, {name}, {len(common)} sets",
+            lines.append((f"{method} / botorch HV ratio, {name}, {len(common)} sets",
                           f"{ratio:.3f}", f">= {goal}", ratio >= goal))
             mr = np.mean([m[k]["regret_held"] for k in common])
             br = np.mean([bo[k]["regret_held"] for k in common])
-            lines.append((f"map vs botorch regret, {name}, {len(common)} sets",
+            lines.append((f"{method} vs botorch regret, {name}, {len(common)} sets",
                           f"{mr:+.4f} vs {br:+.4f}", "<= 1.5x botorch's",
                           mr <= br + 0.5 * abs(br)))
         for by_seed in seeds_of("bayesian", T):
@@ -734,7 +748,7 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
                 continue
             bm = np.mean([by[k]["hv_ratio_held"] for k in common])
             mm = np.mean([m[k]["hv_ratio_held"] for k in common])
-            lines.append((f"bayesian vs map, {name}, {len(common)} sets",
+            lines.append((f"bayesian vs {method}, {name}, {len(common)} sets",
                           f"{bm:.3f} vs {mm:.3f}", ">= map", bm >= mm))
     if not lines:
         return
