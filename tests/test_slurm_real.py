@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,11 @@ def test_loopback_check_knows_the_test_processes_by_their_environment():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
                              env={**os.environ, "MAP_SLURM_SELFTEST": "/tmp/x"})
     try:
-        assert slurm_selftest.has_marker(child.pid, marker)
+        # until the child has exec'd, /proc/<pid>/environ is still this process's: wait for it
+        deadline = time.monotonic() + 20
+        while not slurm_selftest.has_marker(child.pid, marker):
+            assert time.monotonic() < deadline, "the child's environment never showed the marker"
+            time.sleep(0.05)
         assert not slurm_selftest.has_marker(os.getpid(), marker)
     finally:
         child.kill()
