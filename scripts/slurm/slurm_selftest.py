@@ -35,8 +35,10 @@ sys.path.insert(0, str(HERE))
 from private_slurm import PrivateSlurm, Unavailable, ensure_packages, free_port  # noqa: E402
 
 MARKER = "MAP_SLURM_SELFTEST"  # in the environment of every process the test starts
-RUN_FLAGS = ["--point", "6", "--n-gen", "5", "--reevaluate", "1", "--max-eval-samples", "64",
-             "--device", "cpu"]
+# --refine-rounds 0: the stores then hold exactly --point merges (a pair's default would add
+# two refinement rounds of 5), which check_run counts
+RUN_FLAGS = ["--point", "6", "--refine-rounds", "0", "--n-gen", "5", "--reevaluate", "1",
+             "--max-eval-samples", "64", "--device", "cpu"]
 # What a CPU-only, one-node user adds to sbatch for the scripts' GPU nodes.
 OVERRIDES = ["--cpus-per-task=1", "--mem=2G", "--time=00:15:00"]
 
