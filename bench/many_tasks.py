@@ -58,6 +58,7 @@ from args import default_bayes_schedule, default_points
 from front_quality import EVALUATED_PICK, Evaluator, HeldOut, direct, merged_engine, \
     run_bayes, run_map, write_csv
 from src.core.bayesian import MAX_TASKS as BAYES_MAX_TASKS
+from src.core import pick_check
 from src.core.pick_check import EPS
 
 # The map CLI's defaults (args.py): --pick, --reevaluate; nested_demo.py's --point, --n-gen.
@@ -175,12 +176,12 @@ def below(y: np.ndarray, ref: np.ndarray) -> list[int]:
     return [int(k) for k in np.flatnonzero(y < ref - EPS)]
 
 
-def keeps_pretrained(Y: np.ndarray | None, pre: np.ndarray) -> bool | None:
+def has_keeper(Y: np.ndarray | None, pre: np.ndarray) -> bool | None:
     """Some model the method evaluated on every task is at or above the pretrained model
     on each (None: the method evaluated none)."""
     if Y is None or len(Y) == 0:
         return None
-    return bool(np.all(Y >= pre - EPS, axis=1).any())
+    return bool(pick_check.keeps_pretrained(Y, pre, "max").any())
 
 
 def beats_ta(Y: np.ndarray | None, ta: tuple[float, float]) -> bool | None:
@@ -205,7 +206,7 @@ def score_row(task_set, method: str, seed, run: dict, held: np.ndarray, ref: dic
     Y = run["Y_all"]
     if run["C_all"] is not None:  # the pretrained model itself is no keeper
         Y = Y[np.abs(run["C_all"]).max(axis=1) > EPS]
-    keeper = keeps_pretrained(Y, ref["pre_eval"])
+    keeper = has_keeper(Y, ref["pre_eval"])
     row = {"tasks": "+".join(task_set), "T": len(task_set), "method": method, "seed": seed,
            "evaluations": run.get("counted", len(run["Y_all"]) if run["Y_all"] is not None
                                   else 0),

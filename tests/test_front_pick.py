@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 from src.core import pareto
-from src.core.front import (FrontTask, SearchSettings, front_summary, keeps_pretrained,
-                            pick_evaluated, solve_front)
+from src.core.front import FrontTask, SearchSettings, front_summary, pick_evaluated, solve_front
 from src.core.metrics import get_metric
+from src.core.pick_check import keeps_pretrained
 
 MAX2 = ["max", "max"]
 
@@ -27,10 +27,10 @@ class Flat:
 def test_keepers_are_rows_at_or_above_pretrained_on_every_weighted_task():
     Y = np.array([[0.5, 0.5], [0.6, 0.39], [0.4, 0.9], [0.4, 0.4]])
     pre = np.array([0.4, 0.4])
-    assert keeps_pretrained(Y, pre, [1, 1], MAX2).tolist() == [True, False, True, True]
+    assert keeps_pretrained(Y, pre, MAX2, [1, 1]).tolist() == [True, False, True, True]
     # a task of weight 0 does not count; for a minimised metric "above" means lower
-    assert keeps_pretrained(Y, pre, [1, 0], MAX2).tolist() == [True, True, True, True]
-    assert keeps_pretrained(Y, pre, [1, 1], ["min", "min"]).tolist() == \
+    assert keeps_pretrained(Y, pre, MAX2, [1, 0]).tolist() == [True, True, True, True]
+    assert keeps_pretrained(Y, pre, ["min", "min"], [1, 1]).tolist() == \
         [False, False, False, True]
 
 
@@ -120,7 +120,7 @@ def test_evaluated_pick_is_the_rules_best_among_all_real_models(tmp_path):
     # every candidate: design, re-evaluated front, pretrained; the keepers among them
     C_all = np.vstack([res.C_front[res.reevaluated], task.C, np.zeros((1, 2))])
     Y_all = np.vstack([res.F_real, task.Y, pre[None]])
-    keep = keeps_pretrained(Y_all, pre, task.weights, MAX2)
+    keep = keeps_pretrained(Y_all, pre, MAX2, task.weights)
     assert keep.any() and ev.keeps_pretrained
     worst, best = np.array(res.anchors["worst"]), np.array(res.anchors["best"])
     j = np.flatnonzero(keep)[pareto.pick(Y_all[keep], [1, 1], MAX2, "tchebycheff", worst,

@@ -333,7 +333,7 @@ def test_killed_run_resumes_without_repeating_a_stored_evaluation(results, zoo_r
 # ------------------------------------------------------------------ --pick-from evaluated
 def test_pick_from_evaluated_hands_over_the_rules_best_stored_model(results, zoo_root, capsys):
     """Explicit here; the default since it was measured (docs/front_quality.md)."""
-    from src.core.front import keeps_pretrained
+    from src.core.pick_check import keeps_pretrained
     from src.core.pareto import pick_tchebycheff
 
     assert _main(*_map_argv(zoo_root, results, "evaluated", FOUR, "--pick-from",
@@ -351,7 +351,7 @@ def test_pick_from_evaluated_hands_over_the_rules_best_stored_model(results, zoo
     Y = np.vstack([p[1] for p in parts])
     pre = parts[2][1][0]
     weights = [yaml.safe_load((REPO / "example_preference.yaml").read_text())[d] for d in FOUR]
-    keep = np.flatnonzero(keeps_pretrained(Y, pre, weights, ["max"] * 4))
+    keep = np.flatnonzero(keeps_pretrained(Y, pre, "max", weights))
     rows = keep if keep.size else np.arange(len(Y))
     anchors = chosen["anchors"]
     assert anchors["worst"] == pre.tolist()  # the measured pretrained model

@@ -16,6 +16,7 @@ import numpy as np
 
 from src.core import pareto
 from src.core.metrics import Metric
+from src.core.pick_check import keeps_pretrained
 from src.core.surrogate import QuadraticSurrogate, fit_surrogates
 
 
@@ -35,7 +36,7 @@ class SearchSettings:
     def of(cls, config) -> "SearchSettings":
         return cls(low=config.search_low, high=config.search_high, n_gen=config.n_gen,
                    seed=config.seed, pick=config.pick, pdf=config.pdf,
-                   pick_from=getattr(config, "pick_from", "front"))
+                   pick_from=config.pick_from)
 
 
 # Where the handed-over model comes from. front: the surrogate front's pick (re-evaluated).
@@ -153,15 +154,6 @@ def solve_front(task: FrontTask, settings: SearchSettings) -> FrontResult:
                        {"worst": worst.tolist(), "best": best.tolist()}, evaluated_pick=final)
 
 
-def keeps_pretrained(Y: np.ndarray, pretrained: np.ndarray, weights: Sequence[float],
-                     senses: Sequence[str]) -> np.ndarray:
-    """[n] rows at or above the pretrained model on every task of positive weight."""
-    up = np.where(np.asarray(senses) == "max", 1.0, -1.0)
-    gap = (np.atleast_2d(Y) - np.asarray(pretrained, dtype=float)) * up
-    weighted = np.asarray(weights, dtype=float) > 0
-    return np.all((gap >= -1e-12) | ~weighted, axis=1)
-
-
 def pick_evaluated(groups: Sequence[tuple[np.ndarray, np.ndarray, str]],
                    pretrained: np.ndarray | None, weights: Sequence[float],
                    senses: Sequence[str], rule: str, worst: np.ndarray, best: np.ndarray,
@@ -179,7 +171,7 @@ def pick_evaluated(groups: Sequence[tuple[np.ndarray, np.ndarray, str]],
     C = np.vstack([g[0] for g in groups])
     Y = np.vstack([g[1] for g in groups])
     sources = [src for c, _, src in groups for _ in range(len(c))]
-    keep = None if pretrained is None else keeps_pretrained(Y, pretrained, weights, senses)
+    keep = None if pretrained is None else keeps_pretrained(Y, pretrained, senses, weights)
     rows = np.flatnonzero(keep) if keep is not None and keep.any() else np.arange(len(Y))
     j = int(rows[pareto.pick(Y[rows], weights, senses, rule, worst=worst, best=best)])
     predicted = np.array([float(s.predict(C[j][None])[0]) for s in surrogates])

@@ -64,6 +64,19 @@ def equal_mask(C: np.ndarray, tol: float) -> np.ndarray:
     return (spread <= tol) & (spread <= EQUAL_RELATIVE * np.abs(mean)) & (np.abs(mean) > EPS)
 
 
+def keeps_pretrained(Y: np.ndarray, pretrained: Sequence[float], senses: str | Sequence[str],
+                     weights: Sequence[float] | None = None) -> np.ndarray:
+    """[n] rows at or above the pretrained model (within EPS) on every task, or on every task
+    of positive weight when ``weights`` are given."""
+    from src.core.objectives import signs  # it imports pymoo; this module stays numpy-only
+
+    Y = np.atleast_2d(np.asarray(Y, dtype=float))
+    gap = (Y - np.asarray(pretrained, dtype=float)) * -signs(senses, Y.shape[1])
+    counted = (np.ones(Y.shape[1], dtype=bool) if weights is None
+               else np.asarray(weights, dtype=float) > 0)
+    return np.all((gap >= -EPS) | ~counted, axis=1)
+
+
 def weighted_mean(Y: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     w = np.asarray(weights, dtype=float)
     return np.atleast_2d(Y) @ (w / w.sum())
@@ -128,7 +141,7 @@ def check_pick(pick_c: Sequence[float], pick_y: Sequence[float], C: np.ndarray, 
         shortfall = sign * (pre - pick_y)  # > 0: the pick is worse on that task
         below = shortfall > EPS
         if below.any():
-            keeps = np.all(sign * (Y - pre) >= -EPS, axis=1) & (np.abs(C).max(axis=1) > EPS)
+            keeps = keeps_pretrained(Y, pre, sense) & (np.abs(C).max(axis=1) > EPS)
             better = None
             if keeps.any():
                 score = np.where(keeps, sign * weighted_mean(Y, weights), -np.inf)
