@@ -34,6 +34,8 @@ from map_common.files import process_umask
 from task_vectors.checkpoints import (
     finetuned_path,
     head_path,
+    load_encoder,
+    load_head,
     save_module,
     zeroshot_path,
 )
@@ -250,17 +252,66 @@ def _accuracy(encoder: ImageEncoder, head: ClassificationHead, data: EvalTensors
     return correct / len(data.labels)
 
 
-def build_zoo(folder: str | Path, *, verbose: bool = True) -> dict:
-    """Build every file of the zoo into ``folder``; returns the summary written to zoo.json."""
+def build_zoo(folder: str | Path, *, verbose: bool = True, workers: int | None = None) -> dict:
+    """Build every file of the zoo into ``folder``; returns the summary written to zoo.json.
+
+    ``workers``: processes that fine-tune the tasks side by side (default: one per core, at
+    most one per task). Every process runs one thread, so the files are the same whatever
+    the count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small ops: one thread is as fast, and the result is the same anywhere
+    if workers is None:
+        workers = min(len(DEMO_TASKS), len(os.sched_getaffinity(0)))
     try:
-        return _build(Path(folder), verbose)
+        return _build(Path(folder), verbose, max(1, workers))
     finally:
         torch.set_num_threads(threads)
 
 
-def _build(folder: Path, verbose: bool) -> dict:
+def _finetune_task(folder: str, model_name: str, task: str, cfg: dict, seed: int) -> dict:
+    """Fine-tune one task from the zoo's saved zero-shot encoder and head, save it; its
+    accuracies before and after. A worker process's whole job (the recipe comes as
+    arguments: the worker imports this module afresh)."""
+    torch.set_num_threads(1)
+    logging.getLogger().setLevel(logging.ERROR)
+    encoder = load_encoder(zeroshot_path(folder), model_name)
+    head = load_head(head_path(folder, f"{task}Val")).requires_grad_(False)
+    train, val = task_tensors(task, "train", cfg["images"]), task_tensors(task, "test")
+    tuned = copy.deepcopy(encoder)
+    _finetune(tuned, head, train, cfg, torch.Generator().manual_seed(seed))
+    save_module(tuned, finetuned_path(folder, f"{task}Val"))
+    return {"pretrained_accuracy": _accuracy(encoder, head, val),
+            "finetuned_accuracy": _accuracy(tuned, head, val)}
+
+
+def _finetune_all(folder: Path, model_name: str, workers: int, verbose: bool) -> dict:
+    """Every task's _finetune_task, in ``workers`` processes (spawned: a forked copy of a
+    process that has run torch's thread pool can hang); results in task order."""
+    cfg = RECIPE["finetune"]
+    # Each task's own seed: its fine-tuning does not depend on the other tasks.
+    jobs = [(str(folder), model_name, task, cfg, RECIPE["seed"] + 1 + i)
+            for i, task in enumerate(DEMO_TASKS)]
+    if workers == 1:
+        results = (_finetune_task(*job) for job in jobs)
+        return _report(results, verbose)
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return _report(pool.map(_finetune_task, *zip(*jobs)), verbose)
+
+
+def _report(results, verbose: bool) -> dict:
+    out = {}
+    for task, s in zip(DEMO_TASKS, results):
+        out[f"{task}Val"] = s
+        if verbose:
+            print(f"  {task}Val: pretrained+head {s['pretrained_accuracy']:.3f} -> "
+                  f"fine-tuned {s['finetuned_accuracy']:.3f}", flush=True)
+    return out
+
+
+def _build(folder: Path, verbose: bool, workers: int) -> dict:
     start = time.perf_counter()
     torch.manual_seed(RECIPE["seed"])
     generator = torch.Generator().manual_seed(RECIPE["seed"])
@@ -281,34 +332,15 @@ def _build(folder: Path, verbose: bool) -> dict:
               str(clip_dir / "open_clip_model.safetensors"))
 
     key = model_key(model_name)  # after the weights are written: it hashes them
-    heads = {}
     for task in DEMO_TASKS:
         dataset = get_dataset(f"{task}Val", "")
-        heads[task] = build_head(clip, tokenizer, dataset.classnames, dataset.templates)
-        heads[task].model_key = key
-        save_module(heads[task], head_path(folder, f"{task}Val"))
-        heads[task].requires_grad_(False)
+        head = build_head(clip, tokenizer, dataset.classnames, dataset.templates)
+        head.model_key = key
+        save_module(head, head_path(folder, f"{task}Val"))
 
-    encoder = ImageEncoder(model_name)
-    save_module(encoder, zeroshot_path(folder))
-    summary = {"recipe": RECIPE, "recipe_key": recipe_key(), "tasks": {}}
-    ft_cfg = RECIPE["finetune"]
-    for task in DEMO_TASKS:
-        train = task_tensors(task, "train", ft_cfg["images"])
-        val = task_tensors(task, "test")
-        tuned = copy.deepcopy(encoder)
-        # Each task's own seed: its fine-tuning does not depend on the other tasks.
-        seed = RECIPE["seed"] + 1 + DEMO_TASKS.index(task)
-        _finetune(tuned, heads[task], train, ft_cfg, torch.Generator().manual_seed(seed))
-        save_module(tuned, finetuned_path(folder, f"{task}Val"))
-        summary["tasks"][f"{task}Val"] = {
-            "pretrained_accuracy": _accuracy(encoder, heads[task], val),
-            "finetuned_accuracy": _accuracy(tuned, heads[task], val),
-        }
-        if verbose:
-            s = summary["tasks"][f"{task}Val"]
-            print(f"  {task}Val: pretrained+head {s['pretrained_accuracy']:.3f} -> "
-                  f"fine-tuned {s['finetuned_accuracy']:.3f}", flush=True)
+    save_module(ImageEncoder(model_name), zeroshot_path(folder))
+    summary = {"recipe": RECIPE, "recipe_key": recipe_key(),
+               "tasks": _finetune_all(folder, model_name, workers, verbose)}
     summary["build_seconds"] = time.perf_counter() - start
     (folder / "zoo.json").write_text(json.dumps(summary, indent=2))
     return summary
