@@ -1,7 +1,8 @@
 """How close does each method get to the Pareto front a dense grid of merges gives? (demo zoo)
 
     .venv/bin/python bench/front_quality.py [--sets pairs|triples|all|A,B;C,D,E]
-        [--max-sets N] [--methods map refine ehvi bayesian dare ties adamerging random botorch lhs]
+        [--max-sets N] [--methods map refine ehvi bayesian bayesian-ehvi dare ties adamerging
+                                  random botorch lhs]
         [--adamerging-steps 500]
         [--refine 2x5 ...] [--botorch-sets N] [--random-seeds 0 1 2]
         [--reevaluate 10] [--pair-grid 21] [--triple-grid 11] [--margin 0.01]
@@ -36,6 +37,9 @@ default schedule ((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
             default design and after --design lhs (map lhs+ehvi);
   map lhs   map with --design lhs (one-hot + centre + a Latin hypercube), also with refine;
   bayesian  src.core.bayesian.run_rounds with its default schedule, then the same front step;
+            its rounds where the surrogates err most (--bayes-acquisition error);
+  bayesian ehvi  the same, its rounds by EHVI (--bayes-acquisition ehvi,
+            bayesian.ehvi_proposer);
   random    the budget as uniform random merges (each --random-seeds seed);
   botorch   qLogNEHVI, GP per task (bench/mobo.py; needs botorch).
 A method's front is the non-dominated set (on the evaluation split) of every model it
@@ -284,6 +288,15 @@ def map_default_label(T: int) -> str:
     return f"map{lhs}{EVALUATED_PICK}"
 
 
+def bayes_default_label(T: int) -> str:
+    """The label of the rows that run bayesian as its default flags do at T tasks
+    (args.default_bayes_acquisition, --pick-from evaluated)."""
+    from args import default_bayes_acquisition
+
+    ehvi = " ehvi" if default_bayes_acquisition(T) == "ehvi" else ""
+    return f"bayesian{ehvi}{EVALUATED_PICK}"
+
+
 def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
     """(points the surrogate methods fit on, total real evaluations of every method)."""
     n_initial, n_update, n_iter = default_bayes_schedule(T)
@@ -390,11 +403,19 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
 
 
 def run_bayes(evaluate, task_set, preferences, n_reeval: int, seed: int, pick: str = PICK,
-              pretrained: np.ndarray | None = None) -> dict:
+              pretrained: np.ndarray | None = None, acquisition: str = "error") -> dict:
+    """bayesian.run_rounds with its default schedule (rounds chosen by ``acquisition``, as
+    --bayes-acquisition), then the front step."""
+    from src.core.refine import MIN_DISTANCE
+
     T = len(task_set)
     n_initial, n_update, n_iter = default_bayes_schedule(T)
+    propose = (bayesian.ehvi_proposer("sigmoid", [SENSE] * T, low=0.0, high=1.0, n_gen=N_GEN,
+                                      seed=seed, min_distance=MIN_DISTANCE)
+               if acquisition == "ehvi" else None)
     res = bayesian.run_rounds(evaluate, T, n_initial=n_initial, n_update=n_update,
-                              n_iter=n_iter, link="sigmoid", seed=seed)
+                              n_iter=n_iter, link="sigmoid", seed=seed, propose=propose,
+                              acquisition=acquisition)
     return front_step(evaluate, res.C, res.Y, task_set, preferences, n_reeval, seed, pick,
                       pretrained)
 
@@ -564,6 +585,9 @@ def main() -> None:
         if "bayesian" in a.methods:
             runs.append(("bayesian", a.seed, lambda s=a.seed: run_bayes(
                 evaluate, task_set, prefs, a.reevaluate, s)))
+        if "bayesian-ehvi" in a.methods:  # its rounds by EHVI (--bayes-acquisition ehvi)
+            runs.append(("bayesian ehvi", a.seed, lambda s=a.seed: run_bayes(
+                evaluate, task_set, prefs, a.reevaluate, s, acquisition="ehvi")))
         for merge in ("dare", "ties", "adamerging"):
             if merge in a.methods:
                 def run_merged(s=a.seed, merge=merge):
@@ -691,6 +715,8 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
     seed against
     random search's seed of the same number (MAP's first seed where it lacks that one).
     Against BoTorch only the task sets where BoTorch ran count, MAP at BoTorch's seed.
+    bayesian = its default flags' rows (bayes_default_label(T); "bayesian" where a CSV
+    lacks them), seed by seed against MAP's rows of the same seed.
     Regret goal: MAP's mean regret <= BoTorch's + 0.5 |BoTorch's| (1.5x when BoTorch's is
     positive; regret is negative where a pick beats the grid's).
     """
@@ -741,14 +767,15 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
             lines.append((f"{method} vs botorch regret, {name}, {len(common)} sets",
                           f"{mr:+.4f} vs {br:+.4f}", "<= 1.5x botorch's",
                           mr <= br + 0.5 * abs(br)))
-        for by_seed in seeds_of("bayesian", T):
-            by, m = of("bayesian", T, by_seed), mp(by_seed)
+        bayes = bayes_default_label(T) if seeds_of(bayes_default_label(T), T) else "bayesian"
+        for by_seed in seeds_of(bayes, T):
+            by, m = of(bayes, T, by_seed), mp(by_seed)
             common = sorted(set(by) & set(m))
             if not common:
                 continue
             bm = np.mean([by[k]["hv_ratio_held"] for k in common])
             mm = np.mean([m[k]["hv_ratio_held"] for k in common])
-            lines.append((f"bayesian vs {method}, {name}, {len(common)} sets",
+            lines.append((f"{bayes} (seed {by_seed}) vs {method}, {name}, {len(common)} sets",
                           f"{bm:.3f} vs {mm:.3f}", ">= map", bm >= mm))
     if not lines:
         return

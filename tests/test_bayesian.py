@@ -407,3 +407,90 @@ def test_resume_with_more_points_than_the_schedule_is_refused():
     C = np.random.default_rng(0).uniform(size=(40, 2))
     with pytest.raises(MAPError, match="40 points"):
         run_rounds(bumpy(0), 2, n_initial=8, n_update=5, n_iter=3, fit=quadratic_fit, C_done=C, Y_done=C)
+
+
+# --------------------------------------------------------------------------- EHVI rounds
+
+
+def two_peaks(C):
+    """Two accuracies in (0, 1) that trade off: each rises with its own coefficient and
+    falls with the other's square; their front runs through the box's interior."""
+    C = np.atleast_2d(C)
+    z1 = 3 * C[:, 0] - 4 * C[:, 1] ** 2
+    z2 = 3 * C[:, 1] - 4 * C[:, 0] ** 2
+    return 1 / (1 + np.exp(-np.column_stack([z1, z2])))
+
+
+def test_proposed_points_come_first_and_the_bins_fill_the_rest():
+    fixed = np.array([[0.3, 0.3], [0.6, 0.2]])
+    asked = []
+
+    def propose(C, Y, k, r):
+        asked.append((len(C), k, r))
+        return fixed[: r]  # round 1 offers one point, round 2 two
+
+    res = run_rounds(bumpy(1), 2, n_initial=8, n_update=4, n_iter=2, fit=quadratic_fit,
+                     seed=0, propose=propose, acquisition="test")
+    assert asked == [(8, 4, 1), (12, 4, 2)]
+    np.testing.assert_array_equal(res.C[8:9], fixed[:1])
+    np.testing.assert_array_equal(res.C[12:14], fixed)
+    assert res.round_of_point.tolist() == [0] * 8 + [1] * 4 + [2] * 4
+    assert [(r["acquisition"], r["proposed"]) for r in res.records[1:]] == [("test", 1),
+                                                                           ("test", 2)]
+    # the bins' share of a round follows the posterior it records
+    for rec, proposed in zip(res.records[1:], (1, 2)):
+        drawn = np.array(rec["points"])[proposed:]
+        counts = np.bincount(assign_bins(drawn, 4), minlength=4)
+        expected = len(drawn) * np.array(rec["bin_posterior"])
+        assert (counts >= np.floor(expected - 1e-9)).all() and \
+            (counts <= np.ceil(expected + 1e-9)).all()
+
+
+def test_a_proposal_longer_than_the_round_is_cut_to_it():
+    res = run_rounds(bumpy(1), 2, n_initial=8, n_update=3, n_iter=1, fit=quadratic_fit,
+                     propose=lambda C, Y, k, r: np.full((k + 4, 2), 0.4))
+    assert len(res.C) == 11 and res.records[1]["proposed"] == 3
+
+
+def _distance_to_front(C):
+    """Distance of each point (coefficient space) to the nearest point of two_peaks' true
+    Pareto set, found on a fine grid."""
+    from src.core.objectives import non_dominated
+
+    g = np.linspace(0, 1, 201)
+    grid = np.array(np.meshgrid(g, g)).reshape(2, -1).T
+    pareto_set = grid[non_dominated(two_peaks(grid), ["max", "max"])]
+    return np.linalg.norm(C[:, None] - pareto_set[None], axis=2).min(axis=1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ehvi_rounds_sample_on_the_front_and_error_rounds_do_not(seed):
+    from src.core.bayesian import ehvi_proposer
+
+    kwargs = dict(n_initial=8, n_update=5, n_iter=3, link="sigmoid", seed=seed)
+    propose = ehvi_proposer("sigmoid", ["max", "max"], low=0.0, high=1.0, n_gen=60,
+                            seed=seed, min_distance=0.05)
+    ehvi = run_rounds(two_peaks, 2, propose=propose, acquisition="ehvi", **kwargs)
+    error = run_rounds(two_peaks, 2, **kwargs)
+    assert [r["proposed"] for r in ehvi.records[1:]] == [5, 5, 5]
+    near = _distance_to_front(ehvi.C[8:])
+    assert np.median(near) < 0.05, near
+    assert np.median(near) < 0.5 * np.median(_distance_to_front(error.C[8:]))
+    # no proposed point within min_distance of one evaluated before it
+    for i in range(8, len(ehvi.C)):
+        assert np.linalg.norm(ehvi.C[:i] - ehvi.C[i], axis=1).min() > 0.05
+
+
+def test_ehvi_rounds_resume_to_the_same_points():
+    from src.core.bayesian import ehvi_proposer
+
+    def make():
+        return ehvi_proposer("sigmoid", ["max", "max"], low=0.0, high=1.0, n_gen=40, seed=5,
+                             min_distance=0.05)
+
+    kwargs = dict(n_initial=8, n_update=4, n_iter=3, link="sigmoid", seed=5)
+    full = run_rounds(two_peaks, 2, propose=make(), **kwargs)
+    run_rounds(bumpy(2), 2, propose=make(), **kwargs)  # other work in between
+    resumed = run_rounds(two_peaks, 2, propose=make(), C_done=full.C[:14], Y_done=full.Y[:14],
+                         **kwargs)
+    np.testing.assert_array_equal(resumed.C, full.C)

@@ -20,6 +20,9 @@ REEVALUATE = "3"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DEFAULT_SCHEDULE_2 = (8, 5, 3)  # (T+1)(T+2)/2 + 2 initial, 5 per round, 3 rounds
 SCHEDULE_3 = (11, 4, 2)  # given on the command line
+# the pair takes the default acquisition (args.default_bayes_acquisition: ehvi for 2 tasks),
+# the triple the original's error bins, given on the command line
+ACQUISITION = {2: "ehvi", 3: "error"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
@@ -89,7 +92,8 @@ def runs(results, zoo_root) -> dict[int, tuple[Path, int, tuple[int, int, int]]]
     assert rc == 0
     out[2] = (results / "two", calls, DEFAULT_SCHEDULE_2)
     rc, calls = _counted_run(_argv(zoo_root, results, "three", THREE,
-                                   *_schedule_flags(SCHEDULE_3)))
+                                   *_schedule_flags(SCHEDULE_3), "--bayes-acquisition",
+                                   ACQUISITION[3]))
     assert rc == 0
     out[3] = (results / "three", calls, SCHEDULE_3)
     return out
@@ -123,7 +127,9 @@ def test_bayesian_writes_map_files_plus_rounds(runs, T):
     run = _read(run_dir / "run.json")
     assert run["method"] == "bayesian"
     assert run["summary"]["schedule"] == {"initial": initial, "update": update,
-                                          "iterations": iterations}
+                                          "iterations": iterations,
+                                          "acquisition": ACQUISITION[T]}
+    assert run["arguments"]["bayes_acquisition"] == ACQUISITION[T]
     assert {p.name for p in run_dir.iterdir()} - {"run.json"} <= set(run["outputs"])
 
 
@@ -152,13 +158,18 @@ def test_rounds_record_points_posterior_and_error(runs, T):
         surrogates = fit_surrogates(C[:n_before], Y[:n_before], "sigmoid")
         expected = squared_errors(surrogates, C[:n_before], Y[:n_before]).mean()
         assert rounds[r]["surrogate_mse"] == pytest.approx(expected, rel=1e-6, abs=1e-12)
-    # A round draws from the posterior it records, by systematic resampling: bin b gets
-    # floor or ceil of n * p_b of the round's points; and a bin the round scored higher
-    # never gets less posterior (the acquisition is monotone in the bins' errors).
+    # EHVI rounds propose every point (the front has room for 5 new ones); error rounds
+    # propose none.
+    assert [(r["acquisition"], r["proposed"]) for r in rounds[1:]] == \
+        [(ACQUISITION[T], update if ACQUISITION[T] == "ehvi" else 0)] * iterations
+    # The bins' points of a round come from the posterior it records, by systematic
+    # resampling: bin b gets floor or ceil of n * p_b of them; and a bin the round scored
+    # higher never gets less posterior (the acquisition is monotone in the bins' errors).
     for r in rounds[1:]:
         posterior = np.array(r["bin_posterior"])
-        counts = np.bincount(assign_bins(np.array(r["points"]), 4), minlength=n_bins)
-        expected = len(r["points"]) * posterior
+        drawn = np.array(r["points"])[r["proposed"]:].reshape(-1, T)
+        counts = np.bincount(assign_bins(drawn, 4), minlength=n_bins)
+        expected = len(drawn) * posterior
         assert (counts >= np.floor(expected - 1e-9)).all(), (counts, expected)
         assert (counts <= np.ceil(expected + 1e-9)).all(), (counts, expected)
         scores = np.array(r["bin_scores"])

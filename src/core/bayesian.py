@@ -11,6 +11,11 @@ points from it.
 Every step is a small function of arrays and a numpy Generator; `run_rounds` wires them
 into the loop and is resumable from already-evaluated points.
 
+A round may instead be proposed by another acquisition (`propose`): `ehvi_proposer`
+takes the predicted front's points of largest expected hypervolume improvement under a
+bootstrap ensemble of the quadratic fits (src.core.acquisition), the uncertainty-aware
+choice qNEHVI makes with a GP; the bins then only fill a round the front cannot.
+
 Why ~440 lines: bins, acquisition, drawing and the round loop share the hyperspherical
 bin geometry; about a third is input checking.
 """
@@ -41,6 +46,13 @@ EMPTY_MARGIN = 0.1
 # that is exact up to floating point). Scores are compared by their ratios, so that noise
 # would otherwise look like real differences between bins.
 ERROR_FLOOR = 1e-6
+# How a round chooses its points (--bayes-acquisition): where the surrogates err most
+# (the bins above), or by expected hypervolume improvement (ehvi_proposer).
+ACQUISITIONS = ("error", "ehvi")
+
+# (C done [n, T], Y done [n, T], k, round r) -> up to k new points [k', T] (a function of
+# its arguments alone, so a resumed run proposes what the original did)
+Propose = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
 
 _HALF_PI = math.pi / 2
 
@@ -343,7 +355,8 @@ def complete_batch(
 
 
 def round_record(r: int, points: np.ndarray, n_points: int, posterior: np.ndarray,
-                 scores: np.ndarray | None, surrogate_mse: float | None) -> dict[str, Any]:
+                 scores: np.ndarray | None, surrogate_mse: float | None,
+                 acquisition: str = "error", proposed: int = 0) -> dict[str, Any]:
     """The JSON-friendly record of round r (see run_rounds)."""
     return {
         "round": r,
@@ -352,7 +365,34 @@ def round_record(r: int, points: np.ndarray, n_points: int, posterior: np.ndarra
         "bin_scores": None if scores is None else scores.tolist(),
         "surrogate_mse": surrogate_mse,
         "n_points": int(n_points),
+        "acquisition": acquisition,
+        "proposed": int(proposed),  # of "points", those `propose` chose (the rest: bins)
     }
+
+
+def ehvi_proposer(link: str | Sequence[str], senses: Sequence[str], *, low: float, high: float,
+                  n_gen: int, seed: int, min_distance: float) -> Propose:
+    """A round by expected hypervolume improvement: fit on every point so far, search the
+    predicted front (NSGA-III, as the front step does), then take up to k of its points by
+    EHVI under a bootstrap ensemble (src.core.acquisition.ehvi_selector), none within
+    ``min_distance`` of an evaluated or chosen point. Round r's ensemble is seeded by
+    (seed, r) alone."""
+    from src.core.acquisition import ehvi_selector
+    from src.core.refine import surrogate_search
+
+    links = [link] * len(senses) if isinstance(link, str) else list(link)
+    if len(set(links)) != 1:
+        raise ValueError("ehvi_proposer fits one link for every metric")
+    search = surrogate_search(links[0], senses, low=low, high=high, n_gen=n_gen, seed=seed)
+
+    def propose(C: np.ndarray, Y: np.ndarray, k: int, r: int) -> np.ndarray:
+        C_front, F_front = search(C, Y)
+        select = ehvi_selector(links[0], senses, seed=int(np.random.SeedSequence([seed, r])
+                                                          .generate_state(1)[0]),
+                               min_distance=min_distance)
+        return np.atleast_2d(C_front[select(C_front, F_front, C, Y, k)]).reshape(-1, C.shape[1])
+
+    return propose
 
 
 def _default_fit(link: str | Sequence[str]) -> Callable[[np.ndarray, np.ndarray], list]:
@@ -383,6 +423,8 @@ def run_rounds(
     on_round: Callable[[dict[str, Any]], None] | None = None,
     C_done: np.ndarray | None = None,
     Y_done: np.ndarray | None = None,
+    propose: Propose | None = None,
+    acquisition: str = "error",
 ) -> BayesianResult:
     """Initial design, then n_iter rounds of fit -> score bins -> posterior -> draw -> evaluate.
 
@@ -399,6 +441,10 @@ def run_rounds(
 
     `fit(C, Y)` returns one fitted regressor per task (anything with predict); the default
     is src.core.surrogate.fit_surrogates(C, Y, link).
+
+    `propose(C, Y, n_update, r)`, when given, chooses each round's points first (e.g.
+    ehvi_proposer); when it offers fewer than n_update, the bins draw the rest. Records name
+    the round's `acquisition` and how many points it `proposed`.
     """
     check_schedule(T, n_initial, n_update, n_iter)
     _check_settings(lam, temperature, radius)
@@ -426,12 +472,16 @@ def run_rounds(
     finish(round_record(0, data.C, len(data.C), uniform, None, None))
 
     for r in range(1, n_iter + 1):
-        drawn = draw_round(fit(*data), data, n_update, acq, np.random.default_rng([seed, r]))
-        new = complete_batch(evaluate, drawn.points, len(data.C), done, T)
+        proposed = np.zeros((0, T)) if propose is None else \
+            np.asarray(propose(data.C, data.Y, n_update, r), dtype=float).reshape(-1, T)[:n_update]
+        drawn = draw_round(fit(*data), data, n_update - len(proposed), acq,
+                           np.random.default_rng([seed, r]))
+        new = complete_batch(evaluate, np.concatenate([proposed, drawn.points]), len(data.C),
+                             done, T)
         data = Batch(np.concatenate([data.C, new.C]), np.concatenate([data.Y, new.Y]))
         rounds = np.concatenate([rounds, np.full(len(new.C), r)])
         finish(round_record(r, new.C, len(data.C), drawn.posterior, drawn.scores,
-                            drawn.surrogate_mse))
+                            drawn.surrogate_mse, acquisition, len(proposed)))
 
     return BayesianResult(C=data.C, Y=data.Y, round_of_point=rounds, records=records,
                           surrogates=fit(data.C, data.Y))

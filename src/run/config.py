@@ -41,6 +41,7 @@ class Defaults:
     design: Callable[[int], str] = lambda T: "grid"
     refine_rounds: Callable[[int], int] = lambda T: 0
     refine_acquisition: Callable[[int], str] = lambda T: "spread"
+    bayes_acquisition: Callable[[int], str] = lambda T: "error"  # bayesian's rounds
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class RunConfig:
     refine_tol: float = 0.0     # stop once a round's mean |predicted - real| is at most this
     refine_acquisition: str = "spread"  # how a round picks its points: spread | ehvi
     design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs
+    bayes_acquisition: str = "error"  # bayesian: error | ehvi (src.core.bayesian.ACQUISITIONS)
     pair_points: int | None = None  # nested: merges evaluated per pair
 
     @property
@@ -213,6 +215,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     # the values in force, defaults resolved for this T (a resume compares them)
     arguments.update(design=settings.design, refine_rounds=refine_rounds,
                      refine_acquisition=refine_acquisition)
+    if settings.bayes_acquisition is not None:
+        arguments.update(bayes_acquisition=settings.bayes_acquisition)
     arguments.update(model=source.model_name, save=source.save,
                      pretrained_checkpoint=source.pretrained, data_location=source.data_location)
     return RunConfig(
@@ -228,6 +232,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
         refine_tol=refine_tol, refine_acquisition=refine_acquisition,
         design=settings.design, pair_points=settings.pair_points,
+        bayes_acquisition=settings.bayes_acquisition or "error",
         adamerging=adamerging)
 
 

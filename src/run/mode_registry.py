@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 from map_common.argtypes import MAX_POINTS, float_in, int_in, point_count
 from map_common.errors import MAPError
 from src.core import sampling
+from src.core.bayesian import ACQUISITIONS as BAYES_ACQUISITIONS  # numpy only
 
 if TYPE_CHECKING:
     from src.run.config import Defaults, RunConfig
@@ -51,6 +52,7 @@ class ModeSettings:
     design: str = "grid"
     refine_rounds: int = 0            # --refine-rounds when not given
     refine_acquisition: str = "spread"  # --refine-acquisition when not given
+    bayes_acquisition: str | None = None  # bayesian: how a round chooses its points
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,13 @@ class BayesianMode(Mode):
         g.add_argument("--bayes-initial-pts", type=point_count, default=None,
                        help="Initial design size (default: default_bayes_schedule, "
                             "(T+1)(T+2)/2 + 2).")
+        g.add_argument("--bayes-acquisition", default=None, choices=BAYES_ACQUISITIONS,
+                       help="How a round chooses its points. error: where the surrogates "
+                            "err most (angular bins, the original's rounds); ehvi: the "
+                            "predicted front's points of largest expected hypervolume "
+                            "improvement under a bootstrap ensemble of the surrogates (the "
+                            "bins fill what the front cannot). Default: "
+                            "default_bayes_acquisition(T) in args.py.")
 
     def settings(self, args, defaults, T):
         from src.core import bayesian
@@ -134,7 +143,8 @@ class BayesianMode(Mode):
             args.bayes_update_pts if args.bayes_update_pts is not None else n_update,
             args.bayes_iter if args.bayes_iter is not None else n_iter)
         bayesian.check_schedule(T, *schedule)
-        return ModeSettings(bayes=schedule)
+        return ModeSettings(bayes=schedule, bayes_acquisition=args.bayes_acquisition
+                            or defaults.bayes_acquisition(T))
 
 
 @dataclass(frozen=True)
