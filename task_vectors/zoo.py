@@ -13,7 +13,9 @@ tower gently (AdamW, cosine schedule, its own seed) against its frozen head.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import hashlib
 import json
 import logging
@@ -107,12 +109,51 @@ class Zoo:
 
 
 def ensure_zoo(root: str | Path | None = None, *, verbose: bool = True) -> Zoo:
-    """The cached zoo for the current recipe, built first if missing."""
+    """The cached zoo for the current recipe, built first if missing. Processes that find
+    it missing at the same time (a SLURM array on a fresh cache, parallel tests) build it
+    once: the others wait for the first."""
     root = Path(root) if root is not None else default_root()
     target = root / f"demo-zoo-{recipe_key()}"
     if (target / "zoo.json").exists():
         return Zoo(target)
     root.mkdir(parents=True, exist_ok=True)
+    with _build_lock(root / f".demo-zoo-{recipe_key()}.lock", verbose):
+        if (target / "zoo.json").exists():  # built while this process waited
+            return Zoo(target)
+        return _build_into(root, target, verbose)
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path, verbose: bool):
+    """An exclusive flock on ``path`` (released by the kernel if the holder dies). Where
+    no lock can be had (a cache folder of another user, a file system without locks) the
+    build goes ahead unlocked: concurrent builds are identical, the first one kept."""
+    try:
+        f = open(path, "a")
+    except OSError:
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if verbose:
+                print(f"Waiting for another process that builds the demo model zoo ({path})",
+                      flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            # Safe to remove while locked: a process that opens the path anew finds the zoo
+            # built (or builds it, after a failure) once it holds the lock.
+            path.unlink(missing_ok=True)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_into(root: Path, target: Path, verbose: bool) -> Zoo:
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
     os.chmod(staging, 0o777 & ~process_umask())  # mkdtemp makes 0700; a shared MAP_ZOO_DIR must be readable
     try:

@@ -197,6 +197,28 @@ def test_a_changed_recipe_builds_a_new_zoo_once(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [built.path.name]
 
 
+def test_a_process_that_finds_a_build_under_way_waits_for_it(tmp_path, monkeypatch, capsys):
+    import fcntl
+    import threading
+    import time
+
+    calls: list = []
+    monkeypatch.setattr(zoo, "build_zoo", _fake_build(calls))
+    target = tmp_path / f"demo-zoo-{zoo.recipe_key()}"
+    with open(tmp_path / f".demo-zoo-{zoo.recipe_key()}.lock", "a") as first:
+        fcntl.flock(first, fcntl.LOCK_EX)  # another process is building
+        got = {}
+        second = threading.Thread(target=lambda: got.update(zoo=zoo.ensure_zoo(tmp_path)))
+        second.start()
+        time.sleep(0.5)
+        assert second.is_alive() and not got  # it waits instead of building too
+        target.mkdir()
+        (target / "zoo.json").write_text(json.dumps({"recipe_key": zoo.recipe_key()}))
+    second.join(timeout=10)
+    assert got["zoo"].path == target and calls == []  # the first build's zoo, not rebuilt
+    assert "Waiting for another process that builds the demo model zoo" in capsys.readouterr().out
+
+
 def test_a_failed_build_leaves_no_zoo(tmp_path, monkeypatch):
     def broken(folder, verbose=True):
         (folder / "zeroshot.pt").write_text("half")
