@@ -15,8 +15,11 @@ $(STAMP): requirements.lock
 demo: $(STAMP)
 	$(PY) run_MAP.py --demo --method map $(ARGS)
 
+# Two pytest-xdist workers: many tests wait on Ray or SLURM processes, so two workers halve
+# the wall time on 2 cores. PYTEST_WORKERS=0 runs in this process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -42,3 +42,15 @@ def run_cli():
     import run_MAP
 
     return lambda *argv: run_MAP.main([str(a) for a in argv])
+
+
+# Tests that mostly wait on other processes (Ray clusters, SLURM, killed and resumed runs):
+# collected first, so that with pytest-xdist (`make test` runs two workers) their waits
+# overlap the CPU-bound tests instead of queueing up at the end.
+WAITING_MODULES = ("test_slurm_scripts.py", "test_slurm_real.py", "test_ray_cli.py",
+                   "test_ray.py", "test_reliability.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    first = {name: i for i, name in enumerate(WAITING_MODULES)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: keeps the rest

@@ -96,14 +96,14 @@ def _config(zoo_root, *flags):
     return build_config(parse_arguments(["--demo", "--zoo-dir", zoo_root, *flags]), DEFAULTS)
 
 
-def test_build_config_resolves_the_pool(zoo_root):
+def test_build_config_resolves_the_pool(zoo_root, tmp_path):
     plain = _config(zoo_root).evaluation
     assert plain.workers is None and not plain.uses_ray
     two = _config(zoo_root, "--workers", "2", "--cpus-per-worker", "1").evaluation
     assert two.workers == 2 and two.uses_ray and two.shares_decoding
     one = _config(zoo_root, "--workers", "1").evaluation
     assert one.uses_ray and not one.shares_decoding  # one engine decodes for itself
-    cached = _config(zoo_root, "--workers", "2", "--cache-dir", "/tmp/x").evaluation
+    cached = _config(zoo_root, "--workers", "2", "--cache-dir", str(tmp_path)).evaluation
     assert not cached.shares_decoding
     joined = _config(zoo_root, "--ray-address", "127.0.0.1:6379").evaluation
     assert joined.workers == "auto" and joined.ray_address == "127.0.0.1:6379"

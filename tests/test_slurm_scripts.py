@@ -210,6 +210,9 @@ source scripts/slurm/ray_cluster.sh
 ray_cluster_up
 join() { "$MAP_PYTHON" scripts/slurm/ray_wait.py "$MAP_RAY_ADDRESS" 1 --timeout 30; }
 echo "with the token: $(join 2>/dev/null) rc=$?"
+# A refused join retries the head 20 times a second apart (Ray's RAY_NUM_REDIS_GET_RETRIES)
+# before it gives up: 3 tries say the same here.
+export RAY_NUM_REDIS_GET_RETRIES=3
 env -u RAY_AUTH_TOKEN -u RAY_AUTH_MODE bash -c "$(declare -f join); join"
 echo "without: rc=$?"
 RAY_AUTH_TOKEN=0123456789abcdef bash -c "$(declare -f join); join"
