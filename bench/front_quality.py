@@ -360,18 +360,23 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
 
 
 def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int,
-               acquisition: str = "spread"):
+               acquisition: str = "spread", preference=None):
     """--refine-rounds / --refine-points with the CLI's search settings; acquisition
-    "ehvi" chooses each round's points by src.core.acquisition.ehvi_selector."""
+    "ehvi" / "parego" chooses each round's points by src.core.acquisition.ehvi_selector /
+    parego_selector (its first point by ``preference``)."""
     from src.core import acquisition as acq
     from src.core import refine
 
     T = C.shape[1]
     search = refine.surrogate_search("sigmoid", [SENSE] * T, low=0.0, high=1.0, n_gen=N_GEN,
                                      seed=seed)
-    select = (acq.ehvi_selector("sigmoid", [SENSE] * T, seed=seed,
-                                min_distance=refine.MIN_DISTANCE)
-              if acquisition == "ehvi" else None)
+    select = None
+    if acquisition == "ehvi":
+        select = acq.ehvi_selector("sigmoid", [SENSE] * T, seed=seed,
+                                   min_distance=refine.MIN_DISTANCE)
+    elif acquisition == "parego":
+        select = acq.parego_selector("sigmoid", [SENSE] * T, seed=seed,
+                                     min_distance=refine.MIN_DISTANCE, preference=preference)
     return refine.refine_front(evaluate, search, C, Y, rounds=rounds, points=points,
                                min_distance=refine.MIN_DISTANCE, select=select)
 
@@ -395,7 +400,7 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
     Y = evaluate(C)
     info = None
     if rounds:
-        r = run_refine(evaluate, C, Y, rounds, points, seed, acquisition)
+        r = run_refine(evaluate, C, Y, rounds, points, seed, acquisition, preferences[0])
         C, Y, info = r.C, r.Y, r.summary()
     out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed, pick, pretrained)
     out["refine"] = info

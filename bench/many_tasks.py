@@ -1,7 +1,8 @@
 """Many tasks at once: each method's equal-preference pick on 4 and 8 demo tasks.
 
     .venv/bin/python bench/many_tasks.py [--sets "A,B,C,D;E,F,G,H;all"] [--seeds 0 1 2]
-        [--methods pretrained ta map nested bayesian random adamerging] [--no-adamerging]
+        [--methods pretrained ta map map-parego nested bayesian random adamerging]
+        [--no-adamerging]
         [--csv PATH] [--threads 1] [--keep DIR]
 
 Task sets (default): the zoo's first four tasks, its last four, and all eight. Equal
@@ -16,6 +17,10 @@ c = 0; reference_models.py) and --reevaluate 5 front points: 36 at T = 4, 96 at 
              front step (src.core.front.solve_front with the CLI's defaults: tchebycheff
              pick, NSGA-III 100 generations over [0, 1]^T, 5 re-evaluated front points),
              plus the pretrained model: the budget exactly;
+  map-parego the same budget with 10 of the design's points chosen instead by two rounds
+             of front refinement (front_quality.run_refine, acquisition "parego":
+             src.core.acquisition.parego_selector, first point of a round by the equal
+             preference; rows "map+parego 2x5");
   nested     `run_MAP.py --demo --method nested --point 20 --n-gen 200 --seed s`, as
              bench/nested_demo.py runs it; its own count (run.json summary.n_evaluations:
              the T fine-tuned models, each pair's 20 design points and its merged model;
@@ -66,7 +71,9 @@ CLI_PICK = "tchebycheff"
 CLI_REEVALUATE = 5
 NESTED_POINT, NESTED_N_GEN = 20, 200
 TA_LAMBDAS = np.round(np.arange(1, 11) / 10, 1)
-METHODS = ("pretrained", "ta", "map", "nested", "bayesian", "random", "adamerging")
+METHODS = ("pretrained", "ta", "map", "map-parego", "nested", "bayesian", "random",
+           "adamerging")
+PAREGO = "map+parego 2x5"  # map-parego's rows: 2 rounds of 5 ParEGO points from the design
 
 
 def cli_budget(T: int) -> int:
@@ -106,6 +113,10 @@ def surrogate_run(kind: str, evaluate: Counted, task_set, seed: int) -> dict:
     if kind == "map":
         out = run_map(evaluate, task_set, default_points(len(task_set)), w, CLI_REEVALUATE,
                       seed, pick=CLI_PICK, pretrained=pre)
+    elif kind == "map-parego":  # the same budget, 10 of its design points by ParEGO rounds
+        out = run_map(evaluate, task_set, default_points(len(task_set)), w, CLI_REEVALUATE,
+                      seed, rounds=2, points=5, acquisition="parego", pick=CLI_PICK,
+                      pretrained=pre)
     else:
         out = run_bayes(evaluate, task_set, w, CLI_REEVALUATE, seed, pick=CLI_PICK,
                         pretrained=pre)
@@ -298,7 +309,7 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
            "ta_held": describe(task_set, ta_held)[:2]}
     lam = float(ta["pick_c"][0])
     n_initial, n_update, n_iter = default_bayes_schedule(T)
-    per_seed = {"map": budget, "random": budget,
+    per_seed = {"map": budget, "random": budget, "map-parego": budget,
                 "bayesian": n_initial + n_update * n_iter + 1 + CLI_REEVALUATE
                 if T <= BAYES_MAX_TASKS else 0}
     planned = len(seeds) * sum(v for k, v in per_seed.items() if k in methods)
@@ -316,6 +327,9 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
     for s in seeds:
         if "map" in methods:
             runs.append(("map", s, lambda s=s: surrogate_run("map", evaluate, task_set, s)))
+        if "map-parego" in methods:
+            runs.append((PAREGO, s, lambda s=s: surrogate_run("map-parego", evaluate,
+                                                              task_set, s)))
         if "bayesian" in methods and T <= BAYES_MAX_TASKS:
             runs.append(("bayesian", s, lambda s=s: surrogate_run("bayesian", evaluate,
                                                                   task_set, s)))
@@ -332,7 +346,7 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         t0 = time.perf_counter()
         run = fn()
         seconds = time.perf_counter() - t0
-        if method in ("map", "bayesian", "random"):
+        if method in ("map", "bayesian", "random", PAREGO):
             if evaluate.count != len(run["Y_all"]):
                 raise SystemExit(f"{method}: {evaluate.count} evaluations counted, "
                                  f"{len(run['Y_all'])} in its record")
@@ -445,7 +459,7 @@ def goals(rows: list[dict]) -> None:
           "vs TA at its best λ; 'k/n runs': runs at or above TA on both the mean and the worst "
           "task; met: every run, evaluation split / held-out split")
     table = []
-    for method in ("map", "map" + EVALUATED_PICK):
+    for method in ("map", "map" + EVALUATED_PICK, PAREGO, PAREGO + EVALUATED_PICK):
         for T in sorted({r["T"] for r in rows}):
             got = vs_ta(rows, method, T)
             if got:

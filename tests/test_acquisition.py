@@ -110,3 +110,38 @@ def test_refinement_uses_the_selector_and_keeps_its_distance():
     for i, c in enumerate(new):  # never within min_distance of an earlier point
         earlier = np.vstack([C, new[:i]])
         assert np.linalg.norm(earlier - c, axis=1).min() > 0.05
+
+
+# ------------------------------------------------------------------ ParEGO (many tasks)
+def test_parego_first_point_is_the_preferences_best_front_row():
+    """On exact data every member agrees, so the first point is the front row the
+    Tchebycheff pick chooses for the preference (scaled by the evaluated range)."""
+    from src.core.pareto import Tchebycheff
+
+    rng = np.random.default_rng(2)
+    C = rng.uniform(0, 1, (20, 3))
+    Y = quadratic_problem(C[:, :2])[:, [0, 1, 0]] * np.array([1.0, 1.0, 0.9])
+    C_front = rng.uniform(0, 1, (40, 3))
+    F = acq.ensemble_predict(acq.bootstrap_ensemble(C, Y, "sigmoid", members=1), C_front)[0]
+    for w in ([1.0, 1.0, 1.0], [5.0, 1.0, 1.0], [1.0, 5.0, 0.5]):
+        select = acq.parego_selector("sigmoid", ["max"] * 3, members=4, seed=0,
+                                     min_distance=0.0, preference=np.array(w))
+        rows = select(C_front, F, C, Y, 3)
+        expected = Tchebycheff().do(F, np.array(w), ["max"] * 3, Y.min(0), Y.max(0))
+        assert rows[0] == expected
+        assert len(set(rows.tolist())) == 3  # the other two: other weights, other rows
+
+
+def test_parego_keeps_its_distance_and_stops_when_nothing_is_free():
+    rng = np.random.default_rng(3)
+    C = rng.uniform(0, 1, (15, 2))
+    Y = quadratic_problem(C)
+    C_front = np.vstack([C[:3] + 0.01, [[0.5, 0.5], [0.52, 0.5], [0.9, 0.1]]])
+    F = quadratic_problem(C_front)
+    select = acq.parego_selector("sigmoid", ["max", "max"], members=4, seed=1,
+                                 min_distance=0.05)
+    rows = select(C_front, F, C, Y, 5)
+    chosen = C_front[rows]
+    assert not set(rows.tolist()) & {0, 1, 2}  # within min_distance of evaluated points
+    assert len(rows) <= 2  # (0.5, 0.5) and (0.52, 0.5) are too close to take both
+    assert all(np.linalg.norm(C - c, axis=1).min() > 0.05 for c in chosen)

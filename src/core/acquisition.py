@@ -125,3 +125,48 @@ def ehvi_selector(link: str, senses: Sequence[str], *, members: int = 16, seed: 
                              exclude=lambda j: near[j])
         return rows
     return select
+
+
+def parego_selector(link: str, senses: Sequence[str], *, members: int = 16, seed: int = 0,
+                    min_distance: float = 0.05, preference: np.ndarray | None = None) -> Select:
+    """A Select for src.core.refine.refine_front that needs no hypervolume (ParEGO's
+    scalarised Thompson sampling, for many tasks, where EHVI's exact hypervolumes cost too
+    much): each of the k points takes one bootstrap ensemble member and one weight vector
+    and is the eligible front row whose predicted metrics under that member score best by
+    the Tchebycheff pick (src.core.pareto.Tchebycheff, each metric scaled between the
+    worst and best values evaluated so far). The first point's weights are ``preference``
+    (the run's, when given), the others' are drawn uniformly from the simplex, so a round
+    both sharpens the pick and spreads over the front. Rows within ``min_distance`` of an
+    evaluated or already chosen point are not offered."""
+    from src.core.pareto import Tchebycheff
+
+    calls = itertools.count()
+    scalarise = Tchebycheff()
+
+    def select(C_front: np.ndarray, F_front: np.ndarray, C_done: np.ndarray,
+               Y_done: np.ndarray, k: int) -> np.ndarray:
+        C_front = np.atleast_2d(np.asarray(C_front, dtype=float))
+        if k <= 0 or len(C_front) == 0:
+            return np.zeros(0, dtype=int)
+        call = next(calls)
+        rng = np.random.default_rng([seed, call])
+        ensemble = bootstrap_ensemble(C_done, Y_done, link, members=members, seed=seed + call)
+        samples = ensemble_predict(ensemble, C_front)
+        Y = np.atleast_2d(np.asarray(Y_done, dtype=float))
+        up = -signs(list(senses), Y.shape[1])  # +1 where larger is better
+        worst, best = (np.where(up > 0, Y.min(0), Y.max(0)), np.where(up > 0, Y.max(0), Y.min(0)))
+        gap = np.linalg.norm(C_front[:, None, :] - np.atleast_2d(C_done)[None], axis=2).min(1)
+        free = gap > min_distance
+        chosen = []
+        for j in range(k):
+            if not free.any():
+                break
+            w = (np.asarray(preference, dtype=float) if j == 0 and preference is not None
+                 else rng.dirichlet(np.ones(Y.shape[1])))
+            rows = np.flatnonzero(free)
+            member = samples[rng.integers(len(samples)), rows]
+            best_row = int(rows[scalarise.do(member, w, list(senses), worst, best)])
+            chosen.append(best_row)
+            free &= np.linalg.norm(C_front - C_front[best_row], axis=1) > min_distance
+        return np.array(chosen, dtype=int)
+    return select
