@@ -315,11 +315,14 @@ def _refinement_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--refine-tol", type=nonnegative_float, default=0.0,
                    help="Stop refining once a round's mean |predicted - real| at its new "
                         "points is at most this (metric units; 0: run every round).")
-    g.add_argument("--refine-acquisition", choices=("spread", "ehvi"), default=None,
+    g.add_argument("--refine-acquisition", choices=("spread", "ehvi", "parego"), default=None,
                    help="How a refinement round chooses its new front points: spread along "
-                        "the predicted front, or by expected hypervolume improvement under a "
-                        "bootstrap ensemble of the surrogates (src/core/acquisition.py; "
-                        "compared in docs/front_quality.md). Default: "
+                        "the predicted front; by expected hypervolume improvement under a "
+                        "bootstrap ensemble of the surrogates; or parego: each point the best "
+                        "by the Tchebycheff pick under one ensemble member and one weight "
+                        "vector, the first the run's --preference (no hypervolume: for many "
+                        "tasks) (src/core/acquisition.py; compared in docs/front_quality.md "
+                        "and the README's 'Many tasks at once'). Default: "
                         "default_refine_acquisition(T) in args.py: map ehvi for 2-3 tasks, "
                         "else spread; other modes spread.")
 

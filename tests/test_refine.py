@@ -182,17 +182,20 @@ def test_lhs_design_has_the_one_hot_models_and_one_point_per_stratum():
 
 
 @pytest.mark.slow
-def test_ehvi_acquisition_chooses_the_refinement_points(zoo_root, tmp_path, monkeypatch,
-                                                        one_thread):
-    """--refine-acquisition ehvi: the rounds evaluate exactly the rows the EHVI selector
-    returned (a run that ignored the flag would spread them along the front instead)."""
+@pytest.mark.parametrize("kind", ["ehvi", "parego"])
+def test_the_acquisition_chooses_the_refinement_points(zoo_root, tmp_path, monkeypatch,
+                                                       one_thread, kind):
+    """--refine-acquisition ehvi / parego: the rounds evaluate exactly the rows its selector
+    returned (a run that ignored the flag would spread them along the front instead);
+    parego's selector gets the run's preference."""
     import run_MAP
     from src.core import acquisition
 
-    chosen = []
-    real_selector = acquisition.ehvi_selector
+    chosen, preferences = [], []
+    real_selector = getattr(acquisition, f"{kind}_selector")
 
     def recording_selector(*args, **kwargs):
+        preferences.append(kwargs.get("preference"))
         select = real_selector(*args, **kwargs)
 
         def wrapped(C_front, F_front, C_done, Y_done, k):
@@ -201,14 +204,20 @@ def test_ehvi_acquisition_chooses_the_refinement_points(zoo_root, tmp_path, monk
             return rows
         return wrapped
 
-    monkeypatch.setattr(acquisition, "ehvi_selector", recording_selector)
+    monkeypatch.setattr(acquisition, f"{kind}_selector", recording_selector)
+    weights = tmp_path / "weights.yaml"
+    weights.write_text(f"{PAIR[0]}: 3\n{PAIR[1]}: 1\n")
     argv = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", "30",
             "--reevaluate", "2", "--zeroshot-merge-models", *PAIR, "--results-path",
-            str(tmp_path), "--exp-id", "ehvi", "--refine-rounds", "2", "--refine-points", "2",
-            "--refine-acquisition", "ehvi", "--max-eval-samples", "200"]
+            str(tmp_path), "--exp-id", kind, "--refine-rounds", "2", "--refine-points", "2",
+            "--refine-acquisition", kind, "--max-eval-samples", "200", "--preference",
+            str(weights)]
     assert run_MAP.main(argv) == 0
-    rounds = json.loads((tmp_path / "ehvi" / "run.json").read_text())["summary"]["refine"]
+    rounds = json.loads((tmp_path / kind / "run.json").read_text())["summary"]["refine"]
     assert len(chosen) == len(rounds["rounds"]) >= 1
+    if kind == "parego":
+        w = np.asarray(preferences[0], dtype=float)
+        assert w[0] == pytest.approx(3 * w[1])
     for picked, record in zip(chosen, rounds["rounds"]):
         assert np.allclose(picked, np.array(record["coefficients"]))
 

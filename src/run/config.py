@@ -124,7 +124,7 @@ class RunConfig:
     refine_rounds: int = 0      # map / bayesian: front-refinement rounds (src.core.refine)
     refine_points: int = 5      # new front points evaluated per round
     refine_tol: float = 0.0     # stop once a round's mean |predicted - real| is at most this
-    refine_acquisition: str = "spread"  # how a round picks its points: spread | ehvi
+    refine_acquisition: str = "spread"  # how a round picks its points: spread | ehvi | parego
     design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs
     bayes_acquisition: str = "error"  # bayesian: error | ehvi (src.core.bayesian.ACQUISITIONS)
     pair_points: int | None = None  # nested: merges evaluated per pair
