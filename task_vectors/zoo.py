@@ -326,30 +326,75 @@ def _finetune_task(folder: str, model_name: str, task: str, cfg: dict, seed: int
 
 
 def _finetune_all(folder: Path, model_name: str, workers: int, verbose: bool) -> dict:
-    """Every task's _finetune_task, in ``workers`` processes (spawned: a forked copy of a
-    process that has run torch's thread pool can hang); results in task order."""
+    """Every task's _finetune_task, in ``workers`` processes; results in task order.
+
+    The workers are fresh interpreters running this module (``python -m
+    task_vectors.zoo JOBS.json``), not multiprocessing children: those would re-import the
+    caller's main script (anyone's, guarded or not), and a forked copy of a process that
+    has run torch's thread pool can hang."""
     cfg = RECIPE["finetune"]
     # Each task's own seed: its fine-tuning does not depend on the other tasks.
-    jobs = [(str(folder), model_name, task, cfg, RECIPE["seed"] + 1 + i)
-            for i, task in enumerate(DEMO_TASKS)]
+    jobs = [{"folder": str(folder), "model_name": model_name, "task": task, "cfg": cfg,
+             "seed": RECIPE["seed"] + 1 + i} for i, task in enumerate(DEMO_TASKS)]
     if workers == 1:
-        results = (_finetune_task(*job) for job in jobs)
-        return _report(results, verbose)
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+        return _report({j["task"]: _run_job(j) for j in _progress(jobs, verbose)}, verbose)
+    import subprocess
+    import sys
 
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        return _report(pool.map(_finetune_task, *zip(*jobs)), verbose)
+    shares = [jobs[w::workers] for w in range(workers)]
+    path = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+    procs = []
+    for w, share in enumerate(shares):
+        spec = folder / f".finetune-{w}.json"
+        spec.write_text(json.dumps(share))
+        procs.append((spec, subprocess.Popen([sys.executable, "-m", "task_vectors.zoo",
+                                              str(spec)], env=env)))
+    if verbose:
+        print(f"  fine-tuning {len(jobs)} tasks in {workers} processes", flush=True)
+    results = {}
+    for spec, proc in procs:
+        if proc.wait() != 0:
+            raise RuntimeError(f"a zoo fine-tuning process failed (exit {proc.returncode})")
+        results |= json.loads(spec.with_suffix(".out.json").read_text())
+        spec.unlink()
+        spec.with_suffix(".out.json").unlink()
+    return _report(results, verbose)
 
 
-def _report(results, verbose: bool) -> dict:
+def _progress(jobs: list, verbose: bool):
+    for job in jobs:
+        if verbose:
+            print(f"  fine-tuning {job['task']}Val", flush=True)
+        yield job
+
+
+def _run_job(job: dict) -> dict:
+    return _finetune_task(job["folder"], job["model_name"], job["task"], job["cfg"],
+                          job["seed"])
+
+
+def _report(results: dict, verbose: bool) -> dict:
     out = {}
-    for task, s in zip(DEMO_TASKS, results):
-        out[f"{task}Val"] = s
+    for task in DEMO_TASKS:
+        out[f"{task}Val"] = s = results[task]
         if verbose:
             print(f"  {task}Val: pretrained+head {s['pretrained_accuracy']:.3f} -> "
                   f"fine-tuned {s['finetuned_accuracy']:.3f}", flush=True)
     return out
+
+
+def _worker_main(spec: str) -> None:
+    """A fine-tuning worker: the jobs in ``spec``, results to ``<spec>.out.json``."""
+    jobs = json.loads(Path(spec).read_text())
+    results = {job["task"]: _run_job(job) for job in jobs}
+    Path(spec).with_suffix(".out.json").write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _worker_main(sys.argv[1])
 
 
 def _build(folder: Path, verbose: bool, workers: int) -> dict:
