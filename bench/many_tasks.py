@@ -1,7 +1,8 @@
 """Many tasks at once: each method's equal-preference pick on 4 and 8 demo tasks.
 
     .venv/bin/python bench/many_tasks.py [--sets "A,B,C,D;E,F,G,H;all"] [--seeds 0 1 2]
-        [--methods pretrained ta map map-parego nested bayesian random adamerging]
+        [--methods pretrained ta map map-parego nested bayesian bayesian-ehvi random
+                   adamerging]
         [--no-adamerging]
         [--csv PATH] [--threads 1] [--keep DIR]
 
@@ -59,7 +60,7 @@ import numpy as np
 
 from common import (add_common_flags, demo_zoo, heldout_dataset, read_json,  # repo on path
                     read_scaling, run_cli, set_threads, workdir)
-from args import default_bayes_schedule, default_points
+from args import default_bayes_acquisition, default_bayes_schedule, default_points
 from front_quality import EVALUATED_PICK, Evaluator, HeldOut, direct, merged_engine, \
     run_bayes, run_map, write_csv
 from src.core.bayesian import MAX_TASKS as BAYES_MAX_TASKS
@@ -71,8 +72,8 @@ CLI_PICK = "tchebycheff"
 CLI_REEVALUATE = 5
 NESTED_POINT, NESTED_N_GEN = 20, 200
 TA_LAMBDAS = np.round(np.arange(1, 11) / 10, 1)
-METHODS = ("pretrained", "ta", "map", "map-parego", "nested", "bayesian", "random",
-           "adamerging")
+METHODS = ("pretrained", "ta", "map", "map-parego", "nested", "bayesian", "bayesian-ehvi",
+           "random", "adamerging")
 PAREGO = "map+parego 2x5"  # map-parego's rows: 2 rounds of 5 ParEGO points from the design
 
 
@@ -117,9 +118,10 @@ def surrogate_run(kind: str, evaluate: Counted, task_set, seed: int) -> dict:
         out = run_map(evaluate, task_set, default_points(len(task_set)), w, CLI_REEVALUATE,
                       seed, rounds=2, points=5, acquisition="parego", pick=CLI_PICK,
                       pretrained=pre)
-    else:
+    else:  # bayesian / bayesian-ehvi: its rounds by --bayes-acquisition error / ehvi
         out = run_bayes(evaluate, task_set, w, CLI_REEVALUATE, seed, pick=CLI_PICK,
-                        pretrained=pre)
+                        pretrained=pre,
+                        acquisition="ehvi" if kind == "bayesian-ehvi" else "error")
     out = out | {"C_all": np.vstack([out["C_all"], zero]),
                  "Y_all": np.vstack([out["Y_all"], pre[None]])}
     pick_y = out["chosen_real"][0]
@@ -309,9 +311,9 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
            "ta_held": describe(task_set, ta_held)[:2]}
     lam = float(ta["pick_c"][0])
     n_initial, n_update, n_iter = default_bayes_schedule(T)
-    per_seed = {"map": budget, "random": budget, "map-parego": budget,
-                "bayesian": n_initial + n_update * n_iter + 1 + CLI_REEVALUATE
-                if T <= BAYES_MAX_TASKS else 0}
+    n_bayes = n_initial + n_update * n_iter + 1 + CLI_REEVALUATE if T <= BAYES_MAX_TASKS else 0
+    per_seed = {"map": budget, "random": budget, "map-parego": budget, "bayesian": n_bayes,
+                "bayesian-ehvi": n_bayes}
     planned = len(seeds) * sum(v for k, v in per_seed.items() if k in methods)
     print(f"\n{'+'.join(task_set)} (T={T}): {per_point:.2f} s CPU per evaluation; map, "
           f"random, bayesian plan {planned} evaluations: about {planned * per_point:.0f} s "
@@ -333,6 +335,9 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         if "bayesian" in methods and T <= BAYES_MAX_TASKS:
             runs.append(("bayesian", s, lambda s=s: surrogate_run("bayesian", evaluate,
                                                                   task_set, s)))
+        if "bayesian-ehvi" in methods and T <= BAYES_MAX_TASKS:
+            runs.append(("bayesian ehvi", s, lambda s=s: surrogate_run(
+                "bayesian-ehvi", evaluate, task_set, s)))
         if "random" in methods:
             from mobo import random_search
             runs.append(("random", s, lambda s=s: direct_run(*random_search(
@@ -346,7 +351,7 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         t0 = time.perf_counter()
         run = fn()
         seconds = time.perf_counter() - t0
-        if method in ("map", "bayesian", "random", PAREGO):
+        if method in ("map", "bayesian", "bayesian ehvi", "random", PAREGO):
             if evaluate.count != len(run["Y_all"]):
                 raise SystemExit(f"{method}: {evaluate.count} evaluations counted, "
                                  f"{len(run['Y_all'])} in its record")
@@ -485,7 +490,10 @@ def goals(rows: list[dict]) -> None:
                                                             by_method.items()) if bad else ""),
                   yes(not bad)))
     for T in sorted({r["T"] for r in rows}):
-        bay = {(r["tasks"], r["seed"]): r for r in rows if r["method"] == "bayesian" and
+        # bayesian as its defaults run it at T (args.default_bayes_acquisition), where measured
+        name = "bayesian ehvi" if default_bayes_acquisition(T) == "ehvi" and any(
+            r["method"] == "bayesian ehvi" and r["T"] == T for r in rows) else "bayesian"
+        bay = {(r["tasks"], r["seed"]): r for r in rows if r["method"] == name and
                r["T"] == T}
         mp = {(r["tasks"], r["seed"]): r for r in rows if r["method"] == "map" and r["T"] == T}
         keys = sorted(set(bay) & set(mp), key=str)
@@ -501,7 +509,7 @@ def goals(rows: list[dict]) -> None:
             parts.append(f"{split}: mean {m(bay, 'mean'):.4f} vs {m(mp, 'mean'):.4f}, worst "
                          f"{m(bay, 'worst'):.4f} vs {m(mp, 'worst'):.4f}; {ok}/{len(keys)}")
             met.append(ok == len(keys))
-        table.append((f"bayesian vs map at T={T} (pick >= map's on mean and worst, every "
+        table.append((f"{name} vs map at T={T} (pick >= map's on mean and worst, every "
                       "task set and seed)", "; ".join(parts),
                       f"{yes(met[0])} / {yes(met[1])}"))
     for goal, figure, met in table:

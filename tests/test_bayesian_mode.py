@@ -226,3 +226,22 @@ def test_killed_run_resumes_without_repeating_a_stored_evaluation(runs, results,
     monkeypatch.setattr(MergeEngine, "evaluate", counter)
     assert _main(*argv) == 0
     assert counter.calls == 0
+
+
+@pytest.mark.parametrize("models, expected", [
+    (PAIR, "ehvi"), (THREE, "ehvi"), (THREE + ["ColorVal"], "ehvi"),
+    (THREE + ["ColorVal", "TextureVal"], "error")])
+def test_the_acquisition_in_force_follows_the_number_of_tasks(zoo_root, models, expected):
+    """args.default_bayes_acquisition: EHVI rounds up to 4 tasks (where measured), the
+    error bins beyond; a flag given wins and is recorded."""
+    from args import DEFAULTS, parse_arguments
+    from src.run.config import build_config
+
+    def config(*extra):
+        return build_config(parse_arguments(["--demo", "--zoo-dir", zoo_root, "--method",
+                                             "bayesian", "--zeroshot-merge-models", *models,
+                                             *extra]), DEFAULTS)
+    assert config().bayes_acquisition == expected
+    assert config().arguments["bayes_acquisition"] == expected
+    other = "error" if expected == "ehvi" else "ehvi"
+    assert config("--bayes-acquisition", other).bayes_acquisition == other
