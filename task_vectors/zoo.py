@@ -353,12 +353,18 @@ def _finetune_all(folder: Path, model_name: str, workers: int, verbose: bool) ->
     if verbose:
         print(f"  fine-tuning {len(jobs)} tasks in {workers} processes", flush=True)
     results = {}
-    for spec, proc in procs:
-        if proc.wait() != 0:
-            raise RuntimeError(f"a zoo fine-tuning process failed (exit {proc.returncode})")
-        results |= json.loads(spec.with_suffix(".out.json").read_text())
-        spec.unlink()
-        spec.with_suffix(".out.json").unlink()
+    try:
+        for spec, proc in procs:
+            if proc.wait() != 0:
+                raise RuntimeError(f"a zoo fine-tuning process failed (exit {proc.returncode})")
+            results |= json.loads(spec.with_suffix(".out.json").read_text())
+            spec.unlink()
+            spec.with_suffix(".out.json").unlink()
+    finally:  # stopped (Ctrl-C, SIGTERM, a failed worker): no worker outlives the build
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return _report(results, verbose)
 
 

@@ -16,7 +16,7 @@ takes the predicted front's points of largest expected hypervolume improvement u
 bootstrap ensemble of the quadratic fits (src.core.acquisition), the uncertainty-aware
 choice qNEHVI makes with a GP; the bins then only fill a round the front cannot.
 
-Why ~440 lines: bins, acquisition, drawing and the round loop share the hyperspherical
+Why ~490 lines: bins, acquisition, drawing and the round loop share the hyperspherical
 bin geometry; about a third is input checking.
 """
 
