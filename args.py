@@ -16,7 +16,7 @@ from map_common.argtypes import (MAX_POINTS, float_in, int_in, nonnegative_int, 
 from src.run.config import Defaults
 from src.core.metrics import METRICS
 from src.run.mode_registry import MODES, SWEEP_SIZES
-from src.run.names import PICK_FROM, PICKS
+from src.run.names import PICK_FROM, PICKS, REFINE_ACQUISITIONS
 from src.core.sampling import min_points
 from task_vectors.merge_methods import METHODS as MERGE_METHODS
 
@@ -319,7 +319,7 @@ def _refinement_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--refine-tol", type=nonnegative_float, default=0.0,
                    help="Stop refining once a round's mean |predicted - real| at its new "
                         "points is at most this (metric units; 0: run every round).")
-    g.add_argument("--refine-acquisition", choices=("spread", "ehvi", "parego"), default=None,
+    g.add_argument("--refine-acquisition", choices=REFINE_ACQUISITIONS, default=None,
                    help="How a refinement round chooses its new front points: spread along "
                         "the predicted front; by expected hypervolume improvement under a "
                         "bootstrap ensemble of the surrogates; or parego: each point the best "

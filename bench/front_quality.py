@@ -370,13 +370,8 @@ def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int,
     T = C.shape[1]
     search = refine.surrogate_search("sigmoid", [SENSE] * T, low=0.0, high=1.0, n_gen=N_GEN,
                                      seed=seed)
-    select = None
-    if acquisition == "ehvi":
-        select = acq.ehvi_selector("sigmoid", [SENSE] * T, seed=seed,
-                                   min_distance=refine.MIN_DISTANCE)
-    elif acquisition == "parego":
-        select = acq.parego_selector("sigmoid", [SENSE] * T, seed=seed,
-                                     min_distance=refine.MIN_DISTANCE, preference=preference)
+    select = acq.refine_selector(acquisition, "sigmoid", [SENSE] * T, seed=seed,
+                                 min_distance=refine.MIN_DISTANCE, preference=preference)
     return refine.refine_front(evaluate, search, C, Y, rounds=rounds, points=points,
                                min_distance=refine.MIN_DISTANCE, select=select)
 

@@ -86,3 +86,5 @@ def test_the_light_name_lists_are_the_registry_s():
     assert set(names.STANDARD_DATASETS) == set(standard.STANDARD_DATASETS)
     assert src_names.PICKS == tuple(PICK_METHODS)
     assert src_names.PICK_FROM == PICK_FROM
+    from src.core.acquisition import REFINE_ACQUISITIONS
+    assert src_names.REFINE_ACQUISITIONS == REFINE_ACQUISITIONS

@@ -170,3 +170,21 @@ def parego_selector(link: str, senses: Sequence[str], *, members: int = 16, seed
             free &= np.linalg.norm(C_front - C_front[best_row], axis=1) > min_distance
         return np.array(chosen, dtype=int)
     return select
+
+
+REFINE_ACQUISITIONS = ("spread", "ehvi", "parego")  # --refine-acquisition's choices
+
+
+def refine_selector(name: str, link: str, senses: Sequence[str], *, seed: int,
+                    min_distance: float, preference: np.ndarray | None = None) -> Select | None:
+    """--refine-acquisition's Select by name; None for "spread", which
+    src.core.refine.refine_front does itself (new_front_points)."""
+    if name == "spread":
+        return None
+    if name == "ehvi":
+        return ehvi_selector(link, senses, seed=seed, min_distance=min_distance)
+    if name == "parego":
+        return parego_selector(link, senses, seed=seed, min_distance=min_distance,
+                               preference=preference)
+    raise ValueError(f"unknown refinement acquisition {name!r}; expected one of "
+                     f"{list(REFINE_ACQUISITIONS)}")

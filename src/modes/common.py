@@ -129,15 +129,9 @@ def refine_run(ctx: RunContext, C: np.ndarray, Y: np.ndarray
                                      low=config.search_low, high=config.search_high,
                                      n_gen=config.n_gen, seed=config.seed)
     min_distance = refine.MIN_DISTANCE * (config.high - config.low)
-    senses = [config.metric.sense] * config.T
-    select = None  # spread along the front
-    if config.refine_acquisition == "ehvi":
-        select = acquisition.ehvi_selector(config.metric.link, senses, seed=config.seed,
-                                           min_distance=min_distance)
-    elif config.refine_acquisition == "parego":
-        select = acquisition.parego_selector(config.metric.link, senses, seed=config.seed,
-                                             min_distance=min_distance,
-                                             preference=np.asarray(config.preference))
+    select = acquisition.refine_selector(
+        config.refine_acquisition, config.metric.link, [config.metric.sense] * config.T,
+        seed=config.seed, min_distance=min_distance, preference=np.asarray(config.preference))
     result = refine.refine_front(
         lambda C_new: evaluate_metric(config, ctx.evaluator, store, C_new, desc="refining front"),
         search, C, Y, rounds=config.refine_rounds, points=config.refine_points,

@@ -5,3 +5,4 @@ from __future__ import annotations
 
 PICKS = ("tchebycheff", "weighted-sum")  # src.core.pareto.pick_by_preference
 PICK_FROM = ("front", "evaluated")  # src.core.front.PICK_FROM
+REFINE_ACQUISITIONS = ("spread", "ehvi", "parego")  # src.core.acquisition.REFINE_ACQUISITIONS
