@@ -128,29 +128,35 @@ def _build_lock(path: Path, verbose: bool):
     """An exclusive flock on ``path`` (released by the kernel if the holder dies). Where
     no lock can be had (a cache folder of another user, a file system without locks) the
     build goes ahead unlocked: concurrent builds are identical, the first one kept."""
+    held = _flock(path, verbose)
     try:
-        f = open(path, "a")
-    except OSError:
         yield
-        return
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if verbose:
-                print(f"Waiting for another process that builds the demo model zoo ({path})",
-                      flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError:
-            yield
-            return
-        try:
-            yield
-        finally:
+    finally:
+        if held is not None:
             # Safe to remove while locked: a process that opens the path anew finds the zoo
             # built (or builds it, after a failure) once it holds the lock.
             path.unlink(missing_ok=True)
-            fcntl.flock(f, fcntl.LOCK_UN)
+            held.close()  # releases the lock
+
+
+def _flock(path: Path, verbose: bool):
+    """The open file holding an exclusive flock on ``path`` (waiting for it if another
+    process holds it), or None where no lock can be had."""
+    try:
+        f = open(path, "a")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if verbose:
+            print(f"Waiting for another process that builds the demo model zoo ({path})",
+                  flush=True)
+        fcntl.flock(f, fcntl.LOCK_EX)
+    except OSError:
+        f.close()
+        return None
+    return f
 
 
 def _build_into(root: Path, target: Path, verbose: bool) -> Zoo:
