@@ -370,7 +370,7 @@ def round_record(r: int, points: np.ndarray, n_points: int, posterior: np.ndarra
     }
 
 
-def ehvi_proposer(link: str | Sequence[str], senses: Sequence[str], *, low: float, high: float,
+def ehvi_proposer(link: str, senses: Sequence[str], *, low: float, high: float,
                   n_gen: int, seed: int, min_distance: float) -> Propose:
     """A round by expected hypervolume improvement: fit on every point so far, search the
     predicted front (NSGA-III, as the front step does), then take up to k of its points by
@@ -380,16 +380,12 @@ def ehvi_proposer(link: str | Sequence[str], senses: Sequence[str], *, low: floa
     from src.core.acquisition import ehvi_selector
     from src.core.refine import surrogate_search
 
-    links = [link] * len(senses) if isinstance(link, str) else list(link)
-    if len(set(links)) != 1:
-        raise ValueError("ehvi_proposer fits one link for every metric")
-    search = surrogate_search(links[0], senses, low=low, high=high, n_gen=n_gen, seed=seed)
+    search = surrogate_search(link, senses, low=low, high=high, n_gen=n_gen, seed=seed)
 
     def propose(C: np.ndarray, Y: np.ndarray, k: int, r: int) -> np.ndarray:
         C_front, F_front = search(C, Y)
-        select = ehvi_selector(links[0], senses, seed=int(np.random.SeedSequence([seed, r])
-                                                          .generate_state(1)[0]),
-                               min_distance=min_distance)
+        round_seed = int(np.random.SeedSequence([seed, r]).generate_state(1)[0])
+        select = ehvi_selector(link, senses, seed=round_seed, min_distance=min_distance)
         return np.atleast_2d(C_front[select(C_front, F_front, C, Y, k)]).reshape(-1, C.shape[1])
 
     return propose
