@@ -161,9 +161,8 @@ class Tchebycheff(Pick):
 
     name = "tchebycheff"
 
-    def scores(self, F, weights, senses, worst=None, best=None):
-        from pymoo.decomposition.tchebicheff import Tchebicheff as PymooTchebicheff
-
+    def distances(self, F: np.ndarray, senses: Sequence[str], worst, best) -> np.ndarray:
+        """1 - u: each row's distance to the ideal per column, on the normalised scale."""
         if worst is None or best is None:
             raise ValueError("the Tchebycheff pick needs the worst and best value per objective")
         up = -_signs(senses, F.shape[1])  # +1 where larger is better
@@ -171,8 +170,13 @@ class Tchebycheff(Pick):
         low = np.minimum(np.asarray(worst, dtype=float) * up, G.min(axis=0))
         high = np.maximum(np.asarray(best, dtype=float) * up, G.max(axis=0))
         span = np.where(high - low > 1e-12, high - low, 1.0)
-        u = (G - low) / span
-        return PymooTchebicheff().do(1.0 - u, weights, utopian_point=np.zeros(F.shape[1]))
+        return 1.0 - (G - low) / span
+
+    def scores(self, F, weights, senses, worst=None, best=None):
+        from pymoo.decomposition.tchebicheff import Tchebicheff as PymooTchebicheff
+
+        return PymooTchebicheff().do(self.distances(F, senses, worst, best), weights,
+                                     utopian_point=np.zeros(F.shape[1]))
 
 
 PICK_METHODS: dict[str, Pick] = {p.name: p for p in (Tchebycheff(), WeightedSum())}
