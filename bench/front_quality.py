@@ -356,7 +356,7 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
             "evaluated": {"chosen_real": [e.real for e in evaluated],
                           "chosen_C": np.array([e.coefficients for e in evaluated]),
                           "sources": [e.source for e in evaluated]},
-            "refine": None}
+            "anchors": (worst, best), "refine": None}
 
 
 def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int,

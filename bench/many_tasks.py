@@ -131,6 +131,7 @@ def surrogate_run(kind: str, evaluate: Counted, task_set, seed: int) -> dict:
             "pick_y": pick_y, "pick_predicted": json.dumps(np.round(pred, 4).tolist()),
             "pick_pred_mean": float(pred.mean()), "pick_pred_worst": float(pred.min()),
             "pred_real_mae": float(np.abs(out["predicted"] - out["real"]).mean()),
+            "anchors": out["anchors"],
             "evaluated": {"pick_c": ev["chosen_C"][0], "pick_y": ev["chosen_real"][0],
                           "note": f"from the {ev['sources'][0]}"}}
 
