@@ -126,6 +126,16 @@ def test_pick_check_block_matches_the_run_files_and_an_independent_engine(run, f
     gaps = {"mean": ta["mean"] - pick.mean(), "worst task": ta["worst"] - pick.min()}
     expected = {k: v for k, v in gaps.items() if v > 1e-9}
     assert (check["below_task_arithmetic"] or {}) == pytest.approx(expected)
+    # below TA: the evaluated merge at or above TA on both measures (best worst task), if any
+    d_mean = Y_all.mean(axis=1) - ta["mean"]
+    d_worst = Y_all.min(axis=1) - ta["worst"]
+    above = ((d_mean >= -1e-9) & (d_worst >= -1e-9) & ((d_mean > 1e-9) | (d_worst > 1e-9))
+             & (np.abs(C_all).max(axis=1) > 0))
+    if expected and above.any():
+        assert check["above_task_arithmetic"]["worst"] == pytest.approx(
+            Y_all[above].min(axis=1).max())
+    else:
+        assert check["above_task_arithmetic"] is None
 
     # one printed line per finding, and a finding for each block that fired
     assert len(check["messages"]) == (check["below_pretrained"] is not None) + bool(expected)

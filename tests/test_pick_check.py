@@ -78,6 +78,42 @@ def test_below_task_arithmetic_on_mean_and_on_worst_task():
     assert "lambda = 0.300" in line
 
 
+def test_below_task_arithmetic_names_a_merge_at_or_above_it_on_both():
+    C = [[0.30, 0.30, 0.30],   # TA: mean 0.6, worst 0.5
+         [0.50, 0.20, 0.30],   # mean 0.65, worst 0.55: above TA on both
+         [0.40, 0.30, 0.20],   # mean 0.6333, worst 0.60: above on both, best worst task
+         [0.90, 0.00, 0.00],   # mean 0.70 but worst 0.40: not at or above TA
+         [0.31, 0.30, 0.30]]   # TA's own values (a tie on both): not named
+    Y = [[0.70, 0.60, 0.50], [0.80, 0.60, 0.55], [0.60, 0.70, 0.60], [0.90, 0.80, 0.40],
+         [0.70, 0.60, 0.50]]
+    sources = ["design", "design", "re-evaluated front", "design", "design"]
+    rec = _check([0.2, 0.2, 0.9], [0.50, 0.55, 0.70], C, Y, pretrained=None, sources=sources)
+    assert rec["below_task_arithmetic"] == {"mean": pytest.approx(0.6 - 1.75 / 3)}
+    above = rec["above_task_arithmetic"]
+    assert above["coefficients"] == {"a": 0.4, "b": 0.3, "c": 0.2}
+    assert above["source"] == "re-evaluated front"
+    assert above["worst"] == pytest.approx(0.60)
+    line = next(m for m in rec["messages"] if "task arithmetic" in m)
+    assert ("the re-evaluated front merge c = (0.400, 0.300, 0.200) is at or above TA on "
+            "both: mean 0.6333, worst 0.6000") in line
+
+
+def test_no_merge_above_task_arithmetic_names_none():
+    C = [[0.3, 0.3, 0.3], [0.0, 0.0, 0.0], [0.9, 0.1, 0.1]]
+    Y = [[0.6, 0.6, 0.6], [0.9, 0.9, 0.9], [0.95, 0.95, 0.50]]  # c = 0 is never named
+    rec = _check([0.9, 0.0, 0.0], [0.95, 0.55, 0.55], C, Y, pretrained=None)
+    assert rec["below_task_arithmetic"] == {"worst task": pytest.approx(0.05)}
+    assert rec["above_task_arithmetic"] is None
+    assert "at or above TA" not in next(m for m in rec["messages"] if "task arithmetic" in m)
+
+
+def test_a_merge_above_task_arithmetic_in_loss():
+    C = [[0.3, 0.3, 0.3], [0.5, 0.2, 0.2]]
+    Y = [[0.9, 1.5, 1.6], [0.9, 1.4, 1.5]]  # lower mean loss and lower worst loss than TA
+    rec = _check([0.9, 0.9, 0.9], [1.2, 1.8, 1.8], C, Y, pretrained=None, sense="min")
+    assert rec["above_task_arithmetic"]["coefficients"] == {"a": 0.5, "b": 0.2, "c": 0.2}
+
+
 def test_below_task_arithmetic_on_one_measure_only():
     C, Y = [[0.3, 0.3, 0.3]], [[0.6, 0.6, 0.6]]
     rec = _check([0.9, 0.0, 0.0], [0.95, 0.55, 0.55], C, Y, pretrained=None)  # mean higher

@@ -5,7 +5,8 @@ arithmetic (TA: one shared coefficient, c = lambda * 1). A pick is flagged when 
 metric is worse than the pretrained model's on some task while an evaluated merge keeps
 every task at or above the pretrained model, or when it is worse than the best evaluated
 equal-coefficient merge (TA at its best lambda among those evaluated) on the
-preference-weighted mean or on the worst task. Arrays in, a JSON-able record out.
+preference-weighted mean or on the worst task; then an evaluated merge at or above TA on
+both, if one exists, is named too. Arrays in, a JSON-able record out.
 """
 from __future__ import annotations
 
@@ -106,8 +107,9 @@ def check_pick(pick_c: Sequence[float], pick_y: Sequence[float], C: np.ndarray, 
     ``sources`` says where each row comes from) and the pretrained model's metrics.
 
     Returns {"pick", "pretrained", "task_arithmetic", "below_pretrained",
-    "below_task_arithmetic", "messages"}; a block is None when it does not apply, and
-    ``messages`` holds one line per finding, naming the better evaluated model."""
+    "below_task_arithmetic", "above_task_arithmetic", "messages"}; a block is None when it
+    does not apply, and ``messages`` holds one line per finding, naming the better evaluated
+    model (below TA: TA, and an evaluated merge at or above TA on both measures if any)."""
     if sense not in ("max", "min"):
         raise ValueError(f"sense must be 'max' or 'min', got {sense!r}")
     labels, names = [str(x) for x in labels], [str(x) for x in coefficient_names]
@@ -133,7 +135,8 @@ def check_pick(pick_c: Sequence[float], pick_y: Sequence[float], C: np.ndarray, 
         "sense": sense, "preference": dict(zip(labels, map(float, weights))),
         "mean": "preference-weighted mean over the tasks",
         "pick": model(pick_c, pick_y), "pretrained": None, "task_arithmetic": None,
-        "below_pretrained": None, "below_task_arithmetic": None, "messages": []}
+        "below_pretrained": None, "below_task_arithmetic": None,
+        "above_task_arithmetic": None, "messages": []}
 
     if pretrained is not None:
         pre = np.asarray(pretrained, dtype=float)
@@ -166,12 +169,36 @@ def check_pick(pick_c: Sequence[float], pick_y: Sequence[float], C: np.ndarray, 
         worse = {k: float(v) for k, v in gaps.items() if v > EPS}
         if worse:
             record["below_task_arithmetic"] = worse
+            b = above_task_arithmetic(C, Y, t, weights, sense)
+            above = None if b is None else model(C[b], Y[b], sources[b])
+            record["above_task_arithmetic"] = above
             record["messages"].append(
                 "Pick check: the pick is below task arithmetic on " + " and ".join(
                     f"the {k} by {v:.4f}" for k, v in worse.items())
                 + f"; TA at lambda = {ta['lambda']:.3f} ({ta['source']}) {_coeffs(ta)}: "
-                f"mean {ta['mean']:.4f}, worst {ta['worst']:.4f}; {_metrics(ta)}")
+                f"mean {ta['mean']:.4f}, worst {ta['worst']:.4f}; {_metrics(ta)}"
+                + ("" if above is None else
+                   f"; the {above['source']} merge {_coeffs(above)} is at or above TA on "
+                   f"both: mean {above['mean']:.4f}, worst {above['worst']:.4f}"))
     return record
+
+
+def above_task_arithmetic(C: np.ndarray, Y: np.ndarray, ta: int, weights: Sequence[float],
+                          sense: str) -> int | None:
+    """Index of the evaluated merge at or above row ``ta`` (TA at its best lambda) on both
+    the preference-weighted mean and the worst task, and better on one of them, with the
+    best worst task (ties: the best mean); None when no merge is. A model a user comparing
+    with TA would take, when the pick's own rule traded the mean for the worst task."""
+    sign = 1.0 if sense == "max" else -1.0
+    mean = sign * weighted_mean(Y, weights)
+    worst = sign * worst_task(Y, sense)
+    d_mean, d_worst = mean - mean[ta], worst - worst[ta]
+    ok = ((d_mean >= -EPS) & (d_worst >= -EPS) & ((d_mean > EPS) | (d_worst > EPS))
+          & (np.abs(C).max(axis=1) > EPS))
+    if not ok.any():
+        return None
+    rows = np.flatnonzero(ok)
+    return int(rows[np.lexsort((-mean[rows], -worst[rows]))[0]])
 
 
 def _coeffs(m: dict[str, Any]) -> str:
