@@ -285,12 +285,12 @@ def test_killed_worker_still_stores_every_point_once(local_map, runs, zoo_root, 
 
 @pytest.mark.slow
 def test_sigkilled_driver_resumes_to_the_same_front(local_map, runs, zoo_root, ray_tmp):
-    """SIGKILL run_MAP.py --workers 2 (and its Ray) once points are stored; the same
+    """SIGKILL run_MAP.py --workers 1 (and its Ray) once points are stored; the same
     command finishes the run with the front of an uninterrupted local run."""
     flags = [*MAP_FLAGS, "--zoo-dir", zoo_root, "--point", "10", "--results-path", str(runs)]
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, str(REPO / "run_MAP.py"), *flags, "--exp-id", "resumed",
-               "--workers", "2"]
+               "--workers", "1"]
     log = runs / "resumed" / f"{NAMES}scaling_results.jsonl"
     marker = runs / "resumed.held"
     # the driver stops after storing its 5th point and waits there for the kill (the
@@ -375,7 +375,7 @@ def test_sweep_over_three_models_runs_three_pairs(runs, zoo_root, ray_tmp, one_t
     models = ["LetterVal", "DigitVal", "ShapeVal"]
     flags = [*MAP_FLAGS, "--zoo-dir", zoo_root, "--point", "8", "--results-path", str(runs)]
     assert run_MAP.main([*flags, "--zeroshot-merge-models", *models, "--sweep", "pairs",
-                         "--exp-id", "sweep", "--workers", "2"]) == 0
+                         "--exp-id", "sweep", "--workers", "1"]) == 0
     sweep = runs / "sweep"
     pairs = ["LetterVal_DigitVal", "LetterVal_ShapeVal", "DigitVal_ShapeVal"]
     with open(sweep / "sweep.csv", newline="") as f:
