@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from common import add_common_flags, demo_zoo, set_threads  # repo on path
-from front_quality import Evaluator, HeldOut, direct, write_csv
-from many_tasks import PAREGO, TA_LAMBDAS, Counted, surrogate_run, task_sets
+from front_quality import Evaluator, HeldOut, write_csv
+from many_tasks import (PAREGO, TA_LAMBDAS, Counted, beats_ta, direct_run, surrogate_run,
+                        task_sets)
 from src.core import pareto
 from src.core.front import pick_evaluated
-from src.core.pick_check import EPS
 
 SENSE = "max"
 METHOD_LABEL = {"map": "map", "map-parego": PAREGO}
@@ -50,7 +50,7 @@ class AugmentedTchebycheff(pareto.Tchebycheff):
     def scores(self, F, weights, senses, worst=None, best=None):
         from pymoo.decomposition.aasf import AASF
 
-        d = pareto.Tchebycheff().distances(F, senses, worst, best)
+        d = self.distances(F, senses, worst, best)
         return AASF(rho=self.rho).do(d, 1.0 / np.clip(weights, 1e-12, None),
                                      utopian_point=np.zeros(F.shape[1]))
 
@@ -61,7 +61,7 @@ class MeanShare(pareto.Tchebycheff):
     name = "mean share"
 
     def scores(self, F, weights, senses, worst=None, best=None):
-        return pareto.Tchebycheff().distances(F, senses, worst, best) @ weights
+        return self.distances(F, senses, worst, best) @ weights
 
 
 def main() -> None:
@@ -96,10 +96,10 @@ def run_set(ev, task_set, methods, seeds, rules) -> list[dict]:
     evaluate, scorer = Counted(ev, task_set), HeldOut(ev, task_set)
     pre = evaluate(np.zeros((1, T)))[0]
     C_ta = TA_LAMBDAS[:, None] * np.ones((1, T))
-    ta = direct(C_ta, evaluate(C_ta), [(1.0,) * T])
-    ta_eval = ta["chosen_real"][0]
-    ta_held = scorer(ta["chosen_C"][:1])[0]
-    print(f"\n{'+'.join(task_set)} (T={T}): TA at λ={ta['chosen_C'][0][0]:.1f}: mean "
+    ta = direct_run(C_ta, evaluate(C_ta))
+    ta_eval = ta["pick_y"]
+    ta_held = scorer(ta["pick_c"][None])[0]
+    print(f"\n{'+'.join(task_set)} (T={T}): TA at λ={ta['pick_c'][0]:.1f}: mean "
           f"{ta_eval.mean():.4f}, worst {ta_eval.min():.4f}", flush=True)
     rows = []
     for method in methods:
@@ -107,8 +107,7 @@ def run_set(ev, task_set, methods, seeds, rules) -> list[dict]:
             run = surrogate_run(method, evaluate, task_set, seed)
             # the run's models; the pretrained model (its last row) joins as pick_evaluated's own
             C, Y = run["C_all"][:-1], run["Y_all"][:-1]
-            beater = bool(((Y.mean(1) >= ta_eval.mean() - EPS) &
-                           (Y.min(1) >= ta_eval.min() - EPS)).any())
+            beater = beats_ta(Y, (ta_eval.mean(), ta_eval.min()))
             for rule in rules:
                 pick = pick_evaluated([(C, Y, "evaluated")], pre, (1.0,) * T, [SENSE] * T,
                                       rule, *run["anchors"], [])
@@ -120,10 +119,8 @@ def run_set(ev, task_set, methods, seeds, rules) -> list[dict]:
                     "held_mean": held.mean(), "held_worst": held.min(),
                     "ta_eval_mean": ta_eval.mean(), "ta_eval_worst": ta_eval.min(),
                     "ta_held_mean": ta_held.mean(), "ta_held_worst": ta_held.min(),
-                    "ge_ta_eval": bool(pick.real.mean() >= ta_eval.mean() - EPS and
-                                       pick.real.min() >= ta_eval.min() - EPS),
-                    "ge_ta_held": bool(held.mean() >= ta_held.mean() - EPS and
-                                       held.min() >= ta_held.min() - EPS),
+                    "ge_ta_eval": beats_ta(pick.real[None], (ta_eval.mean(), ta_eval.min())),
+                    "ge_ta_held": beats_ta(held[None], (ta_held.mean(), ta_held.min())),
                     "ta_beater_evaluated": beater,
                     "coefficients": np.round(pick.coefficients, 3).tolist()})
             tcheb = rows[-len(rules)]
