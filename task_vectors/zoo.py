@@ -403,12 +403,6 @@ def _worker_main(spec: str) -> None:
     Path(spec).with_suffix(".out.json").write_text(json.dumps(results))
 
 
-if __name__ == "__main__":
-    import sys
-
-    _worker_main(sys.argv[1])
-
-
 def _build(folder: Path, verbose: bool, workers: int) -> dict:
     start = time.perf_counter()
     torch.manual_seed(RECIPE["seed"])
@@ -442,3 +436,9 @@ def _build(folder: Path, verbose: bool, workers: int) -> dict:
     summary["build_seconds"] = time.perf_counter() - start
     (folder / "zoo.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+if __name__ == "__main__":  # a fine-tuning worker (_finetune_all)
+    import sys
+
+    _worker_main(sys.argv[1])
