@@ -16,7 +16,7 @@ from map_common.argtypes import (MAX_POINTS, float_in, int_in, nonnegative_int, 
 from src.run.config import Defaults
 from src.core.metrics import METRICS
 from src.run.mode_registry import MODES, SWEEP_SIZES
-from src.run.names import PICK_FROM, PICKS, REFINE_ACQUISITIONS
+from src.run.names import PICK_FLOORS, PICK_FROM, PICKS, REFINE_ACQUISITIONS
 from src.core.sampling import min_points
 from task_vectors.merge_methods import METHODS as MERGE_METHODS
 
@@ -55,14 +55,17 @@ def default_grid_points_per_axis(T: int) -> int | None:
 # LHS and EHVI refinement gave better fronts at 2 and 3 tasks in bench/front_quality.py (at
 # its equal budget the rounds replace design points; here they come on top of
 # default_points(T)). EHVI computes exact hypervolumes, whose cost grows steeply with the
-# number of objectives, so from 4 tasks on map keeps the grid design and no refinement. The
-# other modes (bayesian included) refine only when --refine-rounds is given.
+# number of objectives, so from 4 tasks on map has no refinement. From 4 tasks the local
+# design (TA's sweep, then a box around its best λ) gave equal-preference picks better on
+# the mean and the worst task than the grid design at 4 and 8 tasks, with a third of its
+# front error (bench/many_tasks.py). The other modes (bayesian included) refine only when
+# --refine-rounds is given.
 MEASURED_TASKS = 3  # the largest T at which the LHS + EHVI defaults were measured
 
 
 def default_design(T: int) -> str:
-    """--design for map: lhs up to MEASURED_TASKS tasks, else grid."""
-    return "lhs" if T <= MEASURED_TASKS else "grid"
+    """--design for map: lhs up to MEASURED_TASKS tasks, else local."""
+    return "lhs" if T <= MEASURED_TASKS else "local"
 
 
 def default_refine_rounds(T: int) -> int:
@@ -261,6 +264,16 @@ def _map_flags(p: argparse.ArgumentParser) -> None:
                         "the pretrained model first; the front's pick is among them (the "
                         "default; docs/front_quality.md). Needs --reevaluate > 0, else the "
                         "front's pick is kept.")
+    g.add_argument("--pick-floor", type=str, default="pretrained", choices=PICK_FLOORS,
+                   help="Which models the pick prefers when there are any. pretrained: "
+                        "(--pick-from evaluated) those that keep every weighted task at or "
+                        "above the pretrained model. task-arithmetic: first those at or "
+                        "above task arithmetic at its best evaluated lambda (the best "
+                        "equal-coefficient merge the run evaluated) on both the "
+                        "preference-weighted mean and the worst task, front points by their "
+                        "prediction and evaluated models by their real metric (TA itself is "
+                        "one), then as pretrained. For preferences near equal; see 'Many "
+                        "tasks at once' in the README.")
     g.add_argument("--reevaluate", type=_reevaluate_count, default=5,
                    help="Front points merged and evaluated for real after the search "
                         "('MAP, real'); 0 to skip, 'all' for every front point. The "

@@ -305,7 +305,9 @@ def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
 
 
 def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_reeval: int,
-               seed: int, pick: str = PICK, pretrained: np.ndarray | None = None) -> dict:
+               seed: int, pick: str = PICK, pretrained: np.ndarray | None = None,
+               box: tuple[float, float] | None = None, pick_floor: str = "pretrained"
+               ) -> dict:
     """src.core.front.solve_front as the CLI runs it, then each preference's pick on its front.
 
     Equal budget, every evaluation counted: solve_front re-evaluates n_reeval - (P - 1)
@@ -318,10 +320,13 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
     "evaluated": the same run under --pick-from evaluated: each preference's best real
     model by the same rule among the design, the re-evaluated front (picks included) and,
     when ``pretrained`` (its measured metrics) is given, the pretrained model; no further
-    evaluation."""
+    evaluation. ``box``: map's local design: the surrogates fit the points inside it and
+    NSGA-III searches it (the CLI's --design local). ``pick_floor``: the CLI's
+    --pick-floor, for each preference's front and evaluated pick."""
     import tempfile
 
-    from src.core.front import FrontTask, SearchSettings, pick_evaluated, solve_front
+    from src.core.front import (FrontTask, SearchSettings, pick_evaluated, pick_floor as
+                                floor_of, pick_front, solve_front)
     from src.core.metrics import get_metric
 
     T = C.shape[1]
@@ -332,14 +337,16 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
     with tempfile.TemporaryDirectory() as folder:
         task = FrontTask(C=C, Y=Y, labels=list(task_set), metric=get_metric("accuracy"),
                          weights=preferences[0], folder=Path(folder), names="bench",
-                         reevaluate=n_spread, evaluate_real=evaluate, pretrained=pretrained)
-        res = solve_front(task, SearchSettings(low=0.0, high=1.0, n_gen=N_GEN, seed=seed,
-                                               pick=pick))
+                         reevaluate=n_spread, evaluate_real=evaluate, pretrained=pretrained,
+                         fit_box=box)
+        low, high = box or (0.0, 1.0)
+        res = solve_front(task, SearchSettings(low=low, high=high, n_gen=N_GEN, seed=seed,
+                                               pick=pick, pick_floor=pick_floor))
     rows = list(res.reevaluated)
     real = list(res.F_real) if res.F_real is not None else []
-    picks = [pareto.pick(res.F_front, w, [SENSE] * T, pick,
-                         worst=np.array(res.anchors["worst"]), best=np.array(res.anchors["best"]))
-             for w in preferences]
+    floors = [floor_of(pick_floor, C, Y, w, SENSE, (0.0, 1.0)) for w in preferences]
+    picks = [pick_front(res.F_front, w, [SENSE] * T, pick, np.array(res.anchors["worst"]),
+                        np.array(res.anchors["best"]), f) for w, f in zip(preferences, floors)]
     missing = sorted(set(picks) - set(rows))
     if missing:
         real += list(evaluate(res.C_front[missing]))
@@ -349,7 +356,8 @@ def front_step(evaluate, C: np.ndarray, Y: np.ndarray, task_set, preferences, n_
     worst, best = np.array(res.anchors["worst"]), np.array(res.anchors["best"])
     evaluated = [pick_evaluated([(res.C_front[rows], real, "re-evaluated front"),
                                  (C, Y, "design")], pretrained, w, [SENSE] * T, pick, worst,
-                                best, res.surrogates) for w in preferences]
+                                best, res.surrogates, floor=f)
+                 for w, f in zip(preferences, floors)]
     return {"C_all": np.vstack([C, res.C_front[rows]]), "Y_all": np.vstack([Y, real]),
             "predicted": res.F_front[rows], "real": real,
             "chosen_real": [real_of[p] for p in picks], "chosen_C": res.C_front[picks],
@@ -379,7 +387,7 @@ def run_refine(evaluate, C, Y, rounds: int, points: int, seed: int,
 def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: int,
             rounds: int = 0, points: int = 5, design_kind: str = "tool",
             acquisition: str = "spread", pick: str = PICK,
-            pretrained: np.ndarray | None = None) -> dict:
+            pretrained: np.ndarray | None = None, pick_floor: str = "pretrained") -> dict:
     """map_mode.design of n_fit - rounds * points points, refinement, the front step."""
     from types import SimpleNamespace
 
@@ -387,6 +395,17 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
 
     T = len(task_set)
     n_design = n_fit - rounds * points
+    if design_kind == "local":  # map's --design local: two stages, fit and search in its box
+        from src.core import local_design
+
+        if rounds:
+            raise SystemExit("the bench runs --design local without refinement rounds")
+        local = local_design.run_design(evaluate, T, n_design, 0.0, 1.0, preferences[0],
+                                        SENSE, seed)
+        out = front_step(evaluate, local.C, local.Y, task_set, preferences, n_reeval, seed,
+                         pick, pretrained, box=local.box, pick_floor=pick_floor)
+        out["refine"], out["design"] = None, local.summary()
+        return out
     if n_design < sampling.min_points(T):
         raise SystemExit(f"--refine {rounds}x{points}: leaves {n_design} design points of "
                          f"{n_fit}, fewer than a quadratic's {sampling.min_points(T)}")
@@ -397,7 +416,8 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
     if rounds:
         r = run_refine(evaluate, C, Y, rounds, points, seed, acquisition, preferences[0])
         C, Y, info = r.C, r.Y, r.summary()
-    out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed, pick, pretrained)
+    out = front_step(evaluate, C, Y, task_set, preferences, n_reeval, seed, pick, pretrained,
+                     pick_floor=pick_floor)
     out["refine"] = info
     return out
 

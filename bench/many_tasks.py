@@ -1,8 +1,8 @@
 """Many tasks at once: each method's equal-preference pick on 4 and 8 demo tasks.
 
     .venv/bin/python bench/many_tasks.py [--sets "A,B,C,D;E,F,G,H;all"] [--seeds 0 1 2]
-        [--methods pretrained ta map map-parego nested bayesian bayesian-ehvi random
-                   adamerging]
+        [--methods pretrained ta map map-grid map-ta-floor map-parego nested bayesian
+                   bayesian-ehvi random adamerging]
         [--no-adamerging]
         [--csv PATH] [--threads 1] [--keep DIR]
 
@@ -14,11 +14,19 @@ the evaluation split's size as in front_quality.py; measurement, not counted).
 Budget: the map CLI's spend with default flags, counted from its run.json ("points"):
 default_points(T) = (T+1)(T+2) design points, the pretrained model once (the design lacks
 c = 0; reference_models.py) and --reevaluate 5 front points: 36 at T = 4, 96 at T = 8.
-  map        map_mode.design (default grid design, --seed s), then front_quality.run_map's
-             front step (src.core.front.solve_front with the CLI's defaults: tchebycheff
-             pick, NSGA-III 100 generations over [0, 1]^T, 5 re-evaluated front points),
-             plus the pretrained model: the budget exactly;
-  map-parego the same budget with 10 of the design's points chosen instead by two rounds
+  map        map's default design for T (args.default_design: from 4 tasks the local
+             design, src.core.local_design: the fine-tuned models, TA's sweep, a Latin
+             hypercube around its best λ; --seed s), then front_quality.run_map's front
+             step (src.core.front.solve_front with the CLI's defaults: tchebycheff pick,
+             NSGA-III 100 generations over the local box, fitted on the points inside it,
+             5 re-evaluated front points), plus the pretrained model: the budget exactly;
+  map-grid   the same with map_mode.design's grid design over [0, 1]^T (one-hot,
+             near-diagonal, grid points; map's default from 4 tasks before the local
+             design; rows "map grid");
+  map-ta-floor  map with --pick-floor task-arithmetic (rows "map ta-floor"): the pick among
+             the front points predicted, and then the evaluated models measured, at or above
+             TA at its best evaluated λ on both the mean and the worst task, when any are;
+  map-parego the grid design's budget with 10 of the design's points chosen instead by two rounds
              of front refinement (front_quality.run_refine, acquisition "parego":
              src.core.acquisition.parego_selector, first point of a round by the equal
              preference; rows "map+parego 2x5");
@@ -35,9 +43,10 @@ c = 0; reference_models.py) and --reevaluate 5 front points: 36 at T = 4, 96 at 
   adamerging layer-wise AdaMerging, default settings (task_vectors.adamerging: 500 steps
              of 16 unlabeled images per task from the evaluation sets; no labeled
              evaluation), one learned model (--no-adamerging skips it).
-Seeds: map's design (near-diagonal jitter, grid subsample) and NSGA-III, bayesian's
-rounds, random search and nested's pair designs all take the seed: each runs every
---seeds seed; ta, pretrained and adamerging (batch order seed 0) once.
+Seeds: map's design (the local design's hypercube; the grid's near-diagonal jitter and
+subsample) and NSGA-III, bayesian's rounds, random search and nested's pair designs all
+take the seed: each runs every --seeds seed; ta, pretrained and adamerging (batch order
+seed 0) once.
 
 Per run: the pick's mean accuracy and worst task on both splits; whether it is below the
 pretrained model on some task (evaluation split) while a model the method evaluated on
@@ -60,7 +69,8 @@ import numpy as np
 
 from common import (add_common_flags, demo_zoo, heldout_dataset, read_json,  # repo on path
                     read_scaling, run_cli, set_threads, workdir)
-from args import default_bayes_acquisition, default_bayes_schedule, default_points
+from args import (default_bayes_acquisition, default_bayes_schedule, default_design,
+                  default_points)
 from front_quality import EVALUATED_PICK, Evaluator, HeldOut, direct, merged_engine, \
     run_bayes, run_map, write_csv
 from src.core.bayesian import MAX_TASKS as BAYES_MAX_TASKS
@@ -72,9 +82,12 @@ CLI_PICK = "tchebycheff"
 CLI_REEVALUATE = 5
 NESTED_POINT, NESTED_N_GEN = 20, 200
 TA_LAMBDAS = np.round(np.arange(1, 11) / 10, 1)
-METHODS = ("pretrained", "ta", "map", "map-parego", "nested", "bayesian", "bayesian-ehvi",
+METHODS = ("pretrained", "ta", "map", "map-grid", "map-ta-floor", "map-parego", "nested", "bayesian", "bayesian-ehvi",
            "random", "adamerging")
 PAREGO = "map+parego 2x5"  # map-parego's rows: 2 rounds of 5 ParEGO points from the design
+FLOOR = "map ta-floor"  # map-ta-floor's rows: the default flags and --pick-floor task-arithmetic
+GRID = "map grid"  # map-grid's rows: --design grid, map's default from 4 tasks until the
+# local design (src.core.local_design) replaced it
 
 
 def cli_budget(T: int) -> int:
@@ -111,9 +124,12 @@ def surrogate_run(kind: str, evaluate: Counted, task_set, seed: int) -> dict:
     w = [(1.0,) * len(task_set)]
     zero = np.zeros((1, len(task_set)))
     pre = evaluate(zero)[0]
-    if kind == "map":
+    if kind in ("map", "map-grid", "map-ta-floor"):  # the default design for T, or the grid
+        design = "grid" if kind == "map-grid" else default_design(len(task_set))
         out = run_map(evaluate, task_set, default_points(len(task_set)), w, CLI_REEVALUATE,
-                      seed, pick=CLI_PICK, pretrained=pre)
+                      seed, design_kind={"grid": "tool"}.get(design, design), pick=CLI_PICK,
+                      pretrained=pre,
+                      pick_floor="task-arithmetic" if kind == "map-ta-floor" else "pretrained")
     elif kind == "map-parego":  # the same budget, 10 of its design points by ParEGO rounds
         out = run_map(evaluate, task_set, default_points(len(task_set)), w, CLI_REEVALUATE,
                       seed, rounds=2, points=5, acquisition="parego", pick=CLI_PICK,
@@ -198,12 +214,18 @@ def has_keeper(Y: np.ndarray | None, pre: np.ndarray) -> bool | None:
     return bool(pick_check.keeps_pretrained(Y, pre, "max").any())
 
 
-def beats_ta(Y: np.ndarray | None, ta: tuple[float, float]) -> bool | None:
-    """Some model the method evaluated on every task is at or above TA at its best λ on
-    the mean and on the worst task, evaluation split (None: it evaluated none)."""
+def beats_ta(Y: np.ndarray | None, ta: tuple[float, float], better_on_one: bool = False
+             ) -> bool | None:
+    """Some row of Y is at or above TA at its best λ on the mean and on the worst task
+    (None: no row). ``better_on_one``: and strictly above on one of them, so that TA's own
+    merge, which the local design evaluates, does not count as a TA-beater."""
     if Y is None or len(Y) == 0:
         return None
-    return bool(((Y.mean(axis=1) >= ta[0] - EPS) & (Y.min(axis=1) >= ta[1] - EPS)).any())
+    mean, worst = Y.mean(axis=1), Y.min(axis=1)
+    ok = (mean >= ta[0] - EPS) & (worst >= ta[1] - EPS)
+    if better_on_one:
+        ok &= (mean > ta[0] + EPS) | (worst > ta[1] + EPS)
+    return bool(ok.any())
 
 
 def describe(task_set, y: np.ndarray) -> tuple[float, float, str]:
@@ -228,7 +250,7 @@ def score_row(task_set, method: str, seed, run: dict, held: np.ndarray, ref: dic
            "held_mean": h_mean, "held_worst": h_worst, "held_worst_task": h_worst_task,
            "below_pretrained_eval": ";".join(task_set[k] for k in below_eval),
            "keeper_evaluated": keeper,
-           "ta_beaten_evaluated": beats_ta(Y, ref["ta_eval"]),
+           "ta_beaten_evaluated": beats_ta(Y, ref["ta_eval"], better_on_one=True),
            "violation": bool(below_eval) and bool(keeper),
            "below_pretrained_held": ";".join(task_set[k] for k in
                                              below(held, ref["pre_held"])),
@@ -313,7 +335,8 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
     lam = float(ta["pick_c"][0])
     n_initial, n_update, n_iter = default_bayes_schedule(T)
     n_bayes = n_initial + n_update * n_iter + 1 + CLI_REEVALUATE if T <= BAYES_MAX_TASKS else 0
-    per_seed = {"map": budget, "random": budget, "map-parego": budget, "bayesian": n_bayes,
+    per_seed = {"map": budget, "random": budget, "map-parego": budget, "map-grid": budget,
+                "map-ta-floor": budget, "bayesian": n_bayes,
                 "bayesian-ehvi": n_bayes}
     planned = len(seeds) * sum(v for k, v in per_seed.items() if k in methods)
     print(f"\n{'+'.join(task_set)} (T={T}): {per_point:.2f} s CPU per evaluation; map, "
@@ -330,6 +353,12 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
     for s in seeds:
         if "map" in methods:
             runs.append(("map", s, lambda s=s: surrogate_run("map", evaluate, task_set, s)))
+        if "map-ta-floor" in methods:
+            runs.append((FLOOR, s, lambda s=s: surrogate_run("map-ta-floor", evaluate,
+                                                             task_set, s)))
+        if "map-grid" in methods:
+            runs.append((GRID, s, lambda s=s: surrogate_run("map-grid", evaluate,
+                                                            task_set, s)))
         if "map-parego" in methods:
             runs.append((PAREGO, s, lambda s=s: surrogate_run("map-parego", evaluate,
                                                               task_set, s)))
@@ -352,7 +381,7 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         t0 = time.perf_counter()
         run = fn()
         seconds = time.perf_counter() - t0
-        if method in ("map", "bayesian", "bayesian ehvi", "random", PAREGO):
+        if method in ("map", "bayesian", "bayesian ehvi", "random", PAREGO, GRID, FLOOR):
             if evaluate.count != len(run["Y_all"]):
                 raise SystemExit(f"{method}: {evaluate.count} evaluations counted, "
                                  f"{len(run['Y_all'])} in its record")
@@ -401,7 +430,8 @@ def report(rows: list[dict], sets) -> None:
           "tasks under the pretrained model (evaluation split); keeper: a model the method "
           "evaluated on every task keeps every task at or above it; >= TA: pick vs task "
           "arithmetic at its best λ (mean, worst), evaluation / held-out split; TA-beater: a "
-          "model the method evaluated is at or above TA on both (evaluation split)")
+          "model the method evaluated is at or above TA on both and above it on one "
+          "(evaluation split)")
     print(f"{'tasks':<40} {'method':<20} {'seed':>4} {'evals':>5} | {'mean':>6} {'worst':>6} "
           f"{'(task)':<12} | {'held mean':>9} {'worst':>6} {'(task)':<12} | "
           f"{'below pre.':<22} {'keeper':>6} | {'>= TA eval':>10} {'held':>7} "
@@ -465,7 +495,8 @@ def goals(rows: list[dict]) -> None:
           "vs TA at its best λ; 'k/n runs': runs at or above TA on both the mean and the worst "
           "task; met: every run, evaluation split / held-out split")
     table = []
-    for method in ("map", "map" + EVALUATED_PICK, PAREGO, PAREGO + EVALUATED_PICK):
+    for method in ("map", "map" + EVALUATED_PICK, FLOOR, FLOOR + EVALUATED_PICK, GRID,
+                   GRID + EVALUATED_PICK, PAREGO, PAREGO + EVALUATED_PICK):
         for T in sorted({r["T"] for r in rows}):
             got = vs_ta(rows, method, T)
             if got:

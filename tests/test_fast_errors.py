@@ -76,7 +76,7 @@ def test_a_missing_checkpoint_is_refused_before_torch_is_imported(tmp_path):
 
 def test_the_light_name_lists_are_the_registry_s():
     from src.run import names as src_names
-    from src.core.front import PICK_FROM
+    from src.core.front import PICK_FLOORS, PICK_FROM
     from src.core.pareto import PICK_METHODS
     from task_vectors import names
     from task_vectors.datasets import demo, registry, standard
@@ -86,5 +86,6 @@ def test_the_light_name_lists_are_the_registry_s():
     assert set(names.STANDARD_DATASETS) == set(standard.STANDARD_DATASETS)
     assert src_names.PICKS == tuple(PICK_METHODS)
     assert src_names.PICK_FROM == PICK_FROM
+    assert src_names.PICK_FLOORS == PICK_FLOORS
     from src.core.acquisition import REFINE_ACQUISITIONS
     assert src_names.REFINE_ACQUISITIONS == REFINE_ACQUISITIONS

@@ -1,6 +1,7 @@
 """map's defaults by number of tasks (args.py default_design / default_refine_rounds /
 default_refine_acquisition): lhs, two EHVI refinement rounds of 5 points for 2 and 3
-tasks; the grid design, no refinement, spread from 4 tasks and for the other modes.
+tasks; the local design, no refinement, spread from 4 tasks; the grid design, no refinement,
+spread for the other modes.
 Explicit flags win, and run.json records the values in force."""
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ TRIPLE = ["LetterVal", "DigitVal", "ShapeVal"]
 FOUR = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal"]
 REFINED = ("lhs", 2, 5, "ehvi")
 PLAIN = ("grid", 0, 5, "spread")
+MANY = ("local", 0, 5, "spread")  # map from 4 tasks
 
 
 def _config(zoo_root: str, *flags):
@@ -38,7 +40,7 @@ def _recorded(config) -> tuple:
 
 
 @pytest.mark.parametrize("models, expected", [(PAIR, REFINED), (TRIPLE, REFINED),
-                                              (FOUR, PLAIN)])
+                                              (FOUR, MANY)])
 def test_map_defaults_depend_on_the_number_of_tasks(zoo_root, models, expected):
     config = _config(zoo_root, "--method", "map", "--zeroshot-merge-models", *models)
     assert _resolved(config) == expected
@@ -51,7 +53,7 @@ def test_the_defaults_are_the_functions_of_args_py():
     assert DEFAULTS.design is default_design
     assert DEFAULTS.refine_rounds is default_refine_rounds
     assert DEFAULTS.refine_acquisition is default_refine_acquisition
-    assert [default_design(T) for T in (2, 3, 4, 8)] == ["lhs", "lhs", "grid", "grid"]
+    assert [default_design(T) for T in (2, 3, 4, 8)] == ["lhs", "lhs", "local", "local"]
     assert [default_refine_rounds(T) for T in (2, 3, 4, 8)] == [2, 2, 0, 0]
     assert [default_refine_acquisition(T) for T in (2, 3, 4, 8)] == \
         ["ehvi", "ehvi", "spread", "spread"]
@@ -71,8 +73,9 @@ def test_explicit_flags_win_over_the_pair_defaults(zoo_root, flags, expected):
 
 @pytest.mark.parametrize("flags, expected", [
     (["--design", "lhs"], ("lhs", 0, 5, "spread")),
-    (["--refine-rounds", "1"], ("grid", 1, 5, "spread")),
-    (["--refine-rounds", "1", "--refine-acquisition", "ehvi"], ("grid", 1, 5, "ehvi")),
+    (["--design", "grid"], PLAIN),
+    (["--refine-rounds", "1"], ("local", 1, 5, "spread")),
+    (["--refine-rounds", "1", "--refine-acquisition", "ehvi"], ("local", 1, 5, "ehvi")),
 ])
 def test_explicit_flags_win_over_the_four_task_defaults(zoo_root, flags, expected):
     config = _config(zoo_root, "--method", "map", "--zeroshot-merge-models", *FOUR, *flags)

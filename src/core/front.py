@@ -16,7 +16,8 @@ import numpy as np
 
 from src.core import pareto
 from src.core.metrics import Metric
-from src.core.pick_check import keeps_pretrained
+from src.core.local_design import inside
+from src.core.pick_check import EQUAL_SPREAD, at_or_above, keeps_pretrained, ta_floor
 from src.core.surrogate import QuadraticSurrogate, fit_surrogates
 
 
@@ -31,12 +32,13 @@ class SearchSettings:
     pick: str
     pdf: bool = False
     pick_from: str = "front"   # front | evaluated (PICK_FROM)
+    pick_floor: str = "pretrained"  # PICK_FLOORS
 
     @classmethod
     def of(cls, config) -> "SearchSettings":
         return cls(low=config.search_low, high=config.search_high, n_gen=config.n_gen,
                    seed=config.seed, pick=config.pick, pdf=config.pdf,
-                   pick_from=config.pick_from)
+                   pick_from=config.pick_from, pick_floor=config.pick_floor)
 
 
 # Where the handed-over model comes from. front: the surrogate front's pick (re-evaluated).
@@ -45,6 +47,14 @@ class SearchSettings:
 # weighted task at or above the pretrained model; the surrogate pick is among them, so the
 # choice can only improve on it on the evaluation data.
 PICK_FROM = ("front", "evaluated")
+# Which models the pick prefers when there are any. pretrained: (the evaluated pick) those
+# keeping every weighted task at or above the pretrained model. task-arithmetic: first
+# those at or above task arithmetic at its best evaluated lambda (the best equal-coefficient
+# merge the run evaluated) on both the preference-weighted mean and the worst task - front
+# points by their prediction, evaluated models by their real metric (TA itself is one) -
+# then as pretrained. A scalarisation alone may trade the mean for the worst task below
+# TA's; users comparing with TA want neither below it.
+PICK_FLOORS = ("pretrained", "task-arithmetic")
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,7 @@ class EvaluatedPick:
     predicted: np.ndarray      # [K] the surrogates' prediction there
     source: str                # "re-evaluated front" | "design" | "pretrained"
     keeps_pretrained: bool | None  # every weighted task >= pretrained (None: pretrained unknown)
+    at_or_above_floor: bool | None = None  # >= the TA floor on both measures (None: no floor)
 
 
 @dataclass
@@ -78,6 +89,9 @@ class FrontTask:
     surrogate_figures: bool = True  # nested pairs draw only the front
     axis_labels: Sequence[str] | None = None  # figure labels, if not the objective names
     pretrained: np.ndarray | None = None  # real metric of the pretrained model (c = 0), [K]
+    # fit the surrogates on the points inside this box only (map's local design); every
+    # point in C stays an anchor and a candidate of the evaluated pick
+    fit_box: tuple[float, float] | None = None
 
 
 @dataclass
@@ -93,6 +107,8 @@ class FrontResult:
     anchors: dict[str, list[float]] = field(default_factory=dict)  # worst / best per objective
     figures: list[Path] = field(default_factory=list)  # drawn by the caller's writer
     evaluated_pick: EvaluatedPick | None = None  # set under pick_from="evaluated"
+    # --pick-floor task-arithmetic: TA's (mean, worst) and whether the front pick met it
+    floor: dict[str, Any] | None = None
 
     @property
     def front_pick_real(self) -> np.ndarray | None:
@@ -125,8 +141,9 @@ def solve_front(task: FrontTask, settings: SearchSettings) -> FrontResult:
     """Fit one surrogate per objective, search the front, pick, re-evaluate."""
     C, Y = np.asarray(task.C, dtype=float), np.asarray(task.Y, dtype=float)
     senses = [task.metric.sense] * Y.shape[1]
-    surrogates = fit_surrogates(C, Y, task.metric.link)
-    r2 = {str(lab): float(s.score(C, Y[:, k]))
+    fit = np.ones(len(C), bool) if task.fit_box is None else inside(C, task.fit_box)
+    surrogates = fit_surrogates(C[fit], Y[fit], task.metric.link)
+    r2 = {str(lab): float(s.score(C[fit], Y[fit, k]))
           for k, (lab, s) in enumerate(zip(task.labels, surrogates))}
 
     start = time.perf_counter()
@@ -137,7 +154,9 @@ def solve_front(task: FrontTask, settings: SearchSettings) -> FrontResult:
     worst, best = anchor_values(C, Y, surrogates)
     if task.pretrained is not None:  # measured beats predicted
         worst = np.asarray(task.pretrained, dtype=float).copy()
-    chosen = pareto.pick(F_front, task.weights, senses, settings.pick, worst=worst, best=best)
+    floor = pick_floor(settings.pick_floor, C, Y, task.weights, task.metric.sense,
+                       task.sample_box)
+    chosen = pick_front(F_front, task.weights, senses, settings.pick, worst, best, floor)
 
     n_real = len(C_front) if task.reevaluate == "all" else int(task.reevaluate)
     idx = reevaluation_indices(len(C_front), chosen, n_real)
@@ -148,20 +167,53 @@ def solve_front(task: FrontTask, settings: SearchSettings) -> FrontResult:
     if settings.pick_from == "evaluated" and F_real is not None:
         final = pick_evaluated(
             [(C_front[idx], F_real, "re-evaluated front"), (C, Y, "design")],
-            task.pretrained, task.weights, senses, settings.pick, worst, best, surrogates)
-
+            task.pretrained, task.weights, senses, settings.pick, worst, best, surrogates,
+            floor=floor)
+    floor_record = None if floor is None else {
+        "task_arithmetic": {"mean": floor[0], "worst": floor[1]},
+        "front_pick_predicted_at_or_above": bool(at_or_above(
+            F_front[chosen][None], floor, task.weights, task.metric.sense)[0])}
     return FrontResult(surrogates, r2, C_front, F_front, chosen, idx, F_real, search_seconds,
-                       {"worst": worst.tolist(), "best": best.tolist()}, evaluated_pick=final)
+                       {"worst": worst.tolist(), "best": best.tolist()}, evaluated_pick=final,
+                       floor=floor_record)
+
+
+def pick_floor(kind: str, C: np.ndarray, Y: np.ndarray, weights: Sequence[float], sense: str,
+               sample_box: tuple[float, float]) -> tuple[float, float] | None:
+    """The floor of --pick-floor ``kind`` (PICK_FLOORS) for evaluated points (C, Y): TA's
+    (weighted mean, worst task) for task-arithmetic when C holds an equal-coefficient
+    merge, else None."""
+    if kind not in PICK_FLOORS:
+        raise ValueError(f"pick floor must be one of {PICK_FLOORS}, got {kind!r}")
+    if kind != "task-arithmetic":
+        return None
+    return ta_floor(C, Y, weights, sense, EQUAL_SPREAD * (sample_box[1] - sample_box[0]))
+
+
+def pick_front(F_front: np.ndarray, weights: Sequence[float], senses: Sequence[str], rule: str,
+               worst: np.ndarray, best: np.ndarray,
+               floor: tuple[float, float] | None = None) -> int:
+    """Index of ``rule``'s pick on the predicted front, among the points predicted at or
+    above ``floor`` on both measures when there are any."""
+    rows = np.arange(len(F_front))
+    if floor is not None:
+        above = at_or_above(F_front, floor, weights, senses[0])
+        rows = np.flatnonzero(above) if above.any() else rows
+    return int(rows[pareto.pick(F_front[rows], weights, senses, rule, worst=worst,
+                                best=best)])
 
 
 def pick_evaluated(groups: Sequence[tuple[np.ndarray, np.ndarray, str]],
                    pretrained: np.ndarray | None, weights: Sequence[float],
                    senses: Sequence[str], rule: str, worst: np.ndarray, best: np.ndarray,
-                   surrogates: Sequence[QuadraticSurrogate]) -> EvaluatedPick:
+                   surrogates: Sequence[QuadraticSurrogate],
+                   floor: tuple[float, float] | None = None) -> EvaluatedPick:
     """The best evaluated model by ``rule``: groups (C [n, d], real Y [n, K], source) in
     order of precedence on ties; the pretrained model joins when known. Models that keep
     every weighted task at or above the pretrained model come first when there are any (a
-    scalarisation alone can trade a task below it, which no merge should be chosen for)."""
+    scalarisation alone can trade a task below it, which no merge should be chosen for);
+    with a ``floor`` (TA's weighted mean and worst task, PICK_FLOORS), keepers at or above
+    it on both come before them."""
     groups = [(np.atleast_2d(np.asarray(c, dtype=float)), np.atleast_2d(np.asarray(y, float)),
                src) for c, y, src in groups if len(c)]
     d = groups[0][0].shape[1]
@@ -172,11 +224,15 @@ def pick_evaluated(groups: Sequence[tuple[np.ndarray, np.ndarray, str]],
     Y = np.vstack([g[1] for g in groups])
     sources = [src for c, _, src in groups for _ in range(len(c))]
     keep = None if pretrained is None else keeps_pretrained(Y, pretrained, senses, weights)
-    rows = np.flatnonzero(keep) if keep is not None and keep.any() else np.arange(len(Y))
+    above = None if floor is None else at_or_above(Y, floor, weights, senses[0])
+    tiers = [] if above is None else [above if keep is None else above & keep]
+    tiers += [] if keep is None else [keep]
+    rows = next((np.flatnonzero(t) for t in tiers if t.any()), np.arange(len(Y)))
     j = int(rows[pareto.pick(Y[rows], weights, senses, rule, worst=worst, best=best)])
     predicted = np.array([float(s.predict(C[j][None])[0]) for s in surrogates])
     return EvaluatedPick(C[j].copy(), Y[j].copy(), predicted, sources[j],
-                         None if keep is None else bool(keep[j]))
+                         None if keep is None else bool(keep[j]),
+                         None if above is None else bool(above[j]))
 
 
 def anchor_values(C: np.ndarray, Y: np.ndarray, surrogates: Sequence[QuadraticSurrogate]
@@ -225,8 +281,12 @@ def front_summary(task: FrontTask, result: FrontResult, coefficient_names: Seque
                     "preference": dict(zip(labels, map(float, task.weights))),
                     "anchors": result.anchors,
                     "from": "front" if ev is None else ev.source}
+    if result.floor is not None:
+        chosen_block["floor"] = result.floor
     if ev is not None:
         chosen_block["keeps_pretrained"] = ev.keeps_pretrained
+        if ev.at_or_above_floor is not None:
+            chosen_block["at_or_above_floor"] = ev.at_or_above_floor
         chosen_block["front_pick"] = {
             "coefficients": named(coefficient_names, C_front[chosen]),
             "predicted": named(labels, F_front[chosen]),

@@ -201,6 +201,29 @@ def above_task_arithmetic(C: np.ndarray, Y: np.ndarray, ta: int, weights: Sequen
     return int(rows[np.lexsort((-mean[rows], -worst[rows]))[0]])
 
 
+def ta_floor(C: np.ndarray, Y: np.ndarray, weights: Sequence[float], sense: str,
+             tol: float) -> tuple[float, float] | None:
+    """(preference-weighted mean, worst task) of TA at its best evaluated lambda (the best
+    equal-coefficient merge among C), or None when C holds none: the floor of
+    --pick-floor task-arithmetic."""
+    C = np.atleast_2d(np.asarray(C, dtype=float))
+    Y = np.atleast_2d(np.asarray(Y, dtype=float))
+    t = best_equal_merge(C, Y, weights, sense, tol)
+    if t is None:
+        return None
+    return float(weighted_mean(Y[t], weights)[0]), float(worst_task(Y[t], sense)[0])
+
+
+def at_or_above(Y: np.ndarray, floor: tuple[float, float], weights: Sequence[float],
+                sense: str) -> np.ndarray:
+    """[n] rows at or above ``floor`` (within EPS) on the preference-weighted mean and on
+    the worst task."""
+    sign = 1.0 if sense == "max" else -1.0
+    Y = np.atleast_2d(np.asarray(Y, dtype=float))
+    return ((sign * (weighted_mean(Y, weights) - floor[0]) >= -EPS)
+            & (sign * (worst_task(Y, sense) - floor[1]) >= -EPS))
+
+
 def _coeffs(m: dict[str, Any]) -> str:
     return "c = (" + ", ".join(f"{v:.3f}" for v in m["coefficients"].values()) + ")"
 

@@ -141,9 +141,11 @@ def refine_run(ctx: RunContext, C: np.ndarray, Y: np.ndarray
     return result.C, result.Y, result.summary()
 
 
-def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[FrontResult, dict]:
+def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray,
+                    fit_box: tuple[float, float] | None = None) -> tuple[FrontResult, dict]:
     """The shared front step over the run's datasets (map and bayesian), front points
-    re-evaluated into ``<names>pareto_front_real.json``; returns the result and summary."""
+    re-evaluated into ``<names>pareto_front_real.json``; returns the result and summary.
+    ``fit_box``: the surrogates fit the points inside it only (map's local design)."""
     config, run = ctx.config, ctx.run
     real_store = run.store(run.path / f"{run.names}pareto_front_real.json", config.models)
 
@@ -155,7 +157,8 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray) -> tuple[Fron
     task = FrontTask(C=C, Y=Y, labels=config.datasets, metric=config.metric,
                      weights=config.preference, folder=run.path, names=run.names,
                      sample_box=(config.low, config.high), reevaluate=config.reevaluate,
-                     evaluate_real=evaluate_real, pretrained=pretrained_metrics(ctx, C, Y))
+                     evaluate_real=evaluate_real, pretrained=pretrained_metrics(ctx, C, Y),
+                     fit_box=fit_box)
     result = solve_front(task, SearchSettings.of(config))
     files, result.figures = write_solved_front(task, result, config.pdf)
     if result.F_real is not None:  # this run's re-evaluated points only, as the file says

@@ -128,6 +128,7 @@ class RunConfig:
     design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs
     bayes_acquisition: str = "error"  # bayesian: error | ehvi (src.core.bayesian.ACQUISITIONS)
     pair_points: int | None = None  # nested: merges evaluated per pair
+    pick_floor: str = "pretrained"  # pretrained | task-arithmetic (src.core.front.PICK_FLOORS)
 
     @property
     def mode(self) -> Mode:
@@ -223,7 +224,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         method=args.method, models=models, datasets=datasets, metric=metric, low=low,
         high=high, search_low=search_low, search_high=search_high, points=settings.points,
         reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=args.pick,
-        pick_from=args.pick_from,
+        pick_from=args.pick_from, pick_floor=args.pick_floor,
         preference=preference, bayes=settings.bayes, grid_per_axis=settings.grid_per_axis,
         truth=truth,
         baselines=baselines, compare=compare,
@@ -350,6 +351,10 @@ def _sweep(args: argparse.Namespace, mode: Mode, T: int) -> str | None:
                         ("--compare", args.compare)):
         if value:
             raise MAPError(f"{flag} does not go with --sweep (run it on one subset's run)")
+    if getattr(args, "design", None) == "local":
+        raise MAPError("--design local does not go with --sweep: its second stage waits on "
+                       "the first stage's values, while a sweep evaluates every subset's "
+                       "design in one batch (run it on one subset)")
     return sweep
 
 

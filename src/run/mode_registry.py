@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from map_common.argtypes import MAX_POINTS, float_in, int_in, point_count
 from map_common.errors import MAPError
-from src.core import sampling
+from src.core import local_design, sampling
 from src.core.bayesian import ACQUISITIONS as BAYES_ACQUISITIONS  # numpy only
 
 if TYPE_CHECKING:
@@ -95,20 +95,29 @@ def _given_points(args: argparse.Namespace) -> int | None:
 class MapMode(Mode):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("map")
-        g.add_argument("--design", type=str, default=None, choices=("grid", "lhs"),
+        g.add_argument("--design", type=str, default=None, choices=("grid", "lhs", "local"),
                        help="map: the evaluated merges. grid: one-hot, near-diagonal, then "
                             "points of a coarse grid (mostly the box's edges and corners for "
                             "2-3 tasks); lhs: one-hot, the centre, then a Latin hypercube "
                             "(interior points; better fronts on the demo bench, see "
-                            "docs/front_quality.md). Default: default_design(T) in args.py: "
-                            "lhs for 2-3 tasks (per subset with --sweep), grid from 4.")
+                            "docs/front_quality.md); local: one-hot, task arithmetic's sweep "
+                            "c = lambda*1 (10 values), then a Latin hypercube in the box "
+                            "lambda*(1 +- 0.5) around its best lambda, where the surrogates "
+                            "are fitted and the front searched (many tasks; needs --point >= "
+                            "T + 10 + (T+1)(T+2)/2). Default: default_design(T) in args.py.")
 
     def settings(self, args, defaults, T):
         points = _given_points(args) or defaults.points(T)
         if points < sampling.min_points(T):
             raise MAPError(f"--point {points} is fewer than the {sampling.min_points(T)} "
                            f"parameters of a quadratic surrogate in {T} coefficients")
-        return ModeSettings(points=points, design=args.design or defaults.design(T),
+        design = args.design or defaults.design(T)
+        if design == "local" and points < local_design.min_design_points(T):
+            raise MAPError(f"--design local --point {points}: {T} tasks need at least "
+                           f"{local_design.min_design_points(T)} points ({T} fine-tuned "
+                           f"models, {local_design.DIAGONAL_STEPS} on the diagonal, "
+                           f"{sampling.min_points(T)} in the local box)")
+        return ModeSettings(points=points, design=design,
                             refine_rounds=defaults.refine_rounds(T),
                             refine_acquisition=defaults.refine_acquisition(T))
 

@@ -1,0 +1,114 @@
+"""--pick-floor task-arithmetic: the pick among the models at or above task arithmetic at its
+best evaluated λ on both the preference-weighted mean and the worst task, when any are."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import FEW_IMAGES
+from src.core import pareto
+from src.core.front import pick_evaluated, pick_floor, pick_front
+from src.core.pick_check import at_or_above, ta_floor
+from src.core.surrogate import fit_surrogates
+
+MAX = ["max", "max"]
+
+
+def test_ta_floor_is_the_best_equal_merge_by_the_weighted_mean():
+    C = np.array([[0.2, 0.2], [0.4, 0.4], [0.9, 0.1], [0.6, 0.6]])
+    Y = np.array([[0.6, 0.5], [0.7, 0.6], [0.95, 0.9], [0.8, 0.4]])
+    # (0.9, 0.1) is best but not an equal merge; (0.4) and (0.6) tie on the mean: the first
+    assert ta_floor(C, Y, [1, 1], "max", tol=0.1) == pytest.approx((0.65, 0.6))
+    assert ta_floor(C, Y, [1, 3], "max", tol=0.1) == pytest.approx((0.625, 0.6))
+    assert ta_floor(C[2:3], Y[2:3], [1, 1], "max", tol=0.1) is None
+    losses = 1 - Y
+    assert ta_floor(C, losses, [1, 1], "min", tol=0.1) == pytest.approx((0.35, 0.4))
+
+
+def test_at_or_above_needs_both_measures():
+    Y = np.array([[0.7, 0.6], [0.8, 0.55], [0.66, 0.65], [0.64, 0.64]])
+    floor = (0.65, 0.6)
+    np.testing.assert_array_equal(at_or_above(Y, floor, [1, 1], "max"),
+                                  [True, False, True, False])
+    np.testing.assert_array_equal(at_or_above(1 - Y, (0.35, 0.4), [1, 1], "min"),
+                                  [True, False, True, False])
+
+
+def test_pick_floor_kinds():
+    C, Y = np.array([[0.5, 0.5]]), np.array([[0.7, 0.6]])
+    assert pick_floor("pretrained", C, Y, [1, 1], "max", (0.0, 1.0)) is None
+    assert pick_floor("task-arithmetic", C, Y, [1, 1], "max", (0.0, 1.0)) == \
+        pytest.approx((0.65, 0.6))
+    with pytest.raises(ValueError, match="pick floor"):
+        pick_floor("ta", C, Y, [1, 1], "max", (0.0, 1.0))
+
+
+def test_front_pick_keeps_to_the_points_predicted_at_or_above_the_floor():
+    # a bowed front: Tchebycheff prefers the balanced (0.7, 0.7), whose mean is below 0.72
+    F = np.array([[0.95, 0.4], [0.85, 0.62], [0.7, 0.7], [0.6, 0.8]])
+    worst, best = np.array([0.3, 0.3]), np.array([1.0, 1.0])
+    free = pick_front(F, [1, 1], MAX, "tchebycheff", worst, best)
+    assert free == 2 == pareto.pick(F, [1, 1], MAX, "tchebycheff", worst=worst, best=best)
+    assert pick_front(F, [1, 1], MAX, "tchebycheff", worst, best, floor=(0.72, 0.6)) == 1
+    # no point reaches the floor: the rule over the whole front
+    assert pick_front(F, [1, 1], MAX, "tchebycheff", worst, best, floor=(0.9, 0.9)) == 2
+
+
+def test_evaluated_pick_prefers_keepers_at_or_above_the_floor():
+    C = np.array([[0.4, 0.4], [0.6, 0.3], [0.9, 0.1], [0.3, 0.6]])
+    Y = np.array([[0.70, 0.60],    # TA: the floor (0.65, 0.60)
+                  [0.75, 0.62],    # above TA on both: taken
+                  [0.95, 0.25],    # above TA's mean, below the pretrained model's 0.3
+                  [0.64, 0.64]])   # the most balanced, below TA's mean
+    pre = np.array([0.3, 0.3])
+    worst, best = pre, np.array([1.0, 1.0])
+    surrogates = fit_surrogates(np.vstack([C, np.eye(2), [[0.5, 0.5], [0.2, 0.8]]]),
+                                np.vstack([Y, [[0.9, 0.2], [0.2, 0.9]], [[0.7, 0.6]],
+                                           [[0.5, 0.7]]]), "sigmoid")
+    args = ([(C, Y, "design")], pre, [1, 1], MAX, "tchebycheff", worst, best, surrogates)
+    free = pick_evaluated(*args)
+    np.testing.assert_array_equal(free.coefficients, [0.3, 0.6])
+    assert free.at_or_above_floor is None
+    floored = pick_evaluated(*args, floor=ta_floor(C, Y, [1, 1], "max", 0.1))
+    np.testing.assert_array_equal(floored.coefficients, [0.6, 0.3])
+    assert floored.at_or_above_floor and floored.keeps_pretrained
+    # with nothing at or above it but TA itself, TA is handed over
+    alone = pick_evaluated([(C[[0, 3]], Y[[0, 3]], "design")], *args[1:],
+                           floor=ta_floor(C, Y, [1, 1], "max", 0.1))
+    np.testing.assert_array_equal(alone.coefficients, [0.4, 0.4])
+
+
+# ------------------------------------------------------------------ the CLI
+@pytest.mark.slow
+def test_cli_pick_floor_hands_over_a_model_at_or_above_ta(tmp_path, zoo_root):
+    import run_MAP
+
+    four = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal"]
+    argv = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--zeroshot-merge-models",
+            *four, "--n-gen", "30", "--max-eval-samples", str(FEW_IMAGES), "--results-path",
+            str(tmp_path), "--exp-id", "floor", "--pick-floor", "task-arithmetic"]
+    assert run_MAP.main(argv) == 0
+    run = json.loads((tmp_path / "floor" / "run.json").read_text())
+    assert run["arguments"]["pick_floor"] == "task-arithmetic"
+    chosen, check = run["summary"]["chosen"], run["summary"]["pick_check"]
+    ta = check["task_arithmetic"]
+    floor = chosen["floor"]["task_arithmetic"]
+    # the floor is the TA the pick check compares with (the local design's sweep)
+    assert floor == pytest.approx({"mean": ta["mean"], "worst": ta["worst"]})
+    assert chosen["at_or_above_floor"] is True
+    assert check["pick"]["mean"] >= ta["mean"] - 1e-12
+    assert check["pick"]["worst"] >= ta["worst"] - 1e-12
+    assert check["below_task_arithmetic"] is None
+
+
+def test_a_bad_pick_floor_is_refused_in_one_line(tmp_path, capsys):
+    import run_MAP
+
+    assert run_MAP.main(["--demo", "--pick-floor", "ta", "--results-path",
+                         str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--pick-floor: invalid choice: 'ta'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
