@@ -1,7 +1,7 @@
 """Many tasks at once: each method's equal-preference pick on 4 and 8 demo tasks.
 
     .venv/bin/python bench/many_tasks.py [--sets "A,B,C,D;E,F,G,H;all"] [--seeds 0 1 2]
-        [--methods pretrained ta map map-grid map-ta-floor map-parego nested bayesian
+        [--methods pretrained ta map map-no-floor map-grid map-parego nested bayesian
                    bayesian-ehvi random adamerging]
         [--no-adamerging]
         [--csv PATH] [--threads 1] [--keep DIR]
@@ -14,18 +14,17 @@ the evaluation split's size as in front_quality.py; measurement, not counted).
 Budget: the map CLI's spend with default flags, counted from its run.json ("points"):
 default_points(T) = (T+1)(T+2) design points, the pretrained model once (the design lacks
 c = 0; reference_models.py) and --reevaluate 5 front points: 36 at T = 4, 96 at T = 8.
-  map        map's default design for T (args.default_design: from 4 tasks the local
-             design, src.core.local_design: the fine-tuned models, TA's sweep, a Latin
-             hypercube around its best λ; --seed s), then front_quality.run_map's front
-             step (src.core.front.solve_front with the CLI's defaults: tchebycheff pick,
+  map        map's default design and pick floor for T (args.default_design and
+             default_pick_floor: from 4 tasks the local design, src.core.local_design: the
+             fine-tuned models, TA's sweep, a Latin hypercube around its best λ; --seed s;
+             and --pick-floor task-arithmetic), then front_quality.run_map's front step
+             (src.core.front.solve_front with the CLI's defaults: tchebycheff pick,
              NSGA-III 100 generations over the local box, fitted on the points inside it,
              5 re-evaluated front points), plus the pretrained model: the budget exactly;
+  map-no-floor  the same with --pick-floor pretrained (rows "map no-floor");
   map-grid   the same with map_mode.design's grid design over [0, 1]^T (one-hot,
              near-diagonal, grid points; map's default from 4 tasks before the local
              design; rows "map grid");
-  map-ta-floor  map with --pick-floor task-arithmetic (rows "map ta-floor"): the pick among
-             the front points predicted, and then the evaluated models measured, at or above
-             TA at its best evaluated λ on both the mean and the worst task, when any are;
   map-parego the grid design's budget with 10 of the design's points chosen instead by two rounds
              of front refinement (front_quality.run_refine, acquisition "parego":
              src.core.acquisition.parego_selector, first point of a round by the equal
@@ -70,7 +69,7 @@ import numpy as np
 from common import (add_common_flags, demo_zoo, heldout_dataset, read_json,  # repo on path
                     read_scaling, run_cli, set_threads, workdir)
 from args import (default_bayes_acquisition, default_bayes_schedule, default_design,
-                  default_points)
+                  default_pick_floor, default_points)
 from front_quality import EVALUATED_PICK, Evaluator, HeldOut, direct, merged_engine, \
     run_bayes, run_map, write_csv
 from src.core.bayesian import MAX_TASKS as BAYES_MAX_TASKS
@@ -82,10 +81,10 @@ CLI_PICK = "tchebycheff"
 CLI_REEVALUATE = 5
 NESTED_POINT, NESTED_N_GEN = 20, 200
 TA_LAMBDAS = np.round(np.arange(1, 11) / 10, 1)
-METHODS = ("pretrained", "ta", "map", "map-grid", "map-ta-floor", "map-parego", "nested", "bayesian", "bayesian-ehvi",
+METHODS = ("pretrained", "ta", "map", "map-no-floor", "map-grid", "map-parego", "nested", "bayesian", "bayesian-ehvi",
            "random", "adamerging")
 PAREGO = "map+parego 2x5"  # map-parego's rows: 2 rounds of 5 ParEGO points from the design
-FLOOR = "map ta-floor"  # map-ta-floor's rows: the default flags and --pick-floor task-arithmetic
+NO_FLOOR = "map no-floor"  # map-no-floor's rows: the default design, --pick-floor pretrained
 GRID = "map grid"  # map-grid's rows: --design grid, map's default from 4 tasks until the
 # local design (src.core.local_design) replaced it
 
@@ -124,12 +123,14 @@ def surrogate_run(kind: str, evaluate: Counted, task_set, seed: int) -> dict:
     w = [(1.0,) * len(task_set)]
     zero = np.zeros((1, len(task_set)))
     pre = evaluate(zero)[0]
-    if kind in ("map", "map-grid", "map-ta-floor"):  # the default design for T, or the grid
-        design = "grid" if kind == "map-grid" else default_design(len(task_set))
-        out = run_map(evaluate, task_set, default_points(len(task_set)), w, CLI_REEVALUATE,
-                      seed, design_kind={"grid": "tool"}.get(design, design), pick=CLI_PICK,
-                      pretrained=pre,
-                      pick_floor="task-arithmetic" if kind == "map-ta-floor" else "pretrained")
+    if kind in ("map", "map-no-floor", "map-grid"):
+        # the default design and --pick-floor for T (args.py); without the floor; the grid
+        T = len(task_set)
+        design = "grid" if kind == "map-grid" else default_design(T)
+        floor = default_pick_floor(T) if kind == "map" else "pretrained"
+        out = run_map(evaluate, task_set, default_points(T), w, CLI_REEVALUATE, seed,
+                      design_kind={"grid": "tool"}.get(design, design), pick=CLI_PICK,
+                      pretrained=pre, pick_floor=floor)
     elif kind == "map-parego":  # the same budget, 10 of its design points by ParEGO rounds
         out = run_map(evaluate, task_set, default_points(len(task_set)), w, CLI_REEVALUATE,
                       seed, rounds=2, points=5, acquisition="parego", pick=CLI_PICK,
@@ -336,7 +337,7 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
     n_initial, n_update, n_iter = default_bayes_schedule(T)
     n_bayes = n_initial + n_update * n_iter + 1 + CLI_REEVALUATE if T <= BAYES_MAX_TASKS else 0
     per_seed = {"map": budget, "random": budget, "map-parego": budget, "map-grid": budget,
-                "map-ta-floor": budget, "bayesian": n_bayes,
+                "map-no-floor": budget, "bayesian": n_bayes,
                 "bayesian-ehvi": n_bayes}
     planned = len(seeds) * sum(v for k, v in per_seed.items() if k in methods)
     print(f"\n{'+'.join(task_set)} (T={T}): {per_point:.2f} s CPU per evaluation; map, "
@@ -353,9 +354,9 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
     for s in seeds:
         if "map" in methods:
             runs.append(("map", s, lambda s=s: surrogate_run("map", evaluate, task_set, s)))
-        if "map-ta-floor" in methods:
-            runs.append((FLOOR, s, lambda s=s: surrogate_run("map-ta-floor", evaluate,
-                                                             task_set, s)))
+        if "map-no-floor" in methods:
+            runs.append((NO_FLOOR, s, lambda s=s: surrogate_run("map-no-floor", evaluate,
+                                                                task_set, s)))
         if "map-grid" in methods:
             runs.append((GRID, s, lambda s=s: surrogate_run("map-grid", evaluate,
                                                             task_set, s)))
@@ -381,7 +382,7 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         t0 = time.perf_counter()
         run = fn()
         seconds = time.perf_counter() - t0
-        if method in ("map", "bayesian", "bayesian ehvi", "random", PAREGO, GRID, FLOOR):
+        if method in ("map", "bayesian", "bayesian ehvi", "random", PAREGO, GRID, NO_FLOOR):
             if evaluate.count != len(run["Y_all"]):
                 raise SystemExit(f"{method}: {evaluate.count} evaluations counted, "
                                  f"{len(run['Y_all'])} in its record")
@@ -495,7 +496,7 @@ def goals(rows: list[dict]) -> None:
           "vs TA at its best λ; 'k/n runs': runs at or above TA on both the mean and the worst "
           "task; met: every run, evaluation split / held-out split")
     table = []
-    for method in ("map", "map" + EVALUATED_PICK, FLOOR, FLOOR + EVALUATED_PICK, GRID,
+    for method in ("map", "map" + EVALUATED_PICK, NO_FLOOR, NO_FLOOR + EVALUATED_PICK, GRID,
                    GRID + EVALUATED_PICK, PAREGO, PAREGO + EVALUATED_PICK):
         for T in sorted({r["T"] for r in rows}):
             got = vs_ta(rows, method, T)

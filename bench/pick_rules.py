@@ -2,12 +2,13 @@
 many-task run evaluated, by several rules, against TA at its best λ.
 
     .venv/bin/python bench/pick_rules.py [--sets "A,B,C,D;E,F,G,H;all"] [--seeds 0 1 2]
-        [--methods map map-parego] [--rhos 0.05 0.2 1] [--csv PATH] [--threads 1]
+        [--methods map-no-floor map-parego] [--rhos 0.05 0.2 1] [--csv PATH] [--threads 1]
 
-Task sets, seeds, methods and budgets as bench/many_tasks.py: map with default flags and
-map+parego 2x5, each run once per seed; TA (c = λ·1, λ in 0.1..1.0, the best mean). Each
-rule is applied to every model the run evaluated (design, refinement, re-evaluated front
-and the pretrained model), as --pick-from evaluated does (src.core.front.pick_evaluated:
+Task sets, seeds, methods and budgets as bench/many_tasks.py: map with its default design
+without the pick floor (map no-floor) and map+parego 2x5, each run once per seed; TA
+(c = λ·1, λ in 0.1..1.0, the best mean). Each rule is applied to every model the run
+evaluated (design, refinement, re-evaluated front and the pretrained model), as
+--pick-from evaluated does (src.core.front.pick_evaluated:
 models that keep every task at or above the pretrained model first; each task rescaled
 between the run's own anchors, its pretrained and fine-tuned values as the run knows them).
 Rules:
@@ -32,13 +33,15 @@ import numpy as np
 
 from common import add_common_flags, demo_zoo, set_threads  # repo on path
 from front_quality import Evaluator, HeldOut, write_csv
-from many_tasks import (PAREGO, TA_LAMBDAS, Counted, beats_ta, direct_run, surrogate_run,
+from many_tasks import (NO_FLOOR, PAREGO, TA_LAMBDAS, Counted, beats_ta, direct_run, surrogate_run,
                         task_sets)
 from src.core import pareto
 from src.core.front import pick_evaluated
 
 SENSE = "max"
-METHOD_LABEL = {"map": "map", "map-parego": PAREGO}
+# map-no-floor: map's default design without --pick-floor task-arithmetic (the rules here
+# replace the pick; the floor is measured in many_tasks.py)
+METHOD_LABEL = {"map-no-floor": NO_FLOOR, "map-parego": PAREGO}
 
 
 class AugmentedTchebycheff(pareto.Tchebycheff):

@@ -59,6 +59,25 @@ def test_the_defaults_are_the_functions_of_args_py():
         ["ehvi", "ehvi", "spread", "spread"]
 
 
+def test_the_pick_floor_defaults_to_task_arithmetic_for_map_from_four_tasks(zoo_root):
+    from args import DEFAULTS, default_pick_floor
+
+    assert DEFAULTS.pick_floor is default_pick_floor
+    assert [default_pick_floor(T) for T in (2, 3, 4, 8)] == \
+        ["pretrained", "pretrained", "task-arithmetic", "task-arithmetic"]
+    for method, models, flags, expected in [
+            ("map", FOUR, [], "task-arithmetic"), ("map", PAIR, [], "pretrained"),
+            ("map", FOUR, ["--pick-floor", "pretrained"], "pretrained"),
+            ("map", PAIR, ["--pick-floor", "task-arithmetic"], "task-arithmetic"),
+            ("bayesian", FOUR, [], "pretrained"), ("nested", FOUR, [], "pretrained")]:
+        config = _config(zoo_root, "--method", method, "--zeroshot-merge-models", *models,
+                         *flags)
+        assert config.pick_floor == expected, (method, models, flags)
+        assert config.arguments["pick_floor"] == expected  # run.json: the value in force
+    sweep = _config(zoo_root, "--sweep", "pairs", "--zeroshot-merge-models", *FOUR)
+    assert sweep.pick_floor == "pretrained"  # the subsets' size decides
+
+
 @pytest.mark.parametrize("flags, expected", [
     (["--design", "grid"], ("grid", 2, 5, "ehvi")),
     (["--refine-rounds", "0"], ("lhs", 0, 5, "spread")),  # a defaulted acquisition: no refusal

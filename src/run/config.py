@@ -42,6 +42,7 @@ class Defaults:
     refine_rounds: Callable[[int], int] = lambda T: 0
     refine_acquisition: Callable[[int], str] = lambda T: "spread"
     bayes_acquisition: Callable[[int], str] = lambda T: "error"  # bayesian's rounds
+    pick_floor: Callable[[int], str] = lambda T: "pretrained"  # map's --pick-floor
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,9 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     _check_model_name(source.model_name)  # imports open_clip (seconds): the last check
     arguments = {k: v for k, v in vars(args).items() if k != "method_defaulted"}
     # the values in force, defaults resolved for this T (a resume compares them)
+    pick_floor = args.pick_floor or settings.pick_floor
     arguments.update(design=settings.design, refine_rounds=refine_rounds,
-                     refine_acquisition=refine_acquisition)
+                     refine_acquisition=refine_acquisition, pick_floor=pick_floor)
     if settings.bayes_acquisition is not None:
         arguments.update(bayes_acquisition=settings.bayes_acquisition)
     arguments.update(model=source.model_name, save=source.save,
@@ -224,7 +226,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         method=args.method, models=models, datasets=datasets, metric=metric, low=low,
         high=high, search_low=search_low, search_high=search_high, points=settings.points,
         reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=args.pick,
-        pick_from=args.pick_from, pick_floor=args.pick_floor,
+        pick_from=args.pick_from, pick_floor=pick_floor,
         preference=preference, bayes=settings.bayes, grid_per_axis=settings.grid_per_axis,
         truth=truth,
         baselines=baselines, compare=compare,

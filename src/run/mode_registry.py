@@ -53,6 +53,7 @@ class ModeSettings:
     refine_rounds: int = 0            # --refine-rounds when not given
     refine_acquisition: str = "spread"  # --refine-acquisition when not given
     bayes_acquisition: str | None = None  # bayesian: how a round chooses its points
+    pick_floor: str = "pretrained"    # --pick-floor when not given
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class MapMode(Mode):
                            f"{local_design.min_design_points(T)} points ({T} fine-tuned "
                            f"models, {local_design.DIAGONAL_STEPS} on the diagonal, "
                            f"{sampling.min_points(T)} in the local box)")
-        return ModeSettings(points=points, design=design,
+        return ModeSettings(points=points, design=design, pick_floor=defaults.pick_floor(T),
                             refine_rounds=defaults.refine_rounds(T),
                             refine_acquisition=defaults.refine_acquisition(T))
 
