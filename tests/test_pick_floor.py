@@ -98,6 +98,8 @@ def test_cli_pick_floor_hands_over_a_model_at_or_above_ta(tmp_path, zoo_root):
     # the floor is the TA the pick check compares with (the local design's sweep)
     assert floor == pytest.approx({"mean": ta["mean"], "worst": ta["worst"]})
     assert chosen["at_or_above_floor"] is True
+    if chosen["floor"]["front_point_added"]:  # the floored search's point is the front pick
+        assert chosen["floor"]["front_pick_predicted_at_or_above"] is True
     assert check["pick"]["mean"] >= ta["mean"] - 1e-12
     assert check["pick"]["worst"] >= ta["worst"] - 1e-12
     assert check["below_task_arithmetic"] is None
@@ -112,3 +114,36 @@ def test_a_bad_pick_floor_is_refused_in_one_line(tmp_path, capsys):
     assert "--pick-floor: invalid choice: 'ta'" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_floored_pick_finds_the_rules_best_point_above_the_floor():
+    """Two tasks trading off through a sigmoid: the constrained search returns a point
+    predicted at or above the floor, as good by the rule as the best such point of a fine
+    grid; an unreachable floor gives None."""
+    from src.core.sampling import full_grid
+
+    def truth(C):
+        z1 = -1 + 3 * C[:, 0] - 1.5 * C[:, 1] - 0.5 * C[:, 0] ** 2
+        z2 = -1.5 + 2 * C[:, 1] - 1 * C[:, 0]
+        return np.column_stack([1 / (1 + np.exp(-z1)), 1 / (1 + np.exp(-z2))])
+
+    C = full_grid(2, 11)
+    surrogates = fit_surrogates(C, truth(C), "sigmoid")
+    worst, best = truth(np.zeros((1, 2)))[0], np.diag(truth(np.eye(2)))
+    G = full_grid(2, 201)
+    FG = np.column_stack([s.predict(G) for s in surrogates])
+    free = pareto.pick(FG, [1, 1], MAX, "tchebycheff", worst=worst, best=best)
+    top = int(np.argmax(FG.mean(axis=1)))  # a floor just below the best mean: reachable
+    floor = (float(FG[top].mean()) - 0.005, float(FG[top].min()) - 0.005)
+    assert not at_or_above(FG[free][None], floor, [1, 1], "max")[0]  # the rule alone misses
+    found = pareto.floored_pick(surrogates, MAX, [1, 1], "tchebycheff", floor, FG, worst,
+                                best, n_gen=60, seed=0)
+    assert found is not None
+    c, f = found
+    assert at_or_above(f[None], floor, [1, 1], "max")[0]
+    ok = at_or_above(FG, floor, [1, 1], "max")
+    scores = pareto.PICK_METHODS["tchebycheff"].scores(
+        np.vstack([FG, f]), np.array([0.5, 0.5]), MAX, worst, best)
+    assert scores[-1] <= scores[:-1][ok].min() + 1e-3
+    assert pareto.floored_pick(surrogates, MAX, [1, 1], "tchebycheff", (0.99, 0.99), FG,
+                               worst, best, n_gen=20, seed=0) is None

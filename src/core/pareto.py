@@ -183,6 +183,52 @@ PICK_METHODS: dict[str, Pick] = {p.name: p for p in (Tchebycheff(), WeightedSum(
 PICKS = tuple(PICK_METHODS)
 
 
+class FlooredPickProblem(Problem):
+    """One objective, a pick's score of the surrogates' prediction (smaller is better), and
+    two inequality constraints: the prediction at or above ``floor`` = (preference-weighted
+    mean, worst task)."""
+
+    def __init__(self, surrogates: Sequence, senses: Sequence[str], weights, rule: str,
+                 worst, best, floor: tuple[float, float], low=0.0, high=1.0):
+        T = int(surrogates[0].n_features_in_)
+        xl, xu = _bounds(low, high, T)
+        self.surrogates, self.senses = list(surrogates), list(senses)
+        self.weights = normalize_preference(weights, len(self.surrogates))
+        self.rule, self.worst, self.best, self.floor = PICK_METHODS[rule], worst, best, floor
+        self.up = 1.0 if senses[0] == "max" else -1.0
+        super().__init__(n_var=T, n_obj=1, n_ieq_constr=2, xl=xl, xu=xu)
+
+    def _evaluate(self, x, out, *args, **kwargs):
+        F = np.column_stack([s.predict(x) for s in self.surrogates])
+        out["F"] = self.rule.scores(F, self.weights, self.senses, self.worst, self.best)
+        mean = F @ (self.weights / self.weights.sum())
+        worst_task = (F * self.up).min(axis=1) * self.up
+        out["G"] = np.column_stack([(self.floor[0] - mean) * self.up,
+                                    (self.floor[1] - worst_task) * self.up])
+
+
+def floored_pick(surrogates: Sequence, senses: Sequence[str], weights, rule: str,
+                 floor: tuple[float, float], F_front: np.ndarray, worst=None, best=None, *,
+                 low=0.0, high=1.0, n_gen: int = 100, seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The coefficients (and prediction) with the best ``rule`` score among those predicted
+    at or above ``floor`` on the preference-weighted mean and the worst task, by a
+    constrained GA on the surrogates; None when it finds no such point. The Tchebycheff
+    scale is fixed by ``F_front`` and the anchors (as the front's own pick sees it)."""
+    if worst is not None and best is not None:
+        up = -_signs(senses, F_front.shape[1])
+        worst = np.minimum(np.asarray(worst) * up, (F_front * up).min(axis=0)) * up
+        best = np.maximum(np.asarray(best) * up, (F_front * up).max(axis=0)) * up
+    problem = FlooredPickProblem(surrogates, senses, weights, rule, worst, best, floor,
+                                 low, high)
+    res = minimize(problem, GA(pop_size=100, eliminate_duplicates=True), ("n_gen", n_gen),
+                   seed=seed, verbose=False)
+    if res.X is None or np.atleast_1d(res.CV).max() > 0:
+        return None
+    c = np.atleast_2d(res.X).astype(float)[0]
+    return c, np.array([float(s.predict(c[None])[0]) for s in surrogates])
+
+
 def pick_by_preference(F: np.ndarray, preference, senses: Sequence[str]) -> int:
     """Row of F with the best preference-weighted sum (``WeightedSum``)."""
     return WeightedSum().do(F, preference, senses)
