@@ -2,7 +2,6 @@
 the surrogates are fitted and the front searched."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -125,47 +124,13 @@ def test_solve_front_fits_the_box_only_and_still_picks_among_every_point(tmp_pat
 
 
 # ------------------------------------------------------------------ the CLI
+# A run with the local design (map's default at 4 tasks) end to end: test_many_tasks_cli.py
+# (its module run), test_local_design_run_sweeps_ta_then_fits_and_searches_its_box.
 def _argv(zoo_root, results: Path, exp_id: str, *extra) -> list[str]:
     return [str(a) for a in ["--demo", "--zoo-dir", zoo_root, "--method", "map",
                              "--zeroshot-merge-models", *FOUR, "--n-gen", 30, "--reevaluate",
                              3, "--max-eval-samples", FEW_IMAGES, "--results-path", results,
                              "--exp-id", exp_id, "--design", "local", *extra]]
-
-
-@pytest.mark.slow
-def test_cli_local_design_sweeps_ta_then_fits_and_searches_its_box(tmp_path, zoo_root):
-    import run_MAP
-
-    assert run_MAP.main(_argv(zoo_root, tmp_path, "local")) == 0
-    run_dir = tmp_path / "local"
-    names = "_".join(FOUR)
-    run = json.loads((run_dir / "run.json").read_text())
-    summary = run["summary"]
-    design = summary["design"]
-    T, points = 4, 30  # default_points(4)
-    scaling = json.loads((run_dir / f"{names}scaling_results.json").read_text())
-    C = np.array([[e["models"][m] for m in FOUR] for e in scaling.values()], dtype=float)
-    Y = np.array([[e["evals"][d]["accuracy"] for d in FOUR] for e in scaling.values()])
-    assert len(C) == points == design["points"] and summary["n_evaluations"] == points
-    # stage one is stored: the fine-tuned models and the 10-point sweep
-    for row in ld.stage_one(T, 0.0, 1.0):
-        assert np.any(np.all(np.isclose(C, row), axis=1)), row
-    # the box is centred on the stored sweep's best λ by mean accuracy
-    lam = ld.best_lambda(C, Y, [1] * T, "max")
-    assert design["ta_lambda"] == pytest.approx(lam)
-    assert design["box"] == pytest.approx(list(ld.box_around(lam, 0.0, 1.0)))
-    box = tuple(design["box"])
-    assert design["fitted"] == int(ld.inside(C, box).sum())
-    assert ld.inside(C, box).sum() == points - T - 10 + int(
-        sum(box[0] - 1e-9 <= k / 10 <= box[1] + 1e-9 for k in range(1, 11)))
-    front = json.loads((run_dir / f"{names}pareto_front.json").read_text())
-    C_front = np.array([json.loads(k) for k in front], dtype=float)
-    assert ld.inside(C_front, box).all()  # NSGA-III searched the box
-    assert summary["pick_check"] is not None  # TA (the sweep) is there to compare with
-    # the sweep's best (or a nearly equal merge the run found better) is the TA it reports
-    sweep = np.all(np.isclose(C, C[:, :1]), axis=1) & (C[:, 0] > 0)
-    ta = summary["pick_check"]["task_arithmetic"]
-    assert ta["mean"] >= Y[sweep].mean(axis=1).max() - 1e-12
 
 
 def test_local_design_refuses_too_few_points_and_a_sweep(tmp_path, zoo_root, capsys):

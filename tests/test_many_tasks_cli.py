@@ -155,3 +155,49 @@ def test_a_resumed_run_reads_the_pretrained_model_back(run, argv, monkeypatch):
     assert run_MAP.main(argv) == 0
     assert counter.calls == 0
     assert _read(run_dir / "run.json")["summary"]["pick_check"] == before
+
+
+def test_local_design_run_sweeps_ta_then_fits_and_searches_its_box(run, four):
+    """The module's run has map's 4-task default design (src.core.local_design)."""
+    from src.core import local_design as ld
+
+    run_dir, _ = run
+    T, names = len(four), "_".join(four)
+    info = _read(run_dir / "run.json")
+    summary, design = info["summary"], info["summary"]["design"]
+    assert info["arguments"]["design"] == "local"
+    C, Y = _rows(run_dir / f"{names}scaling_results.json", four)
+    points = 29
+    assert len(C) == points == design["points"] == summary["n_evaluations"]
+    for row in ld.stage_one(T, 0.0, 1.0):  # stage one is stored: fine-tuned models, sweep
+        assert np.any(np.all(np.isclose(C, row), axis=1)), row
+    lam = ld.best_lambda(C, Y, [1] * T, "max")  # the box: around the stored sweep's best
+    assert design["ta_lambda"] == pytest.approx(lam)
+    assert design["box"] == pytest.approx(list(ld.box_around(lam, 0.0, 1.0)))
+    box = tuple(design["box"])
+    in_box_sweep = sum(box[0] - 1e-9 <= k / 10 <= box[1] + 1e-9 for k in range(1, 11))
+    assert design["fitted"] == int(ld.inside(C, box).sum()) == points - T - 10 + in_box_sweep
+    front = _read(run_dir / f"{names}pareto_front.json")
+    C_front = np.array([json.loads(k) for k in front], dtype=float)
+    assert ld.inside(C_front, box).all()  # NSGA-III (and the floored GA) searched the box
+    sweep = np.all(np.isclose(C, C[:, :1]), axis=1) & (C[:, 0] > 0)
+    ta = summary["pick_check"]["task_arithmetic"]
+    assert ta["mean"] >= Y[sweep].mean(axis=1).max() - 1e-12  # the sweep's best, or better
+
+
+def test_the_default_pick_floor_hands_over_a_model_at_or_above_ta(run):
+    """--pick-floor task-arithmetic, map's 4-task default: the model handed over is at or
+    above the TA the pick check compares with, on the mean and the worst task."""
+    run_dir, _ = run
+    info = _read(run_dir / "run.json")
+    assert info["arguments"]["pick_floor"] == "task-arithmetic"
+    chosen, check = info["summary"]["chosen"], info["summary"]["pick_check"]
+    ta = check["task_arithmetic"]
+    assert chosen["floor"]["task_arithmetic"] == pytest.approx(
+        {"mean": ta["mean"], "worst": ta["worst"]})
+    assert chosen["at_or_above_floor"] is True
+    assert check["pick"]["mean"] >= ta["mean"] - 1e-12
+    assert check["pick"]["worst"] >= ta["worst"] - 1e-12
+    assert check["below_task_arithmetic"] is None
+    if chosen["floor"]["front_point_added"]:  # the floored search's point is the front pick
+        assert chosen["floor"]["front_pick_predicted_at_or_above"] is True

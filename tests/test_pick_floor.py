@@ -2,12 +2,10 @@
 best evaluated λ on both the preference-weighted mean and the worst task, when any are."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 
-from helpers import FEW_IMAGES
 from src.core import pareto
 from src.core.front import pick_evaluated, pick_floor, pick_front
 from src.core.pick_check import at_or_above, ta_floor
@@ -81,30 +79,8 @@ def test_evaluated_pick_prefers_keepers_at_or_above_the_floor():
 
 
 # ------------------------------------------------------------------ the CLI
-@pytest.mark.slow
-def test_cli_pick_floor_hands_over_a_model_at_or_above_ta(tmp_path, zoo_root):
-    import run_MAP
-
-    four = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal"]
-    argv = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--zeroshot-merge-models",
-            *four, "--n-gen", "30", "--max-eval-samples", str(FEW_IMAGES), "--results-path",
-            str(tmp_path), "--exp-id", "floor", "--pick-floor", "task-arithmetic"]
-    assert run_MAP.main(argv) == 0
-    run = json.loads((tmp_path / "floor" / "run.json").read_text())
-    assert run["arguments"]["pick_floor"] == "task-arithmetic"
-    chosen, check = run["summary"]["chosen"], run["summary"]["pick_check"]
-    ta = check["task_arithmetic"]
-    floor = chosen["floor"]["task_arithmetic"]
-    # the floor is the TA the pick check compares with (the local design's sweep)
-    assert floor == pytest.approx({"mean": ta["mean"], "worst": ta["worst"]})
-    assert chosen["at_or_above_floor"] is True
-    if chosen["floor"]["front_point_added"]:  # the floored search's point is the front pick
-        assert chosen["floor"]["front_pick_predicted_at_or_above"] is True
-    assert check["pick"]["mean"] >= ta["mean"] - 1e-12
-    assert check["pick"]["worst"] >= ta["worst"] - 1e-12
-    assert check["below_task_arithmetic"] is None
-
-
+# A run with the floor (map's default at 4 tasks) end to end: test_many_tasks_cli.py,
+# test_the_default_pick_floor_hands_over_a_model_at_or_above_ta.
 def test_a_bad_pick_floor_is_refused_in_one_line(tmp_path, capsys):
     import run_MAP
 
