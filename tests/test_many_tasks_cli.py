@@ -201,3 +201,32 @@ def test_the_default_pick_floor_hands_over_a_model_at_or_above_ta(run):
     assert check["below_task_arithmetic"] is None
     if chosen["floor"]["front_point_added"]:  # the floored search's point is the front pick
         assert chosen["floor"]["front_pick_predicted_at_or_above"] is True
+
+
+def test_a_local_design_run_killed_in_its_second_stage_resumes_to_the_same_points(
+        run, argv, four, monkeypatch, capsys):
+    """Ctrl-C after 20 of the 29 merges (the second stage under way), then the same command:
+    the stored first stage decides the same box, and the run ends with the module run's
+    points, values and front."""
+    import run_MAP
+    from task_vectors.engine import MergeEngine
+
+    run_dir, _ = run
+    names = "_".join(four)
+    quick = [a for a in argv if a not in ("--baselines", "--no-adamerging-baselines", "--pdf")]
+    quick[quick.index("--exp-id") + 1] = "killed"
+    killed = run_dir.parent / "killed"
+    original = MergeEngine.evaluate
+    monkeypatch.setattr(MergeEngine, "evaluate", CountingEvaluate(original, stop_after=20))
+    assert run_MAP.main(quick) == 130
+    assert len(_read(killed / f"{names}scaling_results.json")) == 20
+    capsys.readouterr()
+    counter = CountingEvaluate(original)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    assert run_MAP.main(quick) == 0
+    assert "resumed: 20 points stored, 9 to evaluate" in capsys.readouterr().out
+    for name in ("scaling_results.json", "pareto_front.json"):
+        assert (killed / f"{names}{name}").read_bytes() == \
+            (run_dir / f"{names}{name}").read_bytes(), name
+    assert _read(killed / "run.json")["summary"]["design"] == \
+        _read(run_dir / "run.json")["summary"]["design"]
