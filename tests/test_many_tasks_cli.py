@@ -188,9 +188,12 @@ def test_local_design_run_sweeps_ta_then_fits_and_searches_its_box(run, four):
 def test_the_default_pick_floor_hands_over_a_model_at_or_above_ta(run):
     """--pick-floor task-arithmetic, map's 4-task default: the model handed over is at or
     above the TA the pick check compares with, on the mean and the worst task."""
-    run_dir, _ = run
+    from src.run.outputs import floor_line
+
+    run_dir, printed = run
     info = _read(run_dir / "run.json")
     assert info["arguments"]["pick_floor"] == "task-arithmetic"
+    assert floor_line(info["summary"]) in printed.splitlines()  # said on the terminal
     chosen, check = info["summary"]["chosen"], info["summary"]["pick_check"]
     ta = check["task_arithmetic"]
     assert chosen["floor"]["task_arithmetic"] == pytest.approx(

@@ -123,3 +123,27 @@ def test_floored_pick_finds_the_rules_best_point_above_the_floor():
     assert scores[-1] <= scores[:-1][ok].min() + 1e-3
     assert pareto.floored_pick(surrogates, MAX, [1, 1], "tchebycheff", (0.99, 0.99), FG,
                                worst, best, n_gen=20, seed=0) is None
+
+
+def test_the_floor_line_says_what_the_floor_did():
+    from src.run.outputs import floor_line
+
+    ta = {"coefficients": {"a": 0.3, "b": 0.3}, "mean": 0.68, "worst": 0.38}
+    floor = {"task_arithmetic": {"mean": 0.68, "worst": 0.38}}
+    base = {"preference": {"a": 1.0, "b": 1.0}, "floor": floor,
+            "front_pick": {"real": {"a": 0.79, "b": 0.56}}}
+
+    def summary(at_or_above, pick):
+        return {"chosen": {**base, "at_or_above_floor": at_or_above},
+                "pick_check": {"sense": "max", "pick": pick, "task_arithmetic": ta}}
+
+    other = {"coefficients": {"a": 0.4, "b": 0.2}, "mean": 0.69, "worst": 0.41}
+    assert floor_line(summary(True, other)) == (
+        "Pick floor: the model handed over is at or above task arithmetic at its best "
+        "evaluated lambda (mean 0.6800, worst 0.3800) on both: mean 0.6900, worst 0.4100")
+    line = floor_line(summary(True, ta))
+    assert "so TA itself is handed over" in line
+    assert "the front's pick (mean 0.6750, worst 0.5600) is not" in line
+    assert floor_line(summary(False, other)).startswith(
+        "Pick floor: no evaluated model that keeps the pretrained model's tasks")
+    assert floor_line({"chosen": {"preference": {}}, "pick_check": None}) is None

@@ -224,7 +224,38 @@ def print_summary(config: "RunConfig", run: "RunDirectory", summary: dict[str, A
         print(f"  {d} {config.metric.name}: predicted {chosen['predicted'][d]:.4f}{real}")
     for line in (summary.get("pick_check") or {}).get("messages", []):
         print(line)
+    line = floor_line(summary)
+    if line:
+        print(line)
     print_standing(config, summary)
+
+
+def floor_line(summary: dict[str, Any]) -> str | None:
+    """--pick-floor task-arithmetic: one line on what the floor did to the model handed over
+    (None without a floor, or without an evaluated pick and its check)."""
+    chosen, check = summary["chosen"], summary.get("pick_check") or {}
+    floor = (chosen.get("floor") or {}).get("task_arithmetic")
+    if floor is None or chosen.get("at_or_above_floor") is None or not check.get("pick"):
+        return None
+    ta = f"task arithmetic at its best evaluated lambda (mean {floor['mean']:.4f}, worst " \
+         f"{floor['worst']:.4f})"
+    if not chosen["at_or_above_floor"]:
+        return (f"Pick floor: no evaluated model that keeps the pretrained model's tasks is at "
+                f"or above {ta} on both; the pick is the rule's among the others")
+    pick = check["pick"]
+    same = (check.get("task_arithmetic") or {}).get("coefficients") == pick["coefficients"]
+    if not same:
+        return (f"Pick floor: the model handed over is at or above {ta} on both: mean "
+                f"{pick['mean']:.4f}, worst {pick['worst']:.4f}")
+    front = chosen.get("front_pick") or {}
+    weights = chosen["preference"]
+    real = front.get("real")
+    missed = "" if real is None else (
+        f"; the front's pick (mean {sum(weights[d] * v for d, v in real.items()) / sum(weights.values()):.4f}, "
+        f"worst {min(real.values()) if check['sense'] == 'max' else max(real.values()):.4f}) "
+        "is not, on the evaluation data")
+    return (f"Pick floor: no other evaluated merge is at or above {ta} on both, so TA itself "
+            f"is handed over{missed}")
 
 
 SWEEP_FAMILY = "TA, lambda sweep"  # the baselines' λ sweep: in baselines.json, not the table
