@@ -222,10 +222,9 @@ def beats_ta(Y: np.ndarray | None, ta: tuple[float, float], better_on_one: bool 
     merge, which the local design evaluates, does not count as a TA-beater."""
     if Y is None or len(Y) == 0:
         return None
-    mean, worst = Y.mean(axis=1), Y.min(axis=1)
-    ok = (mean >= ta[0] - EPS) & (worst >= ta[1] - EPS)
+    ok = pick_check.at_or_above(Y, ta, [1.0] * Y.shape[1], "max")
     if better_on_one:
-        ok &= (mean > ta[0] + EPS) | (worst > ta[1] + EPS)
+        ok &= (Y.mean(axis=1) > ta[0] + EPS) | (Y.min(axis=1) > ta[1] + EPS)
     return bool(ok.any())
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from src.core.pick_check import weighted_mean
+from src.core.pick_check import best_equal_merge
 from src.core.sampling import min_points
 
 DIAGONAL_STEPS = 10  # TA's sweep: λ = low + (high - low)·k/10, k = 1..10
@@ -50,14 +50,13 @@ def min_design_points(T: int) -> int:
 
 
 def best_lambda(C: np.ndarray, Y: np.ndarray, weights: Sequence[float], sense: str) -> float:
-    """λ of the diagonal row (c = λ·1, λ ≠ 0) with the best preference-weighted mean."""
+    """λ of the diagonal row (c = λ·1, λ ≠ 0) with the best preference-weighted mean (the
+    pick check's TA among exactly equal coefficients)."""
     C, Y = np.atleast_2d(C), np.atleast_2d(Y)
-    diagonal = np.all(np.isclose(C, C[:, :1]), axis=1) & (np.abs(C[:, 0]) > 1e-12)
-    if C.shape[1] == 1 or not diagonal.any():
+    t = None if C.shape[1] == 1 else best_equal_merge(C, Y, weights, sense, tol=1e-9)
+    if t is None:
         raise ValueError("the local design needs evaluated diagonal points c = λ·1")
-    score = weighted_mean(Y, weights) * (1.0 if sense == "max" else -1.0)
-    rows = np.flatnonzero(diagonal)
-    return float(C[rows[int(np.argmax(score[rows]))], 0])
+    return float(C[t, 0])
 
 
 def box_around(lam: float, low: float, high: float) -> tuple[float, float]:

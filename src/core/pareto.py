@@ -23,6 +23,7 @@ from src.core import objectives
 from src.core.objectives import (SENSES, hypervolume, non_dominated,  # noqa: F401
                             non_dominated_rows, normalize_preference)
 from src.core.objectives import signs as _signs
+from src.core.pick_check import weighted_mean, worst_task
 
 _TARGET_DIRECTIONS = 100  # NSGA-III reference directions to aim for (lands in 50..150 for K<=8)
 
@@ -201,10 +202,9 @@ class FlooredPickProblem(Problem):
     def _evaluate(self, x, out, *args, **kwargs):
         F = np.column_stack([s.predict(x) for s in self.surrogates])
         out["F"] = self.rule.scores(F, self.weights, self.senses, self.worst, self.best)
-        mean = F @ (self.weights / self.weights.sum())
-        worst_task = (F * self.up).min(axis=1) * self.up
-        out["G"] = np.column_stack([(self.floor[0] - mean) * self.up,
-                                    (self.floor[1] - worst_task) * self.up])
+        out["G"] = np.column_stack([
+            (self.floor[0] - weighted_mean(F, self.weights)) * self.up,
+            (self.floor[1] - worst_task(F, self.senses[0])) * self.up])
 
 
 def floored_pick(surrogates: Sequence, senses: Sequence[str], weights, rule: str,

@@ -247,13 +247,15 @@ def floor_line(summary: dict[str, Any]) -> str | None:
     if not same:
         return (f"Pick floor: the model handed over is at or above {ta} on both: mean "
                 f"{pick['mean']:.4f}, worst {pick['worst']:.4f}")
-    front = chosen.get("front_pick") or {}
-    weights = chosen["preference"]
-    real = front.get("real")
-    missed = "" if real is None else (
-        f"; the front's pick (mean {sum(weights[d] * v for d, v in real.items()) / sum(weights.values()):.4f}, "
-        f"worst {min(real.values()) if check['sense'] == 'max' else max(real.values()):.4f}) "
-        "is not, on the evaluation data")
+    from src.core.pick_check import weighted_mean, worst_task
+
+    real = (chosen.get("front_pick") or {}).get("real")
+    missed = ""
+    if real is not None:
+        y = np.array(list(real.values()))
+        weights = [chosen["preference"][d] for d in real]
+        missed = (f"; the front's pick (mean {weighted_mean(y, weights)[0]:.4f}, worst "
+                  f"{worst_task(y, check['sense'])[0]:.4f}) is not, on the evaluation data")
     return (f"Pick floor: no other evaluated merge is at or above {ta} on both, so TA itself "
             f"is handed over{missed}")
 
