@@ -80,12 +80,24 @@ def default_refine_acquisition(T: int) -> str:
 
 
 def default_pick_floor(T: int) -> str:
-    """--pick-floor for map: pretrained up to MEASURED_TASKS tasks, else task-arithmetic.
+    """--pick-floor for map and nested: pretrained up to MEASURED_TASKS tasks, else
+    task-arithmetic (nested: on its final model, against TA's sweep over every task).
     From 4 tasks map's default design evaluates TA's whole sweep (λ = 0.1..1.0), so the floor
     is TA at its best λ; the evaluated pick then stays at or above it on the evaluation
     split (bench/many_tasks.py). The 2-3 task tables were measured without a floor, where
     the LHS design holds TA at λ = 0.5 only."""
     return "pretrained" if T <= MEASURED_TASKS else "task-arithmetic"
+
+
+NESTED_CONTEXT_TASKS = 4  # the smallest T at which nested's context was measured
+
+
+def default_nested_context(T: int) -> str:
+    """--nested-context for nested: none below NESTED_CONTEXT_TASKS tasks, else
+    task-arithmetic. Merging each pair beside the other task vectors at TA's best λ lifted
+    the tree's final model on both the mean and the worst task at 4 and 8 tasks
+    (bench/many_tasks.py, docs/front_quality.md); with 2 tasks there is no other vector."""
+    return "none" if T < NESTED_CONTEXT_TASKS else "task-arithmetic"
 
 
 BAYES_EHVI_TASKS = 4  # the largest T at which bayesian's EHVI rounds were measured
@@ -105,7 +117,7 @@ DEFAULTS = Defaults(
     bayes_schedule=default_bayes_schedule, grid_points_per_axis=default_grid_points_per_axis,
     design=default_design, refine_rounds=default_refine_rounds,
     refine_acquisition=default_refine_acquisition, bayes_acquisition=default_bayes_acquisition,
-    pick_floor=default_pick_floor)
+    pick_floor=default_pick_floor, nested_context=default_nested_context)
 
 
 # Budgets beyond these could not finish (MAX_POINTS: map_common.argtypes).
@@ -283,9 +295,11 @@ def _map_flags(p: argparse.ArgumentParser) -> None:
                         "preference-weighted mean and the worst task, front points by their "
                         "prediction and evaluated models by their real metric (TA itself is "
                         "one), then as pretrained. For preferences near equal; see 'Many "
-                        "tasks at once' in the README. Default: default_pick_floor(T) in "
-                        "args.py for map (task-arithmetic from 4 tasks), pretrained for the "
-                        "other modes.")
+                        "tasks at once' in the README. nested: its final model against TA's "
+                        "sweep over every task; below it, the best evaluated merge at or above "
+                        "it is handed over. Default: default_pick_floor(T) in args.py for map "
+                        "and nested (task-arithmetic from 4 tasks), pretrained for the other "
+                        "modes.")
     g.add_argument("--reevaluate", type=_reevaluate_count, default=5,
                    help="Front points merged and evaluated for real after the search "
                         "('MAP, real'); 0 to skip, 'all' for every front point. The "

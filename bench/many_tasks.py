@@ -1,8 +1,8 @@
 """Many tasks at once: each method's equal-preference pick on 4 and 8 demo tasks.
 
     .venv/bin/python bench/many_tasks.py [--sets "A,B,C,D;E,F,G,H;all"] [--seeds 0 1 2]
-        [--methods pretrained ta map map-no-floor map-grid map-parego nested bayesian
-                   bayesian-ehvi random adamerging]
+        [--methods pretrained ta map map-no-floor map-grid map-parego nested nested-alone
+                   bayesian bayesian-ehvi random adamerging]
         [--no-adamerging]
         [--csv PATH] [--threads 1] [--keep DIR]
 
@@ -30,9 +30,15 @@ c = 0; reference_models.py) and --reevaluate 5 front points: 36 at T = 4, 96 at 
              src.core.acquisition.parego_selector, first point of a round by the equal
              preference; rows "map+parego 2x5");
   nested     `run_MAP.py --demo --method nested --point 20 --n-gen 200 --seed s`, as
-             bench/nested_demo.py runs it; its own count (run.json summary.n_evaluations:
-             the T fine-tuned models, each pair's 20 design points and its merged model;
-             pair-level points are evaluated on the pair's tasks only), reported as is;
+             bench/nested_demo.py runs it, with nested's defaults for T (from 4 tasks:
+             each pair merged beside the other task vectors at TA's best λ, the final
+             model held against TA; args.default_nested_context, default_pick_floor); its
+             own count (run.json summary.n_evaluations: the T fine-tuned models, TA's
+             sweep, each pair's 20 design points and its merged model; pair-level points
+             are evaluated on the pair's tasks only), reported as is; the note says which
+             model was handed over;
+  nested-alone  the same with --nested-context none --pick-floor pretrained: the
+             original's tree, each pair merged alone (rows "nested alone");
   bayesian   T <= 6 only: bayesian.run_rounds with default_bayes_schedule(T), the same
              front step and the pretrained model, as the CLI's bayesian mode (38 at T = 4);
   random     the budget as uniform merges in [0, 1]^T (--seeds), the pick among them by
@@ -50,7 +56,7 @@ seed 0) once.
 Per run: the pick's mean accuracy and worst task on both splits; whether it is below the
 pretrained model on some task (evaluation split) while a model the method evaluated on
 every task keeps every task at or above the pretrained model (nested: the last level's
-design, evaluated on all T tasks; adamerging evaluates none); the pick against task
+design, evaluated on all T tasks, and TA's sweep; adamerging evaluates none); the pick against task
 arithmetic at its best λ, and whether a model the method evaluated is at or above TA on
 both the mean and the worst task (evaluation split). Then the issue's goal table for these
 figures. Per-run rows go to --csv. Asserts nothing.
@@ -81,10 +87,12 @@ CLI_PICK = "tchebycheff"
 CLI_REEVALUATE = 5
 NESTED_POINT, NESTED_N_GEN = 20, 200
 TA_LAMBDAS = np.round(np.arange(1, 11) / 10, 1)
-METHODS = ("pretrained", "ta", "map", "map-no-floor", "map-grid", "map-parego", "nested", "bayesian", "bayesian-ehvi",
-           "random", "adamerging")
+METHODS = ("pretrained", "ta", "map", "map-no-floor", "map-grid", "map-parego", "nested",
+           "nested-alone", "bayesian", "bayesian-ehvi", "random", "adamerging")
 PAREGO = "map+parego 2x5"  # map-parego's rows: 2 rounds of 5 ParEGO points from the design
 NO_FLOOR = "map no-floor"  # map-no-floor's rows: the default design, --pick-floor pretrained
+NESTED_ALONE = "nested alone"  # nested-alone's rows: --nested-context none --pick-floor
+# pretrained, nested's default until the TA context and floor (4 tasks and more)
 GRID = "map grid"  # map-grid's rows: --design grid, map's default from 4 tasks until the
 # local design (src.core.local_design) replaced it
 
@@ -159,13 +167,17 @@ def direct_run(C: np.ndarray, Y: np.ndarray) -> dict:
             "pick_y": out["chosen_real"][0]}
 
 
-def nested_run(zoo, task_set, seed: int, folder: Path) -> dict:
-    """nested MAP through the CLI; the models it evaluated on every task: the last level's
-    pair design (its store) and the final model."""
-    exp = f"nested-{len(task_set)}-{'_'.join(t[:3] for t in task_set)}-s{seed}"
+def nested_run(zoo, task_set, seed: int, folder: Path, alone: bool = False) -> dict:
+    """nested MAP through the CLI with its defaults (alone: --nested-context none
+    --pick-floor pretrained, the original's tree); the models it evaluated on every task: the
+    last level's pair design (its store), TA's sweep when it ran one, and the final model.
+    The note says which model was handed over, and the tree's own when it was not."""
+    exp = f"nested{'-alone' if alone else ''}-{len(task_set)}-" \
+          f"{'_'.join(t[:3] for t in task_set)}-s{seed}"
+    flags = ["--nested-context", "none", "--pick-floor", "pretrained"] if alone else []
     run_cli("--demo", "--zoo-dir", zoo.path.parent, "--method", "nested",
             "--zeroshot-merge-models", *task_set, "--point", NESTED_POINT, "--n-gen",
-            NESTED_N_GEN, "--seed", seed, "--results-path", folder, "--exp-id", exp)
+            NESTED_N_GEN, "--seed", seed, "--results-path", folder, "--exp-id", exp, *flags)
     run = read_json(folder / exp / "run.json")
     merge = read_json(folder / exp / "final_model" / "merge.json")
     last = read_json(folder / exp / "merge_tree.json")["rounds"][-1]
@@ -173,11 +185,21 @@ def nested_run(zoo, task_set, seed: int, folder: Path) -> dict:
     pair = [last["left"], last["right"]]
     C_pair, Y_last = read_scaling(store, pair, task_set, "accuracy")
     Y_last = Y_last[np.abs(C_pair).max(axis=1) > EPS]  # (0, 0) is the pretrained model
+    sweep = folder / exp / "task_arithmetic_scaling_results.json"
+    if sweep.exists():
+        Y_last = np.vstack([Y_last, read_scaling(sweep, task_set, task_set, "accuracy")[1]])
     pick_y = np.array([merge["accuracy"][t] for t in task_set])
+    final = run["summary"]["final"]
+    note = f"context {final['context']['lambda']}" if "context" in final else "pairs alone"
+    if "floor" in final:
+        floor = final["floor"]
+        note += f"; handed over: {floor['handed_over']}"
+        if floor["handed_over"] != "nested tree":
+            note += f" (the tree's {floor['tree']['mean']:.4f} / {floor['tree']['worst']:.4f})"
     return {"C_all": None, "Y_all": np.vstack([Y_last, pick_y]),
             "pick_c": np.array([merge["coefficients"][t] for t in task_set]),
             "pick_y": pick_y, "counted": int(run["summary"]["n_evaluations"]),
-            "evaluator_points": int(run["evaluation"]["points"])}
+            "evaluator_points": int(run["evaluation"]["points"]), "note": note}
 
 
 def adamerging_run(zoo, task_set) -> tuple[dict, np.ndarray]:
@@ -374,6 +396,9 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
                 evaluate, T, budget, seed=s))))
         if "nested" in methods:
             runs.append(("nested", s, lambda s=s: nested_run(zoo, task_set, s, folder)))
+        if "nested-alone" in methods:
+            runs.append((NESTED_ALONE, s, lambda s=s: nested_run(zoo, task_set, s, folder,
+                                                                  alone=True)))
 
     rows = []
     for method, seed, fn in runs:
@@ -391,7 +416,7 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         elif method.startswith("TA"):
             run["counted"] = len(TA_LAMBDAS)
         held = scorer(run["pick_c"][None])[0]
-        if method == "nested":  # the final model's coefficients reproduce its accuracy
+        if method in ("nested", NESTED_ALONE):  # the final model's coefficients reproduce its accuracy
             check = evaluate.inner(run["pick_c"][None])[0]
             if np.abs(check - run["pick_y"]).max() > 2.5 / 1200:
                 print(f"  nested seed {seed}: merge.json accuracy {run['pick_y']} differs from "
@@ -502,13 +527,14 @@ def goals(rows: list[dict]) -> None:
             if got:
                 table.append((f"MAP on 4 and 8 tasks at once, equal preference: its pick "
                               f">= TA at its best λ on mean and worst task ({method})", *got))
-    for T in sorted({r["T"] for r in rows}):
-        got = vs_ta(rows, "nested", T)
-        if got:
-            goal = "nested MAP, 8 tasks: final model >= TA at best λ on mean and worst task"
-            if T != 8:
-                goal = f"(nested MAP, {T} tasks, for reference: same figure)"
-            table.append((goal, *got))
+    for method in ("nested", NESTED_ALONE):
+        for T in sorted({r["T"] for r in rows}):
+            got = vs_ta(rows, method, T)
+            if got:
+                goal = "nested MAP, 8 tasks: final model >= TA at best λ on mean and worst task"
+                if T != 8:
+                    goal = f"(nested MAP, {T} tasks, for reference: same figure)"
+                table.append((goal + ("" if method == "nested" else f" ({method})"), *got))
     picks = [r for r in rows if r["method"] != "pretrained"]
     bad = [r for r in picks if r["violation"]]
     by_method = {}

@@ -87,5 +87,7 @@ def test_the_light_name_lists_are_the_registry_s():
     assert src_names.PICKS == tuple(PICK_METHODS)
     assert src_names.PICK_FROM == PICK_FROM
     assert src_names.PICK_FLOORS == PICK_FLOORS
+    from src.core.nested import CONTEXTS
+    assert src_names.NESTED_CONTEXTS == CONTEXTS
     from src.core.acquisition import REFINE_ACQUISITIONS
     assert src_names.REFINE_ACQUISITIONS == REFINE_ACQUISITIONS

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from map_common.errors import MAPError
+
 from helpers import FEW_IMAGES, CountingEvaluate
 
 PAIR = ["LetterVal", "DigitVal"]
@@ -59,7 +61,7 @@ def test_the_defaults_are_the_functions_of_args_py():
         ["ehvi", "ehvi", "spread", "spread"]
 
 
-def test_the_pick_floor_defaults_to_task_arithmetic_for_map_from_four_tasks(zoo_root):
+def test_the_pick_floor_defaults_to_task_arithmetic_for_map_and_nested_from_four_tasks(zoo_root):
     from args import DEFAULTS, default_pick_floor
 
     assert DEFAULTS.pick_floor is default_pick_floor
@@ -69,13 +71,35 @@ def test_the_pick_floor_defaults_to_task_arithmetic_for_map_from_four_tasks(zoo_
             ("map", FOUR, [], "task-arithmetic"), ("map", PAIR, [], "pretrained"),
             ("map", FOUR, ["--pick-floor", "pretrained"], "pretrained"),
             ("map", PAIR, ["--pick-floor", "task-arithmetic"], "task-arithmetic"),
-            ("bayesian", FOUR, [], "pretrained"), ("nested", FOUR, [], "pretrained")]:
+            ("bayesian", FOUR, [], "pretrained"), ("nested", FOUR, [], "task-arithmetic"),
+            ("nested", PAIR, [], "pretrained")]:
         config = _config(zoo_root, "--method", method, "--zeroshot-merge-models", *models,
                          *flags)
         assert config.pick_floor == expected, (method, models, flags)
         assert config.arguments["pick_floor"] == expected  # run.json: the value in force
     sweep = _config(zoo_root, "--sweep", "pairs", "--zeroshot-merge-models", *FOUR)
     assert sweep.pick_floor == "pretrained"  # the subsets' size decides
+
+
+def test_nested_merges_pairs_beside_task_arithmetic_from_four_tasks(zoo_root):
+    from args import DEFAULTS, default_nested_context
+
+    assert DEFAULTS.nested_context is default_nested_context
+    assert [default_nested_context(T) for T in (2, 3, 4, 8)] == \
+        ["none", "none", "task-arithmetic", "task-arithmetic"]
+    for models, flags, expected in [
+            (FOUR, [], "task-arithmetic"), (PAIR, [], "none"),
+            (FOUR, ["--nested-context", "none"], "none"),
+            (PAIR, ["--nested-context", "task-arithmetic"], "task-arithmetic")]:
+        config = _config(zoo_root, "--method", "nested", "--zeroshot-merge-models", *models,
+                         *flags)
+        assert config.nested_context == expected, (models, flags)
+        assert config.arguments["nested_context"] == expected  # run.json: the value in force
+    config = _config(zoo_root, "--method", "map", "--zeroshot-merge-models", *FOUR)
+    assert config.nested_context == "none" and config.arguments["nested_context"] is None
+    with pytest.raises(MAPError, match=r"^--nested-context sets what lies beside nested's "
+                                       r"pairs; --method map merges no pairs$"):
+        _config(zoo_root, "--method", "map", "--nested-context", "none")
 
 
 @pytest.mark.parametrize("flags, expected", [

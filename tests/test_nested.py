@@ -334,3 +334,49 @@ def test_resume_inside_a_level_replays_its_stored_pairs():
                          completed_rounds=full.records[:2])
     assert [r for _, _, r in world.pair_calls] == [2, 3, 4, 5, 6]
     assert resumed.records == full.records
+
+
+# ------------------------------------------------------------------ context and floor
+def test_with_context_sets_every_other_task_vector_to_lambda():
+    from src.core.nested import with_context
+
+    models = ["A", "B", "C", "D"]
+    c = np.array([0.7, 0.0, 0.4, 0.0])
+    np.testing.assert_array_equal(with_context(c, ("A", "C"), models, 0.3), [0.7, 0.3, 0.4, 0.3])
+    np.testing.assert_array_equal(with_context(c, ("A", "C"), models, None), c)
+    np.testing.assert_array_equal(with_context(c, tuple(models), models, 0.3), c)  # no other
+
+
+def test_hand_over_keeps_the_tree_at_or_above_the_floor_else_takes_the_best_above_it():
+    from src.core.front import pick_evaluated
+    from src.core.nested import hand_over
+    from src.core.pick_check import ta_floor
+
+    w = np.ones(3)
+    ta_C = np.array([[0.3] * 3, [0.5] * 3])
+    ta_Y = np.array([[0.60, 0.50, 0.70], [0.65, 0.52, 0.74]])  # best λ 0.5: mean 0.6367
+    floor = ta_floor(ta_C, ta_Y, w, "max", 1e-9)
+    assert floor == pytest.approx((np.mean(ta_Y[1]), 0.52))
+    pre, best = np.full(3, 0.3), np.full(3, 0.95)
+
+    def choose(groups):
+        ev = pick_evaluated(groups, pre, w, ["max"] * 3, "tchebycheff", pre, best, [], floor)
+        return ev.coefficients, ev.real, ev.source
+
+    above = (np.array([0.6, 0.4, 0.5]), np.array([0.66, 0.55, 0.72]))
+    below_mean = (np.array([0.6, 0.4, 0.5]), np.array([0.60, 0.60, 0.62]))
+    design = (np.array([[0.2, 0.6, 0.5], [0.7, 0.3, 0.5]]),
+              np.array([[0.70, 0.45, 0.80], [0.64, 0.53, 0.75]]), "design")
+    ta = (ta_C, ta_Y, "task arithmetic")
+    c, y, source = hand_over(above, [design, ta], floor, w, "max", choose)
+    assert source == "nested tree" and np.array_equal(c, above[0])
+    # the tree's worst task is above TA's, its mean is not: the design's second row is at or
+    # above TA on both (the first has a worse worst task), and is handed over
+    c, y, source = hand_over(below_mean, [design, ta], floor, w, "max", choose)
+    assert source == "design" and np.array_equal(c, design[0][1])
+    # no other evaluated merge reaches the floor: TA itself
+    c, y, source = hand_over(below_mean, [(design[0][:1], design[1][:1], "design"), ta], floor,
+                             w, "max", choose)
+    assert source == "task arithmetic" and np.array_equal(c, ta_C[1])
+    # without a floor the tree's model is always handed over
+    assert hand_over(below_mean, [design, ta], None, w, "max", choose)[2] == "nested tree"

@@ -22,6 +22,7 @@ PREFERENCE_8 = {"LetterVal": 2.0, "DigitVal": 1.0, "ShapeVal": 1.0, "ColorVal": 
                 "TextureVal": 1.0, "PositionVal": 1.0, "ArrowVal": 1.5, "SymbolVal": 1.0}
 N_GEN = "50"
 PAIR_POINTS = 20  # the default --point per pair
+SWEEP = 10  # task arithmetic's sweep, λ = 0.1..1.0 (src.core.local_design.DIAGONAL_STEPS)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -137,9 +138,27 @@ def check_tree_and_rounds(run_dir: Path, tasks: list[str], preference: dict[str,
         assert (run_dir / name).read_bytes()[:8] == PNG_MAGIC
     merge = _read(run_dir / "final_model" / "merge.json")
     assert list(merge["coefficients"]) == tasks
-    np.testing.assert_allclose(list(merge["coefficients"].values()), rounds[-1]["coefficients"],
-                               atol=1e-12)
-    assert merge["accuracy"] == rounds[-1]["measured"]
+    floor = _read(run_dir / "run.json")["summary"]["final"].get("floor")
+    if floor is None or floor["handed_over"] == "nested tree":
+        np.testing.assert_allclose(list(merge["coefficients"].values()),
+                                   rounds[-1]["coefficients"], atol=1e-12)
+        assert merge["accuracy"] == rounds[-1]["measured"]
+    else:  # the floor handed over an evaluated merge at or above task arithmetic
+        np.testing.assert_allclose(list(merge["coefficients"].values()),
+                                   floor["model"]["coefficients"], atol=1e-12)
+        assert merge["accuracy"] == floor["model"]["accuracy"]
+
+
+def context_of(run_dir: Path) -> float | None:
+    """The λ the other task vectors sat at while each pair was merged (None: 0)."""
+    return _read(run_dir / "merge_tree.json")["context"]["lambda"]
+
+
+def in_context(coefficients, tasks: list[str], inside, lam: float | None) -> np.ndarray:
+    c = np.asarray(coefficients, dtype=float)
+    if lam is None:
+        return c
+    return np.array([c[k] if t in inside else lam for k, t in enumerate(tasks)])
 
 
 def check_final_model_file(run_dir: Path, zoo: Path, tasks: list[str]) -> None:
@@ -171,9 +190,22 @@ def check_accuracies_are_measured(run_dir: Path, engine, tasks: list[str]) -> No
         single = engine.evaluate_at(eye[i], [t])[t]["accuracy"]
         assert tree["single_accuracy"][t] == single
         assert merge["single_task_accuracy"][t] == single
+    lam = context_of(run_dir)
     for rec in tree["rounds"]:
-        evals = engine.evaluate_at(rec["coefficients"], list(rec["measured"]))
+        c = in_context(rec["coefficients"], tasks, rec["measured"], lam)
+        evals = engine.evaluate_at(c, list(rec["measured"]))
         assert rec["measured"] == {t: evals[t]["accuracy"] for t in rec["measured"]}
+    # a pair's design points too were merged beside the other task vectors at λ
+    rec = tree["rounds"][0]
+    names = f"{rec['left']}_{rec['right']}"
+    entry = next(iter(_read(run_dir / "round1" / f"{names}scaling_results.json").values()))
+    pair = np.array(list(entry["models"].values()))
+    own = pair[0] * np.array(rec["left_coefficients"]) + pair[1] * np.array(
+        rec["right_coefficients"])
+    evals = engine.evaluate_at(in_context(own, tasks, rec["measured"], lam),
+                               list(rec["measured"]))
+    assert {t: e["accuracy"] for t, e in entry["evals"].items()} == \
+        {t: evals[t]["accuracy"] for t in rec["measured"]}
 
 
 # ------------------------------------------------------------------ 4 tasks (the default)
@@ -182,7 +214,27 @@ def test_default_demo_merges_four_tasks(run4):
     run = _read(run4 / "run.json")
     assert run["method"] == "nested" and run["models"] == FOUR
     check_tree_and_rounds(run4, FOUR, {t: 1.0 for t in FOUR}, PAIR_POINTS)
-    assert run["summary"]["n_evaluations"] == 4 + 3 * (PAIR_POINTS + 1)
+    # fine-tuned models, TA's sweep, each pair's design and its merge
+    assert run["summary"]["n_evaluations"] == 4 + SWEEP + 3 * (PAIR_POINTS + 1)
+    # From 4 tasks: the pairs beside the others at TA's best λ, the final model held
+    # against TA (args.default_nested_context, default_pick_floor).
+    assert run["arguments"]["nested_context"] == "task-arithmetic"
+    assert run["arguments"]["pick_floor"] == "task-arithmetic"
+    sweep = _read(run4 / "task_arithmetic_scaling_results.json")
+    assert len(sweep) == SWEEP
+    means = {e["models"]["LetterVal"]: np.mean([v["accuracy"] for v in e["evals"].values()])
+             for e in sweep.values()}
+    assert all(len(set(e["models"].values())) == 1 for e in sweep.values())  # c = λ·1
+    lam = max(means, key=means.get)
+    assert context_of(run4) == lam
+    floor = run["summary"]["final"]["floor"]
+    assert floor["task_arithmetic"]["lambda"] == lam
+    assert floor["task_arithmetic"]["mean"] == pytest.approx(means[lam], abs=1e-12)
+    tree = _read(run4 / "merge_tree.json")["rounds"][-1]["measured"]
+    above = (np.mean(list(tree.values())) >= floor["task_arithmetic"]["mean"] - 1e-9
+             and min(tree.values()) >= floor["task_arithmetic"]["worst"] - 1e-9)
+    assert floor["tree"]["at_or_above"] == above
+    assert (floor["handed_over"] == "nested tree") == above
 
 
 @pytest.mark.slow
@@ -224,8 +276,9 @@ def test_killed_run_resumes_by_replaying_stored_rounds(run4, results, zoo_root, 
     argv = _default_argv(zoo_root, results, "resume")
     run_dir = results / "resume"
 
-    # singles, level 0 (rounds 1 and 2: designs, then both measurements), 3 points of round 3
-    k = 4 + 2 * (PAIR_POINTS + 1) + 3
+    # singles, TA's sweep, level 0 (rounds 1 and 2: designs, then both measurements), 3
+    # points of round 3
+    k = 4 + SWEEP + 2 * (PAIR_POINTS + 1) + 3
     monkeypatch.setattr(MergeEngine, "evaluate", CountingEvaluate(original, stop_after=k))
     assert _main(*argv) == 130
     assert "Traceback" not in capsys.readouterr().err
@@ -240,7 +293,7 @@ def test_killed_run_resumes_by_replaying_stored_rounds(run4, results, zoo_root, 
                         fit_pair(ctx, a, b, r, *rest))
     assert _main(*argv) == 0
     assert pairs_run == [2]  # level 0 (rounds 1 and 2) was replayed, not run again
-    total = 4 + 3 * (PAIR_POINTS + 1) + 1  # + the pretrained model, nested_summary's line
+    total = 4 + SWEEP + 3 * (PAIR_POINTS + 1) + 1  # + the pretrained model
     assert counter.calls == total - k
 
     # Same tree and final model as the run that was never interrupted.
@@ -255,3 +308,56 @@ def test_killed_run_resumes_by_replaying_stored_rounds(run4, results, zoo_root, 
     pairs_run.clear()
     assert _main(*argv) == 0
     assert counter.calls == 0 and pairs_run == []
+
+
+# ------------------------------------------------------------------ context and floor
+@pytest.mark.slow
+def test_without_context_each_pair_is_merged_alone(results, zoo_root, engine4):
+    """--nested-context none --pick-floor pretrained: the original's tree, no TA sweep."""
+    argv = _default_argv(zoo_root, results, "alone")
+    assert _main(*argv, "--nested-context", "none", "--pick-floor", "pretrained") == 0
+    run_dir = results / "alone"
+    run = _read(run_dir / "run.json")
+    assert run["summary"]["n_evaluations"] == 4 + 3 * (PAIR_POINTS + 1)
+    assert "floor" not in run["summary"]["final"]
+    assert not (run_dir / "task_arithmetic_scaling_results.json").exists()
+    assert context_of(run_dir) is None
+    check_accuracies_are_measured(run_dir, engine4, FOUR)
+
+
+@pytest.mark.slow
+def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_root, demo_zoo,
+                                                          monkeypatch, capsys):
+    """A floor no merge reaches (patched): the tree's final model is replaced by the pick
+    rule's best evaluated merge over every task (TA's sweep, the last round's design), whose
+    weights the final model file holds; nothing is evaluated again (the rounds replay)."""
+    import shutil
+
+    import src.modes.nested_mode as nested_mode
+    from task_vectors.engine import MergeEngine
+
+    shutil.copytree(run4, results / "floored")
+    monkeypatch.setattr(nested_mode, "ta_floor", lambda *a, **k: (1.0, 1.0))
+    counter = CountingEvaluate(MergeEngine.evaluate)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    assert _main(*_default_argv(zoo_root, results, "floored")) == 0
+    assert counter.calls == 0
+    out = capsys.readouterr().out
+    run_dir = results / "floored"
+    floor = _read(run_dir / "run.json")["summary"]["final"]["floor"]
+    assert floor["tree"]["at_or_above"] is False and floor["handed_over"] != "nested tree"
+    assert "the tree's final model is not" in out and "is handed over" in out
+    c = floor["model"]["coefficients"]
+    merge = _read(run_dir / "final_model" / "merge.json")
+    np.testing.assert_allclose(list(merge["coefficients"].values()), c, atol=1e-12)
+    # the handed-over merge is one the run evaluated on every task, with those accuracies
+    sweep = [e for e in _read(run_dir / "task_arithmetic_scaling_results.json").values()]
+    rec = _read(run_dir / "merge_tree.json")["rounds"][-1]
+    design = _read(run_dir / "round3" / f"{rec['left']}_{rec['right']}scaling_results.json")
+    evaluated = [(list(e["models"].values()), e["evals"]) for e in sweep] + [
+        ((p[0] * np.array(rec["left_coefficients"]) + p[1] * np.array(
+            rec["right_coefficients"])).tolist(), e["evals"])
+        for e in design.values() for p in [list(e["models"].values())]]
+    hit = [ev for coeffs, ev in evaluated if np.allclose(coeffs, c, atol=1e-12)]
+    assert hit and merge["accuracy"] == {d: hit[0][d]["accuracy"] for d in FOUR}
+    check_final_model_file(run_dir, demo_zoo.path, FOUR)

@@ -348,10 +348,10 @@ def test_nested_runs_a_level_in_one_batch_and_builds_the_same_tree(runs, zoo_roo
     batches.clear()
     assert run_MAP.main([*flags, "--exp-id", "nested_ray", "--workers", "2"]) == 0
     assert batches == local_batches  # the same jobs in the same calls
-    # singles, level 0 (2 pairs: 16 design points in ONE call), its 2 measurements, level 1,
-    # its measurement, then the pretrained model (nested_summary's reference line)
-    assert [len(b) for b in batches] == [4, 16, 2, 8, 1, 1]
-    assert len(set(batches[1])) == 2  # the call holds both pairs, each on its datasets
+    # singles, TA's sweep (the pairs' context), level 0 (2 pairs: 16 design points in ONE
+    # call), its 2 measurements, level 1, its measurement, then the pretrained model
+    assert [len(b) for b in batches] == [4, 10, 16, 2, 8, 1, 1]
+    assert len(set(batches[2])) == 2  # the call holds both pairs, each on its datasets
 
     def tree(name):
         return [{k: v for k, v in rec.items() if k != "info"}

@@ -189,8 +189,8 @@ def test_a_resumed_nested_run_says_what_is_stored(nested, results, zoo_root, cap
     assert _main(*_argv(zoo_root, results, "nested", "nested", "--point", 8,
                         "--reevaluate", 0, models=FOUR)) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    # 4 fine-tuned models, 3 pairs of 8 points, the pretrained model
-    assert first == f"resumed: {4 + 3 * 8 + 1} points stored, 0 to evaluate"
+    # 4 fine-tuned models, TA's sweep (10), 3 pairs of 8 points, the pretrained model
+    assert first == f"resumed: {4 + 10 + 3 * 8 + 1} points stored, 0 to evaluate"
 
 
 def test_load_run_reads_a_nested_run(nested, results):

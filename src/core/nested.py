@@ -29,7 +29,15 @@ import numpy as np
 from map_common.errors import MAPError
 from map_common.jsonable import jsonable
 from src.core.objectives import validate_preference  # noqa: F401  (kept importable from here)
+from src.core.pick_check import at_or_above
 from src.core.sampling import design
+
+# --nested-context: what the task vectors outside a pair are set to while the pair is merged
+# and measured. none: 0 (the original's pairs, each in isolation); task-arithmetic: task
+# arithmetic's best shared λ over all the tasks, so each pair is chosen against the
+# interference the rest of the merge brings (bench/many_tasks.py: a pair chosen alone at
+# c near 1 keeps ratios that no longer balance its tasks at the final λ near 0.3).
+CONTEXTS = ("none", "task-arithmetic")
 
 # Accuracy gaps closer than this count as ties, so float noise (0.8-0.7 vs 0.7-0.6)
 # does not decide a pairing; ties then fall back to names.
@@ -171,6 +179,34 @@ def compose_coefficients(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndar
     if c.shape != (2,):
         raise ValueError(f"pair coefficients must have shape (2,), got {c.shape}")
     return c[0] * a + c[1] * b
+
+
+def with_context(coefficients: np.ndarray, tasks: Sequence[str], models: Sequence[str],
+                 context: float | None) -> np.ndarray:
+    """The coefficients a merge over ``tasks`` is evaluated at: its own on its tasks, and
+    ``context`` (task arithmetic's λ; None: 0) on every other model's task vector."""
+    c = np.asarray(coefficients, dtype=float)
+    if context is None:
+        return c
+    inside = np.array([m in tasks for m in models])
+    return np.where(inside, c, float(context))
+
+
+def hand_over(tree: tuple[np.ndarray, np.ndarray],
+              candidates: Sequence[tuple[np.ndarray, np.ndarray, str]],
+              floor: tuple[float, float] | None, weights: Sequence[float], sense: str,
+              choose: Callable[[Sequence[tuple[np.ndarray, np.ndarray, str]]],
+                               tuple[np.ndarray, np.ndarray, str]]
+              ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(coefficients, metrics, source) of the model nested hands over: the tree's final model
+    (``tree``: its coefficients and metrics over every task) when there is no ``floor`` or it
+    is at or above it on the preference-weighted mean and the worst task; else ``choose``'s
+    pick among the evaluated ``candidates`` (C, Y, source) over every task, which holds task
+    arithmetic's sweep, so some model at the floor is always among them."""
+    c, y = (np.asarray(x, dtype=float) for x in tree)
+    if floor is None or at_or_above(y[None], floor, weights, sense)[0]:
+        return c, y, "nested tree"
+    return choose(candidates)
 
 
 def pair_design(

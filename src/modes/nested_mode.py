@@ -6,19 +6,20 @@ then solved in its round folder, and the level's merged models are measured in o
 call. Locally the same jobs run one after another: same pairs, coefficients and files."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from src import plotting
 
 from map_common.errors import MAPError
-from src.core import nested
+from src.core import local_design, nested
+from src.core.pick_check import EQUAL_SPREAD, ta_floor, weighted_mean, worst_task
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_groups, metric_matrix
-from src.core.front import FrontTask, SearchSettings, solve_front
+from src.core.front import FrontTask, SearchSettings, pick_evaluated, solve_front
 from src.modes.common import RunContext, finish, open_run
 from src.run.outputs import write_solved_front
 from src.run.results import ScalingResults, point_key, read_json, write_json
@@ -51,6 +52,10 @@ def run(config: RunConfig) -> dict[str, Any]:
         singles = _single_evals(ctx, dataset_of)
         single_accuracy = {m: e["accuracy"] for m, e in singles.items()}
         measured: dict[tuple[float, ...], dict] = {}  # a level's merges: evals by coefficients
+        ta = _task_arithmetic(ctx, pairing) if _uses_task_arithmetic(config) else None
+        context = ta.lam if ta is not None and config.nested_context == "task-arithmetic" \
+            else None
+        plans: dict[int, PairPlan] = {}  # this run's rounds, by index
 
         tree_path = run_dir.file(TREE, "the merge tree: pairs, coefficients, preferences, "
                                        "measured accuracies (entropies when pairing follows "
@@ -63,13 +68,15 @@ def run(config: RunConfig) -> dict[str, Any]:
             write_json(tree_path, {"models": config.models, "datasets": config.datasets,
                                    "preference": preference, "single_accuracy": single_accuracy,
                                    "metric": config.metric.name, "pairing": pairing,
+                                   "context": {"kind": config.nested_context, "lambda": context},
                                    "rounds": records})
 
         def measure_level(items: list[tuple[np.ndarray, tuple[str, ...]]]
                           ) -> list[dict[str, float]]:
             from task_vectors.evaluators import SubsetJob
 
-            jobs = [SubsetJob(tuple(float(x) for x in c), tuple(dataset_of[t] for t in tasks))
+            jobs = [SubsetJob(tuple(float(x) for x in nested.with_context(
+                        c, tasks, config.models, context)), tuple(dataset_of[t] for t in tasks))
                     for c, tasks in items]
             got = dict(ctx.evaluator.evaluate(jobs, []))
             measured.update({point_key(job.coefficients): got[k] for k, job in enumerate(jobs)})
@@ -84,14 +91,27 @@ def run(config: RunConfig) -> dict[str, Any]:
             list(config.models), {m: e[pairing] for m, e in singles.items()}, preference,
             on_round=on_round,
             completed_rounds=list(records),
-            run_level=lambda pairs: _map_on_level(ctx, pairs, dataset_of, preference),
+            run_level=lambda pairs: _map_on_level(ctx, pairs, dataset_of, preference, context,
+                                                  plans),
             measure_level=measure_level)
         save_tree()
-        final_accuracy = result.final.measured if pairing == "accuracy" else \
-            _accuracy_of(ctx, result.final, dataset_of, measured)
-        final_info = _write_final_model(ctx, result.final, final_accuracy, dataset_of,
+        pretrained = _pretrained_evals(ctx)
+        floor = None if config.pick_floor != "task-arithmetic" else _final_floor(
+            ctx, result, ta, pretrained, singles, pairing, dataset_of, plans)
+        if floor is None or floor["handed_over"] == "nested tree":
+            coefficients = result.final.coefficients
+            final_accuracy = result.final.measured if pairing == "accuracy" else \
+                _accuracy_of(ctx, result.final, dataset_of, measured)
+        else:
+            coefficients = np.array(floor["model"]["coefficients"])
+            final_accuracy = {t: floor["model"]["accuracy"][dataset_of[t]] for t in config.models}
+        final_info = _write_final_model(ctx, coefficients, final_accuracy, dataset_of,
                                         single_accuracy)
-        final_info |= _references(ctx, final_info["accuracy"])
+        final_info |= _references(ctx, pretrained, final_info["accuracy"])
+        if context is not None:
+            final_info["context"] = {"kind": config.nested_context, "lambda": context}
+        if floor is not None:
+            final_info["floor"] = floor
         figures = plotting.plot_merge_tree(
             result.records, run_dir.file("merge_tree.png", "the merge tree"),
             leaf_accuracy=single_accuracy, pdf=config.pdf)
@@ -102,12 +122,17 @@ def run(config: RunConfig) -> dict[str, Any]:
             pdf=config.pdf, pretrained=final_info["pretrained_accuracy"],
             chance=final_info["chance_accuracy"])
         # singles + per round: the pair's design and one measurement of the merged model
-        n_evals = T + sum(rec["info"]["n_points"] + 1 for rec in result.records)
+        n_evals = T + sum(rec["info"]["n_points"] + 1 for rec in result.records) + \
+            (0 if ta is None else len(ta.C))
         summary = {"n_evaluations": n_evals, "rounds": len(result.records), "pick": config.pick,
                    "final": final_info, "figures": [str(f) for f in figures]}
         finish(ctx, summary, show=False)
     print(f"\nRun directory: {run_dir.path}")
-    print(f"Merged {T} models in {len(result.records)} rounds with {n_evals} evaluations.")
+    print(f"Merged {T} models in {len(result.records)} rounds with {n_evals} evaluations"
+          + ("" if context is None else f", each pair beside the other task vectors at task "
+             f"arithmetic's lambda {context:g}") + ".")
+    if floor is not None:
+        print(_floor_line(floor))
     print("Final coefficients: " + ", ".join(f"{m} {c:.3f}" for m, c in
                                              final_info["coefficients"].items()))
     for d, acc in final_info["accuracy"].items():
@@ -129,20 +154,130 @@ def _announce_resume(ctx: RunContext) -> None:
                  for p in ctx.run.path.glob("**/*scaling_results.json"))
     if stored:
         T = ctx.config.T
-        needed = T + (T - 1) * ctx.config.pair_points + 1
+        needed = T + (T - 1) * ctx.config.pair_points + 1 + (
+            local_design.DIAGONAL_STEPS if _uses_task_arithmetic(ctx.config) else 0)
         print(f"resumed: {stored} points stored, {max(0, needed - stored)} to evaluate",
               flush=True)
 
 
-def _references(ctx: RunContext, final: dict[str, float]) -> dict[str, Any]:
-    """The pretrained model's accuracy (c = 0, one more evaluation, stored) and chance
-    (1 / classes) per dataset, and the datasets the final model ends below pretrained on."""
+def _pretrained_evals(ctx: RunContext) -> dict[str, dict[str, float]]:
+    """The pretrained model (c = 0, one more evaluation, stored) on every dataset."""
     config = ctx.config
     store = ctx.run.store(ctx.run.file("pretrained_scaling_results.json", "the pretrained "
                                        "model (c = 0) on every dataset"), config.models)
-    evals = evaluate_groups(ctx.evaluator, [(store, np.zeros((1, config.T)),
-                                             list(config.datasets), None)],
-                            desc="pretrained model")[0][0]
+    return evaluate_groups(ctx.evaluator, [(store, np.zeros((1, config.T)),
+                                            list(config.datasets), None)],
+                           desc="pretrained model")[0][0]
+
+
+class TaskArithmetic(NamedTuple):
+    """Task arithmetic's sweep c = λ·1 over every task: its points, the pairing metric there,
+    every evaluation, and its best λ by the preference-weighted mean."""
+
+    C: np.ndarray
+    Y: np.ndarray
+    evals: list[dict]
+    lam: float
+
+
+def _task_arithmetic(ctx: RunContext, pairing: str) -> TaskArithmetic:
+    """TA's sweep (local_design's diagonal, λ = 0.1..1.0 of the box) on every dataset, stored:
+    the context of --nested-context task-arithmetic and the floor of --pick-floor."""
+    config = ctx.config
+    store = ctx.run.store(ctx.run.file("task_arithmetic_scaling_results.json", "task "
+                                       "arithmetic's sweep c = lambda*1 on every dataset (the "
+                                       "pairs' context, the pick floor)"), config.models)
+    C = local_design.stage_one(config.T, config.low, config.high)[config.T:]
+    evals = evaluate_groups(ctx.evaluator, [(store, C, list(config.datasets), None)],
+                            desc="task arithmetic's sweep")[0]
+    Y = metric_matrix(evals, config.datasets, pairing)
+    sense = _sense(config, pairing)
+    return TaskArithmetic(C, Y, evals, local_design.best_lambda(C, Y, config.preference, sense))
+
+
+def _uses_task_arithmetic(config: RunConfig) -> bool:
+    """Whether the run evaluates TA's sweep (the pairs' context or the final model's floor)."""
+    return "task-arithmetic" in (config.nested_context, config.pick_floor)
+
+
+def _sense(config: RunConfig, pairing: str) -> str:
+    return "max" if pairing == "accuracy" else config.metric.sense
+
+
+def _final_floor(ctx: RunContext, result: nested.NestedResult, ta: TaskArithmetic,
+                 pretrained: dict, singles: dict, pairing: str, dataset_of: dict[str, str],
+                 plans: dict[int, "PairPlan"]) -> dict[str, Any]:
+    """--pick-floor task-arithmetic: the tree's final model against TA at its best λ (the
+    preference-weighted mean and the worst task of the pairing metric). Below it, the
+    model handed over is the pick rule's best among the evaluated merges over every task
+    at or above it (the last round's design, TA's sweep), keepers of the pretrained model
+    first (front.pick_evaluated): TA itself when no other is."""
+    config = ctx.config
+    datasets, sense = list(config.datasets), _sense(config, pairing)
+    weights = np.asarray(config.preference)
+    floor = ta_floor(ta.C, ta.Y, weights, sense, EQUAL_SPREAD * (config.high - config.low))
+    tree_y = np.array([result.final.measured[m] for m in config.models])  # pairing metric
+    top_C, top_evals = _round_points(ctx, result, len(result.records) - 1, dataset_of, plans)
+    candidates = [(top_C, metric_matrix(top_evals, datasets, pairing),
+                   f"round {len(result.records)} design"), (ta.C, ta.Y, "task arithmetic")]
+    evals_of = {point_key(c): e for c, e in zip(np.vstack([top_C, ta.C]),
+                                                 [*top_evals, *ta.evals])}
+    pre = np.array([pretrained[d][pairing] for d in datasets])
+    best = np.array([singles[m][pairing] for m in config.models])
+
+    def choose(groups):
+        ev = pick_evaluated(groups, pre, weights, [sense] * config.T, config.pick, pre, best,
+                            [], floor)
+        return ev.coefficients, ev.real, ev.source
+
+    c, y, source = nested.hand_over((result.final.coefficients, tree_y), candidates, floor,
+                                    weights, sense, choose)
+    evals = evals_of.get(point_key(c))
+    model = {"coefficients": c.tolist(), "source": source,
+             "mean": float(weighted_mean(y, weights)[0]), "worst": float(worst_task(y, sense)[0]),
+             "accuracy": None if evals is None else
+             {d: float(evals[d]["accuracy"]) for d in datasets}}
+    return {"task_arithmetic": {"lambda": ta.lam, "mean": floor[0], "worst": floor[1]},
+            "tree": {"mean": float(weighted_mean(tree_y, weights)[0]),
+                     "worst": float(worst_task(tree_y, sense)[0]),
+                     "at_or_above": source == "nested tree"},
+            "metric": pairing, "handed_over": source, "model": model}
+
+
+def _floor_line(floor: dict[str, Any]) -> str:
+    ta, tree, model = floor["task_arithmetic"], floor["tree"], floor["model"]
+    head = (f"Pick floor: task arithmetic at lambda {ta['lambda']:g} (mean {ta['mean']:.4f}, "
+            f"worst {ta['worst']:.4f})")
+    if tree["at_or_above"]:
+        return (f"{head}: the tree's final model is at or above it on both (mean "
+                f"{tree['mean']:.4f}, worst {tree['worst']:.4f}) and is handed over")
+    what = "TA itself" if model["source"] == "task arithmetic" else \
+        f"a merge of the {model['source']}"
+    return (f"{head}: the tree's final model is not (mean {tree['mean']:.4f}, worst "
+            f"{tree['worst']:.4f}), so {what} is handed over (mean {model['mean']:.4f}, "
+            f"worst {model['worst']:.4f})")
+
+
+def _round_points(ctx: RunContext, result: nested.NestedResult, r: int,
+                  dataset_of: dict[str, str], plans: dict[int, "PairPlan"]
+                  ) -> tuple[np.ndarray, list[dict]]:
+    """Round r's design as coefficients over every task vector, and its stored evaluations
+    (a round replayed from merge_tree.json opens its store; nothing is evaluated again)."""
+    rec = result.records[r]
+    a, b = result.models[rec["left"]], result.models[rec["right"]]
+    plan = plans.get(r) or _pair_plan(ctx, a, b, r, dataset_of)
+    full = np.array([nested.compose_coefficients(a.coefficients, b.coefficients, c)
+                     for c in plan.C])
+    evals = evaluate_groups(ctx.evaluator, [(plan.store, plan.C, plan.datasets, None)],
+                            desc=f"round {r + 1}")[0]
+    return full, evals
+
+
+def _references(ctx: RunContext, evals: dict[str, dict[str, float]], final: dict[str, float]
+                ) -> dict[str, Any]:
+    """The pretrained model's accuracy and chance (1 / classes) per dataset, and the datasets
+    the final model ends below pretrained on."""
+    config = ctx.config
     pretrained = {d: float(evals[d]["accuracy"]) for d in config.datasets}
     return {"pretrained_accuracy": pretrained, "chance_accuracy": _chance(config),
             "below_pretrained": [d for d in config.datasets if final[d] < pretrained[d]]}
@@ -219,13 +354,19 @@ def _pair_plan(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int
 
 
 def _map_on_level(ctx: RunContext, pairs: list[nested.PairJob], dataset_of: dict[str, str],
-                  preference: dict[str, float]) -> list[tuple[np.ndarray, dict]]:
+                  preference: dict[str, float], context: float | None,
+                  opened: dict[int, PairPlan]) -> list[tuple[np.ndarray, dict]]:
     """MAP on every pair of a level: their designs in one evaluate() call (jobs of all the
-    pairs, each on its pair's datasets), then each pair's front in its round folder."""
+    pairs, each on its pair's datasets, the other task vectors at ``context``), then each
+    pair's front in its round folder. ``opened`` gains each round's plan."""
     plans = [_pair_plan(ctx, a, b, r, dataset_of) for a, b, r in pairs]
+    opened.update({r: plan for (_, _, r), plan in zip(pairs, plans)})
+    models = ctx.config.models
 
     def composer(a: nested.PoolModel, b: nested.PoolModel):
-        return lambda c: nested.compose_coefficients(a.coefficients, b.coefficients, c)
+        return lambda c: nested.with_context(
+            nested.compose_coefficients(a.coefficients, b.coefficients, c), a.tasks + b.tasks,
+            models, context)
 
     rounds = ", ".join(f"{r + 1}" for _, _, r in pairs)
     evals = evaluate_groups(
@@ -252,7 +393,8 @@ def _fit_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
                      weights=weights, folder=folder, names=names,
                      sample_box=(config.low, config.high), seed_offset=r,
                      title=f"Round {r + 1}", surrogate_figures=False)
-    result = solve_front(task, SearchSettings.of(config))
+    # --pick-floor holds the final model against TA over every task, not each pair
+    result = solve_front(task, replace(SearchSettings.of(config), pick_floor="pretrained"))
     _, result.figures = write_solved_front(task, result, config.pdf)  # the round folder's
     ctx.timings["search_seconds"] = ctx.timings.get("search_seconds", 0.0) + \
         result.search_seconds
@@ -266,7 +408,7 @@ def _fit_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
     return result.chosen_coefficients, info
 
 
-def _write_final_model(ctx: RunContext, final: nested.PoolModel, accuracy: dict[str, float],
+def _write_final_model(ctx: RunContext, coefficients: np.ndarray, accuracy: dict[str, float],
                        dataset_of: dict[str, str], single_accuracy: dict[str, float]
                        ) -> dict[str, Any]:
     """final_model/finetuned.pt (task_vectors pickle) and merge.json."""
@@ -275,13 +417,13 @@ def _write_final_model(ctx: RunContext, final: nested.PoolModel, accuracy: dict[
     config, run_dir = ctx.config, ctx.run
     # θ(c) comes from the evaluator (a Ray driver holds no engine); the module around it
     # is the pretrained encoder, built on the CPU, so the file is the task_vectors pickle.
-    state = ctx.evaluator.merged_state(final.coefficients)
+    state = ctx.evaluator.merged_state(coefficients)
     encoder = load_encoder(config.source.pretrained, config.source.model_name,
                            openclip_cachedir=config.source.openclip_cachedir)
     encoder.load_state_dict(state)
     final_dir = run_dir.path / "final_model"
     save_module(encoder, final_dir / "finetuned.pt")
-    info = {"coefficients": dict(zip(config.models, final.coefficients.tolist())),
+    info = {"coefficients": dict(zip(config.models, np.asarray(coefficients).tolist())),
             "accuracy": {dataset_of[t]: v for t, v in accuracy.items()},
             "single_task_accuracy": {dataset_of[t]: v for t, v in single_accuracy.items()}}
     write_json(final_dir / "merge.json", info)

@@ -42,7 +42,8 @@ class Defaults:
     refine_rounds: Callable[[int], int] = lambda T: 0
     refine_acquisition: Callable[[int], str] = lambda T: "spread"
     bayes_acquisition: Callable[[int], str] = lambda T: "error"  # bayesian's rounds
-    pick_floor: Callable[[int], str] = lambda T: "pretrained"  # map's --pick-floor
+    pick_floor: Callable[[int], str] = lambda T: "pretrained"  # map's and nested's --pick-floor
+    nested_context: Callable[[int], str] = lambda T: "none"  # nested's --nested-context
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class RunConfig:
     bayes_acquisition: str = "error"  # bayesian: error | ehvi (src.core.bayesian.ACQUISITIONS)
     pair_points: int | None = None  # nested: merges evaluated per pair
     pick_floor: str = "pretrained"  # pretrained | task-arithmetic (src.core.front.PICK_FLOORS)
+    nested_context: str = "none"  # nested: the other task vectors beside a pair (nested.CONTEXTS)
 
     @property
     def mode(self) -> Mode:
@@ -176,6 +178,9 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     _check_names(args, models, datasets)
     sweep = _sweep(args, mode, len(models))
     settings = mode.settings(args, defaults, len(models) if sweep is None else SWEEP_SIZES[sweep])
+    if getattr(args, "nested_context", None) is not None and settings.nested_context is None:
+        raise MAPError(f"--nested-context sets what lies beside nested's pairs; --method "
+                       f"{args.method} merges no pairs")
     truth = None
     if args.truth is not None:
         if not mode.supports_truth:
@@ -218,6 +223,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     pick_floor = args.pick_floor or settings.pick_floor
     arguments.update(design=settings.design, refine_rounds=refine_rounds,
                      refine_acquisition=refine_acquisition, pick_floor=pick_floor)
+    if settings.nested_context is not None:
+        arguments.update(nested_context=settings.nested_context)
     if settings.bayes_acquisition is not None:
         arguments.update(bayes_acquisition=settings.bayes_acquisition)
     arguments.update(model=source.model_name, save=source.save,
@@ -236,6 +243,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         refine_tol=refine_tol, refine_acquisition=refine_acquisition,
         design=settings.design, pair_points=settings.pair_points,
         bayes_acquisition=settings.bayes_acquisition or "error",
+        nested_context=settings.nested_context or "none",
         adamerging=adamerging)
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 from map_common.argtypes import MAX_POINTS, float_in, int_in, point_count
 from map_common.errors import MAPError
 from src.core import local_design, sampling
+from src.run.names import NESTED_CONTEXTS
 from src.core.bayesian import ACQUISITIONS as BAYES_ACQUISITIONS  # numpy only
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class ModeSettings:
     refine_acquisition: str = "spread"  # --refine-acquisition when not given
     bayes_acquisition: str | None = None  # bayesian: how a round chooses its points
     pick_floor: str = "pretrained"    # --pick-floor when not given
+    nested_context: str | None = None  # nested: --nested-context in force
 
 
 @dataclass(frozen=True)
@@ -159,12 +161,24 @@ class BayesianMode(Mode):
 
 @dataclass(frozen=True)
 class NestedMode(Mode):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("nested")
+        g.add_argument("--nested-context", type=str, default=None, choices=NESTED_CONTEXTS,
+                       help="nested: the task vectors outside a pair while the pair is merged "
+                            "and measured. none: 0 (each pair alone, the original's tree); "
+                            "task-arithmetic: task arithmetic's best lambda over all the "
+                            "tasks (its sweep, 10 merges, is evaluated first), so each pair "
+                            "is chosen against the rest of the merge. Default: "
+                            "default_nested_context(T) in args.py (task-arithmetic from 4 "
+                            "tasks).")
+
     def settings(self, args, defaults, T):
         points = _given_points(args) or defaults.nested_pair_points
         if points < sampling.min_points(2):
             raise MAPError(f"--point {points}: nested mode needs at least "
                            f"{sampling.min_points(2)} points per pair")
-        return ModeSettings(pair_points=points)
+        return ModeSettings(pair_points=points, pick_floor=defaults.pick_floor(T),
+                            nested_context=args.nested_context or defaults.nested_context(T))
 
 
 @dataclass(frozen=True)

@@ -6,4 +6,5 @@ from __future__ import annotations
 PICKS = ("tchebycheff", "weighted-sum")  # src.core.pareto.pick_by_preference
 PICK_FROM = ("front", "evaluated")  # src.core.front.PICK_FROM
 PICK_FLOORS = ("pretrained", "task-arithmetic")  # src.core.front.PICK_FLOORS
+NESTED_CONTEXTS = ("none", "task-arithmetic")  # src.core.nested.CONTEXTS
 REFINE_ACQUISITIONS = ("spread", "ehvi", "parego")  # src.core.acquisition.REFINE_ACQUISITIONS
