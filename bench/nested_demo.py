@@ -1,9 +1,10 @@
 """Nested MAP on all 8 demo tasks against task arithmetic at one shared coefficient.
 
-    .venv/bin/python bench/nested_demo.py [--point 20] [--n-gen 200] [--threads 1]
+    .venv/bin/python bench/nested_demo.py [--point 20] [--n-gen 200] [--alone] [--threads 1]
 
 Runs `run_MAP.py --demo --method nested` on the 8 demo tasks (uniform preference) and
-prints the evaluations it used and the final model's accuracy per task. Reference: task
+prints the evaluations it used, the accuracy per task of the tree's own final model and of
+the model handed over (the same unless the TA floor, default from 4 tasks, replaced it). Reference: task
 arithmetic θ_pre + λ Σ τ_i for λ in 0.1..1.0, every task evaluated with our own engine,
 the best λ by mean accuracy. Also the fine-tuned models' own accuracies (c = e_i).
 Asserts nothing.
@@ -19,6 +20,7 @@ import numpy as np
 from common import (add_common_flags, demo_zoo, engine_for, read_json, run_cli, set_threads,
                     workdir)
 
+ALONE = ("--nested-context", "none", "--pick-floor", "pretrained")
 EIGHT = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal", "TextureVal", "PositionVal",
          "ArrowVal", "SymbolVal"]
 
@@ -29,22 +31,28 @@ class NestedRun:
 
     coefficients: dict[str, float]   # on every task vector: theta_pre + sum_i c_i tau_i
     accuracy: dict[str, float]       # measured by the run, on the evaluation sets
+    tree_accuracy: dict[str, float]  # the tree's own final model (the last round's merge)
+    handed_over: str                 # "nested tree", or what the TA floor handed over
     n_evaluations: int
     rounds: int
     wall: float
     search_seconds: float
 
 
-def run_nested(zoo, tasks: list[str], folder: Path, point: int = 20, n_gen: int = 200
-               ) -> NestedRun:
-    """`run_MAP.py --demo --method nested` on ``tasks`` with the uniform preference, in
-    ``folder``/nested8."""
+def run_nested(zoo, tasks: list[str], folder: Path, point: int = 20, n_gen: int = 200,
+               flags: tuple[str, ...] = ()) -> NestedRun:
+    """`run_MAP.py --demo --method nested` on ``tasks`` with the uniform preference (and
+    ``flags``), in ``folder``/nested8."""
     _, wall = run_cli("--demo", "--zoo-dir", zoo.path.parent, "--method", "nested",
                       "--zeroshot-merge-models", *tasks, "--point", point,
-                      "--n-gen", n_gen, "--results-path", folder, "--exp-id", "nested8")
+                      "--n-gen", n_gen, "--results-path", folder, "--exp-id", "nested8", *flags)
     run = read_json(folder / "nested8" / "run.json")
     merge = read_json(folder / "nested8" / "final_model" / "merge.json")
+    tree = read_json(folder / "nested8" / "merge_tree.json")["rounds"][-1]["measured"]
+    floor = run["summary"]["final"].get("floor")
     return NestedRun(coefficients=merge["coefficients"], accuracy=merge["accuracy"],
+                     tree_accuracy=tree,
+                     handed_over="nested tree" if floor is None else floor["handed_over"],
                      n_evaluations=run["summary"]["n_evaluations"],
                      rounds=run["summary"]["rounds"], wall=wall,
                      search_seconds=run["timings"]["search_seconds"])
@@ -54,6 +62,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--point", type=int, default=20, help="evaluations per pair")
     p.add_argument("--n-gen", type=int, default=200)
+    p.add_argument("--alone", action="store_true", help="--nested-context none --pick-floor "
+                   "pretrained: the original's tree (nested's default before the TA context)")
     add_common_flags(p)
     a = p.parse_args()
     threads = set_threads(a.threads)
@@ -61,7 +71,7 @@ def main() -> None:
     print(f"demo zoo: {zoo.path}; torch threads: {threads}")
 
     with workdir(a.keep) as tmp:
-        nested_run = run_nested(zoo, EIGHT, tmp, a.point, a.n_gen)
+        nested_run = run_nested(zoo, EIGHT, tmp, a.point, a.n_gen, ALONE if a.alone else ())
 
     engine = engine_for(zoo, EIGHT)
     eye = np.eye(len(EIGHT))
@@ -73,23 +83,27 @@ def main() -> None:
         ta[lam] = {t: evals[t]["accuracy"] for t in EIGHT}
     best = max(lambdas, key=lambda lam: np.mean(list(ta[lam].values())))
 
-    nested = nested_run.accuracy
+    nested, tree = nested_run.accuracy, nested_run.tree_accuracy
     coefficients = nested_run.coefficients
     print(f"\nnested MAP: {nested_run.n_evaluations} evaluations in "
           f"{nested_run.rounds} rounds ({a.point} per pair), wall {nested_run.wall:.1f} s "
-          f"(search {nested_run.search_seconds:.1f} s)")
+          f"(search {nested_run.search_seconds:.1f} s); handed over: {nested_run.handed_over}")
     print(f"task arithmetic: {len(lambdas)} evaluations on all 8 tasks; best λ = {best}")
     print("mean accuracy of task arithmetic per λ: " + ", ".join(
         f"{lam}: {np.mean(list(ta[lam].values())):.3f}" for lam in lambdas))
-    print(f"\n{'task':14} {'fine-tuned':>10} {'nested MAP':>10} {'coef':>6} "
+    print(f"\n{'task':14} {'fine-tuned':>10} {'tree':>10} {'nested MAP':>10} {'coef':>6} "
           f"{f'TA λ={best}':>10}")
     for t in EIGHT:
-        print(f"{t:14} {finetuned[t]:>10.4f} {nested[t]:>10.4f} {coefficients[t]:>6.3f} "
-              f"{ta[best][t]:>10.4f}")
-    mean = {k: float(np.mean(list(v.values())))
-            for k, v in (("ft", finetuned), ("nested", nested), ("ta", ta[best]))}
-    print(f"{'mean':14} {mean['ft']:>10.4f} {mean['nested']:>10.4f} {'':>6} {mean['ta']:>10.4f}")
-    print(f"\nnested MAP mean / task arithmetic mean: {mean['nested'] / mean['ta']:.3f}")
+        print(f"{t:14} {finetuned[t]:>10.4f} {tree[t]:>10.4f} {nested[t]:>10.4f} "
+              f"{coefficients[t]:>6.3f} {ta[best][t]:>10.4f}")
+    mean = {k: float(np.mean(list(v.values()))) for k, v in (
+        ("ft", finetuned), ("tree", tree), ("nested", nested), ("ta", ta[best]))}
+    print(f"{'mean':14} {mean['ft']:>10.4f} {mean['tree']:>10.4f} {mean['nested']:>10.4f} "
+          f"{'':>6} {mean['ta']:>10.4f}")
+    print(f"{'worst':14} {min(finetuned.values()):>10.4f} {min(tree.values()):>10.4f} "
+          f"{min(nested.values()):>10.4f} {'':>6} {min(ta[best].values()):>10.4f}")
+    print(f"\nnested MAP mean / task arithmetic mean: {mean['nested'] / mean['ta']:.3f} "
+          f"(the tree's own final model: {mean['tree'] / mean['ta']:.3f})")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/pick_methods.py [--threads 1]
 
-For several demo pairs (map mode) and the 4-task nested demo, runs the same command twice,
+For several demo pairs (map mode) and the 4-task nested demo (its tree alone:
+--nested-context none --pick-floor pretrained), runs the same command twice,
 once per `--pick`, with equal weights, and prints each chosen model's real accuracy per
 task, its worst task's normalised accuracy (accuracy / the fine-tuned model's accuracy, as
 merging papers report it), and the mean accuracy. A user asking for "equal preference"
@@ -55,6 +56,9 @@ def main() -> None:
             exp = f"nested4-{pick}"
             run_cli("--demo", "--zoo-dir", zoo.path.parent, "--method", "nested",
                     "--zeroshot-merge-models", *FOUR, "--preference", pref, "--pick", pick,
+                    # the tree alone: the TA floor (default from 4 tasks) would hand over TA
+                    # under either rule and hide the rules' difference
+                    "--nested-context", "none", "--pick-floor", "pretrained",
                     "--results-path", tmp, "--exp-id", exp)
             rows.append(("nested " + " / ".join(FOUR), pick,
                          read_json(tmp / exp / "final_model" / "merge.json")["accuracy"]))
