@@ -350,8 +350,10 @@ def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_roo
     c = floor["model"]["coefficients"]
     merge = _read(run_dir / "final_model" / "merge.json")
     np.testing.assert_allclose(list(merge["coefficients"].values()), c, atol=1e-12)
-    # the handed-over merge is one the run evaluated on every task, with those accuracies
-    sweep = [e for e in _read(run_dir / "task_arithmetic_scaling_results.json").values()]
+    # the handed-over merge is one the run evaluated on every task (TA's sweep, the last
+    # round's design, the pretrained model), with those accuracies
+    sweep = [e for name in ("task_arithmetic", "pretrained")
+             for e in _read(run_dir / f"{name}_scaling_results.json").values()]
     rec = _read(run_dir / "merge_tree.json")["rounds"][-1]
     design = _read(run_dir / "round3" / f"{rec['left']}_{rec['right']}scaling_results.json")
     evaluated = [(list(e["models"].values()), e["evals"]) for e in sweep] + [

@@ -220,8 +220,9 @@ def _final_floor(ctx: RunContext, result: nested.NestedResult, ta: TaskArithmeti
     top_C, top_evals = _round_points(ctx, result, len(result.records) - 1, dataset_of, plans)
     candidates = [(top_C, metric_matrix(top_evals, datasets, pairing),
                    f"round {len(result.records)} design"), (ta.C, ta.Y, "task arithmetic")]
-    evals_of = {point_key(c): e for c, e in zip(np.vstack([top_C, ta.C]),
-                                                 [*top_evals, *ta.evals])}
+    # pick_evaluated adds the pretrained model (c = 0) to the candidates
+    evals_of = {point_key(c): e for c, e in zip(np.vstack([top_C, ta.C, np.zeros(config.T)]),
+                                                 [*top_evals, *ta.evals, pretrained])}
     pre = np.array([pretrained[d][pairing] for d in datasets])
     best = np.array([singles[m][pairing] for m in config.models])
 
@@ -232,11 +233,10 @@ def _final_floor(ctx: RunContext, result: nested.NestedResult, ta: TaskArithmeti
 
     c, y, source = nested.hand_over((result.final.coefficients, tree_y), candidates, floor,
                                     weights, sense, choose)
-    evals = evals_of.get(point_key(c))
     model = {"coefficients": c.tolist(), "source": source,
-             "mean": float(weighted_mean(y, weights)[0]), "worst": float(worst_task(y, sense)[0]),
-             "accuracy": None if evals is None else
-             {d: float(evals[d]["accuracy"]) for d in datasets}}
+             "mean": float(weighted_mean(y, weights)[0]), "worst": float(worst_task(y, sense)[0])}
+    if source != "nested tree":  # the tree's model: its accuracy is the tree's measurement
+        model["accuracy"] = {d: float(evals_of[point_key(c)][d]["accuracy"]) for d in datasets}
     return {"task_arithmetic": {"lambda": ta.lam, "mean": floor[0], "worst": floor[1]},
             "tree": {"mean": float(weighted_mean(tree_y, weights)[0]),
                      "worst": float(worst_task(tree_y, sense)[0]),
