@@ -338,6 +338,10 @@ def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_roo
 
     shutil.copytree(run4, results / "floored")
     monkeypatch.setattr(nested_mode, "ta_floor", lambda *a, **k: (1.0, 1.0))
+    drawn = {}
+    summary_plot = nested_mode.plotting.plot_nested_summary
+    monkeypatch.setattr(nested_mode.plotting, "plot_nested_summary",
+                        lambda *a, **k: drawn.update(k) or summary_plot(*a, **k))
     counter = CountingEvaluate(MergeEngine.evaluate)
     monkeypatch.setattr(MergeEngine, "evaluate", counter)
     assert _main(*_default_argv(zoo_root, results, "floored")) == 0
@@ -363,3 +367,8 @@ def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_roo
     hit = [ev for coeffs, ev in evaluated if np.allclose(coeffs, c, atol=1e-12)]
     assert hit and merge["accuracy"] == {d: hit[0][d]["accuracy"] for d in FOUR}
     check_final_model_file(run_dir, demo_zoo.path, FOUR)
+    # nested_summary.png draws TA at its best λ beside the model handed over
+    lam = floor["task_arithmetic"]["lambda"]
+    ta = next(e["evals"] for e in sweep if e["models"]["LetterVal"] == lam)
+    assert drawn["reference"] == {d: ta[d]["accuracy"] for d in FOUR}
+    assert drawn["reference_label"] == f"task arithmetic, λ = {lam:g}"

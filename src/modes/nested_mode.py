@@ -115,12 +115,18 @@ def run(config: RunConfig) -> dict[str, Any]:
         figures = plotting.plot_merge_tree(
             result.records, run_dir.file("merge_tree.png", "the merge tree"),
             leaf_accuracy=single_accuracy, pdf=config.pdf)
+        ta_best = None if ta is None else next(
+            e for c, e in zip(ta.C, ta.evals) if c[0] == ta.lam)
         figures += plotting.plot_nested_summary(
             final_info["accuracy"], final_info["single_task_accuracy"],
             run_dir.file("nested_summary.png", "final merged model vs each fine-tuned model, "
-                         "the pretrained model and chance"),
+                         "the pretrained model, chance (and task arithmetic at its best "
+                         "lambda when the run evaluated its sweep)"),
             pdf=config.pdf, pretrained=final_info["pretrained_accuracy"],
-            chance=final_info["chance_accuracy"])
+            chance=final_info["chance_accuracy"],
+            reference=None if ta_best is None else
+            {d: float(ta_best[d]["accuracy"]) for d in config.datasets},
+            reference_label=f"task arithmetic, λ = {ta.lam:g}" if ta else "")
         # singles + per round: the pair's design and one measurement of the merged model
         n_evals = T + sum(rec["info"]["n_points"] + 1 for rec in result.records) + \
             (0 if ta is None else len(ta.C))
