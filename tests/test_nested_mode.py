@@ -372,3 +372,33 @@ def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_roo
     ta = next(e["evals"] for e in sweep if e["models"]["LetterVal"] == lam)
     assert drawn["reference"] == {d: ta[d]["accuracy"] for d in FOUR}
     assert drawn["reference_label"] == f"task arithmetic, λ = {lam:g}"
+
+
+@pytest.mark.slow
+def test_stored_rounds_of_another_context_are_refused_in_one_line(run4, results, zoo_root,
+                                                                  capsys):
+    """Rounds merged beside TA's λ are not replayed as rounds merged alone (nor beside
+    another λ): their picks and stored points would be another tree's."""
+    import shutil
+
+    shutil.copytree(run4, results / "other_context")
+    run_dir = results / "other_context"
+    def files():  # the lock (pid and host of the run holding the directory) aside
+        return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")
+                if p.is_file() and p.name != ".lock"}
+
+    before = files()
+    argv = _default_argv(zoo_root, results, "other_context")
+    capsys.readouterr()
+    assert _main(*argv, "--nested-context", "none") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its pairs were merged with --nested-context task-arithmetic, " \
+        "this run asks for none; use another --exp-id" in err[0]
+    assert files() == before
+    tree = _read(run_dir / "merge_tree.json")
+    tree["context"]["lambda"] = 0.7
+    (run_dir / "merge_tree.json").write_text(json.dumps(tree))
+    assert _main(*argv) == 2  # known once the (stored) sweep is read: after the loading bars
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "beside task arithmetic's lambda 0.7, this run's sweep " \
+        f"gives {context_of(run4)}; use another --exp-id" in err.strip().splitlines()[-1]

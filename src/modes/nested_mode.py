@@ -36,6 +36,22 @@ def check_stored_rounds(config: RunConfig) -> None:
     if tree.get("rounds") and chose_on != config.metric.name:
         raise MAPError(f"{config.run_path / TREE}: its rounds chose on {chose_on}, this run "
                        f"chooses on {config.metric.name}; use another --exp-id")
+    # a tree written before --nested-context merged its pairs alone
+    beside = (tree.get("context") or {}).get("kind", "none")
+    if tree.get("rounds") and beside != config.nested_context:
+        raise MAPError(f"{config.run_path / TREE}: its pairs were merged with --nested-context "
+                       f"{beside}, this run asks for {config.nested_context}; use another "
+                       "--exp-id")
+
+
+def check_stored_context(config: RunConfig, context: float | None) -> None:
+    """Stored rounds merged beside another λ (another sweep: --bounds changed) are refused."""
+    tree = read_json(config.run_path / TREE, {}) or {}
+    stored = (tree.get("context") or {}).get("lambda")
+    if tree.get("rounds") and stored != context:
+        raise MAPError(f"{config.run_path / TREE}: its pairs were merged beside task "
+                       f"arithmetic's lambda {stored}, this run's sweep gives {context}; use "
+                       "another --exp-id")
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -55,6 +71,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         ta = _task_arithmetic(ctx, pairing) if _uses_task_arithmetic(config) else None
         context = ta.lam if ta is not None and config.nested_context == "task-arithmetic" \
             else None
+        check_stored_context(config, context)
         plans: dict[int, PairPlan] = {}  # this run's rounds, by index
 
         tree_path = run_dir.file(TREE, "the merge tree: pairs, coefficients, preferences, "
