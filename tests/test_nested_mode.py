@@ -235,6 +235,7 @@ def test_default_demo_merges_four_tasks(run4):
              and min(tree.values()) >= floor["task_arithmetic"]["worst"] - 1e-9)
     assert floor["tree"]["at_or_above"] == above
     assert (floor["handed_over"] == "nested tree") == above
+    assert _read(run4 / "final_model" / "merge.json")["source"] == floor["handed_over"]
 
 
 @pytest.mark.slow
@@ -353,6 +354,7 @@ def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_roo
     assert "the tree's final model is not" in out and "is handed over" in out
     c = floor["model"]["coefficients"]
     merge = _read(run_dir / "final_model" / "merge.json")
+    assert merge["source"] == floor["handed_over"]  # merge.json says it is not the tree's
     np.testing.assert_allclose(list(merge["coefficients"].values()), c, atol=1e-12)
     # the handed-over merge is one the run evaluated on every task (TA's sweep, the last
     # round's design, the pretrained model), with those accuracies

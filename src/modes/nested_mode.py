@@ -123,7 +123,8 @@ def run(config: RunConfig) -> dict[str, Any]:
             coefficients = np.array(floor["model"]["coefficients"])
             final_accuracy = {t: floor["model"]["accuracy"][dataset_of[t]] for t in config.models}
         final_info = _write_final_model(ctx, coefficients, final_accuracy, dataset_of,
-                                        single_accuracy)
+                                        single_accuracy,
+                                        "nested tree" if floor is None else floor["handed_over"])
         final_info |= _references(ctx, pretrained, final_info["accuracy"])
         if context is not None:
             final_info["context"] = {"kind": config.nested_context, "lambda": context}
@@ -432,8 +433,8 @@ def _fit_pair(ctx: RunContext, a: nested.PoolModel, b: nested.PoolModel, r: int,
 
 
 def _write_final_model(ctx: RunContext, coefficients: np.ndarray, accuracy: dict[str, float],
-                       dataset_of: dict[str, str], single_accuracy: dict[str, float]
-                       ) -> dict[str, Any]:
+                       dataset_of: dict[str, str], single_accuracy: dict[str, float],
+                       source: str) -> dict[str, Any]:
     """final_model/finetuned.pt (task_vectors pickle) and merge.json."""
     from task_vectors.checkpoints import load_encoder, save_module
 
@@ -448,7 +449,9 @@ def _write_final_model(ctx: RunContext, coefficients: np.ndarray, accuracy: dict
     save_module(encoder, final_dir / "finetuned.pt")
     info = {"coefficients": dict(zip(config.models, np.asarray(coefficients).tolist())),
             "accuracy": {dataset_of[t]: v for t, v in accuracy.items()},
-            "single_task_accuracy": {dataset_of[t]: v for t, v in single_accuracy.items()}}
+            "single_task_accuracy": {dataset_of[t]: v for t, v in single_accuracy.items()},
+            # "nested tree", or what the TA floor handed over instead (run.json: summary.final.floor)
+            "source": source}
     write_json(final_dir / "merge.json", info)
     run_dir.outputs["final_model/finetuned.pt"] = "the final merged encoder (task_vectors pickle)"
     run_dir.outputs["final_model/merge.json"] = "its coefficients on every task vector, accuracies"
