@@ -31,11 +31,16 @@ DIAGONAL_STEPS = 10  # TA's sweep: λ = low + (high - low)·k/10, k = 1..10
 HALF_WIDTH = 0.5
 
 
+def diagonal(T: int, low: float, high: float) -> np.ndarray:
+    """[DIAGONAL_STEPS, T]: task arithmetic's sweep c = λ·1, λ = low + (high - low)·k/10."""
+    lams = low + (high - low) * np.arange(1, DIAGONAL_STEPS + 1) / DIAGONAL_STEPS
+    return lams[:, None] * np.ones((1, T))
+
+
 def stage_one(T: int, low: float, high: float) -> np.ndarray:
     """[T + DIAGONAL_STEPS, T]: the fine-tuned models (clipped to the box), then the
     diagonal sweep."""
-    lams = low + (high - low) * np.arange(1, DIAGONAL_STEPS + 1) / DIAGONAL_STEPS
-    return np.vstack([np.clip(np.eye(T), low, high), lams[:, None] * np.ones((1, T))])
+    return np.vstack([np.clip(np.eye(T), low, high), diagonal(T, low, high)])
 
 
 def stage_two_size(T: int, points: int) -> int:

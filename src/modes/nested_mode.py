@@ -16,7 +16,8 @@ from src import plotting
 
 from map_common.errors import MAPError
 from src.core import local_design, nested
-from src.core.pick_check import EQUAL_SPREAD, ta_floor, weighted_mean, worst_task
+from src.core.pick_check import (EQUAL_SPREAD, best_equal_merge, ta_floor, weighted_mean,
+                                  worst_task)
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_groups, metric_matrix
 from src.core.front import FrontTask, SearchSettings, pick_evaluated, solve_front
@@ -27,11 +28,11 @@ from src.run.results import ScalingResults, point_key, read_json, write_json
 TREE = "merge_tree.json"
 
 
-def check_stored_rounds(config: RunConfig) -> None:
-    """Rounds stored by a run on another metric are refused in one line, before anything is
-    loaded: they would be replayed as this run's choices, and a round folder's store is
-    keyed by pair names whose merges would then differ."""
-    tree = read_json(config.run_path / TREE, {}) or {}
+def check_stored_rounds(config: RunConfig, tree: dict) -> None:
+    """Rounds stored (``tree``: merge_tree.json) by a run on another metric or with another
+    --nested-context are refused in one line, before anything is loaded: they would be
+    replayed as this run's choices, and a round folder's store is keyed by pair names whose
+    merges would then differ."""
     chose_on = tree.get("metric", "accuracy")
     if tree.get("rounds") and chose_on != config.metric.name:
         raise MAPError(f"{config.run_path / TREE}: its rounds chose on {chose_on}, this run "
@@ -44,9 +45,8 @@ def check_stored_rounds(config: RunConfig) -> None:
                        "--exp-id")
 
 
-def check_stored_context(config: RunConfig, context: float | None) -> None:
+def check_stored_context(config: RunConfig, tree: dict, context: float | None) -> None:
     """Stored rounds merged beside another λ (another sweep: --bounds changed) are refused."""
-    tree = read_json(config.run_path / TREE, {}) or {}
     stored = (tree.get("context") or {}).get("lambda")
     if tree.get("rounds") and stored != context:
         raise MAPError(f"{config.run_path / TREE}: its pairs were merged beside task "
@@ -55,7 +55,7 @@ def check_stored_context(config: RunConfig, context: float | None) -> None:
 
 
 def run(config: RunConfig) -> dict[str, Any]:
-    check_stored_rounds(config)
+    check_stored_rounds(config, read_json(config.run_path / TREE, {}) or {})
     with open_run(config) as ctx:
         run_dir, T = ctx.run, config.T
         dataset_of = dict(zip(config.models, config.datasets))
@@ -71,13 +71,15 @@ def run(config: RunConfig) -> dict[str, Any]:
         ta = _task_arithmetic(ctx, pairing) if _uses_task_arithmetic(config) else None
         context = ta.lam if ta is not None and config.nested_context == "task-arithmetic" \
             else None
-        check_stored_context(config, context)
+        # read again under the run's lock: the rounds this run replays
+        stored_tree = read_json(config.run_path / TREE, {}) or {}
+        check_stored_context(config, stored_tree, context)
         plans: dict[int, PairPlan] = {}  # this run's rounds, by index
 
         tree_path = run_dir.file(TREE, "the merge tree: pairs, coefficients, preferences, "
                                        "measured accuracies (entropies when pairing follows "
                                        "entropy), per round")
-        records: list[dict] = list((read_json(tree_path, {}) or {}).get("rounds", []))
+        records: list[dict] = list(stored_tree.get("rounds", []))
         for k, rec in enumerate(records):  # rounds a resume does not run again
             run_dir.outputs[f"round{k + 1}/"] = _round_description(f"{rec['left']}_{rec['right']}")
 
@@ -133,8 +135,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         figures = plotting.plot_merge_tree(
             result.records, run_dir.file("merge_tree.png", "the merge tree"),
             leaf_accuracy=single_accuracy, pdf=config.pdf)
-        ta_best = None if ta is None else next(
-            e for c, e in zip(ta.C, ta.evals) if c[0] == ta.lam)
+        ta_best = None if ta is None else ta.evals[ta.row]
         figures += plotting.plot_nested_summary(
             final_info["accuracy"], final_info["single_task_accuracy"],
             run_dir.file("nested_summary.png", "final merged model vs each fine-tuned model, "
@@ -196,12 +197,16 @@ def _pretrained_evals(ctx: RunContext) -> dict[str, dict[str, float]]:
 
 class TaskArithmetic(NamedTuple):
     """Task arithmetic's sweep c = λ·1 over every task: its points, the pairing metric there,
-    every evaluation, and its best λ by the preference-weighted mean."""
+    every evaluation, and the row of its best λ by the preference-weighted mean."""
 
     C: np.ndarray
     Y: np.ndarray
     evals: list[dict]
-    lam: float
+    row: int
+
+    @property
+    def lam(self) -> float:
+        return float(self.C[self.row, 0])
 
 
 def _task_arithmetic(ctx: RunContext, pairing: str) -> TaskArithmetic:
@@ -211,12 +216,12 @@ def _task_arithmetic(ctx: RunContext, pairing: str) -> TaskArithmetic:
     store = ctx.run.store(ctx.run.file("task_arithmetic_scaling_results.json", "task "
                                        "arithmetic's sweep c = lambda*1 on every dataset (the "
                                        "pairs' context, the pick floor)"), config.models)
-    C = local_design.stage_one(config.T, config.low, config.high)[config.T:]
+    C = local_design.diagonal(config.T, config.low, config.high)
     evals = evaluate_groups(ctx.evaluator, [(store, C, list(config.datasets), None)],
                             desc="task arithmetic's sweep")[0]
     Y = metric_matrix(evals, config.datasets, pairing)
-    sense = _sense(config, pairing)
-    return TaskArithmetic(C, Y, evals, local_design.best_lambda(C, Y, config.preference, sense))
+    row = best_equal_merge(C, Y, config.preference, _sense(config, pairing), tol=1e-9)
+    return TaskArithmetic(C, Y, evals, row)
 
 
 def _uses_task_arithmetic(config: RunConfig) -> bool:
