@@ -7,9 +7,10 @@ Builds the zoo from scratch (timed; into a temporary folder unless --root), or m
 already built one (--zoo). Then, with MergeEngine on the Val evaluation sets: per-task
 accuracy of pretrained + zero-shot head (c = 0) and of each fine-tuned model; task-vector
 norms and cosines; 8-task task arithmetic, TIES and DARE (p = 0.9), each at its best shared
-lambda; the best of N random merges in [0, 1]^8; and each pair's best balanced merge,
-max_c min_i acc_i(c) / acc_i(fine-tuned) over a grid of c in [0, 1]^2. Prints the regime
-table with the issue's targets. Asserts nothing.
+lambda; each task vector alone on its task after TIES's trim and after DARE's drop (the
+share of the task's gap kept); the best of N random merges in [0, 1]^8; and each pair's
+best balanced merge, max_c min_i acc_i(c) / acc_i(fine-tuned) over a grid of c in [0, 1]^2.
+Prints the regime table with the issue's targets. Asserts nothing.
 """
 from __future__ import annotations
 
@@ -144,6 +145,23 @@ def report(folder: Path, build_s: float | None, args: argparse.Namespace) -> int
     dare, dare_lam = sweep("DARE", TA_LAMBDAS, lambda lam: engine.theta_pre + dare_ta_flat(
         engine.tau, [lam * o for o in ones], drop_rate=0.9, seed=0))
 
+    # Why TIES and DARE keep or lose: each task's own vector, trimmed (TIES's top 20 %) or
+    # dropped and rescaled (DARE, p = 0.9), alone on its task: the share of the task's gap
+    # (fine-tuned - zero-shot) that survives. TIES and DARE assume it is near 1.
+    def kept(i: int, delta: torch.Tensor) -> float:
+        t = tasks[i]
+        acc = engine.evaluate_theta(engine.theta_pre + delta, [t])[t]["accuracy"]
+        return (acc - pre[t]["accuracy"]) / (ft[t] - pre[t]["accuracy"])
+
+    trim_kept = [kept(i, ties_merge_flat(engine.tau[i:i + 1].clone(), density=0.2))
+                 for i in range(T)]
+    dare_kept = [kept(i, dare_ta_flat(engine.tau, list(np.eye(T)[i]), drop_rate=0.9, seed=0))
+                 for i in range(T)]
+    print("\none task vector alone on its task, share of its gap kept:")
+    print(f"{'task':<12}{'TIES trim':>10}{'DARE':>8}")
+    for i, t in enumerate(tasks):
+        print(f"{t:<12}{trim_kept[i]:>10.3f}{dare_kept[i]:>8.3f}")
+
     rng = np.random.default_rng(0)
     random_best = max(mean_acc(engine.evaluate_at(rng.uniform(0, 1, T)), tasks)
                       for _ in range(args.random))
@@ -181,6 +199,12 @@ def report(folder: Path, build_s: float | None, args: argparse.Namespace) -> int
         ("DARE (p = 0.9) - TA, best lambdas", "fronts nearly equal",
          f"{100 * (dare - ta):+.1f} points (DARE {dare:.3f}, lambda {dare_lam:g})",
          ">= -2 points", ok(dare - ta >= -0.02)),
+        ("one tau_i alone after TIES's trim (top 20 %): share of its task's gap kept, "
+         "mean (min)", "-", f"{np.mean(trim_kept):.3f} ({min(trim_kept):.3f}, "
+         f"{tasks[int(np.argmin(trim_kept))]})", "-", "-"),
+        ("one tau_i alone after DARE (p = 0.9): share of its task's gap kept, mean (min)",
+         "-", f"{np.mean(dare_kept):.3f} ({min(dare_kept):.3f}, "
+         f"{tasks[int(np.argmin(dare_kept))]})", "-", "-"),
         (f"pair balanced retention, {len(pairs)} pairs", "about 0.93 (SUN397 / Cars)",
          f"mean {np.mean(retention):.3f}, min {min(retention):.3f} "
          f"({tasks[worst[0]]} / {tasks[worst[1]]})", "mean >= 0.88, min >= 0.75",
