@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PLAIN_MAP, kill_processes_mentioning, processes_mentioning, wait_for_exit
+from helpers import FEW_IMAGES, PLAIN_MAP, kill_processes_mentioning, processes_mentioning, wait_for_exit
 
 REPO = Path(__file__).resolve().parent.parent
 SLURM = REPO / "scripts" / "slurm"
@@ -112,7 +112,8 @@ def test_1gpu_script_runs_run_map(tmp_path):
 def test_pairs_array_job_runs_its_pair_and_resumes(tmp_path, zoo_root):
     env = stubbed_env(tmp_path, SLURM_ARRAY_TASK_ID="27", MAP_TASKS=" ".join(DEMO_TASKS))
     flags = ["--demo", "--zoo-dir", zoo_root, "--results-path", str(tmp_path / "runs"),
-             "--point", "6", "--n-gen", "5", "--reevaluate", "0", "--device", "cpu", *PLAIN_MAP]
+             "--point", "6", "--n-gen", "5", "--reevaluate", "0", "--device", "cpu",
+             "--max-eval-samples", str(FEW_IMAGES), *PLAIN_MAP]
     script = str(SLURM / "map_pairs_array.sbatch")
     first = subprocess.run(["bash", script, *flags], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
@@ -150,7 +151,8 @@ def test_multinode_script_on_localhost(tmp_path, demo_zoo, zoo_root):
                       MAP_RAY_TMPDIR=ray_tmp, MAP_RAY_GPUS_PER_NODE="0",
                       MAP_RAY_TIMEOUT="120")
     flags = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--point", "8", "--n-gen",
-             "10", "--reevaluate", "2", "--device", "cpu", *PLAIN_MAP, "--results-path",
+             "10", "--reevaluate", "2", "--device", "cpu", "--max-eval-samples",
+             str(FEW_IMAGES), *PLAIN_MAP, "--results-path",
              str(tmp_path / "runs")]
     names = "LetterVal_DigitVal"
     try:
