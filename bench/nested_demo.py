@@ -6,7 +6,9 @@ Runs `run_MAP.py --demo --method nested` on the 8 demo tasks (uniform preference
 prints the evaluations it used, the accuracy per task of the tree's own final model and of
 the model handed over (the same unless the TA floor, default from 4 tasks, replaced it). Reference: task
 arithmetic θ_pre + λ Σ τ_i for λ in 0.1..1.0, every task evaluated with our own engine,
-the best λ by mean accuracy. Also the fine-tuned models' own accuracies (c = e_i).
+the best λ by mean accuracy. Also the fine-tuned models' own accuracies (c = e_i), and the
+segment from the tree's final model to TA at its best λ, c = (1 - s) c_tree + s λ 1 (is any
+merge on it at or above TA on both the mean and the worst task? measured, not counted).
 Asserts nothing.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ class NestedRun:
     coefficients: dict[str, float]   # on every task vector: theta_pre + sum_i c_i tau_i
     accuracy: dict[str, float]       # measured by the run, on the evaluation sets
     tree_accuracy: dict[str, float]  # the tree's own final model (the last round's merge)
+    tree_coefficients: list[float]   # its coefficients, in the run's task order
     handed_over: str                 # "nested tree", or what the TA floor handed over
     n_evaluations: int
     rounds: int
@@ -48,10 +51,10 @@ def run_nested(zoo, tasks: list[str], folder: Path, point: int = 20, n_gen: int 
                       "--n-gen", n_gen, "--results-path", folder, "--exp-id", "nested8", *flags)
     run = read_json(folder / "nested8" / "run.json")
     merge = read_json(folder / "nested8" / "final_model" / "merge.json")
-    tree = read_json(folder / "nested8" / "merge_tree.json")["rounds"][-1]["measured"]
+    top = read_json(folder / "nested8" / "merge_tree.json")["rounds"][-1]
     floor = run["summary"]["final"].get("floor")
     return NestedRun(coefficients=merge["coefficients"], accuracy=merge["accuracy"],
-                     tree_accuracy=tree,
+                     tree_accuracy=top["measured"], tree_coefficients=top["coefficients"],
                      handed_over="nested tree" if floor is None else floor["handed_over"],
                      n_evaluations=run["summary"]["n_evaluations"],
                      rounds=run["summary"]["rounds"], wall=wall,
@@ -104,6 +107,16 @@ def main() -> None:
           f"{min(nested.values()):>10.4f} {'':>6} {min(ta[best].values()):>10.4f}")
     print(f"\nnested MAP mean / task arithmetic mean: {mean['nested'] / mean['ta']:.3f} "
           f"(the tree's own final model: {mean['tree'] / mean['ta']:.3f})")
+
+    c_tree, c_ta = np.asarray(nested_run.tree_coefficients), np.full(len(EIGHT), best)
+    ta_worst = min(ta[best].values())
+    print(f"\nfrom the tree's model to TA (λ = {best}): c = (1 - s) c_tree + s λ 1")
+    print(f"{'s':>5} {'mean':>8} {'worst':>8}  at or above TA on both")
+    for step in (0.0, 0.25, 0.5, 0.75, 0.9, 1.0):
+        evals = engine.evaluate_at((1 - step) * c_tree + step * c_ta, EIGHT)
+        acc = [evals[t]["accuracy"] for t in EIGHT]
+        above = np.mean(acc) >= mean["ta"] and min(acc) >= ta_worst
+        print(f"{step:>5.2f} {np.mean(acc):>8.4f} {min(acc):>8.4f}  {'yes' if above else 'no'}")
 
 
 if __name__ == "__main__":
