@@ -86,6 +86,21 @@ def test_load_run_reloads_points_front_and_surrogates(tmp_path):
         load_run(tmp_path)
 
 
+def test_load_run_gives_entropy_and_nan_where_a_point_was_stored_without_it(tmp_path):
+    run = RunDirectory(tmp_path, "exp", ["A", "B"])
+    store = ScalingResults(run.scaling_results, ["A", "B"])
+    old = _evals((0.2, 0.4))  # stored before entropy was recorded
+    new = {d: {**m, "entropy": 0.7 + k} for k, (d, m) in enumerate(_evals((0.6, 0.1)).items())}
+    store.add((0.2, 0.4), old)
+    store.add((0.6, 0.1), new)
+    run.write_run_json({"models": ["A", "B"], "datasets": ["AVal", "BVal"]})
+    loaded = load_run(run.path)
+    assert loaded["entropy"].shape == (2, 2)
+    assert np.isnan(loaded["entropy"][0]).all()
+    np.testing.assert_allclose(loaded["entropy"][1], [0.7, 1.7])
+    np.testing.assert_allclose(loaded["loss"], [[0.8, 1.6], [0.4, 1.9]])
+
+
 @pytest.mark.parametrize("data, message", [
     (b"[1, 2]", "must map dataset names"),
     (b"a: [", "not valid YAML"),

@@ -206,6 +206,17 @@ def test_load_run_reads_a_nested_run(nested, results):
     final = _read(results / "nested" / "final_model" / "merge.json")
     assert loaded["final"]["coefficients"] == final["coefficients"]
     assert loaded["final"]["accuracy"] == final["accuracy"]
+    # TA's sweep (the context and floor of 4 tasks): c = λ·1, every task, as stored
+    ta = loaded["task_arithmetic"]
+    sweep = _read(results / "nested" / "task_arithmetic_scaling_results.json")
+    assert ta["C"].shape == (10, 4) and ta["accuracy"].shape == (10, 4)
+    np.testing.assert_allclose(ta["C"], np.outer(np.arange(1, 11) / 10, np.ones(4)))
+    for row, entry in zip(range(10), sweep.values()):
+        assert list(ta["accuracy"][row]) == [entry["evals"][d]["accuracy"]
+                                             for d in tree["datasets"]]
+        assert list(ta["entropy"][row]) == [entry["evals"][d]["entropy"]
+                                            for d in tree["datasets"]]
+    assert tree["context"]["lambda"] in ta["C"][:, 0]
 
 
 def test_load_run_refuses_an_unknown_run_in_one_line(tmp_path):

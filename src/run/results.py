@@ -329,13 +329,15 @@ def versions() -> dict[str, str]:
 def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Reload a finished run: its run.json as ``info`` and, by mode,
 
-    - map / bayesian: the evaluated points (``C``, ``accuracy``, ``loss`` per dataset), the
-      predicted front (``front_C``, ``front_F``) and the fitted ``surrogates``;
-    - grid: every grid point (``C``, ``accuracy``, ``loss``) and the grid's front
-      (``front_C``, ``front_F``: real values);
+    - map / bayesian: the evaluated points (``C``; ``accuracy``, ``loss`` and ``entropy``
+      per dataset, NaN where a point was stored before entropy was recorded), the predicted
+      front (``front_C``, ``front_F``) and the fitted ``surrogates``;
+    - grid: every grid point (``C``, ``accuracy``, ``loss``, ``entropy``) and the grid's
+      front (``front_C``, ``front_F``: real values);
     - nested: the merge ``tree`` (merge_tree.json), ``pairs`` (each round's run: ``C``,
-      ``evals``, ``front_C``, ``front_F``, ``surrogates``, ``chosen``) and ``final`` (the
-      final model's coefficients and accuracies);
+      ``evals``, ``front_C``, ``front_F``, ``surrogates``, ``chosen``), ``final`` (the
+      final model's coefficients and accuracies) and, when the run evaluated it (the TA
+      context or floor), ``task_arithmetic``: TA's sweep over every task as points;
     - a sweep: ``subsets``, each subset's run loaded as above.
     """
     run_dir = Path(run_dir)
@@ -365,9 +367,19 @@ def _load_points(folder: Path, names: str, models: Sequence[str], datasets: Sequ
     store_path = folder / f"{names}scaling_results.json"
     if not (store_path.exists() or journal_path(store_path).exists()):
         return {}
-    store = ScalingResults(store_path, models, readonly=True)  # the run may still go on
-    C, accuracy = store.arrays(datasets, "accuracy")
-    return {"C": C, "accuracy": accuracy, "loss": store.arrays(datasets, "loss")[1]}
+    return _points(ScalingResults(store_path, models, readonly=True), datasets)  # may go on
+
+
+def _points(store: ScalingResults, datasets: Sequence[str]) -> dict[str, np.ndarray]:
+    """``C`` and each metric [n, K] of a store's points; NaN where a point lacks the metric
+    (entropy: stores written before it was recorded)."""
+    C = store.arrays([], "accuracy")[0]
+    out = {"C": C}
+    for metric in ("accuracy", "loss", "entropy"):
+        out[metric] = np.array([[e["evals"][d].get(metric, np.nan) for d in datasets]
+                                for e in store.entries], dtype=float).reshape(len(C),
+                                                                              len(datasets))
+    return out
 
 
 def _load_surrogates(folder: Path, names: str) -> dict[str, Any]:
@@ -402,4 +414,9 @@ def _load_nested(run_dir: Path) -> dict[str, Any]:
     if final is None:
         raise MAPError(f"{run_dir}: a nested run without final_model/merge.json (not finished?)")
     final["checkpoint"] = run_dir / "final_model" / "finetuned.pt"
-    return {"tree": tree, "pairs": pairs, "final": final, "dataset_of": dataset_of}
+    out = {"tree": tree, "pairs": pairs, "final": final, "dataset_of": dataset_of}
+    sweep = run_dir / "task_arithmetic_scaling_results.json"
+    if sweep.exists() or journal_path(sweep).exists():
+        out["task_arithmetic"] = _points(ScalingResults(sweep, tree["models"], readonly=True),
+                                         tree["datasets"])
+    return out
