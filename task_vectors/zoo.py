@@ -31,6 +31,7 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from map_common.files import process_umask
 from task_vectors.checkpoints import (
@@ -237,7 +238,7 @@ def _lr_at(step: int, cfg: dict) -> float:
 
 
 def _pretrain(clip: torch.nn.Module, tokenizer, cfg: dict, generator: torch.Generator,
-              rng: np.random.Generator) -> None:
+              rng: np.random.Generator, progress: bool = False) -> None:
     """CLIP's loss, image to caption: each image against the captions of the classes in
     its batch (one template drawn per class per step; a class's images share a caption)."""
     data, _, key_ids = _pretrain_data(cfg, rng)
@@ -254,6 +255,9 @@ def _pretrain(clip: torch.nn.Module, tokenizer, cfg: dict, generator: torch.Gene
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["wd"])
     clip.train()
     step, n = 0, len(data.labels)
+    # The first build's longest silent stretch (minutes): a bar, which draws no random number.
+    bar = tqdm(total=cfg["steps"], desc="pretraining the zoo's CLIP", unit="step",
+               disable=not progress, mininterval=1.0)
     while step < cfg["steps"]:
         order = torch.randperm(n, generator=generator)
         for x, y in data.batches(cfg["batch_size"], order):
@@ -272,6 +276,8 @@ def _pretrain(clip: torch.nn.Module, tokenizer, cfg: dict, generator: torch.Gene
             with torch.no_grad():
                 clip.logit_scale.clamp_(0, math.log(100))
             step += 1
+            bar.update()
+    bar.close()
     clip.eval()
 
 
@@ -344,9 +350,10 @@ def _finetune_all(folder: Path, model_name: str, workers: int, verbose: bool) ->
     cfg = RECIPE["finetune"]
     # Each task's own seed: its fine-tuning does not depend on the other tasks.
     jobs = [{"folder": str(folder), "model_name": model_name, "task": task, "cfg": cfg,
-             "seed": RECIPE["seed"] + 1 + i} for i, task in enumerate(DEMO_TASKS)]
+             "seed": RECIPE["seed"] + 1 + i, "verbose": verbose}
+            for i, task in enumerate(DEMO_TASKS)]
     if workers == 1:
-        return _report({j["task"]: _run_job(j) for j in _progress(jobs, verbose)}, verbose)
+        return _report({j["task"]: _run_job(j) for j in jobs}, verbose)
     import subprocess
     import sys
 
@@ -377,16 +384,12 @@ def _finetune_all(folder: Path, model_name: str, workers: int, verbose: bool) ->
     return _report(results, verbose)
 
 
-def _progress(jobs: list, verbose: bool):
-    for job in jobs:
-        if verbose:
-            print(f"  fine-tuning {job['task']}Val", flush=True)
-        yield job
-
-
 def _run_job(job: dict) -> dict:
-    return _finetune_task(job["folder"], job["model_name"], job["task"], job["cfg"],
-                          job["seed"])
+    result = _finetune_task(job["folder"], job["model_name"], job["task"], job["cfg"],
+                            job["seed"])
+    if job.get("verbose"):  # from a worker process too: the build's progress as it goes
+        print(f"  fine-tuned {job['task']}Val", flush=True)
+    return result
 
 
 def _report(results: dict, verbose: bool) -> dict:
@@ -418,7 +421,7 @@ def _build(folder: Path, verbose: bool, workers: int) -> dict:
     clip = open_clip.create_model(model_name)
     tokenizer = open_clip.get_tokenizer(model_name)
     times = {}
-    _pretrain(clip, tokenizer, RECIPE["pretrain"], generator, rng)
+    _pretrain(clip, tokenizer, RECIPE["pretrain"], generator, rng, progress=verbose)
     times["pretrain"] = time.perf_counter() - start
     if verbose:
         print(f"  pretrained in {times['pretrain']:.0f} s", flush=True)

@@ -53,10 +53,18 @@ def short_recipe(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_second_build_is_identical(tmp_path, short_recipe):
+def test_a_second_build_is_identical(tmp_path, short_recipe, capfd):
     # one in two worker processes, one in this process: the same files either way
-    first = zoo.build_zoo(tmp_path / "a", verbose=False, workers=2)
+    first = zoo.build_zoo(tmp_path / "a", verbose=True, workers=2)
+    out, err = capfd.readouterr()
+    # what a first `make demo` shows while it waits: pretraining's bar, then each task as
+    # its worker process finishes it
+    assert "pretraining the zoo's CLIP" in err and "20/20" in err
+    done = [line.strip() for line in out.splitlines() if line.startswith("  fine-tuned ")]
+    assert sorted(done) == sorted(f"fine-tuned {t}" for t in TASKS)
     second = zoo.build_zoo(tmp_path / "b", verbose=False, workers=1)
+    out, err = capfd.readouterr()
+    assert "fine-tuned" not in out and "pretraining" not in err
     assert first["recipe_key"] == second["recipe_key"] == zoo.recipe_key()
     assert first["tasks"] == second["tasks"]
     assert sorted(first["tasks"]) == sorted(TASKS)
