@@ -173,11 +173,14 @@ class ScalingResults:
         """Fold: the JSON file is complete afterwards."""
         self.fold()
 
-    def arrays(self, datasets: Sequence[str], metric: str) -> tuple[np.ndarray, np.ndarray]:
-        """(C [n, T], Y [n, K]) of every stored point, in evaluation order."""
+    def arrays(self, datasets: Sequence[str], metric: str, missing: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(C [n, T], Y [n, K]) of every stored point, in evaluation order; a point without
+        ``metric`` is a KeyError, or ``missing`` when given."""
         C = np.array([self.coefficients_of(e) for e in self.entries], dtype=float)
-        Y = np.array([[e["evals"][d][metric] for d in datasets] for e in self.entries],
-                     dtype=float)
+        Y = np.array([[e["evals"][d][metric] if missing is None else
+                       e["evals"][d].get(metric, missing) for d in datasets]
+                      for e in self.entries], dtype=float)
         return C.reshape(len(self.entries), len(self.models)), Y.reshape(len(self.entries),
                                                                           len(datasets))
 
@@ -373,12 +376,9 @@ def _load_points(folder: Path, names: str, models: Sequence[str], datasets: Sequ
 def _points(store: ScalingResults, datasets: Sequence[str]) -> dict[str, np.ndarray]:
     """``C`` and each metric [n, K] of a store's points; NaN where a point lacks the metric
     (entropy: stores written before it was recorded)."""
-    C = store.arrays([], "accuracy")[0]
-    out = {"C": C}
+    out = {"C": store.arrays([], "accuracy")[0]}
     for metric in ("accuracy", "loss", "entropy"):
-        out[metric] = np.array([[e["evals"][d].get(metric, np.nan) for d in datasets]
-                                for e in store.entries], dtype=float).reshape(len(C),
-                                                                              len(datasets))
+        out[metric] = store.arrays(datasets, metric, missing=np.nan)[1]
     return out
 
 
