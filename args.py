@@ -238,7 +238,8 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
                         "defaults for the model/dataset lists.")
     g.add_argument("--zoo-dir", type=folder_path, default=None,
                    help="Where the demo zoo is cached (default: $MAP_ZOO_DIR or "
-                        "~/.cache/map-merging).")
+                        "~/.cache/map-merging); the folder of a built zoo of this version "
+                        "(demo-zoo-<recipe>) is also taken as is.")
 
 
 def _map_flags(p: argparse.ArgumentParser) -> None:

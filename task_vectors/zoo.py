@@ -114,6 +114,13 @@ def ensure_zoo(root: str | Path | None = None, *, verbose: bool = True) -> Zoo:
     it missing at the same time (a SLURM array on a fresh cache, parallel tests) build it
     once: the others wait for the first."""
     root = Path(root) if root is not None else default_root()
+    given_zoo = built_recipe(root)
+    if given_zoo == recipe_key():  # the folder of a built zoo, not the cache that holds it
+        return Zoo(root)
+    if given_zoo is not None:  # never a 4-minute build nested inside an old zoo
+        raise ZooFolderError(f"{root} is a built demo zoo of another recipe ({given_zoo}; this "
+                         f"version's is {recipe_key()}): give the folder that holds the zoos "
+                         f"({root.parent}) or an empty folder")
     target = root / f"demo-zoo-{recipe_key()}"
     if (target / "zoo.json").exists():
         return Zoo(target)
@@ -122,6 +129,18 @@ def ensure_zoo(root: str | Path | None = None, *, verbose: bool = True) -> Zoo:
         if (target / "zoo.json").exists():  # built while this process waited
             return Zoo(target)
         return _build_into(root, target, verbose)
+
+
+class ZooFolderError(ValueError):
+    """The zoo folder given cannot hold this version's zoo."""
+
+
+def built_recipe(folder: Path) -> str | None:
+    """The recipe key of the zoo built in ``folder`` itself, or None if it holds none."""
+    try:
+        return str(json.loads((folder / "zoo.json").read_text())["recipe_key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @contextlib.contextmanager

@@ -184,6 +184,60 @@ def test_ensure_zoo_reuses_the_cache(demo_zoo, monkeypatch):
     assert zoo.ensure_zoo(demo_zoo.path.parent, verbose=False).path == demo_zoo.path
 
 
+def test_the_folder_of_a_built_zoo_is_taken_as_is(demo_zoo, monkeypatch):
+    """--zoo-dir names the cache that holds the zoos; given a zoo's own folder, it is used
+    (not a second zoo built inside it)."""
+    def no_build(*args, **kwargs):
+        raise AssertionError("built a zoo inside a zoo")
+
+    monkeypatch.setattr(zoo, "build_zoo", no_build)
+    assert zoo.ensure_zoo(demo_zoo.path, verbose=False).path == demo_zoo.path
+
+
+def test_the_folder_of_another_recipes_zoo_is_refused_before_any_build(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "build_zoo", _fake_build(calls := []))
+    old = tmp_path / "demo-zoo-0123456789"
+    old.mkdir()
+    (old / "zoo.json").write_text(json.dumps({"recipe_key": "0123456789"}))
+    with pytest.raises(zoo.ZooFolderError, match=rf"another recipe \(0123456789; this version's "
+                       rf"is {zoo.recipe_key()}\): give the folder that holds the zoos"):
+        zoo.ensure_zoo(old, verbose=False)
+    assert calls == [] and [p.name for p in old.iterdir()] == ["zoo.json"]
+
+
+def test_the_cli_runs_on_a_zoo_folder_given_as_zoo_dir(demo_zoo, run_cli, tmp_path,
+                                                      monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("built a zoo inside a zoo")
+
+    monkeypatch.setattr(zoo, "build_zoo", no_build)
+    assert run_cli("--demo", "--zoo-dir", demo_zoo.path, "--method", "grid",
+                   "--grid-points-per-axis", "2", "--max-eval-samples", "16", "--n-gen", "5",
+                   "--results-path", tmp_path, "--exp-id", "z") == 0
+    run = json.loads((tmp_path / "z" / "run.json").read_text())
+    assert run["arguments"]["zoo_dir"] == str(demo_zoo.path)
+
+
+@pytest.mark.parametrize("env", [False, True])
+def test_another_recipes_zoo_folder_is_one_line_and_writes_nothing(env, run_cli, tmp_path,
+                                                                   capsys, monkeypatch):
+    monkeypatch.setattr(zoo, "build_zoo", _fake_build(calls := []))
+    old = tmp_path / "demo-zoo-0123456789"
+    old.mkdir()
+    (old / "zoo.json").write_text(json.dumps({"recipe_key": "0123456789"}))
+    where = ["--zoo-dir", old]
+    if env:
+        monkeypatch.setenv("MAP_ZOO_DIR", str(old))
+        where = []
+    assert run_cli("--demo", *where, "--results-path", tmp_path / "runs") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and calls == []
+    assert err.startswith(f"run_MAP.py: error: {'$MAP_ZOO_DIR' if env else '--zoo-dir'}: "
+                          f"{old} is a built demo zoo of another recipe (0123456789")
+    assert not (tmp_path / "runs").exists()
+    assert [p.name for p in old.iterdir()] == ["zoo.json"]
+
+
 def _fake_build(calls: list):
     def build(folder, verbose=True):
         calls.append(folder)

@@ -12,6 +12,7 @@ loaded or written before all of them pass.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -214,9 +215,15 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     source = None if args.demo else _model_source(args, models, None)
     evaluation = _eval_settings(args, merge_method)
     if source is None:
-        from task_vectors.zoo import ensure_zoo
+        from task_vectors.zoo import ZooFolderError, ensure_zoo
 
-        source = _model_source(args, models, ensure_zoo(args.zoo_dir))
+        try:
+            zoo = ensure_zoo(args.zoo_dir)
+        except ZooFolderError as e:
+            where = "--zoo-dir" if args.zoo_dir is not None else \
+                "$MAP_ZOO_DIR" if os.environ.get("MAP_ZOO_DIR") else "the zoo cache"
+            raise MAPError(f"{where}: {e}") from None
+        source = _model_source(args, models, zoo)
     _check_model_name(source.model_name)  # imports open_clip (seconds): the last check
     arguments = {k: v for k, v in vars(args).items() if k != "method_defaulted"}
     # the values in force, defaults resolved for this T (a resume compares them)
