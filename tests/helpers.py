@@ -119,3 +119,30 @@ def assert_refused_in_one_line(run_cli, capsys, folder: Path, message: str, *arg
     assert len(lines) == 1 and "Traceback" not in err and out == ""
     assert re.search(message, lines[0]), lines[0]
     assert file_tree(folder) == before
+
+
+def check_final_model_file(run_dir: Path, zoo: Path, tasks: list[str]) -> None:
+    """final_model/finetuned.pt is θ_pre + Σ c_t τ_t of the zoo's own files, c from
+    final_model/merge.json (plain task vectors: --merge-method ta)."""
+    import json
+
+    import torch
+
+    from task_vectors.checkpoints import load_state_dict
+
+    coefficients = json.loads((run_dir / "final_model" / "merge.json").read_text())["coefficients"]
+    saved = load_state_dict(run_dir / "final_model" / "finetuned.pt")
+    pre = load_state_dict(zoo / "zeroshot.pt")
+    finetuned = {t: load_state_dict(zoo / t / "finetuned.pt") for t in tasks}
+    assert set(saved) == set(pre)
+    merged_keys = 0
+    for key, p in pre.items():
+        if not torch.is_floating_point(p):
+            assert torch.equal(saved[key], p), key
+            continue
+        expected = p.double() + sum(coefficients[t] * (finetuned[t][key].double() - p.double())
+                                    for t in tasks)
+        torch.testing.assert_close(saved[key].double(), expected, atol=1e-5, rtol=1e-5,
+                                   msg=key)
+        merged_keys += any(not torch.equal(finetuned[t][key], p) for t in tasks)
+    assert merged_keys > 10  # the check above compared real task vectors, not zeros

@@ -130,7 +130,9 @@ def test_bayesian_writes_map_files_plus_rounds(runs, T):
                                           "iterations": iterations,
                                           "acquisition": ACQUISITION[T]}
     assert run["arguments"]["bayes_acquisition"] == ACQUISITION[T]
-    assert {p.name for p in run_dir.iterdir()} - {"run.json"} <= set(run["outputs"])
+    written = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+    assert {"final_model/finetuned.pt", "final_model/merge.json"} <= written
+    assert written - {"run.json"} <= set(run["outputs"])
 
 
 @pytest.mark.slow

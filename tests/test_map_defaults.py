@@ -13,7 +13,7 @@ import pytest
 
 from map_common.errors import MAPError
 
-from helpers import FEW_IMAGES, CountingEvaluate
+from helpers import FEW_IMAGES, CountingEvaluate, check_final_model_file
 
 PAIR = ["LetterVal", "DigitVal"]
 TRIPLE = ["LetterVal", "DigitVal", "ShapeVal"]
@@ -208,7 +208,8 @@ def test_a_pair_run_with_default_flags(zoo_root, tmp_path, monkeypatch, one_thre
 
 
 @pytest.mark.slow
-def test_a_sweep_with_default_flags_refines_every_subset(zoo_root, tmp_path, one_thread):
+def test_a_sweep_with_default_flags_refines_every_subset(zoo_root, demo_zoo, tmp_path,
+                                                        one_thread):
     """--sweep pairs over 3 models, no design or refinement flag: each pair's directory holds
     its LHS design, then its two refinement rounds (map's defaults for 2 tasks)."""
     import run_MAP
@@ -231,3 +232,8 @@ def test_a_sweep_with_default_flags_refines_every_subset(zoo_root, tmp_path, one
         C = np.array([[stored[k]["models"][m] for m in pair] for k in sorted(stored, key=int)])
         assert len(C) == 6 + sum(refine["points_per_round"]) == info["summary"]["n_evaluations"]
         np.testing.assert_allclose(C[:6], lhs_design(2, 6, 0.0, 1.0, seed=0), atol=1e-12)
+        # each pair hands over its own model: its coefficients on the pool's zero-padded
+        # vector, the third task vector left out
+        merge = json.loads((run_dir / "final_model" / "merge.json").read_text())
+        assert merge["coefficients"] == info["summary"]["chosen"]["coefficients"]
+        check_final_model_file(run_dir, demo_zoo.path, pair)

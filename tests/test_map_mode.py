@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from src.core.pareto import non_dominated, pick_by_preference
-from helpers import FEW_IMAGES, PLAIN_MAP, CountingEvaluate
+from helpers import FEW_IMAGES, PLAIN_MAP, CountingEvaluate, check_final_model_file
 
 REPO = Path(__file__).resolve().parent.parent
 PAIR = ["LetterVal", "DigitVal"]
@@ -134,7 +134,9 @@ def test_map_writes_every_file_in_the_original_format(map_run):
     for key in ("load_seconds", "evaluation_seconds", "search_seconds"):
         assert 0.0 < timings[key] < timings["total_seconds"]
     # Every file the run wrote is described in run.json.
-    written = {p.name for p in map_run.iterdir()} - {"run.json"}
+    written = {str(p.relative_to(map_run)) for p in map_run.rglob("*") if p.is_file()}
+    written -= {"run.json"}
+    assert "final_model/finetuned.pt" in written
     assert written <= set(run["outputs"])
     assert all(isinstance(v, str) and v for v in run["outputs"].values())
 
@@ -176,6 +178,32 @@ def test_stored_evals_equal_a_direct_engine_evaluation(map_run, engine):
             for d in PAIR:
                 assert entry["evals"][d]["accuracy"] == direct[d]["accuracy"]
                 assert entry["evals"][d]["loss"] == pytest.approx(direct[d]["loss"], rel=1e-5)
+
+
+def test_the_handed_over_model_is_written_as_a_checkpoint(map_run, demo_zoo, engine):
+    """final_model/: the pick of run.json as θ_pre + Σ c τ in the task_vectors format; the
+    file, loaded as the pretrained model of a fresh engine, scores what merge.json says."""
+    from task_vectors.engine import MergeEngine
+
+    chosen = _read(map_run / "run.json")["summary"]["chosen"]
+    merge = _read(map_run / "final_model" / "merge.json")
+    assert merge == {"coefficients": chosen["coefficients"], "metric": "accuracy",
+                     "real": chosen["real"], "source": chosen["from"]}
+    assert "final_model/finetuned.pt" in _read(map_run / "run.json")["outputs"]
+    check_final_model_file(map_run, demo_zoo.path, PAIR)
+    from src.run.results import load_run
+
+    final = load_run(map_run)["final"]
+    assert final["checkpoint"] == map_run / "final_model" / "finetuned.pt"
+    assert {k: v for k, v in final.items() if k != "checkpoint"} == merge
+    zoo = demo_zoo.path
+    loaded = MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(map_run / "final_model" / "finetuned.pt"),
+        finetuned={m: str(zoo / m / "finetuned.pt") for m in PAIR},
+        heads={d: str(zoo / f"head_{d}.pt") for d in PAIR}, datasets=PAIR,
+        data_location=str(zoo), batch_size=128, max_eval_samples=FEW_IMAGES)
+    scored = loaded.evaluate_at(np.zeros(len(PAIR)), PAIR)  # c = 0: the file itself
+    assert {d: scored[d]["accuracy"] for d in PAIR} == pytest.approx(merge["real"], abs=1e-9)
 
 
 def test_front_is_the_stored_surrogates_non_dominated_set(map_run):
@@ -364,10 +392,16 @@ def test_pick_from_evaluated_hands_over_the_rules_best_stored_model(results, zoo
     front_pick = [chosen["front_pick"]["coefficients"][m] for m in FOUR]
     assert np.isclose(front_C, front_pick, atol=1e-12).all(axis=1).any()
     assert chosen["front_pick"]["real"] is not None
-    assert "the best evaluated model" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "the best evaluated model" in printed
+    assert f"Merged model: {run_dir / 'final_model' / 'finetuned.pt'}" in printed.splitlines()
+    # the model handed over is the evaluated pick, not the front's
+    assert _read(run_dir / "final_model" / "merge.json")["coefficients"] == chosen["coefficients"]
     # --pick-from front hands over the front's pick: the same run, the same files
     assert _main(*_map_argv(zoo_root, results, "evaluated", FOUR, "--pick-from", "front")) == 0
     summary = _read(run_dir / "run.json")["summary"]
     assert summary["pick_from"] == "front" and "front_pick" not in summary["chosen"]
     assert summary["chosen"]["coefficients"] == chosen["front_pick"]["coefficients"]
+    assert _read(run_dir / "final_model" / "merge.json")["coefficients"] == \
+        chosen["front_pick"]["coefficients"]
     assert summary["chosen"]["real"] == chosen["front_pick"]["real"]

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from src.core.pareto import pick_tchebycheff
-from helpers import FEW_IMAGES, CountingEvaluate
+from helpers import FEW_IMAGES, CountingEvaluate, check_final_model_file
 
 REPO = Path(__file__).resolve().parent.parent
 FOUR = ["LetterVal", "DigitVal", "ShapeVal", "SymbolVal"]  # the --demo default for nested
@@ -159,27 +158,6 @@ def in_context(coefficients, tasks: list[str], inside, lam: float | None) -> np.
     if lam is None:
         return c
     return np.array([c[k] if t in inside else lam for k, t in enumerate(tasks)])
-
-
-def check_final_model_file(run_dir: Path, zoo: Path, tasks: list[str]) -> None:
-    from task_vectors.checkpoints import load_state_dict
-
-    coefficients = _read(run_dir / "final_model" / "merge.json")["coefficients"]
-    saved = load_state_dict(run_dir / "final_model" / "finetuned.pt")
-    pre = load_state_dict(zoo / "zeroshot.pt")
-    finetuned = {t: load_state_dict(zoo / t / "finetuned.pt") for t in tasks}
-    assert set(saved) == set(pre)
-    merged_keys = 0
-    for key, p in pre.items():
-        if not torch.is_floating_point(p):
-            assert torch.equal(saved[key], p), key
-            continue
-        expected = p.double() + sum(coefficients[t] * (finetuned[t][key].double() - p.double())
-                                    for t in tasks)
-        torch.testing.assert_close(saved[key].double(), expected, atol=1e-5, rtol=1e-5,
-                                   msg=key)
-        merged_keys += any(not torch.equal(finetuned[t][key], p) for t in tasks)
-    assert merged_keys > 10  # the check above compared real task vectors, not zeros
 
 
 def check_accuracies_are_measured(run_dir: Path, engine, tasks: list[str]) -> None:

@@ -47,7 +47,8 @@ import run_MAP
 sys.exit(run_MAP.main(sys.argv[3:]))
 """
 SAME_FILES = [f"{NAMES}scaling_results.json", f"{NAMES}pareto_front.json",
-              f"{NAMES}pareto_front_real.json", f"{NAMES}_surrogates.json"]
+              f"{NAMES}pareto_front_real.json", f"{NAMES}_surrogates.json",
+              "final_model/merge.json"]
 
 
 def _read(path: Path):

@@ -81,7 +81,8 @@ def test_a_reused_exp_id_keeps_no_file_of_the_previous_run(reused):
         assert name in first["outputs"]
         assert not (run_dir / name).exists(), name
         assert name not in second["outputs"]
-    on_disk = {p.name for p in run_dir.iterdir() if p.is_file()} - {"run.json"}
+    on_disk = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+    on_disk -= {"run.json"}
     assert on_disk - {".lock"} == set(second["outputs"]) - {".lock"}
     # the re-evaluated front file holds this run's re-evaluated points, no earlier ones
     real = _read(run_dir / f"{NAMES}pareto_front_real.json")

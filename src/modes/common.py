@@ -171,7 +171,34 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray,
         summary["indicators"] = score_run(ctx, task, result)
     add_baselines_and_comparisons(ctx, task, result, summary)
     summary["pick_check"] = check_run_pick(ctx, task, result)
+    chosen = summary["chosen"]
+    write_final_model(ctx, [chosen["coefficients"][m] for m in config.models], {
+        "coefficients": chosen["coefficients"], "metric": config.metric.name,
+        "real": chosen.get("real"), "source": chosen.get("from", "front")},
+        "the handed-over model's coefficients, its real metric per dataset (evaluation "
+        "split) and where it came from")
     return result, summary
+
+
+def write_final_model(ctx: RunContext, coefficients, info: dict[str, Any], what: str
+                      ) -> dict[str, Any]:
+    """final_model/finetuned.pt (θ(c) as a task_vectors pickle, loadable like any
+    fine-tuned checkpoint) and final_model/merge.json (``info``); returns ``info``."""
+    from task_vectors.checkpoints import load_encoder, save_module
+
+    config, run_dir = ctx.config, ctx.run
+    # θ(c) comes from the evaluator (a Ray driver holds no engine); the module around it
+    # is the pretrained encoder, built on the CPU, so the file is the task_vectors pickle.
+    state = ctx.evaluator.merged_state(np.asarray(coefficients, dtype=float))
+    encoder = load_encoder(config.source.pretrained, config.source.model_name,
+                           openclip_cachedir=config.source.openclip_cachedir)
+    encoder.load_state_dict(state)
+    final_dir = run_dir.path / "final_model"
+    save_module(encoder, final_dir / "finetuned.pt")
+    write_json(final_dir / "merge.json", info)
+    run_dir.outputs["final_model/finetuned.pt"] = "the merged encoder handed over (task_vectors pickle)"
+    run_dir.outputs["final_model/merge.json"] = what
+    return info
 
 
 def add_baselines_and_comparisons(ctx: RunContext, task: FrontTask, result: FrontResult,

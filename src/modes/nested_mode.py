@@ -21,7 +21,7 @@ from src.core.pick_check import (EQUAL_SPREAD, best_equal_merge, ta_floor, weigh
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_groups, metric_matrix
 from src.core.front import FrontTask, SearchSettings, pick_evaluated, solve_front
-from src.modes.common import RunContext, finish, open_run
+from src.modes.common import RunContext, finish, open_run, write_final_model
 from src.run.outputs import write_solved_front
 from src.run.results import ScalingResults, point_key, read_json, write_json
 
@@ -441,23 +441,11 @@ def _write_final_model(ctx: RunContext, coefficients: np.ndarray, accuracy: dict
                        dataset_of: dict[str, str], single_accuracy: dict[str, float],
                        source: str) -> dict[str, Any]:
     """final_model/finetuned.pt (task_vectors pickle) and merge.json."""
-    from task_vectors.checkpoints import load_encoder, save_module
-
-    config, run_dir = ctx.config, ctx.run
-    # θ(c) comes from the evaluator (a Ray driver holds no engine); the module around it
-    # is the pretrained encoder, built on the CPU, so the file is the task_vectors pickle.
-    state = ctx.evaluator.merged_state(coefficients)
-    encoder = load_encoder(config.source.pretrained, config.source.model_name,
-                           openclip_cachedir=config.source.openclip_cachedir)
-    encoder.load_state_dict(state)
-    final_dir = run_dir.path / "final_model"
-    save_module(encoder, final_dir / "finetuned.pt")
+    config = ctx.config
     info = {"coefficients": dict(zip(config.models, np.asarray(coefficients).tolist())),
             "accuracy": {dataset_of[t]: v for t, v in accuracy.items()},
             "single_task_accuracy": {dataset_of[t]: v for t, v in single_accuracy.items()},
             # "nested tree", or what the TA floor handed over instead (run.json: summary.final.floor)
             "source": source}
-    write_json(final_dir / "merge.json", info)
-    run_dir.outputs["final_model/finetuned.pt"] = "the final merged encoder (task_vectors pickle)"
-    run_dir.outputs["final_model/merge.json"] = "its coefficients on every task vector, accuracies"
-    return info
+    return write_final_model(ctx, coefficients, info,
+                             "its coefficients on every task vector, accuracies")

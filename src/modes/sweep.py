@@ -71,6 +71,9 @@ class SubsetView:
         return self.inner.evaluate([SubsetJob(tuple(self.pad(j).tolist()), tuple(datasets))
                                     for j in jobs], [])
 
+    def merged_state(self, coefficients) -> dict[str, Any]:
+        return self.inner.merged_state(self.pad(coefficients))
+
     def stats(self) -> dict[str, Any]:
         return self.inner.stats()
 

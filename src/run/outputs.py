@@ -227,6 +227,8 @@ def print_summary(config: "RunConfig", run: "RunDirectory", summary: dict[str, A
     line = floor_line(summary)
     if line:
         print(line)
+    if (run.path / "final_model" / "finetuned.pt").exists():
+        print(f"Merged model: {run.path / 'final_model' / 'finetuned.pt'}")
     print_standing(config, summary)
 
 

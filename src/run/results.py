@@ -334,7 +334,8 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
 
     - map / bayesian: the evaluated points (``C``; ``accuracy``, ``loss`` and ``entropy``
       per dataset, NaN where a point was stored before entropy was recorded), the predicted
-      front (``front_C``, ``front_F``) and the fitted ``surrogates``;
+      front (``front_C``, ``front_F``), the fitted ``surrogates`` and ``final`` (the
+      handed-over model: final_model/merge.json and its ``checkpoint`` path);
     - grid: every grid point (``C``, ``accuracy``, ``loss``, ``entropy``) and the grid's
       front (``front_C``, ``front_F``: real values);
     - nested: the merge ``tree`` (merge_tree.json), ``pairs`` (each round's run: ``C``,
@@ -362,6 +363,10 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     if (run_dir / front).exists():
         out["front_C"], out["front_F"] = load_front(run_dir / front)
     out.update(_load_surrogates(run_dir, names))
+    final = read_json(run_dir / "final_model" / "merge.json")
+    if final is not None:  # runs written before map and bayesian saved their pick have none
+        final["checkpoint"] = run_dir / "final_model" / "finetuned.pt"
+        out["final"] = final
     return out
 
 
