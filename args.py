@@ -394,6 +394,11 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
                         "default: up to 8 of the CPUs this job may use, for sets of 1024+ "
                         "images; 0 decodes in the main process).")
     g.add_argument("--pdf", action="store_true", help="Also write figures as PDF.")
+    g.add_argument("--no-final-checkpoint", action="store_true",
+                   help="Do not write the merged encoder handed over "
+                        "(final_model/finetuned.pt, one encoder's size: about 350 MB for "
+                        "ViT-B/32), e.g. in a sweep or an array job; final_model/merge.json "
+                        "still records its coefficients.")
 
 
 def _execution_flags(p: argparse.ArgumentParser) -> None:

@@ -206,6 +206,23 @@ def test_the_handed_over_model_is_written_as_a_checkpoint(map_run, demo_zoo, eng
     assert {d: scored[d]["accuracy"] for d in PAIR} == pytest.approx(merge["real"], abs=1e-9)
 
 
+def test_no_final_checkpoint_writes_the_coefficients_only(results, zoo_root, capsys):
+    """--no-final-checkpoint: merge.json but no encoder file; a checkpoint an earlier run
+    left under the same --exp-id goes with the run's other stale files."""
+    run_dir = results / "no_checkpoint"
+    assert _main(*_map_argv(zoo_root, results, "no_checkpoint")) == 0
+    assert (run_dir / "final_model" / "finetuned.pt").exists()
+    capsys.readouterr()
+    assert _main(*_map_argv(zoo_root, results, "no_checkpoint", PAIR,
+                            "--no-final-checkpoint")) == 0
+    assert not (run_dir / "final_model" / "finetuned.pt").exists()
+    assert "Merged model:" not in capsys.readouterr().out
+    run = _read(run_dir / "run.json")
+    assert "final_model/finetuned.pt" not in run["outputs"]
+    merge = _read(run_dir / "final_model" / "merge.json")
+    assert merge["coefficients"] == run["summary"]["chosen"]["coefficients"]
+
+
 def test_front_is_the_stored_surrogates_non_dominated_set(map_run):
     names = "LetterVal_DigitVal"
     params = _read(map_run / f"{names}_surrogates.json")

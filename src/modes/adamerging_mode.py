@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from src.run.config import RunConfig
-from src.modes.common import RunContext, finish, open_run
+from src.modes.common import RunContext, finish, open_run, write_final_model
 from src.plotting.adamerging import plot_entropy_curve
 from src.run.results import write_json
 
@@ -128,23 +128,19 @@ def _write_adamerging_json(ctx: RunContext, name: str, vectors: str, result, lay
 def _write_final_model(ctx: RunContext, engine, merged, name: str, result,
                        evals: dict) -> dict[str, Any]:
     """final_model/finetuned.pt (task_vectors pickle) and merge.json, as nested mode."""
-    from task_vectors.checkpoints import load_encoder, save_module
-
-    config, run_dir = ctx.config, ctx.run
-    engine.set_theta(merged)
-    state = {k: v.detach().to("cpu", copy=True) for k, v in engine.encoder.state_dict().items()}
-    encoder = load_encoder(config.source.pretrained, config.source.model_name,
-                           openclip_cachedir=config.source.openclip_cachedir)
-    encoder.load_state_dict(state)
-    final_dir = run_dir.path / "final_model"
-    save_module(encoder, final_dir / "finetuned.pt")
+    config = ctx.config
+    state = None
+    if config.final_checkpoint:
+        engine.set_theta(merged)
+        state = {k: v.detach().to("cpu", copy=True)
+                 for k, v in engine.encoder.state_dict().items()}
     info = {"method": name, "coefficients": result.per_task(),
             "accuracy": {d: evals[d]["accuracy"] for d in config.datasets},
             "entropy": {d: evals[d]["entropy"] for d in config.datasets}}
-    write_json(final_dir / "merge.json", info)
-    run_dir.outputs["final_model/finetuned.pt"] = "the merged encoder (task_vectors pickle)"
-    run_dir.outputs["final_model/merge.json"] = "its learned coefficients and accuracies"
-    return {"path": str(final_dir / "finetuned.pt"), "accuracy": info["accuracy"]}
+    write_final_model(ctx, state, info, "its learned coefficients and accuracies")
+    path = ctx.run.path / "final_model" / "finetuned.pt"
+    return {"path": str(path) if config.final_checkpoint else None,
+            "accuracy": info["accuracy"]}
 
 
 def _print(ctx: RunContext, name: str, evals: dict[str, dict], result) -> None:

@@ -172,7 +172,8 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray,
     add_baselines_and_comparisons(ctx, task, result, summary)
     summary["pick_check"] = check_run_pick(ctx, task, result)
     chosen = summary["chosen"]
-    write_final_model(ctx, [chosen["coefficients"][m] for m in config.models], {
+    c = [chosen["coefficients"][m] for m in config.models]
+    write_final_model(ctx, merged_state(ctx, c), {
         "coefficients": chosen["coefficients"], "metric": config.metric.name,
         "real": chosen.get("real"), "source": chosen.get("from", "front")},
         "the handed-over model's coefficients, its real metric per dataset (evaluation "
@@ -180,25 +181,35 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray,
     return result, summary
 
 
-def write_final_model(ctx: RunContext, coefficients, info: dict[str, Any], what: str
+def write_final_model(ctx: RunContext, state: dict[str, Any], info: dict[str, Any], what: str
                       ) -> dict[str, Any]:
-    """final_model/finetuned.pt (θ(c) as a task_vectors pickle, loadable like any
-    fine-tuned checkpoint) and final_model/merge.json (``info``); returns ``info``."""
+    """final_model/merge.json (``info``) and, unless --no-final-checkpoint,
+    final_model/finetuned.pt: the encoder ``state`` (θ of the merged model) in the
+    pretrained encoder's module, a task_vectors pickle loadable like any fine-tuned
+    checkpoint; returns ``info``."""
     from task_vectors.checkpoints import load_encoder, save_module
 
     config, run_dir = ctx.config, ctx.run
-    # θ(c) comes from the evaluator (a Ray driver holds no engine); the module around it
-    # is the pretrained encoder, built on the CPU, so the file is the task_vectors pickle.
-    state = ctx.evaluator.merged_state(np.asarray(coefficients, dtype=float))
-    encoder = load_encoder(config.source.pretrained, config.source.model_name,
-                           openclip_cachedir=config.source.openclip_cachedir)
-    encoder.load_state_dict(state)
     final_dir = run_dir.path / "final_model"
-    save_module(encoder, final_dir / "finetuned.pt")
+    if config.final_checkpoint:
+        # built on the CPU around the pretrained module, so the file is the task_vectors pickle
+        encoder = load_encoder(config.source.pretrained, config.source.model_name,
+                               openclip_cachedir=config.source.openclip_cachedir)
+        encoder.load_state_dict(state)
+        save_module(encoder, final_dir / "finetuned.pt")
+        run_dir.outputs["final_model/finetuned.pt"] = \
+            "the merged encoder handed over (task_vectors pickle)"
     write_json(final_dir / "merge.json", info)
-    run_dir.outputs["final_model/finetuned.pt"] = "the merged encoder handed over (task_vectors pickle)"
     run_dir.outputs["final_model/merge.json"] = what
     return info
+
+
+def merged_state(ctx: RunContext, coefficients) -> dict[str, Any] | None:
+    """θ(c)'s encoder state from the run's evaluator (a Ray driver holds no engine), or None
+    when --no-final-checkpoint leaves it unused."""
+    if not ctx.config.final_checkpoint:
+        return None
+    return ctx.evaluator.merged_state(np.asarray(coefficients, dtype=float))
 
 
 def add_baselines_and_comparisons(ctx: RunContext, task: FrontTask, result: FrontResult,

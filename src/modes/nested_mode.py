@@ -21,7 +21,7 @@ from src.core.pick_check import (EQUAL_SPREAD, best_equal_merge, ta_floor, weigh
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_groups, metric_matrix
 from src.core.front import FrontTask, SearchSettings, pick_evaluated, solve_front
-from src.modes.common import RunContext, finish, open_run, write_final_model
+from src.modes.common import RunContext, finish, merged_state, open_run, write_final_model
 from src.run.outputs import write_solved_front
 from src.run.results import ScalingResults, point_key, read_json, write_json
 
@@ -447,5 +447,5 @@ def _write_final_model(ctx: RunContext, coefficients: np.ndarray, accuracy: dict
             "single_task_accuracy": {dataset_of[t]: v for t, v in single_accuracy.items()},
             # "nested tree", or what the TA floor handed over instead (run.json: summary.final.floor)
             "source": source}
-    return write_final_model(ctx, coefficients, info,
+    return write_final_model(ctx, merged_state(ctx, coefficients), info,
                              "its coefficients on every task vector, accuracies")

@@ -122,6 +122,7 @@ class RunConfig:
     results_path: str
     exp_id: str
     pdf: bool
+    final_checkpoint: bool = True  # final_model/finetuned.pt (--no-final-checkpoint: not)
     sweep: str | None = None    # pairs | triples: map on every subset of the models
     arguments: dict[str, Any] = field(default_factory=dict, compare=False)
     refine_rounds: int = 0      # map / bayesian: front-refinement rounds (src.core.refine)
@@ -245,7 +246,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         truth=truth,
         baselines=baselines, compare=compare,
         source=source, evaluation=evaluation,
-        results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf, sweep=sweep,
+        results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf,
+        final_checkpoint=not args.no_final_checkpoint, sweep=sweep,
         arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
         refine_tol=refine_tol, refine_acquisition=refine_acquisition,
         design=settings.design, pair_points=settings.pair_points,
