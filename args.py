@@ -394,6 +394,12 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
                         "default: up to 8 of the CPUs this job may use, for sets of 1024+ "
                         "images; 0 decodes in the main process).")
     g.add_argument("--pdf", action="store_true", help="Also write figures as PDF.")
+    g.add_argument("--report-test", action="store_true",
+                   help="After the run, also score the model handed over, task arithmetic at "
+                        "its best evaluated lambda and the pretrained model on each "
+                        "evaluation dataset's test split (<Dataset> for <Dataset>Val, the "
+                        "same head), where nothing was chosen: run.json summary.test and a "
+                        "table on the terminal.")
     g.add_argument("--no-final-checkpoint", action="store_true",
                    help="Do not write the merged encoder handed over "
                         "(final_model/finetuned.pt, one encoder's size: about 350 MB for "

@@ -64,6 +64,13 @@ def test_a_real_model_name_without_a_close_match_lists_the_known_ones(tmp_path):
      "--adamerging-clamp 1.0 0.0: LOW must be below HIGH"),
     (["--demo", "--method", "map", "--preference", "/nonexistent.yaml"],
      "preference file not found"),
+    (["--demo", "--method", "grid", "--report-test"],
+     "--report-test goes with --method map, bayesian or nested (the model it hands over, "
+     "beside task arithmetic and the pretrained model), not grid"),
+    (["--demo", "--method", "map", "--report-test", "--zeroshot-merge-models", "LetterVal",
+      "DigitVal", "--zeroshot-eval-datasets", "LetterVal", "Digit"],
+     "--report-test: Digit is not a <Dataset>Val validation set, so it has no separate test "
+     "split to report on"),
 ])
 def test_parser_and_config_refusals_import_no_torch(tmp_path, argv, message):
     assert message in _refuse(tmp_path, *argv)

@@ -173,12 +173,29 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray,
     summary["pick_check"] = check_run_pick(ctx, task, result)
     chosen = summary["chosen"]
     c = [chosen["coefficients"][m] for m in config.models]
+    if config.report_test:
+        check = summary["pick_check"] or {}
+        ta = check.get("task_arithmetic")
+        models = {"handed over": c}
+        if ta:
+            models[f"task arithmetic, lambda {ta['lambda']:.3g}"] = \
+                [ta["coefficients"][m] for m in config.models]
+        models["pretrained"] = [0.0] * config.T
+        summary["test"] = report_test(ctx, models)
     write_final_model(ctx, merged_state(ctx, c), {
         "coefficients": chosen["coefficients"], "metric": config.metric.name,
         "real": chosen.get("real"), "source": chosen.get("from", "front")},
         "the handed-over model's coefficients, its real metric per dataset (evaluation "
         "split) and where it came from")
     return result, summary
+
+
+def report_test(ctx: RunContext, models: dict[str, Any]) -> dict[str, Any]:
+    """--report-test: ``models`` (label -> coefficients) scored on the test splits."""
+    from src.run.report_on_test import score
+
+    config = ctx.config
+    return score(ctx.evaluator, models, config.datasets, config.preference, config.models)
 
 
 def write_final_model(ctx: RunContext, state: dict[str, Any], info: dict[str, Any], what: str

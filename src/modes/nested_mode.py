@@ -21,7 +21,9 @@ from src.core.pick_check import (EQUAL_SPREAD, best_equal_merge, ta_floor, weigh
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_groups, metric_matrix
 from src.core.front import FrontTask, SearchSettings, pick_evaluated, solve_front
-from src.modes.common import RunContext, finish, merged_state, open_run, write_final_model
+from src.modes.common import (RunContext, finish, merged_state, open_run, report_test,
+                              write_final_model)
+from src.run import report_on_test
 from src.run.outputs import write_solved_front
 from src.run.results import ScalingResults, point_key, read_json, write_json
 
@@ -151,6 +153,11 @@ def run(config: RunConfig) -> dict[str, Any]:
             (0 if ta is None else len(ta.C))
         summary = {"n_evaluations": n_evals, "rounds": len(result.records), "pick": config.pick,
                    "final": final_info, "figures": [str(f) for f in figures]}
+        if config.report_test:
+            models = {"handed over": coefficients}
+            if ta is not None:
+                models[f"task arithmetic, lambda {ta.lam:g}"] = [ta.lam] * T
+            summary["test"] = report_test(ctx, models | {"pretrained": [0.0] * T})
         finish(ctx, summary, show=False)
     print(f"\nRun directory: {run_dir.path}")
     print(f"Merged {T} models in {len(result.records)} rounds with {n_evals} evaluations"
@@ -167,6 +174,10 @@ def run(config: RunConfig) -> dict[str, Any]:
               + ("" if chance is None else f", chance {chance:.4f}") + ")"
               + ("  <- below the pretrained model" if d in final_info["below_pretrained"]
                  else ""))
+    if (run_dir.path / "final_model" / "finetuned.pt").exists():
+        print(f"Merged model: {run_dir.path / 'final_model' / 'finetuned.pt'}")
+    if "test" in summary:
+        print("\n".join(report_on_test.lines(summary["test"])))
     return summary
 
 

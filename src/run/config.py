@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 from map_common.errors import MAPError
 from src.core.metrics import Metric, get_metric
 from src.core.objectives import file_prefix
+from src.run.report_on_test import test_datasets
 from src.run.mode_registry import (MODES, SWEEP_DEMO_MODELS, SWEEP_SIZES, BayesSchedule, Mode,
                                    ModeSettings, either, get_mode)
 from task_vectors.layout import finetuned_path, require_file
@@ -123,6 +124,7 @@ class RunConfig:
     exp_id: str
     pdf: bool
     final_checkpoint: bool = True  # final_model/finetuned.pt (--no-final-checkpoint: not)
+    report_test: bool = False   # --report-test: the pick and references on the test splits
     sweep: str | None = None    # pairs | triples: map on every subset of the models
     arguments: dict[str, Any] = field(default_factory=dict, compare=False)
     refine_rounds: int = 0      # map / bayesian: front-refinement rounds (src.core.refine)
@@ -178,6 +180,12 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     datasets = tuple(args.zeroshot_eval_datasets or models)
     _check_models(models, datasets)
     _check_names(args, models, datasets)
+    if args.report_test:
+        if not mode.hands_over:
+            raise MAPError(f"--report-test goes with --method "
+                           f"{either(MODES.names(_hands_over))} (the model it hands over, "
+                           f"beside task arithmetic and the pretrained model), not {args.method}")
+        test_datasets(datasets)
     sweep = _sweep(args, mode, len(models))
     settings = mode.settings(args, defaults, len(models) if sweep is None else SWEEP_SIZES[sweep])
     if getattr(args, "nested_context", None) is not None and settings.nested_context is None:
@@ -247,7 +255,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         baselines=baselines, compare=compare,
         source=source, evaluation=evaluation,
         results_path=args.results_path, exp_id=args.exp_id, pdf=args.pdf,
-        final_checkpoint=not args.no_final_checkpoint, sweep=sweep,
+        final_checkpoint=not args.no_final_checkpoint, report_test=args.report_test,
+        sweep=sweep,
         arguments=arguments, refine_rounds=refine_rounds, refine_points=refine_points,
         refine_tol=refine_tol, refine_acquisition=refine_acquisition,
         design=settings.design, pair_points=settings.pair_points,
@@ -315,6 +324,10 @@ def _eval_settings(args: argparse.Namespace, merge_method: MergeMethod) -> EvalS
 
 def _truth(mode: Mode) -> bool:
     return mode.supports_truth
+
+
+def _hands_over(mode: Mode) -> bool:
+    return mode.hands_over
 
 
 def _baselines(mode: Mode) -> bool:

@@ -31,10 +31,16 @@ def engine_spec(config: RunConfig):
         get_zero_shot_head(d, src.model_name, src.save, src.data_location, device=ev.device,
                            openclip_cachedir=src.openclip_cachedir)
     release_text_encoder()
+    heads = tuple((d, str(head_path(src.save, d))) for d in config.datasets)
+    if config.report_test:  # each test split is scored with its validation set's head
+        from src.run.report_on_test import test_datasets
+
+        heads += tuple((t, str(head_path(src.save, d)))
+                       for d, t in test_datasets(config.datasets).items())
     return EngineSpec(
         model_name=src.model_name, pretrained=src.pretrained, finetuned=src.finetuned,
-        heads=tuple((d, str(head_path(src.save, d))) for d in config.datasets),
-        datasets=config.datasets, data_location=src.data_location, device=ev.device,
+        heads=heads, datasets=tuple(d for d, _ in heads),
+        data_location=src.data_location, device=ev.device,
         batch_size=ev.batch_size, max_eval_samples=ev.max_eval_samples,
         num_workers=ev.num_workers, openclip_cachedir=src.openclip_cachedir,
         cache_dir=ev.cache_dir,

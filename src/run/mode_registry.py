@@ -70,6 +70,7 @@ class Mode:
     supports_refinement: bool = False   # --refine-rounds refines its front
     supports_baselines: bool = False    # --baselines / --compare join its front's figure
     supports_sweep: bool = False        # --sweep runs it on every subset
+    hands_over: bool = False            # --report-test scores the model it hands over
     makes_truth: bool = False           # a finished run of it is a --truth
     learns_coefficients: bool = False   # learns its merge from data (AdaMerging settings)
 
@@ -279,12 +280,12 @@ class ModeRegistry(dict):
 MODES = ModeRegistry([
     MapMode("map", "sample, fit quadratic surrogates, NSGA-III front",
             "src.modes.map_mode:run", supports_truth=True, supports_refinement=True,
-            supports_baselines=True, supports_sweep=True),
+            supports_baselines=True, supports_sweep=True, hands_over=True),
     BayesianMode("bayesian", "the same with adaptive sampling rounds (<= 6 tasks)",
                  "src.modes.bayesian_mode:run", supports_truth=True,
-                 supports_refinement=True, supports_baselines=True),
+                 supports_refinement=True, supports_baselines=True, hands_over=True),
     NestedMode("nested", "merge two models at a time (many tasks)", "src.modes.nested_mode:run",
-               demo_models="demo_nested"),
+               demo_models="demo_nested", hands_over=True),
     GridMode("grid", "evaluate a regular grid of merges, the ground truth (see --truth)",
              "src.modes.grid_mode:run", makes_truth=True),
     AdaMergingMode("adamerging", "learn merge coefficients without labels (AdaMerging, see "

@@ -229,6 +229,10 @@ def print_summary(config: "RunConfig", run: "RunDirectory", summary: dict[str, A
         print(line)
     if (run.path / "final_model" / "finetuned.pt").exists():
         print(f"Merged model: {run.path / 'final_model' / 'finetuned.pt'}")
+    if summary.get("test"):
+        from src.run.report_on_test import lines
+
+        print("\n".join(lines(summary["test"])))
     print_standing(config, summary)
 
 

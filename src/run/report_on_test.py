@@ -1,0 +1,65 @@
+"""--report-test: the model a run hands over, and what it is compared with (task
+arithmetic at its best evaluated lambda, the pretrained model), scored on each evaluation
+dataset's test split once everything was chosen on the evaluation split.
+
+In the task_vectors layout ``<Dataset>Val`` is a validation set held out of the training
+data and ``<Dataset>`` the test set, with the same classes and so the same head: the
+figures a paper reports come from the latter, where the run's own choices cannot have
+fitted its noise.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from map_common.errors import MAPError
+
+SUFFIX = "Val"
+
+
+def test_datasets(datasets: Sequence[str]) -> dict[str, str]:
+    """{evaluation dataset: its test split's dataset}, ``<Dataset>Val`` -> ``<Dataset>``."""
+    out = {}
+    for d in datasets:
+        if not d.endswith(SUFFIX) or d == SUFFIX:
+            raise MAPError(f"--report-test: {d} is not a <Dataset>{SUFFIX} validation set, so "
+                           f"it has no separate test split to report on")
+        out[d] = d[:-len(SUFFIX)]
+    return out
+
+
+def score(evaluator, models: Mapping[str, Sequence[float]], datasets: Sequence[str],
+          preference: Sequence[float], labels: Sequence[str]) -> dict[str, Any]:
+    """Each model (label -> coefficients on the run's task vectors, in ``labels`` order)
+    evaluated on the test splits: one evaluate() call (a Ray pool runs them together).
+    Per model: its coefficients, accuracy / loss per test dataset, the
+    preference-weighted mean and the worst accuracy."""
+    from src.core.pick_check import weighted_mean, worst_task
+
+    test_of = test_datasets(datasets)
+    names = list(models)
+    jobs = [np.asarray(models[n], dtype=float) for n in names]
+    got = dict(evaluator.evaluate(jobs, list(test_of.values())))
+    rows = {}
+    for k, name in enumerate(names):
+        acc = {t: float(got[k][t]["accuracy"]) for t in test_of.values()}
+        y = np.array(list(acc.values()))
+        rows[name] = {"coefficients": dict(zip(labels, jobs[k].tolist())), "accuracy": acc,
+                      "loss": {t: float(got[k][t]["loss"]) for t in test_of.values()},
+                      "mean": float(weighted_mean(y, preference)[0]),
+                      "worst": float(worst_task(y, "max")[0])}
+    return {"datasets": test_of, "models": rows}
+
+
+def lines(report: Mapping[str, Any]) -> list[str]:
+    """The terminal's table: one row per model, mean, worst and each dataset's accuracy."""
+    test_of, rows = report["datasets"], report["models"]
+    width = max(len(n) for n in rows)
+    head = "Test splits (--report-test; nothing was chosen on them), accuracy:"
+    cols = ["mean", "worst", *test_of.values()]
+    out = [head, "  " + " " * width + "  " + "  ".join(f"{c:>9}" for c in cols)]
+    for name, row in rows.items():
+        values = [row["mean"], row["worst"], *row["accuracy"].values()]
+        out.append(f"  {name:<{width}}  " + "  ".join(f"{v:>9.4f}" for v in values))
+    return out

@@ -1,0 +1,85 @@
+"""--report-test: the model a run hands over, task arithmetic and the pretrained model scored
+on each evaluation dataset's test split (<Dataset> for <Dataset>Val, the same head), against
+an engine of the test's own on the zoo's files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import FEW_IMAGES, PLAIN_MAP
+from src.run.report_on_test import lines, test_datasets as split_names
+
+PAIR = ["LetterVal", "DigitVal"]
+TEST = {"LetterVal": "Letter", "DigitVal": "Digit"}
+
+
+def _read(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="module")
+def test_engine(demo_zoo):
+    """Our own engine on the zoo's files: the test splits, each with its Val set's head."""
+    from task_vectors.engine import MergeEngine
+
+    zoo = demo_zoo.path
+    return MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
+        finetuned={m: str(zoo / m / "finetuned.pt") for m in PAIR},
+        heads={TEST[d]: str(zoo / f"head_{d}.pt") for d in PAIR}, datasets=list(TEST.values()),
+        data_location=str(zoo), batch_size=128, max_eval_samples=FEW_IMAGES)
+
+
+def _check_scores(report: dict, engine, expected: dict[str, list[float]]) -> None:
+    assert report["datasets"] == TEST
+    assert list(report["models"]) == list(expected)
+    for name, c in expected.items():
+        row = report["models"][name]
+        assert list(row["coefficients"].values()) == pytest.approx(c, abs=1e-12)
+        direct = engine.evaluate_at(np.asarray(c), list(TEST.values()))
+        assert row["accuracy"] == {t: direct[t]["accuracy"] for t in TEST.values()}
+        assert row["loss"] == pytest.approx({t: direct[t]["loss"] for t in TEST.values()})
+        acc = list(row["accuracy"].values())
+        assert row["mean"] == pytest.approx(np.mean(acc)) and row["worst"] == min(acc)
+
+
+def test_map_scores_its_pick_ta_and_pretrained_on_the_test_splits(zoo_root, tmp_path, run_cli,
+                                                                  capsys, test_engine):
+    assert run_cli("--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", "20",
+                   "--reevaluate", "2", "--max-eval-samples", FEW_IMAGES, *PLAIN_MAP,
+                   "--report-test", "--results-path", tmp_path, "--exp-id", "m") == 0
+    printed = capsys.readouterr().out.splitlines()
+    summary = _read(tmp_path / "m" / "run.json")["summary"]
+    check = summary["pick_check"]
+    ta = check["task_arithmetic"]
+    label = f"task arithmetic, lambda {ta['lambda']:.3g}"
+    _check_scores(summary["test"], test_engine, {
+        "handed over": [summary["chosen"]["coefficients"][m] for m in PAIR],
+        label: [ta["coefficients"][m] for m in PAIR], "pretrained": [0.0, 0.0]})
+    # the validation figures stay the run's own: the test splits are only reported
+    assert summary["chosen"]["real"] == check["pick"]["real"]
+    table = lines(summary["test"])
+    start = printed.index(table[0])
+    assert printed[start:start + len(table)] == table
+    assert table[1].split() == ["mean", "worst", "Letter", "Digit"]
+
+
+def test_nested_scores_its_final_model(zoo_root, tmp_path, run_cli, test_engine):
+    assert run_cli("--demo", "--zoo-dir", zoo_root, "--method", "nested",
+                   "--zeroshot-merge-models", *PAIR, "--point", "6", "--n-gen", "10",
+                   "--max-eval-samples", FEW_IMAGES, "--report-test",
+                   "--results-path", tmp_path, "--exp-id", "n") == 0
+    summary = _read(tmp_path / "n" / "run.json")["summary"]
+    final = _read(tmp_path / "n" / "final_model" / "merge.json")["coefficients"]
+    _check_scores(summary["test"], test_engine, {
+        "handed over": [final[m] for m in PAIR], "pretrained": [0.0, 0.0]})
+
+
+def test_only_val_sets_have_a_test_split():
+    assert split_names(["MNISTVal", "LetterVal"]) == {"MNISTVal": "MNIST", "LetterVal": "Letter"}
+    for bad in (["MNIST"], ["Val"]):
+        with pytest.raises(Exception, match="no separate test split"):
+            split_names(bad)
