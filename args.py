@@ -396,7 +396,8 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pdf", action="store_true", help="Also write figures as PDF.")
     g.add_argument("--report-test", action="store_true",
                    help="After the run, also score the model handed over, task arithmetic at "
-                        "its best evaluated lambda and the pretrained model on each "
+                        "its best evaluated lambda (adamerging: at its prior) and the "
+                        "pretrained model on each "
                         "evaluation dataset's test split (<Dataset> for <Dataset>Val, the "
                         "same head), where nothing was chosen: run.json summary.test and a "
                         "table on the terminal.")

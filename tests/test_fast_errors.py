@@ -65,7 +65,8 @@ def test_a_real_model_name_without_a_close_match_lists_the_known_ones(tmp_path):
     (["--demo", "--method", "map", "--preference", "/nonexistent.yaml"],
      "preference file not found"),
     (["--demo", "--method", "grid", "--report-test"],
-     "--report-test goes with --method map, bayesian or nested (the model it hands over, "
+     "--report-test goes with --method map, bayesian, nested or adamerging (the model it "
+     "hands over, "
      "beside task arithmetic and the pretrained model), not grid"),
     (["--demo", "--method", "map", "--report-test", "--zeroshot-merge-models", "LetterVal",
       "DigitVal", "--zeroshot-eval-datasets", "LetterVal", "Digit"],

@@ -78,6 +78,34 @@ def test_nested_scores_its_final_model(zoo_root, tmp_path, run_cli, test_engine)
         "handed over": [final[m] for m in PAIR], "pretrained": [0.0, 0.0]})
 
 
+def test_adamerging_scores_the_learned_model_on_images_it_did_not_learn_from(
+        zoo_root, tmp_path, run_cli, test_engine, demo_zoo):
+    """The learned model (read back from its final_model file), its start (TA at the prior)
+    and the pretrained model, on the test splits."""
+    from task_vectors.engine import MergeEngine
+
+    assert run_cli("--demo", "--zoo-dir", zoo_root, "--method", "adamerging",
+                   "--zeroshot-merge-models", *PAIR, "--adamerging-steps", "3",
+                   "--adamerging-lr", "0.05", "--max-eval-samples", FEW_IMAGES,
+                   "--report-test", "--results-path", tmp_path, "--exp-id", "a") == 0
+    report = _read(tmp_path / "a" / "run.json")["summary"]["test"]
+    rows = report["models"]
+    assert list(rows) == ["handed over", "task arithmetic, lambda 0.3", "pretrained"]
+    for name, c in (("task arithmetic, lambda 0.3", [0.3, 0.3]), ("pretrained", [0.0, 0.0])):
+        direct = test_engine.evaluate_at(np.asarray(c), list(TEST.values()))
+        assert rows[name]["accuracy"] == {t: direct[t]["accuracy"] for t in TEST.values()}
+    zoo = demo_zoo.path
+    learned = MergeEngine.from_checkpoints(
+        model_name=demo_zoo.model_name, pretrained=str(tmp_path / "a" / "final_model" /
+                                                       "finetuned.pt"),
+        finetuned={m: str(zoo / m / "finetuned.pt") for m in PAIR},
+        heads={TEST[d]: str(zoo / f"head_{d}.pt") for d in PAIR}, datasets=list(TEST.values()),
+        data_location=str(zoo), batch_size=128, max_eval_samples=FEW_IMAGES)
+    direct = learned.evaluate_at(np.zeros(2), list(TEST.values()))  # the file itself
+    assert rows["handed over"]["accuracy"] == pytest.approx(
+        {t: direct[t]["accuracy"] for t in TEST.values()}, abs=1e-9)
+
+
 def test_only_val_sets_have_a_test_split():
     assert split_names(["MNISTVal", "LetterVal"]) == {"MNISTVal": "MNIST", "LetterVal": "Letter"}
     for bad in (["MNIST"], ["Val"]):

@@ -15,6 +15,7 @@ import numpy as np
 
 from src.run.config import RunConfig
 from src.modes.common import RunContext, finish, open_run, write_final_model
+from src.run import report_on_test
 from src.plotting.adamerging import plot_entropy_curve
 from src.run.results import write_json
 
@@ -58,9 +59,33 @@ def run(config: RunConfig) -> dict[str, Any]:
                    "learning_seconds": result.seconds, "accuracy": info["accuracy"],
                    "mean_accuracy": info["mean_accuracy"], "final_model": final,
                    "figures": [str(f) for f in figures]}
+        if config.report_test:
+            summary["test"] = _report_test(ctx, engine, am, layout, merged, result,
+                                           settings.prior)
         finish(ctx, summary, show=False)
     _print(ctx, name, evals, result)
+    if "test" in summary:
+        print("\n".join(report_on_test.lines(summary["test"])))
     return summary
+
+
+def _report_test(ctx: RunContext, engine, am, layout, merged, result, prior: float
+                 ) -> dict[str, Any]:
+    """--report-test: the learned model, its starting point (task arithmetic at the prior)
+    and the pretrained model on the test splits, images AdaMerging did not learn from."""
+    config = ctx.config
+    test_of = report_on_test.test_datasets(config.datasets)
+    test = list(test_of.values())
+    T = engine.n_tasks
+    start = np.full(T, prior)
+    evals = {"handed over": am.evaluate_merged(engine, merged, test),
+             f"task arithmetic, lambda {prior:g}": am.evaluate_merged(
+                 engine, am.merged_flat(engine.theta_pre, engine.tau, start, layout), test),
+             "pretrained": am.evaluate_merged(engine, engine.theta_pre.clone(), test)}
+    coefficients = {"handed over": result.per_task(),
+                    f"task arithmetic, lambda {prior:g}": dict(zip(config.models, start.tolist())),
+                    "pretrained": dict.fromkeys(config.models, 0.0)}
+    return report_on_test.summarise(evals, test_of, config.preference, coefficients)
 
 
 def _references(engine, am, layout, config: RunConfig, vectors: str, prior: float

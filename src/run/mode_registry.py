@@ -290,7 +290,7 @@ MODES = ModeRegistry([
              "src.modes.grid_mode:run", makes_truth=True),
     AdaMergingMode("adamerging", "learn merge coefficients without labels (AdaMerging, see "
                    "its flags)", "src.modes.adamerging_mode:run", demo_models="demo_nested",
-                   learns_coefficients=True),
+                   learns_coefficients=True, hands_over=True),
 ], default="nested")
 
 

@@ -32,24 +32,32 @@ def test_datasets(datasets: Sequence[str]) -> dict[str, str]:
 def score(evaluator, models: Mapping[str, Sequence[float]], datasets: Sequence[str],
           preference: Sequence[float], labels: Sequence[str]) -> dict[str, Any]:
     """Each model (label -> coefficients on the run's task vectors, in ``labels`` order)
-    evaluated on the test splits: one evaluate() call (a Ray pool runs them together).
-    Per model: its coefficients, accuracy / loss per test dataset, the
-    preference-weighted mean and the worst accuracy."""
-    from src.core.pick_check import weighted_mean, worst_task
-
+    evaluated on the test splits: one evaluate() call (a Ray pool runs them together)."""
     test_of = test_datasets(datasets)
     names = list(models)
     jobs = [np.asarray(models[n], dtype=float) for n in names]
     got = dict(evaluator.evaluate(jobs, list(test_of.values())))
+    return summarise({n: got[k] for k, n in enumerate(names)}, test_of, preference,
+                     {n: dict(zip(labels, jobs[k].tolist())) for k, n in enumerate(names)})
+
+
+def summarise(evals: Mapping[str, Mapping[str, Mapping[str, float]]],
+              test_of: Mapping[str, str], preference: Sequence[float],
+              coefficients: Mapping[str, Any]) -> dict[str, Any]:
+    """The report of models already evaluated on the test splits (name -> {test dataset:
+    {"accuracy", "loss", ...}}): per model its coefficients, accuracy / loss per test
+    dataset, the preference-weighted mean and the worst accuracy."""
+    from src.core.pick_check import weighted_mean, worst_task
+
     rows = {}
-    for k, name in enumerate(names):
-        acc = {t: float(got[k][t]["accuracy"]) for t in test_of.values()}
+    for name, got in evals.items():
+        acc = {t: float(got[t]["accuracy"]) for t in test_of.values()}
         y = np.array(list(acc.values()))
-        rows[name] = {"coefficients": dict(zip(labels, jobs[k].tolist())), "accuracy": acc,
-                      "loss": {t: float(got[k][t]["loss"]) for t in test_of.values()},
+        rows[name] = {"coefficients": coefficients[name], "accuracy": acc,
+                      "loss": {t: float(got[t]["loss"]) for t in test_of.values()},
                       "mean": float(weighted_mean(y, preference)[0]),
                       "worst": float(worst_task(y, "max")[0])}
-    return {"datasets": test_of, "models": rows}
+    return {"datasets": dict(test_of), "models": rows}
 
 
 def lines(report: Mapping[str, Any]) -> list[str]:
