@@ -198,8 +198,8 @@ def report_test(ctx: RunContext, models: dict[str, Any]) -> dict[str, Any]:
     return score(ctx.evaluator, models, config.datasets, config.preference, config.models)
 
 
-def write_final_model(ctx: RunContext, state: dict[str, Any], info: dict[str, Any], what: str
-                      ) -> dict[str, Any]:
+def write_final_model(ctx: RunContext, state: dict[str, Any] | None, info: dict[str, Any],
+                      what: str) -> dict[str, Any]:
     """final_model/merge.json (``info``) and, unless --no-final-checkpoint,
     final_model/finetuned.pt: the encoder ``state`` (θ of the merged model) in the
     pretrained encoder's module, a task_vectors pickle loadable like any fine-tuned
