@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import FEW_IMAGES, PLAIN_MAP
-from src.run.report_on_test import lines, test_datasets as split_names
+from src.run.report_on_test import lines, summarise, test_datasets as split_names
 
 PAIR = ["LetterVal", "DigitVal"]
 TEST = {"LetterVal": "Letter", "DigitVal": "Digit"}
@@ -61,6 +61,9 @@ def test_map_scores_its_pick_ta_and_pretrained_on_the_test_splits(zoo_root, tmp_
         label: [ta["coefficients"][m] for m in PAIR], "pretrained": [0.0, 0.0]})
     # the validation figures stay the run's own: the test splits are only reported
     assert summary["chosen"]["real"] == check["pick"]["real"]
+    rows = summary["test"]["models"]
+    assert summary["test"]["below_task_arithmetic"] == [
+        m for m in ("mean", "worst") if rows["handed over"][m] < rows[label][m]]
     table = lines(summary["test"])
     start = printed.index(table[0])
     assert printed[start:start + len(table)] == table
@@ -111,3 +114,23 @@ def test_only_val_sets_have_a_test_split():
     for bad in (["MNIST"], ["Val"]):
         with pytest.raises(Exception, match="no separate test split"):
             split_names(bad)
+
+
+def test_the_table_says_where_the_pick_is_below_task_arithmetic():
+    test_of = {"AVal": "A", "BVal": "B"}
+
+    def evals(a, b):
+        return {"A": {"accuracy": a, "loss": 1.0}, "B": {"accuracy": b, "loss": 1.0}}
+
+    report = summarise({"handed over": evals(0.70, 0.60), "task arithmetic, lambda 0.3":
+                        evals(0.50, 0.85), "pretrained": evals(0.3, 0.4)}, test_of, [1.0, 3.0],
+                       {"handed over": {}, "task arithmetic, lambda 0.3": {}, "pretrained": {}})
+    assert report["models"]["handed over"]["mean"] == pytest.approx(0.625)  # weighted 1 : 3
+    assert report["below_task_arithmetic"] == ["mean"]  # 0.625 < 0.7625; worst 0.6 > 0.5
+    assert lines(report)[-1] == ("  On the test splits the model handed over is below task "
+                                 "arithmetic on the mean.")
+    level = summarise({"handed over": evals(0.5, 0.85), "task arithmetic, lambda 0.3":
+                       evals(0.5, 0.85)}, test_of, [1.0, 1.0], {"handed over": {},
+                       "task arithmetic, lambda 0.3": {}})
+    assert level["below_task_arithmetic"] == []
+    assert not lines(level)[-1].lstrip().startswith("On the test splits")

@@ -78,11 +78,11 @@ def _report_test(ctx: RunContext, engine, am, layout, merged, result, prior: flo
     test = list(test_of.values())
     T = engine.n_tasks
     start = np.full(T, prior)
-    evals = {"handed over": am.evaluate_merged(engine, merged, test),
+    evals = {report_on_test.HANDED_OVER: am.evaluate_merged(engine, merged, test),
              f"task arithmetic, lambda {prior:g}": am.evaluate_merged(
                  engine, am.merged_flat(engine.theta_pre, engine.tau, start, layout), test),
              "pretrained": am.evaluate_merged(engine, engine.theta_pre.clone(), test)}
-    coefficients = {"handed over": result.per_task(),
+    coefficients = {report_on_test.HANDED_OVER: result.per_task(),
                     f"task arithmetic, lambda {prior:g}": dict(zip(config.models, start.tolist())),
                     "pretrained": dict.fromkeys(config.models, 0.0)}
     return report_on_test.summarise(evals, test_of, config.preference, coefficients)

@@ -21,6 +21,7 @@ from src.core.front import FrontResult, FrontTask, SearchSettings, front_summary
 from src.core.indicators import pareto_filter
 from src.modes.reference_models import check_run_pick, pretrained_metrics
 from src.run.outputs import print_summary, write_run_json, write_solved_front
+from src.run.report_on_test import HANDED_OVER, score as score_on_test
 from src.plotting.comparison import plot_comparison
 from src.run.results import RunDirectory, ScalingResults, point_key, write_json
 from src.run.run_lock import LOCK
@@ -176,7 +177,7 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray,
     if config.report_test:
         check = summary["pick_check"] or {}
         ta = check.get("task_arithmetic")
-        models = {"handed over": c}
+        models = {HANDED_OVER: c}
         if ta:
             models[f"task arithmetic, lambda {ta['lambda']:.3g}"] = \
                 [ta["coefficients"][m] for m in config.models]
@@ -192,10 +193,9 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray,
 
 def report_test(ctx: RunContext, models: dict[str, Any]) -> dict[str, Any]:
     """--report-test: ``models`` (label -> coefficients) scored on the test splits."""
-    from src.run.report_on_test import score
-
     config = ctx.config
-    return score(ctx.evaluator, models, config.datasets, config.preference, config.models)
+    return score_on_test(ctx.evaluator, models, config.datasets, config.preference,
+                         config.models)
 
 
 def write_final_model(ctx: RunContext, state: dict[str, Any] | None, info: dict[str, Any],

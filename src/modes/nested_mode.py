@@ -154,7 +154,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         summary = {"n_evaluations": n_evals, "rounds": len(result.records), "pick": config.pick,
                    "final": final_info, "figures": [str(f) for f in figures]}
         if config.report_test:
-            models = {"handed over": coefficients}
+            models = {report_on_test.HANDED_OVER: coefficients}
             if ta is not None:
                 models[f"task arithmetic, lambda {ta.lam:g}"] = [ta.lam] * T
             summary["test"] = report_test(ctx, models | {"pretrained": [0.0] * T})

@@ -16,6 +16,7 @@ import numpy as np
 from map_common.errors import MAPError
 
 SUFFIX = "Val"
+HANDED_OVER = "handed over"  # the row of the model the run hands over
 
 
 def test_datasets(datasets: Sequence[str]) -> dict[str, str]:
@@ -57,7 +58,13 @@ def summarise(evals: Mapping[str, Mapping[str, Mapping[str, float]]],
                       "loss": {t: float(got[t]["loss"]) for t in test_of.values()},
                       "mean": float(weighted_mean(y, preference)[0]),
                       "worst": float(worst_task(y, "max")[0])}
-    return {"datasets": dict(test_of), "models": rows}
+    out = {"datasets": dict(test_of), "models": rows}
+    ta = next((n for n in rows if n.startswith("task arithmetic")), None)
+    if HANDED_OVER in rows and ta is not None:
+        # which of the two measures the pick loses to TA on, where it was not chosen
+        out["below_task_arithmetic"] = [m for m in ("mean", "worst")
+                                        if rows[HANDED_OVER][m] < rows[ta][m]]
+    return out
 
 
 def lines(report: Mapping[str, Any]) -> list[str]:
@@ -70,4 +77,8 @@ def lines(report: Mapping[str, Any]) -> list[str]:
     for name, row in rows.items():
         values = [row["mean"], row["worst"], *row["accuracy"].values()]
         out.append(f"  {name:<{width}}  " + "  ".join(f"{v:>9.4f}" for v in values))
+    below = report.get("below_task_arithmetic")
+    if below:
+        out.append(f"  On the test splits the model handed over is below task arithmetic on "
+                   f"the {' and the '.join(below)}.")
     return out
