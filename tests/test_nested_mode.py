@@ -375,7 +375,22 @@ def test_stored_rounds_of_another_context_are_refused_in_one_line(run4, results,
     assert len(err) == 1 and "its pairs were merged with --nested-context task-arithmetic, " \
         "this run asks for none; use another --exp-id" in err[0]
     assert files() == before
+    # other --bounds: refused before the models are loaded (the tree records its bounds)
+    import src.modes.common as common
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded the models before refusing")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common, "open_evaluator", no_loading)
+        assert _main(*argv, "--bounds", "0", "0.8") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its pairs were merged with --bounds 0 1, this run asks for 0 " \
+        "0.8; use another --exp-id" in err[0]
+    assert files() == before
     tree = _read(run_dir / "merge_tree.json")
+    assert tree["bounds"] == [0.0, 1.0]
+    del tree["bounds"]  # a tree written before the bounds were recorded
     tree["context"]["lambda"] = 0.7
     (run_dir / "merge_tree.json").write_text(json.dumps(tree))
     assert _main(*argv) == 2  # known once the (stored) sweep is read: after the loading bars

@@ -31,10 +31,10 @@ TREE = "merge_tree.json"
 
 
 def check_stored_rounds(config: RunConfig, tree: dict) -> None:
-    """Rounds stored (``tree``: merge_tree.json) by a run on another metric or with another
-    --nested-context are refused in one line, before anything is loaded: they would be
-    replayed as this run's choices, and a round folder's store is keyed by pair names whose
-    merges would then differ."""
+    """Rounds stored (``tree``: merge_tree.json) by a run on another metric, with another
+    --nested-context or other --bounds are refused in one line, before anything is loaded:
+    they would be replayed as this run's choices, and a round folder's store is keyed by
+    pair names whose merges would then differ."""
     chose_on = tree.get("metric", "accuracy")
     if tree.get("rounds") and chose_on != config.metric.name:
         raise MAPError(f"{config.run_path / TREE}: its rounds chose on {chose_on}, this run "
@@ -45,6 +45,14 @@ def check_stored_rounds(config: RunConfig, tree: dict) -> None:
         raise MAPError(f"{config.run_path / TREE}: its pairs were merged with --nested-context "
                        f"{beside}, this run asks for {config.nested_context}; use another "
                        "--exp-id")
+    # other bounds: other pair designs and another TA sweep (known before it is evaluated;
+    # a tree written before the bounds were recorded is checked by its lambda, later)
+    bounds = tree.get("bounds")
+    if tree.get("rounds") and bounds is not None and \
+            [float(b) for b in bounds] != [config.low, config.high]:
+        raise MAPError(f"{config.run_path / TREE}: its pairs were merged with --bounds "
+                       f"{bounds[0]:g} {bounds[1]:g}, this run asks for {config.low:g} "
+                       f"{config.high:g}; use another --exp-id")
 
 
 def check_stored_context(config: RunConfig, tree: dict, context: float | None) -> None:
@@ -89,6 +97,7 @@ def run(config: RunConfig) -> dict[str, Any]:
             write_json(tree_path, {"models": config.models, "datasets": config.datasets,
                                    "preference": preference, "single_accuracy": single_accuracy,
                                    "metric": config.metric.name, "pairing": pairing,
+                                   "bounds": [config.low, config.high],
                                    "context": {"kind": config.nested_context, "lambda": context},
                                    "rounds": records})
 
