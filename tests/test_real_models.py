@@ -9,6 +9,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -304,7 +305,8 @@ def test_run_map_end_to_end_on_real_vit_b32_size(vit_zoo, run_cli, tmp_path, cap
                    "--zeroshot-merge-models", *PAIR, "--zeroshot-eval-datasets", *PAIR,
                    "--point", 6, *PLAIN_MAP, "--reevaluate", 1, "--n-gen", 30,
                    "--max-eval-samples", MAX_EVAL, "--batch-size", 16, "--device", "cpu",
-                   "--preference", PREFERENCE, "--results-path", tmp_path, "--exp-id", "e2e")
+                   "--preference", PREFERENCE, "--report-test", "--results-path", tmp_path,
+                   "--exp-id", "e2e")
     elapsed = time.perf_counter() - start
     assert code == 0, capsys.readouterr().err
     run = tmp_path / "e2e"
@@ -338,6 +340,19 @@ def test_run_map_end_to_end_on_real_vit_b32_size(vit_zoo, run_cli, tmp_path, cap
         assert entry["evals"][d]["accuracy"] == pytest.approx(expected_eval["accuracy"],
                                                               abs=1e-9)
         assert entry["evals"][d]["loss"] == pytest.approx(expected_eval["loss"], rel=1e-4)
+    # --report-test: the real test splits (MNIST, EuroSAT) with the Val sets' heads; the
+    # pretrained model's row recomputed by hand
+    test = info["summary"]["test"]
+    assert test["datasets"] == {"MNISTVal": "MNIST", "EuroSATVal": "EuroSAT"}
+    for d, t in test["datasets"].items():
+        first = [np.asarray(get_dataset(name, vit_zoo.data).split("test")[0][0])
+                 for name in (d, t)]
+        assert not np.array_equal(*first)  # the test split is other images than the Val set
+        by_hand = hand_evaluate(vit_zoo.pretrained, vit_zoo.heads[d], t, vit_zoo.data, MAX_EVAL)
+        assert test["models"]["pretrained"]["accuracy"][t] == pytest.approx(
+            by_hand["accuracy"], abs=1e-9)
+    # the model handed over, written in the task_vectors format at ViT-B/32 size
+    assert (run / "final_model" / "finetuned.pt").stat().st_size > 300e6
     print(f"run_MAP.py on ViT-B-32: {elapsed:.1f} s; {info['timings']}")
 
 
