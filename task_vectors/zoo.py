@@ -118,9 +118,9 @@ def ensure_zoo(root: str | Path | None = None, *, verbose: bool = True) -> Zoo:
     if given_zoo == recipe_key():  # the folder of a built zoo, not the cache that holds it
         return Zoo(root)
     if given_zoo is not None:  # never a 4-minute build nested inside an old zoo
-        raise ZooFolderError(f"{root} is a built demo zoo of another recipe ({given_zoo}; this "
-                         f"version's is {recipe_key()}): give the folder that holds the zoos "
-                         f"({root.parent}) or an empty folder")
+        raise ZooFolderError(f"{root} is a built demo zoo of another recipe ({given_zoo}; "
+                             f"this version's is {recipe_key()}): give the folder that holds "
+                             f"the zoos ({root.parent}) or an empty folder")
     target = root / f"demo-zoo-{recipe_key()}"
     if (target / "zoo.json").exists():
         return Zoo(target)

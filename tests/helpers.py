@@ -146,3 +146,19 @@ def check_final_model_file(run_dir: Path, zoo: Path, tasks: list[str]) -> None:
                                    msg=key)
         merged_keys += any(not torch.equal(finetuned[t][key], p) for t in tasks)
     assert merged_keys > 10  # the check above compared real task vectors, not zeros
+
+
+def zoo_engine(zoo, tasks: list[str], heads: dict[str, str] | None = None,
+               pretrained: str | None = None, **options):
+    """An engine of the test's own on the demo zoo's files (not the pipeline's builder):
+    the tasks' fine-tuned models, ``heads`` (dataset -> the zoo task whose head scores it;
+    default each task's own) and their sets, ``pretrained`` (default the zoo's)."""
+    from task_vectors.engine import MergeEngine
+
+    root = zoo.path
+    heads = heads or {t: t for t in tasks}
+    return MergeEngine.from_checkpoints(
+        model_name=zoo.model_name, pretrained=pretrained or str(root / "zeroshot.pt"),
+        finetuned={t: str(root / t / "finetuned.pt") for t in tasks},
+        heads={d: str(root / f"head_{h}.pt") for d, h in heads.items()}, datasets=list(heads),
+        data_location=str(root), **options)

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from src.core.pareto import non_dominated, pick_by_preference
-from helpers import FEW_IMAGES, PLAIN_MAP, CountingEvaluate, check_final_model_file
+from helpers import (FEW_IMAGES, PLAIN_MAP, CountingEvaluate, check_final_model_file,
+                     zoo_engine)
 
 REPO = Path(__file__).resolve().parent.parent
 PAIR = ["LetterVal", "DigitVal"]
@@ -76,14 +77,7 @@ def map_run(results, zoo_root) -> Path:
 @pytest.fixture(scope="module")
 def engine(demo_zoo):
     """An engine of our own on the zoo's files (not the pipeline's builder)."""
-    from task_vectors.engine import MergeEngine
-
-    zoo = demo_zoo.path
-    return MergeEngine.from_checkpoints(
-        model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
-        finetuned={m: str(zoo / m / "finetuned.pt") for m in FOUR},
-        heads={d: str(zoo / f"head_{d}.pt") for d in FOUR}, datasets=FOUR,
-        data_location=str(zoo), batch_size=128, max_eval_samples=FEW_IMAGES)
+    return zoo_engine(demo_zoo, FOUR, batch_size=128, max_eval_samples=FEW_IMAGES)
 
 
 # ------------------------------------------------------------------ files and formats
@@ -183,8 +177,6 @@ def test_stored_evals_equal_a_direct_engine_evaluation(map_run, engine):
 def test_the_handed_over_model_is_written_as_a_checkpoint(map_run, demo_zoo, engine):
     """final_model/: the pick of run.json as θ_pre + Σ c τ in the task_vectors format; the
     file, loaded as the pretrained model of a fresh engine, scores what merge.json says."""
-    from task_vectors.engine import MergeEngine
-
     chosen = _read(map_run / "run.json")["summary"]["chosen"]
     merge = _read(map_run / "final_model" / "merge.json")
     assert merge == {"coefficients": chosen["coefficients"], "metric": "accuracy",
@@ -196,12 +188,8 @@ def test_the_handed_over_model_is_written_as_a_checkpoint(map_run, demo_zoo, eng
     final = load_run(map_run)["final"]
     assert final["checkpoint"] == map_run / "final_model" / "finetuned.pt"
     assert {k: v for k, v in final.items() if k != "checkpoint"} == merge
-    zoo = demo_zoo.path
-    loaded = MergeEngine.from_checkpoints(
-        model_name=demo_zoo.model_name, pretrained=str(map_run / "final_model" / "finetuned.pt"),
-        finetuned={m: str(zoo / m / "finetuned.pt") for m in PAIR},
-        heads={d: str(zoo / f"head_{d}.pt") for d in PAIR}, datasets=PAIR,
-        data_location=str(zoo), batch_size=128, max_eval_samples=FEW_IMAGES)
+    loaded = zoo_engine(demo_zoo, PAIR, pretrained=str(map_run / "final_model" / "finetuned.pt"),
+                        batch_size=128, max_eval_samples=FEW_IMAGES)
     scored = loaded.evaluate_at(np.zeros(len(PAIR)), PAIR)  # c = 0: the file itself
     assert {d: scored[d]["accuracy"] for d in PAIR} == pytest.approx(merge["real"], abs=1e-9)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import FEW_IMAGES, PLAIN_MAP
+from helpers import FEW_IMAGES, PLAIN_MAP, zoo_engine
 from src.run.report_on_test import lines, summarise, test_datasets as split_names
 
 PAIR = ["LetterVal", "DigitVal"]
@@ -23,14 +23,8 @@ def _read(path: Path):
 @pytest.fixture(scope="module")
 def test_engine(demo_zoo):
     """Our own engine on the zoo's files: the test splits, each with its Val set's head."""
-    from task_vectors.engine import MergeEngine
-
-    zoo = demo_zoo.path
-    return MergeEngine.from_checkpoints(
-        model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
-        finetuned={m: str(zoo / m / "finetuned.pt") for m in PAIR},
-        heads={TEST[d]: str(zoo / f"head_{d}.pt") for d in PAIR}, datasets=list(TEST.values()),
-        data_location=str(zoo), batch_size=128, max_eval_samples=FEW_IMAGES)
+    return zoo_engine(demo_zoo, PAIR, heads={t: d for d, t in TEST.items()},
+                      batch_size=128, max_eval_samples=FEW_IMAGES)
 
 
 def _check_scores(report: dict, engine, expected: dict[str, list[float]]) -> None:
@@ -85,8 +79,6 @@ def test_adamerging_scores_the_learned_model_on_images_it_did_not_learn_from(
         zoo_root, tmp_path, run_cli, test_engine, demo_zoo):
     """The learned model (read back from its final_model file), its start (TA at the prior)
     and the pretrained model, on the test splits."""
-    from task_vectors.engine import MergeEngine
-
     assert run_cli("--demo", "--zoo-dir", zoo_root, "--method", "adamerging",
                    "--zeroshot-merge-models", *PAIR, "--adamerging-steps", "3",
                    "--adamerging-lr", "0.05", "--max-eval-samples", FEW_IMAGES,
@@ -97,13 +89,9 @@ def test_adamerging_scores_the_learned_model_on_images_it_did_not_learn_from(
     for name, c in (("task arithmetic, lambda 0.3", [0.3, 0.3]), ("pretrained", [0.0, 0.0])):
         direct = test_engine.evaluate_at(np.asarray(c), list(TEST.values()))
         assert rows[name]["accuracy"] == {t: direct[t]["accuracy"] for t in TEST.values()}
-    zoo = demo_zoo.path
-    learned = MergeEngine.from_checkpoints(
-        model_name=demo_zoo.model_name, pretrained=str(tmp_path / "a" / "final_model" /
-                                                       "finetuned.pt"),
-        finetuned={m: str(zoo / m / "finetuned.pt") for m in PAIR},
-        heads={TEST[d]: str(zoo / f"head_{d}.pt") for d in PAIR}, datasets=list(TEST.values()),
-        data_location=str(zoo), batch_size=128, max_eval_samples=FEW_IMAGES)
+    learned = zoo_engine(demo_zoo, PAIR, heads={t: d for d, t in TEST.items()},
+                         pretrained=str(tmp_path / "a" / "final_model" / "finetuned.pt"),
+                         batch_size=128, max_eval_samples=FEW_IMAGES)
     direct = learned.evaluate_at(np.zeros(2), list(TEST.values()))  # the file itself
     assert rows["handed over"]["accuracy"] == pytest.approx(
         {t: direct[t]["accuracy"] for t in TEST.values()}, abs=1e-9)

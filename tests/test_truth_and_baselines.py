@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import FEW_IMAGES, PLAIN_MAP, CountingEvaluate
+from helpers import FEW_IMAGES, PLAIN_MAP, CountingEvaluate, zoo_engine
 
 PAIR = ["LetterVal", "DigitVal"]
 PER_AXIS = 6  # 36 grid merges: enough for a front, quick on 2 cores
@@ -56,14 +56,7 @@ def map_truth_run(results, zoo_root, grid_run) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(demo_zoo):
-    from task_vectors.engine import MergeEngine
-
-    zoo = demo_zoo.path
-    return MergeEngine.from_checkpoints(
-        model_name=demo_zoo.model_name, pretrained=str(zoo / "zeroshot.pt"),
-        finetuned={t: str(zoo / t / "finetuned.pt") for t in PAIR},
-        heads={d: str(zoo / f"head_{d}.pt") for d in PAIR}, datasets=PAIR,
-        data_location=str(zoo), max_eval_samples=FEW_IMAGES)
+    return zoo_engine(demo_zoo, PAIR, max_eval_samples=FEW_IMAGES)
 
 
 def _scaling(path: Path) -> tuple[np.ndarray, np.ndarray]:

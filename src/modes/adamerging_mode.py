@@ -77,13 +77,13 @@ def _report_test(ctx: RunContext, engine, am, layout, merged, result, prior: flo
     test_of = report_on_test.test_datasets(config.datasets)
     test = list(test_of.values())
     T = engine.n_tasks
-    start = np.full(T, prior)
+    start, ta = np.full(T, prior), report_on_test.ta_label(prior)
     evals = {report_on_test.HANDED_OVER: am.evaluate_merged(engine, merged, test),
-             f"task arithmetic, lambda {prior:g}": am.evaluate_merged(
+             ta: am.evaluate_merged(
                  engine, am.merged_flat(engine.theta_pre, engine.tau, start, layout), test),
              "pretrained": am.evaluate_merged(engine, engine.theta_pre.clone(), test)}
     coefficients = {report_on_test.HANDED_OVER: result.per_task(),
-                    f"task arithmetic, lambda {prior:g}": dict(zip(config.models, start.tolist())),
+                    ta: dict(zip(config.models, start.tolist())),
                     "pretrained": dict.fromkeys(config.models, 0.0)}
     return report_on_test.summarise(evals, test_of, config.preference, coefficients)
 

@@ -21,7 +21,7 @@ from src.core.front import FrontResult, FrontTask, SearchSettings, front_summary
 from src.core.indicators import pareto_filter
 from src.modes.reference_models import check_run_pick, pretrained_metrics
 from src.run.outputs import print_summary, write_run_json, write_solved_front
-from src.run.report_on_test import HANDED_OVER, score as score_on_test
+from src.run.report_on_test import HANDED_OVER, score as score_on_test, ta_label
 from src.plotting.comparison import plot_comparison
 from src.run.results import RunDirectory, ScalingResults, point_key, write_json
 from src.run.run_lock import LOCK
@@ -179,8 +179,7 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray,
         ta = check.get("task_arithmetic")
         models = {HANDED_OVER: c}
         if ta:
-            models[f"task arithmetic, lambda {ta['lambda']:.3g}"] = \
-                [ta["coefficients"][m] for m in config.models]
+            models[ta_label(ta["lambda"])] = [ta["coefficients"][m] for m in config.models]
         models["pretrained"] = [0.0] * config.T
         summary["test"] = report_test(ctx, models)
     write_final_model(ctx, merged_state(ctx, c), {

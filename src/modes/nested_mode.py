@@ -24,7 +24,7 @@ from src.core.front import FrontTask, SearchSettings, pick_evaluated, solve_fron
 from src.modes.common import (RunContext, finish, merged_state, open_run, report_test,
                               write_final_model)
 from src.run import report_on_test
-from src.run.outputs import write_solved_front
+from src.run.outputs import print_handed_over, write_solved_front
 from src.run.results import ScalingResults, point_key, read_json, write_json
 
 TREE = "merge_tree.json"
@@ -165,7 +165,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         if config.report_test:
             models = {report_on_test.HANDED_OVER: coefficients}
             if ta is not None:
-                models[f"task arithmetic, lambda {ta.lam:g}"] = [ta.lam] * T
+                models[report_on_test.ta_label(ta.lam)] = [ta.lam] * T
             summary["test"] = report_test(ctx, models | {"pretrained": [0.0] * T})
         finish(ctx, summary, show=False)
     print(f"\nRun directory: {run_dir.path}")
@@ -183,10 +183,7 @@ def run(config: RunConfig) -> dict[str, Any]:
               + ("" if chance is None else f", chance {chance:.4f}") + ")"
               + ("  <- below the pretrained model" if d in final_info["below_pretrained"]
                  else ""))
-    if (run_dir.path / "final_model" / "finetuned.pt").exists():
-        print(f"Merged model: {run_dir.path / 'final_model' / 'finetuned.pt'}")
-    if "test" in summary:
-        print("\n".join(report_on_test.lines(summary["test"])))
+    print_handed_over(run_dir.path, summary)
     return summary
 
 

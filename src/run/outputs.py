@@ -227,13 +227,18 @@ def print_summary(config: "RunConfig", run: "RunDirectory", summary: dict[str, A
     line = floor_line(summary)
     if line:
         print(line)
-    if (run.path / "final_model" / "finetuned.pt").exists():
-        print(f"Merged model: {run.path / 'final_model' / 'finetuned.pt'}")
+    print_handed_over(run.path, summary)
+    print_standing(config, summary)
+
+
+def print_handed_over(run_path: Path, summary: dict[str, Any]) -> None:
+    """Where the model handed over was written, and --report-test's table."""
+    if (run_path / "final_model" / "finetuned.pt").exists():
+        print(f"Merged model: {run_path / 'final_model' / 'finetuned.pt'}")
     if summary.get("test"):
         from src.run.report_on_test import lines
 
         print("\n".join(lines(summary["test"])))
-    print_standing(config, summary)
 
 
 def floor_line(summary: dict[str, Any]) -> str | None:

@@ -17,6 +17,12 @@ from map_common.errors import MAPError
 
 SUFFIX = "Val"
 HANDED_OVER = "handed over"  # the row of the model the run hands over
+TASK_ARITHMETIC = "task arithmetic"  # the start of the TA row's label (ta_label)
+
+
+def ta_label(lam: float) -> str:
+    """The row of task arithmetic at ``lam``."""
+    return f"{TASK_ARITHMETIC}, lambda {lam:.3g}"
 
 
 def test_datasets(datasets: Sequence[str]) -> dict[str, str]:
@@ -59,7 +65,7 @@ def summarise(evals: Mapping[str, Mapping[str, Mapping[str, float]]],
                       "mean": float(weighted_mean(y, preference)[0]),
                       "worst": float(worst_task(y, "max")[0])}
     out = {"datasets": dict(test_of), "models": rows}
-    ta = next((n for n in rows if n.startswith("task arithmetic")), None)
+    ta = next((n for n in rows if n.startswith(TASK_ARITHMETIC)), None)
     if HANDED_OVER in rows and ta is not None:
         # which of the two measures the pick loses to TA on, where it was not chosen
         out["below_task_arithmetic"] = [m for m in ("mean", "worst")

@@ -381,9 +381,9 @@ def _load_points(folder: Path, names: str, models: Sequence[str], datasets: Sequ
 def _points(store: ScalingResults, datasets: Sequence[str]) -> dict[str, np.ndarray]:
     """``C`` and each metric [n, K] of a store's points; NaN where a point lacks the metric
     (entropy: stores written before it was recorded)."""
-    out = {"C": store.arrays([], "accuracy")[0]}
+    out = {}
     for metric in ("accuracy", "loss", "entropy"):
-        out[metric] = store.arrays(datasets, metric, missing=np.nan)[1]
+        out["C"], out[metric] = store.arrays(datasets, metric, missing=np.nan)
     return out
 
 
