@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import FEW_IMAGES, PLAIN_MAP, zoo_engine
+from helpers import FEW_IMAGES, PLAIN_MAP, CountingEvaluate, zoo_engine
 from src.run.report_on_test import lines, summarise, test_datasets as split_names
 
 PAIR = ["LetterVal", "DigitVal"]
@@ -41,10 +41,12 @@ def _check_scores(report: dict, engine, expected: dict[str, list[float]]) -> Non
 
 
 def test_map_scores_its_pick_ta_and_pretrained_on_the_test_splits(zoo_root, tmp_path, run_cli,
-                                                                  capsys, test_engine):
-    assert run_cli("--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", "20",
-                   "--reevaluate", "2", "--max-eval-samples", FEW_IMAGES, *PLAIN_MAP,
-                   "--report-test", "--results-path", tmp_path, "--exp-id", "m") == 0
+                                                                  capsys, test_engine,
+                                                                  monkeypatch):
+    argv = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", "20",
+            "--reevaluate", "2", "--max-eval-samples", FEW_IMAGES, *PLAIN_MAP,
+            "--report-test", "--results-path", tmp_path, "--exp-id", "m"]
+    assert run_cli(*argv) == 0
     printed = capsys.readouterr().out.splitlines()
     summary = _read(tmp_path / "m" / "run.json")["summary"]
     check = summary["pick_check"]
@@ -62,6 +64,19 @@ def test_map_scores_its_pick_ta_and_pretrained_on_the_test_splits(zoo_root, tmp_
     start = printed.index(table[0])
     assert printed[start:start + len(table)] == table
     assert table[1].split() == ["mean", "worst", "Letter", "Digit"]
+
+    # the scores are kept: the same command again evaluates nothing, test splits included
+    name = "LetterVal_DigitVal_test_scaling_results.json"
+    stored = _read(tmp_path / "m" / name)
+    assert len(stored) == 3 and all(set(v["evals"]) == set(TEST.values()) for v in stored.values())
+    assert name in _read(tmp_path / "m" / "run.json")["outputs"]
+    from task_vectors.engine import MergeEngine
+
+    counter = CountingEvaluate(MergeEngine.evaluate)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    assert run_cli(*argv) == 0
+    assert counter.calls == 0
+    assert _read(tmp_path / "m" / "run.json")["summary"]["test"] == summary["test"]
 
 
 def test_nested_scores_its_final_model(zoo_root, tmp_path, run_cli, test_engine):

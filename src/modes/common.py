@@ -14,14 +14,14 @@ from src.run.baselines import (ADAMERGING_POINTS, baseline_dominance, check_stor
                                evaluate_baselines, figure_baselines)
 from src.run.compare import load_compared, method_label
 from src.run.config import RunConfig
-from src.run.evaluation import evaluate_metric, open_evaluator
+from src.run.evaluation import evaluate_metric, evaluate_points, open_evaluator
 from src.run.fingerprint import (FINGERPRINT, check_fingerprint, evaluation_fingerprint,
                              record_fingerprint)
 from src.core.front import FrontResult, FrontTask, SearchSettings, front_summary, solve_front
 from src.core.indicators import pareto_filter
 from src.modes.reference_models import check_run_pick, pretrained_metrics
 from src.run.outputs import print_summary, write_run_json, write_solved_front
-from src.run.report_on_test import HANDED_OVER, score as score_on_test, ta_label
+from src.run.report_on_test import HANDED_OVER, summarise, ta_label, test_datasets
 from src.plotting.comparison import plot_comparison
 from src.run.results import RunDirectory, ScalingResults, point_key, write_json
 from src.run.run_lock import LOCK
@@ -191,10 +191,20 @@ def solve_run_front(ctx: RunContext, C: np.ndarray, Y: np.ndarray,
 
 
 def report_test(ctx: RunContext, models: dict[str, Any]) -> dict[str, Any]:
-    """--report-test: ``models`` (label -> coefficients) scored on the test splits."""
-    config = ctx.config
-    return score_on_test(ctx.evaluator, models, config.datasets, config.preference,
-                         config.models)
+    """--report-test: ``models`` (label -> coefficients) scored on the test splits, in one
+    evaluate() call (a Ray pool runs them together). Each score is kept in the run's
+    ``<names>_test_scaling_results.json``, so a resumed or repeated run scores nothing twice."""
+    config, run = ctx.config, ctx.run
+    test_of = test_datasets(config.datasets)
+    store = run.store(run.file(f"{run.names}_test_scaling_results.json",
+                               "--report-test: the scored models' accuracy, loss and entropy "
+                               "per test split"), config.models)
+    names = list(models)
+    C = np.array([models[n] for n in names], dtype=float).reshape(len(names), config.T)
+    evals = evaluate_points(ctx.evaluator, store, C, list(test_of.values()),
+                            desc="scoring on test splits")
+    return summarise({n: evals[k] for k, n in enumerate(names)}, test_of, config.preference,
+                     {n: dict(zip(config.models, C[k].tolist())) for k, n in enumerate(names)})
 
 
 def write_final_model(ctx: RunContext, state: dict[str, Any] | None, info: dict[str, Any],

@@ -36,18 +36,6 @@ def test_datasets(datasets: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def score(evaluator, models: Mapping[str, Sequence[float]], datasets: Sequence[str],
-          preference: Sequence[float], labels: Sequence[str]) -> dict[str, Any]:
-    """Each model (label -> coefficients on the run's task vectors, in ``labels`` order)
-    evaluated on the test splits: one evaluate() call (a Ray pool runs them together)."""
-    test_of = test_datasets(datasets)
-    names = list(models)
-    jobs = [np.asarray(models[n], dtype=float) for n in names]
-    got = dict(evaluator.evaluate(jobs, list(test_of.values())))
-    return summarise({n: got[k] for k, n in enumerate(names)}, test_of, preference,
-                     {n: dict(zip(labels, jobs[k].tolist())) for k, n in enumerate(names)})
-
-
 def summarise(evals: Mapping[str, Mapping[str, Mapping[str, float]]],
               test_of: Mapping[str, str], preference: Sequence[float],
               coefficients: Mapping[str, Any]) -> dict[str, Any]:
