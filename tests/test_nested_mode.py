@@ -397,3 +397,60 @@ def test_stored_rounds_of_another_context_are_refused_in_one_line(run4, results,
     err = capsys.readouterr().err
     assert "Traceback" not in err and "beside task arithmetic's lambda 0.7, this run's sweep " \
         f"gives {context_of(run4)}; use another --exp-id" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_stored_rounds_picked_another_way_are_refused_before_loading(run4, results, zoo_root,
+                                                                     capsys):
+    """A resume replays the stored rounds as its own picks, so another preference, pick
+    rule, design size, search or seed is refused in one line before the models are loaded
+    (the same tree with its preference changed used to be handed over as the new one's)."""
+    import shutil
+
+    import src.modes.common as common
+
+    shutil.copytree(run4, results / "other_choice")
+    run_dir = results / "other_choice"
+
+    def files():  # the lock (pid and host of the run holding the directory) aside
+        return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")
+                if p.is_file() and p.name != ".lock"}
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded the models before refusing")
+
+    skewed = results / "skewed.yaml"
+    skewed.write_text("LetterVal: 3\nDigitVal: 1\nShapeVal: 1\nSymbolVal: 1\n")
+    argv = _default_argv(zoo_root, results, "other_choice")
+    before = files()
+    for extra, said in ((["--preference", skewed], "--preference LetterVal:0.25 DigitVal:0.25 "
+                         "ShapeVal:0.25 SymbolVal:0.25; this run asks for --preference "
+                         "LetterVal:0.5 DigitVal:0.1667 ShapeVal:0.1667 SymbolVal:0.1667"),
+                        (["--pick", "weighted-sum"], "--pick tchebycheff; this run asks for "
+                         "--pick weighted-sum"),
+                        (["--seed", "1"], "--seed 0; this run asks for --seed 1"),
+                        (["--n-gen", "7"], f"--n-gen {N_GEN}; this run asks for --n-gen 7"),
+                        (["--point", "9"], f"--point {PAIR_POINTS}; this run asks for --point 9"),
+                        (["--search-bounds", "0", "0.9"], "--search-bounds 0 1; this run asks "
+                         "for --search-bounds 0 0.9")):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(common, "open_evaluator", no_loading)
+            assert _main(*argv, *extra) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"its rounds were picked with {said}. Resume with the same " \
+            "flags, or use another --exp-id" in err[0], (extra, err)
+        assert files() == before
+    # a tree written before the choice was recorded: its preference still refuses
+    tree = _read(run_dir / "merge_tree.json")
+    assert tree["choice"]["seed"] == 0 and tree["choice"]["pair_points"] == PAIR_POINTS
+    del tree["choice"]
+    (run_dir / "merge_tree.json").write_text(json.dumps(tree))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common, "open_evaluator", no_loading)
+        assert _main(*argv, "--preference", skewed) == 2
+    assert "its rounds were picked with --preference" in capsys.readouterr().err
+    # equal weights on another scale are the same choice: the resume replays the tree
+    scaled = results / "scaled.yaml"
+    scaled.write_text("LetterVal: 2\nDigitVal: 2\nShapeVal: 2\nSymbolVal: 2\n")
+    assert _main(*argv, "--preference", scaled) == 0
+    assert _read(run_dir / "merge_tree.json")["rounds"] == tree["rounds"]

@@ -55,6 +55,72 @@ def check_stored_rounds(config: RunConfig, tree: dict) -> None:
                        f"{config.high:g}; use another --exp-id")
 
 
+# What decides a round's pick, by the flag that sets it: stored rounds are replayed as this
+# run's choices, so a resume must make them the same way.
+CHOICE_FLAGS = {"preference": "--preference", "pick": "--pick", "pick_from": "--pick-from",
+                "pair_points": "--point", "n_gen": "--n-gen", "seed": "--seed",
+                "search_bounds": "--search-bounds"}
+
+
+def round_choice(config: RunConfig) -> dict[str, Any]:
+    """The settings that decide each round's pick (merge_tree.json ``choice``)."""
+    return {"preference": dict(zip(config.models, config.preference)), "pick": config.pick,
+            "pick_from": config.pick_from, "pair_points": config.pair_points,
+            "n_gen": config.n_gen, "seed": config.seed,
+            "search_bounds": [config.search_low, config.search_high]}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return bool(np.isclose(a, b, rtol=1e-9, atol=1e-12))
+    return a == b
+
+
+def _shown(value: Any) -> str:
+    def one(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
+    if isinstance(value, dict):
+        return " ".join(f"{k}:{one(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return " ".join(one(v) for v in value)
+    return one(value)
+
+
+def _normalised(choice: dict) -> dict:
+    """The preference as shares: weights 1:1 and 2:2 pick the same way."""
+    pref = choice.get("preference")
+    if isinstance(pref, dict) and pref and all(isinstance(v, (int, float)) and v >= 0
+                                               for v in pref.values()):
+        total = sum(pref.values()) or 1.0
+        return {**choice, "preference": {k: v / total for k, v in pref.items()}}
+    return choice
+
+
+def check_stored_choice(config: RunConfig, tree: dict) -> None:
+    """Stored rounds picked with another preference, pick rule, design size, search or
+    seed are refused in one line, before anything is loaded: a resume replays them, so the
+    tree would mix two runs' choices. A tree written before ``choice`` was recorded holds
+    its preference only."""
+    if not tree.get("rounds"):
+        return
+    stored = tree.get("choice")
+    if not isinstance(stored, dict):
+        stored = {"preference": tree.get("preference")}
+    stored, now = _normalised(stored), _normalised(round_choice(config))
+    changed = [k for k in CHOICE_FLAGS if stored.get(k) is not None and
+               not _same(stored[k], now[k])]
+    if changed:
+        was = ", ".join(f"{CHOICE_FLAGS[k]} {_shown(stored[k])}" for k in changed)
+        asks = ", ".join(f"{CHOICE_FLAGS[k]} {_shown(now[k])}" for k in changed)
+        raise MAPError(f"{config.run_path / TREE}: its rounds were picked with {was}; this "
+                       f"run asks for {asks}. Resume with the same flags, or use another "
+                       "--exp-id")
+
+
 def check_stored_context(config: RunConfig, tree: dict, context: float | None) -> None:
     """Stored rounds merged beside another λ (another sweep: --bounds changed) are refused."""
     stored = (tree.get("context") or {}).get("lambda")
@@ -65,7 +131,9 @@ def check_stored_context(config: RunConfig, tree: dict, context: float | None) -
 
 
 def run(config: RunConfig) -> dict[str, Any]:
-    check_stored_rounds(config, read_json(config.run_path / TREE, {}) or {})
+    stored_tree = read_json(config.run_path / TREE, {}) or {}
+    check_stored_rounds(config, stored_tree)
+    check_stored_choice(config, stored_tree)
     with open_run(config) as ctx:
         run_dir, T = ctx.run, config.T
         dataset_of = dict(zip(config.models, config.datasets))
@@ -98,6 +166,7 @@ def run(config: RunConfig) -> dict[str, Any]:
                                    "preference": preference, "single_accuracy": single_accuracy,
                                    "metric": config.metric.name, "pairing": pairing,
                                    "bounds": [config.low, config.high],
+                                   "choice": round_choice(config),
                                    "context": {"kind": config.nested_context, "lambda": context},
                                    "rounds": records})
 
