@@ -247,3 +247,111 @@ def test_the_acquisition_in_force_follows_the_number_of_tasks(zoo_root, models, 
     assert config().arguments["bayes_acquisition"] == expected
     other = "error" if expected == "ehvi" else "ehvi"
     assert config("--bayes-acquisition", other).bayes_acquisition == other
+
+
+SMALL = ["--bayes-initial-pts", "8", "--bayes-update-pts", "3", "--bayes-iter", "2",
+         "--refine-rounds", "1", "--refine-points", "3"]
+N_ROUNDS = 8 + 2 * 3  # the rounds' points of SMALL; the refinement's follow them
+
+
+def _files(run_dir: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")
+            if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.slow
+def test_runs_with_refinement_resume_and_grow_their_rounds(zoo_root, tmp_path, monkeypatch,
+                                                          capsys):
+    """The refinement's points are stored after the rounds'. A finished run rerun, a run
+    killed inside its refinement, and a run given more rounds each take the stored round
+    points as rounds and nothing else (before, the first two were refused: "more than this
+    schedule's" points)."""
+    from task_vectors.engine import MergeEngine
+
+    names = "LetterVal_DigitVal"
+    original = MergeEngine.evaluate
+    full = _argv(zoo_root, tmp_path, "full", PAIR, *SMALL)
+    assert _main(*full) == 0
+    full_dir = tmp_path / "full"
+    n_refined = sum(r["new_points"] for r in _read(full_dir / "refine_rounds.json"))
+    assert n_refined > 0
+    assert len(_read(full_dir / f"{names}scaling_results.json")) == N_ROUNDS + n_refined
+    assert _read(full_dir / "bayesian_plan.json") == {
+        "seed": 0, "initial": 8, "update": 3, "iterations": 2, "acquisition": "ehvi",
+        "bounds": [0.0, 1.0], "search_bounds": [0.0, 1.0], "n_gen": int(N_GEN)}
+
+    counter = CountingEvaluate(original)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    assert _main(*full) == 0  # the same command again
+    assert counter.calls == 0
+
+    killed = _argv(zoo_root, tmp_path, "killed", PAIR, *SMALL)
+    monkeypatch.setattr(MergeEngine, "evaluate", CountingEvaluate(original,
+                                                                  stop_after=N_ROUNDS + 1))
+    assert _main(*killed) == 130  # in the refinement round
+    assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.setattr(MergeEngine, "evaluate", original)
+    assert _main(*killed) == 0
+    for name in ("bayesian_rounds.json", "refine_rounds.json", f"{names}pareto_front.json"):
+        assert _read(tmp_path / "killed" / name) == _read(full_dir / name), name
+    np.testing.assert_array_equal(
+        _stored(tmp_path / "killed" / f"{names}scaling_results.json", PAIR)[0],
+        _stored(full_dir / f"{names}scaling_results.json", PAIR)[0])
+
+    # one more round: the stored rounds are its first rounds, the refinement's points not
+    before = _read(full_dir / "bayesian_rounds.json")
+    counter = CountingEvaluate(original)
+    monkeypatch.setattr(MergeEngine, "evaluate", counter)
+    grown = [str(a) for a in full]
+    grown[grown.index("--bayes-iter") + 1] = "3"
+    assert _main(*grown) == 0
+    rounds = _read(full_dir / "bayesian_rounds.json")
+    assert len(rounds) == 4 and rounds[:3] == before
+    refined = {tuple(c) for r in _read(full_dir / "refine_rounds.json")
+               for c in r["coefficients"]}
+    assert not refined & {tuple(c) for c in rounds[3]["points"]}
+    assert counter.calls >= 3
+
+
+@pytest.mark.slow
+def test_points_another_plan_or_mode_drew_are_refused_before_loading(zoo_root, tmp_path,
+                                                                    monkeypatch, capsys):
+    """A resume takes the stored points as its rounds' points: another --seed, schedule,
+    acquisition or box, or a directory of another mode's points, is refused in one line
+    before anything is loaded (before, a map run's points became bayesian's rounds)."""
+    import src.modes.common as common
+
+    argv = _argv(zoo_root, tmp_path, "b", PAIR, "--bayes-initial-pts", "8",
+                 "--bayes-update-pts", "3", "--bayes-iter", "1")
+    assert _main(*argv) == 0
+    run_dir = tmp_path / "b"
+    before = _files(run_dir)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded the models before refusing")
+
+    monkeypatch.setattr(common, "open_evaluator", no_loading)
+    capsys.readouterr()
+    for extra, said in ((["--seed", "2"], "--seed 0; this run asks for --seed 2"),
+                        (["--bayes-acquisition", "error"], "--bayes-acquisition ehvi; this "
+                         "run asks for --bayes-acquisition error"),
+                        (["--bounds", "0", "0.9"], "--bounds 0 1, --search-bounds 0 1; this "
+                         "run asks for --bounds 0 0.9, --search-bounds 0 0.9"),
+                        (["--n-gen", "7"], f"--n-gen {N_GEN}; this run asks for --n-gen 7")):
+        assert _main(*argv, *extra) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"its rounds drew their points with {said}. Resume with " \
+            "the same flags, or use another --exp-id" in err[0], (extra, err)
+        assert _files(run_dir) == before
+    monkeypatch.undo()
+
+    mapped = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", N_GEN,
+              "--max-eval-samples", FEW_IMAGES, "--zeroshot-merge-models", *PAIR,
+              "--refine-rounds", "0", "--results-path", tmp_path, "--exp-id", "m"]
+    assert _main(*mapped) == 0
+    monkeypatch.setattr(common, "open_evaluator", no_loading)
+    capsys.readouterr()
+    assert _main(*_argv(zoo_root, tmp_path, "m", PAIR)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "points that no bayesian rounds drew (another --method's run?)" \
+        in err[0]

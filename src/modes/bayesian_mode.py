@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 from src import plotting
 
 from src.core import bayesian, refine
@@ -12,16 +14,105 @@ from src.run.config import RunConfig
 from src.run.evaluation import evaluate_metric
 from src.modes.common import (announce_resume, finish, json_log, open_run, refine_run,
                               solve_run_front)
-from src.run.results import write_json
+from map_common.errors import MAPError
+from src.run.results import RunDirectory, ScalingResults, point_key, read_json, write_json
+
+ROUNDS = "bayesian_rounds.json"
+REFINE_ROUNDS = "refine_rounds.json"  # written by refine_run (--refine-rounds)
+PLAN = "bayesian_plan.json"
+# What decides which points the rounds draw, by the flag that sets it. The number of rounds
+# may grow (stored rounds are the first rounds of a longer plan); the rest must not change.
+PLAN_FLAGS = {"seed": "--seed", "initial": "--bayes-initial-pts",
+              "update": "--bayes-update-pts", "acquisition": "--bayes-acquisition",
+              "bounds": "--bounds", "search_bounds": "--search-bounds", "n_gen": "--n-gen"}
+
+
+def round_plan(config: RunConfig) -> dict[str, Any]:
+    """bayesian_plan.json: the settings the rounds draw their points with (n_gen and the
+    search box only steer EHVI rounds)."""
+    n_initial, n_update, n_iter = config.bayes
+    plan = {"seed": config.seed, "initial": n_initial, "update": n_update,
+            "iterations": n_iter, "acquisition": config.bayes_acquisition,
+            "bounds": [config.low, config.high]}
+    if config.bayes_acquisition != "error":
+        plan |= {"search_bounds": [config.search_low, config.search_high],
+                 "n_gen": config.n_gen}
+    return plan
+
+
+def check_plan(config: RunConfig, stored: dict[str, Any] | None, has_rounds: bool,
+               n_stored: int) -> None:
+    """One line, before anything is evaluated, when the run directory's points were not
+    drawn by rounds of this plan: another --seed, schedule, acquisition or box (a resume
+    would take them as this plan's rounds), or points another mode stored there."""
+    where = config.run_path
+    if stored is None:
+        if n_stored and not has_rounds:  # a directory of a bayesian run has its plan or rounds
+            raise MAPError(f"run dir {where} holds {n_stored} points that no bayesian rounds "
+                           "drew (another --method's run?); use another --exp-id")
+        return
+    now = round_plan(config)
+    changed = [k for k in PLAN_FLAGS if k in stored and k in now and stored[k] != now[k]]
+    if changed:
+        def shown(v):
+            return " ".join(f"{x:g}" for x in v) if isinstance(v, list) else str(v)
+        was = ", ".join(f"{PLAN_FLAGS[k]} {shown(stored[k])}" for k in changed)
+        asks = ", ".join(f"{PLAN_FLAGS[k]} {shown(now.get(k))}" for k in changed)
+        raise MAPError(f"{where / PLAN}: its rounds drew their points with {was}; this run "
+                       f"asks for {asks}. Resume with the same flags, or use another --exp-id")
+
+
+def rounds_done(store: ScalingResults, records: list[dict], complete: bool, datasets,
+                metric: str, refined: list[dict] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(C, Y) of the stored points that belong to the rounds, in round order: the recorded
+    rounds' points, then, when the rounds were not ``complete`` (a run killed inside a round,
+    or while a resume rewrote the records), the other stored points in evaluation order
+    but those of the front refinement that followed earlier rounds (``refined``:
+    refine_rounds.json's records). Refinement points are never round points."""
+    C_all, Y_all = store.arrays(datasets, metric)
+    row = {point_key(c): k for k, c in enumerate(C_all)}
+    order = [row.get(point_key(c)) for rec in records for c in rec.get("points", [])]
+    if None in order:  # a recorded point missing from the store: the rounds end before it
+        order = order[:order.index(None)]
+        complete = False
+    if not complete:
+        taken = set(order) | {row.get(point_key(c)) for rec in (refined or [])
+                              for c in rec.get("coefficients", [])}
+        order += [k for k in range(len(C_all)) if k not in taken]
+    return C_all[order].reshape(-1, C_all.shape[1]), Y_all[order].reshape(-1, Y_all.shape[1])
+
+
+def _stored(config: RunConfig) -> tuple[dict | None, list[dict], int]:
+    """The run directory's plan, round records and number of stored points (read-only)."""
+    plan = read_json(config.run_path / PLAN, None)
+    records = read_json(config.run_path / ROUNDS, None)
+    store = ScalingResults(RunDirectory(config.results_path, config.exp_id, config.models)
+                           .scaling_results, config.models, readonly=True,
+                           needs=config.metric.name)
+    return (plan if isinstance(plan, dict) else None,
+            records if isinstance(records, list) else [], len(store))
 
 
 def run(config: RunConfig) -> dict[str, Any]:
     n_initial, n_update, n_iter = config.bayes
+    stored_plan, records, n_stored = _stored(config)
+    check_plan(config, stored_plan, bool(records), n_stored)  # before anything is loaded
     with open_run(config) as ctx:
-        announce_resume(ctx, budget=n_initial + n_update * n_iter)
+        stored_plan, records, _ = _stored(config)  # again, under the run's lock
         store = ctx.store()
-        C_done, Y_done = store.arrays(config.datasets, config.metric.name)
-        rounds_path = ctx.run.file("bayesian_rounds.json", "per round: new points, bin "
+        check_plan(config, stored_plan, bool(records), len(store))
+        write_json(ctx.run.file(PLAN, "the settings the rounds drew their points with "
+                                      "(checked when the run resumes)"), round_plan(config))
+        # complete: every round of the plan that stored them is recorded (a run written
+        # before the plan was recorded is taken to have this run's number of rounds)
+        iterations = (stored_plan or {}).get("iterations", n_iter)
+        refined = read_json(config.run_path / REFINE_ROUNDS, None)
+        C_done, Y_done = rounds_done(store, records, len(records) >= iterations + 1,
+                                     config.datasets, config.metric.name,
+                                     refined if isinstance(refined, list) else None)
+        announce_resume(ctx, budget=n_initial + n_update * n_iter, done=len(C_done))
+        rounds_path = ctx.run.file(ROUNDS, "per round: new points, bin "
                                    "posterior, bin scores, surrogate error")
         t0 = time.perf_counter()
         propose = None if config.bayes_acquisition == "error" else bayesian.ehvi_proposer(

@@ -87,10 +87,11 @@ def run_fingerprint(config: RunConfig) -> dict[str, Any]:
         settings=settings, zoo_recipe=src.zoo_recipe)
 
 
-def announce_resume(ctx: RunContext, C: np.ndarray | None = None, budget: int | None = None
-                    ) -> None:
+def announce_resume(ctx: RunContext, C: np.ndarray | None = None, budget: int | None = None,
+                    done: int | None = None) -> None:
     """"resumed: N points stored, M to evaluate" when the run directory holds points: M
-    counts the design C's missing points (or what is left of a budget of points)."""
+    counts the design C's missing points (or what is left of a budget of points, of which
+    ``done`` are stored: all stored points when not given)."""
     store = ctx.store()
     if store.lacking:
         print(f"{len(store.lacking)} stored points lack {ctx.config.metric.name} (evaluated "
@@ -100,7 +101,7 @@ def announce_resume(ctx: RunContext, C: np.ndarray | None = None, budget: int | 
     if C is not None:
         todo = len({point_key(c) for c in np.atleast_2d(C) if store.get(c) is None})
     else:
-        todo = max(0, int(budget or 0) - len(store))
+        todo = max(0, int(budget or 0) - (len(store) if done is None else done))
     print(f"resumed: {len(store)} points stored, {todo} to evaluate", flush=True)
 
 
