@@ -355,3 +355,27 @@ def test_points_another_plan_or_mode_drew_are_refused_before_loading(zoo_root, t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "points that no bayesian rounds drew (another --method's run?)" \
         in err[0]
+
+
+@pytest.mark.parametrize("name, text, said", [
+    ("bayesian_rounds.json", '{"round": 0}', "not bayesian rounds"),
+    ("bayesian_rounds.json", '[{"points": [["a", 1]]}]', "not bayesian rounds"),
+    ("bayesian_rounds.json", '[{"points": [[0.5]]}]', "not bayesian rounds"),
+    ("bayesian_plan.json", '[1, 2]', "not a bayesian plan"),
+    ("bayesian_plan.json", '{"seed": ', "not valid JSON")])
+def test_a_damaged_round_file_is_one_line_before_loading(name, text, said, zoo_root, tmp_path,
+                                                         monkeypatch, capsys):
+    import src.modes.common as common
+
+    run_dir = tmp_path / "d"
+    run_dir.mkdir()
+    (run_dir / name).write_text(text)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded the models before refusing")
+
+    monkeypatch.setattr(common, "open_evaluator", no_loading)
+    assert _main(*_argv(zoo_root, tmp_path, "d", PAIR)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{run_dir / name}: {said}" in err[0] and \
+        "move it away to start afresh" in err[0]

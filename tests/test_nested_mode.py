@@ -449,3 +449,17 @@ def test_stored_rounds_picked_another_way_are_refused_before_loading(run4, resul
     scaled.write_text("LetterVal: 2\nDigitVal: 2\nShapeVal: 2\nSymbolVal: 2\n")
     assert _main(*argv, "--preference", scaled) == 0
     assert _read(run_dir / "merge_tree.json")["rounds"] == tree["rounds"]
+
+
+@pytest.mark.parametrize("text", ['{"rounds": 3}', '[1, 2]', '{"rounds": [1]}'])
+def test_a_damaged_merge_tree_is_one_line_before_loading(text, zoo_root, tmp_path,
+                                                         monkeypatch, capsys):
+    import src.modes.common as common
+
+    run_dir = tmp_path / "d"
+    run_dir.mkdir()
+    (run_dir / "merge_tree.json").write_text(text)
+    monkeypatch.setattr(common, "open_evaluator", _no_loading)
+    assert _main(*_default_argv(zoo_root, tmp_path, "d")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{run_dir / 'merge_tree.json'}: not a merge tree" in err[0]

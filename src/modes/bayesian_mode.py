@@ -87,11 +87,22 @@ def _stored(config: RunConfig) -> tuple[dict | None, list[dict], int]:
     """The run directory's plan, round records and number of stored points (read-only)."""
     plan = read_json(config.run_path / PLAN, None)
     records = read_json(config.run_path / ROUNDS, None)
+    def is_point(c) -> bool:
+        return isinstance(c, list) and len(c) == config.T and \
+            all(isinstance(x, (int, float)) for x in c)
+
+    if records is not None and not (isinstance(records, list) and all(
+            isinstance(r, dict) and isinstance(r.get("points", []), list) and
+            all(is_point(c) for c in r.get("points", [])) for r in records)):
+        raise MAPError(f"{config.run_path / ROUNDS}: not bayesian rounds (expected a list of "
+                       "round records); move it away to start afresh")
+    if plan is not None and not isinstance(plan, dict):
+        raise MAPError(f"{config.run_path / PLAN}: not a bayesian plan (expected an object); "
+                       "move it away to start afresh")
     store = ScalingResults(RunDirectory(config.results_path, config.exp_id, config.models)
                            .scaling_results, config.models, readonly=True,
                            needs=config.metric.name)
-    return (plan if isinstance(plan, dict) else None,
-            records if isinstance(records, list) else [], len(store))
+    return plan, records or [], len(store)
 
 
 def run(config: RunConfig) -> dict[str, Any]:

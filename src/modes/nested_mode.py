@@ -30,6 +30,17 @@ from src.run.results import ScalingResults, point_key, read_json, write_json
 TREE = "merge_tree.json"
 
 
+def read_tree(path: Path) -> dict:
+    """merge_tree.json of an earlier run ({} when there is none); one line when it is not a
+    tree this mode wrote (a resume would replay its rounds)."""
+    tree = read_json(path, {}) or {}
+    if not isinstance(tree, dict) or not isinstance(tree.get("rounds", []), list) or \
+            not all(isinstance(r, dict) for r in tree.get("rounds", [])):
+        raise MAPError(f"{path}: not a merge tree (expected an object whose rounds are a list "
+                       "of round records); move it away to start afresh")
+    return tree
+
+
 def check_stored_rounds(config: RunConfig, tree: dict) -> None:
     """Rounds stored (``tree``: merge_tree.json) by a run on another metric, with another
     --nested-context or other --bounds are refused in one line, before anything is loaded:
@@ -131,7 +142,7 @@ def check_stored_context(config: RunConfig, tree: dict, context: float | None) -
 
 
 def run(config: RunConfig) -> dict[str, Any]:
-    stored_tree = read_json(config.run_path / TREE, {}) or {}
+    stored_tree = read_tree(config.run_path / TREE)
     check_stored_rounds(config, stored_tree)
     check_stored_choice(config, stored_tree)
     with open_run(config) as ctx:
@@ -150,7 +161,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         context = ta.lam if ta is not None and config.nested_context == "task-arithmetic" \
             else None
         # read again under the run's lock: the rounds this run replays
-        stored_tree = read_json(config.run_path / TREE, {}) or {}
+        stored_tree = read_tree(config.run_path / TREE)
         check_stored_context(config, stored_tree, context)
         plans: dict[int, PairPlan] = {}  # this run's rounds, by index
 
