@@ -3,6 +3,7 @@ expected hypervolume improvement (--bayes-acquisition)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,34 +84,46 @@ def rounds_done(store: ScalingResults, records: list[dict], complete: bool, data
     return C_all[order].reshape(-1, C_all.shape[1]), Y_all[order].reshape(-1, Y_all.shape[1])
 
 
-def _stored(config: RunConfig) -> tuple[dict | None, list[dict], int]:
-    """The run directory's plan, round records and number of stored points (read-only)."""
-    plan = read_json(config.run_path / PLAN, None)
-    records = read_json(config.run_path / ROUNDS, None)
-    def is_point(c) -> bool:
-        return isinstance(c, list) and len(c) == config.T and \
-            all(isinstance(x, (int, float)) for x in c)
+def _records(path: Path, key: str, T: int, what: str) -> list[dict]:
+    """A per-round JSON log ([] when absent) whose records list their points under ``key``;
+    one line when it is something else (a resume reads those points)."""
+    records = read_json(path, None)
+    if records is None:
+        return []
 
-    if records is not None and not (isinstance(records, list) and all(
-            isinstance(r, dict) and isinstance(r.get("points", []), list) and
-            all(is_point(c) for c in r.get("points", [])) for r in records)):
-        raise MAPError(f"{config.run_path / ROUNDS}: not bayesian rounds (expected a list of "
-                       "round records); move it away to start afresh")
+    def is_point(c) -> bool:
+        return isinstance(c, list) and len(c) == T and all(isinstance(x, (int, float))
+                                                           for x in c)
+    if not (isinstance(records, list) and all(
+            isinstance(r, dict) and isinstance(r.get(key, []), list) and
+            all(is_point(c) for c in r.get(key, [])) for r in records)):
+        raise MAPError(f"{path}: not {what} (expected a list of round records); move it "
+                       "away to start afresh")
+    return records
+
+
+def _stored(config: RunConfig) -> tuple[dict | None, list[dict], list[dict], int]:
+    """The run directory's plan, round records, refinement records and number of stored
+    points (read-only)."""
+    plan = read_json(config.run_path / PLAN, None)
     if plan is not None and not isinstance(plan, dict):
         raise MAPError(f"{config.run_path / PLAN}: not a bayesian plan (expected an object); "
                        "move it away to start afresh")
+    records = _records(config.run_path / ROUNDS, "points", config.T, "bayesian rounds")
+    refined = _records(config.run_path / REFINE_ROUNDS, "coefficients", config.T,
+                       "front-refinement rounds")
     store = ScalingResults(RunDirectory(config.results_path, config.exp_id, config.models)
                            .scaling_results, config.models, readonly=True,
                            needs=config.metric.name)
-    return plan, records or [], len(store)
+    return plan, records, refined, len(store)
 
 
 def run(config: RunConfig) -> dict[str, Any]:
     n_initial, n_update, n_iter = config.bayes
-    stored_plan, records, n_stored = _stored(config)
+    stored_plan, records, _, n_stored = _stored(config)
     check_plan(config, stored_plan, bool(records), n_stored)  # before anything is loaded
     with open_run(config) as ctx:
-        stored_plan, records, _ = _stored(config)  # again, under the run's lock
+        stored_plan, records, refined, _ = _stored(config)  # again, under the run's lock
         store = ctx.store()
         check_plan(config, stored_plan, bool(records), len(store))
         write_json(ctx.run.file(PLAN, "the settings the rounds drew their points with "
@@ -118,10 +131,8 @@ def run(config: RunConfig) -> dict[str, Any]:
         # complete: every round of the plan that stored them is recorded (a run written
         # before the plan was recorded is taken to have this run's number of rounds)
         iterations = (stored_plan or {}).get("iterations", n_iter)
-        refined = read_json(config.run_path / REFINE_ROUNDS, None)
         C_done, Y_done = rounds_done(store, records, len(records) >= iterations + 1,
-                                     config.datasets, config.metric.name,
-                                     refined if isinstance(refined, list) else None)
+                                     config.datasets, config.metric.name, refined)
         announce_resume(ctx, budget=n_initial + n_update * n_iter, done=len(C_done))
         rounds_path = ctx.run.file(ROUNDS, "per round: new points, bin "
                                    "posterior, bin scores, surrogate error")
