@@ -26,6 +26,13 @@ def _folder(tmp: Path, name: str) -> str:
     return str(tmp / name)
 
 
+def _run_json(tmp: Path, data: bytes) -> str:
+    """A folder whose run.json holds ``data``."""
+    folder = Path(_folder(tmp, "other_run"))
+    (folder / "run.json").write_bytes(data)
+    return str(folder)
+
+
 def _pref(tmp: Path, text: str) -> str:
     return _file(tmp, "pref.yaml", text.encode())
 
@@ -174,6 +181,11 @@ CASES: list[Case] = [
      r"--truth scores map and bayesian fronts"),
     ("compare-a-file", lambda t, z: [*MAP, *PAIR, "--compare", _file(t, "c.json", b"{}")],
      r"--compare .*c\.json: not a finished map or bayesian run"),
+    ("truth-run-json-a-list", lambda t, z: [*MAP, *PAIR, "--truth", _run_json(t, b"[1]")],
+     r"run\.json: not a run record \(expected an object\)"),
+    ("compare-run-json-a-list", lambda t, z: [*MAP, *PAIR, "--compare",
+                                              _run_json(t, b"[1]")],
+     r"run\.json: not a run record \(expected an object\)"),
     ("baselines-with-nested", lambda t, z: [*NESTED, "--baselines"],
      r"--baselines goes with --method map or bayesian"),
     ("baselines-with-dare", lambda t, z: [*BAYES, *PAIR, "--baselines", "--merge-method",

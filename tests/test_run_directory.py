@@ -257,3 +257,35 @@ def test_stale_outputs_are_removed_inside_the_run_directory_only(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == ["Ascaling_results.json",
                                                          "fingerprint.json", "new.png"]
     assert outside.exists()
+
+
+def test_a_damaged_run_record_is_set_aside_and_a_damaged_fingerprint_refused(
+        zoo_root, tmp_path, capsys):
+    """The previous run's run.json is read once the run has finished: a damaged one must not
+    fail it (its settings, files and history are not carried over, with a line). A damaged
+    fingerprint is refused at the start, in one line."""
+    argv = _argv(zoo_root, tmp_path, "d", "map", "--design", "grid", "--refine-rounds", "0")
+    assert _main(*argv) == 0
+    run_dir = tmp_path / "d"
+    for text, why in (("[1]", "not a run record"), ('{"arguments": 5}', "not a run record"),
+                      ('{"a":', "not valid JSON")):
+        (run_dir / "run.json").write_text(text)
+        capsys.readouterr()
+        assert _main(*argv) == 0
+        out = capsys.readouterr().out
+        assert f"{run_dir / 'run.json'}: the previous run's record is {why}" in out
+        info = _read(run_dir / "run.json")
+        assert info["evaluation_total"]["invocations"] == 1 and "changed_since_previous" \
+            not in info
+    # a history entry edited by hand is left out, the rest kept
+    info = _read(run_dir / "run.json")
+    info["evaluation_history"].append({"points": "x"})
+    (run_dir / "run.json").write_text(json.dumps(info))
+    assert _main(*argv) == 0
+    assert _read(run_dir / "run.json")["evaluation_total"]["invocations"] == 2
+
+    (run_dir / "fingerprint.json").write_text("[1]")
+    capsys.readouterr()
+    assert _main(*argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{run_dir / 'fingerprint.json'}: not a fingerprint" in err[0]

@@ -8,7 +8,7 @@ import numpy as np
 from map_common.errors import MAPError
 from src.run.mode_registry import MODES, either
 from src.core.objectives import file_prefix
-from src.run.results import ScalingResults, load_front, read_json
+from src.run.results import ScalingResults, load_front, read_run_info
 from task_vectors.merge_methods import METHODS as MERGE_METHODS, label_of
 
 METHOD_LABELS = {name: method.label for name, method in MERGE_METHODS.items()}
@@ -23,7 +23,7 @@ def load_compared(paths, config) -> list[tuple[str, np.ndarray, np.ndarray | Non
     """(label, predicted front [n, T], real front points [m, T] or None) of each run."""
     out = []
     for path in map(Path, paths):
-        info = read_json(path / "run.json")
+        info = read_run_info(path)
         mode = MODES.get((info or {}).get("method"))
         if mode is None or not mode.supports_baselines:
             raise MAPError(f"--compare {path}: not a finished "

@@ -149,6 +149,9 @@ def check_fingerprint(run_path: str | os.PathLike, fp: Mapping[str, Any]) -> Non
     run_path = Path(run_path)
     stored = read_json(run_path / FINGERPRINT)
     fp = jsonable(fp)
+    if stored is not None and not isinstance(stored, dict):
+        raise MAPError(f"{run_path / FINGERPRINT}: not a fingerprint (expected an object); "
+                       "move it away to start afresh")
     if stored is None:
         write_json(run_path / FINGERPRINT, fp)
         return

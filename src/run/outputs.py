@@ -124,7 +124,7 @@ def write_run_json(config: "RunConfig", run: "RunDirectory", summary: dict[str, 
                    extra: dict[str, Any] | None = None) -> Path:
     """``run.json``: the arguments, versions, seed, timings, summary and what each file is."""
     timings["total_seconds"] = time.perf_counter() - started
-    previous = read_json(run.path / "run.json", {}) or {}
+    previous = previous_run_record(run.path / "run.json")
     info = {
         "method": config.method, "exp_id": config.exp_id, "seed": config.seed,
         "models": list(config.models), "datasets": list(config.datasets),
@@ -151,6 +151,31 @@ def write_run_json(config: "RunConfig", run: "RunDirectory", summary: dict[str, 
         print(f"{run.path}: removed the previous run's {', '.join(removed)} (this run does "
               "not write them)")
     return run.write_run_json(info)
+
+
+# What run.json must hold for the next run there to read it: its fields of these types.
+RECORD_FIELDS = {"arguments": dict, "outputs": dict, "evaluation_history": list}
+
+
+def previous_run_record(path: Path) -> dict[str, Any]:
+    """The run.json an earlier run left (read when this run has finished: its settings, its
+    files and its evaluation record). A damaged one is set aside with a line, not an error,
+    so the run that just finished still writes its own."""
+    from map_common.errors import MAPError
+
+    try:
+        previous = read_json(path, {}) or {}
+    except MAPError as exc:
+        previous, why = None, str(exc).split(": ", 1)[-1].split(";")[0]
+    else:
+        why = "not a run record"
+    if isinstance(previous, dict) and all(isinstance(previous.get(k, t()), t) and (
+            t is not list or all(isinstance(h, dict) for h in previous.get(k, [])))
+            for k, t in RECORD_FIELDS.items()):
+        return previous
+    print(f"{path}: the previous run's record is {why}; its settings, files and evaluation "
+          "history are not carried over")
+    return {}
 
 
 # Files a run directory keeps whatever the run: the evaluation stores (each point is
@@ -201,9 +226,12 @@ def evaluation_record(previous: dict[str, Any], stats: dict[str, Any]) -> dict[s
              "forward_seconds": float(stats.get("forward_seconds_mean") or 0.0) * points,
              "merge_seconds": float(stats.get("merge_seconds_mean") or 0.0)
              * int(stats.get("merges", 0))}
-    history = [*previous.get("evaluation_history", []), entry]
-    total = {k: sum(h[k] for h in history)
-             for k in ("points", "merges", "images", "forward_seconds", "merge_seconds")}
+    summed = ("points", "merges", "images", "forward_seconds", "merge_seconds")
+    # an entry edited or damaged by hand is left out rather than failing the finished run
+    earlier = [h for h in previous.get("evaluation_history", []) if isinstance(h, dict) and
+               all(isinstance(h.get(k), (int, float)) for k in summed)]
+    history = [*earlier, entry]
+    total = {k: sum(h[k] for h in history) for k in summed}
     total["invocations"] = len(history)
     total["images_per_second"] = (total["images"] / total["forward_seconds"]
                                   if total["forward_seconds"] else 0.0)

@@ -49,6 +49,18 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
         raise MAPError(f"{path}: not valid JSON ({exc}); move it away to start afresh") from None
 
 
+def read_run_info(run_dir: str | os.PathLike) -> dict | None:
+    """A finished run's run.json (None when there is none); one line when it is not an
+    object (edited or damaged), for the readers of other runs (--truth, --compare,
+    load_run)."""
+    path = Path(run_dir) / "run.json"
+    info = read_json(path)
+    if info is not None and not isinstance(info, dict):
+        raise MAPError(f"{path}: not a run record (expected an object); not a finished MAP "
+                       "run directory")
+    return info
+
+
 def point_key(c: Sequence[float]) -> tuple[float, ...]:
     return tuple(round(float(x), KEY_DECIMALS) + 0.0 for x in c)
 
@@ -345,7 +357,7 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     - a sweep: ``subsets``, each subset's run loaded as above.
     """
     run_dir = Path(run_dir)
-    info = read_json(run_dir / "run.json")
+    info = read_run_info(run_dir)
     if info is None:
         raise MAPError(f"{run_dir}: no run.json; not a MAP run directory")
     method = info.get("method", "map")

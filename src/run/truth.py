@@ -18,7 +18,7 @@ from map_common.errors import MAPError
 from src.core import indicators
 from src.run.mode_registry import MODES
 from src.core.objectives import file_prefix
-from src.run.results import ScalingResults, read_json
+from src.run.results import ScalingResults, read_run_info
 
 
 @dataclass
@@ -39,7 +39,7 @@ def load_truth(run_dir: str | Path, config) -> Truth:
     """The grid run at ``run_dir`` as the truth for ``config``'s run (MAPError if it is
     not a finished grid run of the same models, datasets, box and evaluation settings)."""
     run_dir = Path(run_dir)
-    info = read_json(run_dir / "run.json")
+    info = read_run_info(run_dir)
     if info is None:
         raise MAPError(f"--truth {run_dir}: no run.json; not a finished MAP run directory")
     mode = MODES.get(info.get("method"))
