@@ -33,6 +33,17 @@ def _run_json(tmp: Path, data: bytes) -> str:
     return str(folder)
 
 
+def _compared_run(tmp: Path, front) -> str:
+    """A finished map run of the demo pair (its run.json) whose front file holds ``front``."""
+    import json
+
+    folder = Path(_run_json(tmp, json.dumps({
+        "method": "map", "models": ["LetterVal", "DigitVal"],
+        "datasets": ["LetterVal", "DigitVal"], "metric": "accuracy"}).encode()))
+    (folder / "LetterVal_DigitValpareto_front.json").write_text(json.dumps(front))
+    return str(folder)
+
+
 def _pref(tmp: Path, text: str) -> str:
     return _file(tmp, "pref.yaml", text.encode())
 
@@ -186,6 +197,11 @@ CASES: list[Case] = [
     ("compare-run-json-a-list", lambda t, z: [*MAP, *PAIR, "--compare",
                                               _run_json(t, b"[1]")],
      r"run\.json: not a run record \(expected an object\)"),
+    *[(f"compare-front-{k}", lambda t, z, front=front: [*MAP, *PAIR, "--compare",
+                                                          _compared_run(t, front)],
+       r"LetterVal_DigitValpareto_front\.json: not a front file")
+      for k, front in enumerate(([1], {"a": 1}, {"[0.1, 0.2]": [0.5]},
+                                 {"[0.1, 0.2]": ["a", 0.5]}, {"[0.1]": [0.5, 0.5]}))],
     ("baselines-with-nested", lambda t, z: [*NESTED, "--baselines"],
      r"--baselines goes with --method map or bayesian"),
     ("baselines-with-dare", lambda t, z: [*BAYES, *PAIR, "--baselines", "--merge-method",

@@ -37,7 +37,7 @@ def load_compared(paths, config) -> list[tuple[str, np.ndarray, np.ndarray | Non
             raise MAPError(f"--compare {path}: its metric is {info.get('metric')}, this run's "
                            f"is {config.metric.name}")
         names = file_prefix(config.models)
-        _, F = load_front(path / f"{names}pareto_front.json")
+        _, F = load_front(path / f"{names}pareto_front.json", width=config.T)
         real_path = path / f"{names}pareto_front_real.json"
         real = None
         if real_path.exists():

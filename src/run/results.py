@@ -241,14 +241,26 @@ def grid_decimals(C: np.ndarray) -> int:
     return KEY_DECIMALS
 
 
-def load_front(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a pareto_front.json back as (C, F)."""
+def load_front(path: str | os.PathLike, width: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Read a pareto_front.json back as (C, F); ``width``: the objectives F must have. One
+    line (MAPError) when the file is not such a front: {"[c_1, ...]": [f_1, ...], ...}."""
     data = read_json(path)
     if data is None:
         raise MAPError(f"{path}: no such front file")
-    C = np.array([json.loads(k) for k in data], dtype=float)
-    F = np.array(list(data.values()), dtype=float)
-    return C, F
+    bad = MAPError(f"{path}: not a front file (expected {{\"[c_1, ...]\": [metric per "
+                   f"task], ...}}); move it away or rerun that run")
+    if not isinstance(data, dict):
+        raise bad
+    try:
+        C = np.array([json.loads(k) for k in data], dtype=float)
+        F = np.array(list(data.values()), dtype=float)
+    except (ValueError, TypeError):
+        raise bad from None
+    if data and (C.ndim != 2 or F.ndim != 2 or
+                 (width is not None and (F.shape[1] != width or C.shape[1] != width))):
+        raise bad
+    return C.reshape(len(data), -1), F.reshape(len(data), -1)
 
 
 class RunDirectory:
