@@ -363,6 +363,7 @@ def test_points_another_plan_or_mode_drew_are_refused_before_loading(zoo_root, t
     ("bayesian_rounds.json", '[{"points": [[0.5]]}]', "not bayesian rounds"),
     ("refine_rounds.json", '[{"coefficients": [[0.5, "x"]]}]', "not front-refinement rounds"),
     ("bayesian_plan.json", '[1, 2]', "not a bayesian plan"),
+    ("bayesian_plan.json", '{"iterations": "3"}', "not a bayesian plan"),
     ("bayesian_plan.json", '{"seed": ', "not valid JSON")])
 def test_a_damaged_round_file_is_one_line_before_loading(name, text, said, zoo_root, tmp_path,
                                                          monkeypatch, capsys):

@@ -56,7 +56,8 @@ def check_plan(config: RunConfig, stored: dict[str, Any] | None, has_rounds: boo
     changed = [k for k in PLAN_FLAGS if k in stored and k in now and stored[k] != now[k]]
     if changed:
         def shown(v):
-            return " ".join(f"{x:g}" for x in v) if isinstance(v, list) else str(v)
+            one = lambda x: f"{x:g}" if isinstance(x, (int, float)) else str(x)  # noqa: E731
+            return " ".join(map(one, v)) if isinstance(v, list) else one(v)
         was = ", ".join(f"{PLAN_FLAGS[k]} {shown(stored[k])}" for k in changed)
         asks = ", ".join(f"{PLAN_FLAGS[k]} {shown(now.get(k))}" for k in changed)
         raise MAPError(f"{where / PLAN}: its rounds drew their points with {was}; this run "
@@ -106,7 +107,8 @@ def _stored(config: RunConfig) -> tuple[dict | None, list[dict], list[dict], int
     """The run directory's plan, round records, refinement records and number of stored
     points (read-only)."""
     plan = read_json(config.run_path / PLAN, None)
-    if plan is not None and not isinstance(plan, dict):
+    if plan is not None and not (isinstance(plan, dict) and
+                                 isinstance(plan.get("iterations", 0), int)):
         raise MAPError(f"{config.run_path / PLAN}: not a bayesian plan (expected an object); "
                        "move it away to start afresh")
     records = _records(config.run_path / ROUNDS, "points", config.T, "bayesian rounds")
