@@ -14,7 +14,7 @@ from src.core import bayesian, refine
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_metric
 from src.modes.common import (announce_resume, finish, json_log, open_run, refine_run,
-                              solve_run_front)
+                              refuse_other_settings, solve_run_front)
 from map_common.errors import MAPError
 from src.run.results import RunDirectory, ScalingResults, point_key, read_json, write_json
 
@@ -52,16 +52,8 @@ def check_plan(config: RunConfig, stored: dict[str, Any] | None, has_rounds: boo
             raise MAPError(f"run dir {where} holds {n_stored} points that no bayesian rounds "
                            "drew (another --method's run?); use another --exp-id")
         return
-    now = round_plan(config)
-    changed = [k for k in PLAN_FLAGS if k in stored and k in now and stored[k] != now[k]]
-    if changed:
-        def shown(v):
-            one = lambda x: f"{x:g}" if isinstance(x, (int, float)) else str(x)  # noqa: E731
-            return " ".join(map(one, v)) if isinstance(v, list) else one(v)
-        was = ", ".join(f"{PLAN_FLAGS[k]} {shown(stored[k])}" for k in changed)
-        asks = ", ".join(f"{PLAN_FLAGS[k]} {shown(now.get(k))}" for k in changed)
-        raise MAPError(f"{where / PLAN}: its rounds drew their points with {was}; this run "
-                       f"asks for {asks}. Resume with the same flags, or use another --exp-id")
+    refuse_other_settings(where / PLAN, "its rounds drew their points", PLAN_FLAGS, stored,
+                          round_plan(config))
 
 
 def rounds_done(store: ScalingResults, records: list[dict], complete: bool, datasets,

@@ -9,6 +9,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from map_common.errors import MAPError
+
 from src.core import acquisition, refine
 from src.run.baselines import (ADAMERGING_POINTS, baseline_dominance, check_stored_adamerging,
                                evaluate_baselines, figure_baselines)
@@ -85,6 +87,41 @@ def run_fingerprint(config: RunConfig) -> dict[str, Any]:
         src.model_name, checkpoints=checkpoints, datasets=config.datasets,
         data_location=src.data_location, max_eval_samples=max_eval_samples,
         settings=settings, zoo_recipe=src.zoo_recipe)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal settings, numbers within float noise (JSON round trips, normalised weights)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return bool(np.isclose(a, b, rtol=1e-9, atol=1e-12))
+    return a == b
+
+
+def _shown(value: Any) -> str:
+    def one(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
+    if isinstance(value, dict):
+        return " ".join(f"{k}:{one(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return " ".join(one(v) for v in value)
+    return one(value)
+
+
+def refuse_other_settings(path: Any, what: str, flags: dict[str, str],
+                          stored: dict[str, Any], now: dict[str, Any]) -> None:
+    """One line (MAPError) naming each setting in ``flags`` (key -> its flag) that ``stored``
+    (recorded at ``path`` by the run that made the directory's ``what``) holds and this
+    run sets otherwise: a resume would take that work as this run's."""
+    changed = [k for k in flags if stored.get(k) is not None and k in now and
+               not _same(stored[k], now[k])]
+    if changed:
+        was = ", ".join(f"{flags[k]} {_shown(stored[k])}" for k in changed)
+        asks = ", ".join(f"{flags[k]} {_shown(now[k])}" for k in changed)
+        raise MAPError(f"{path}: {what} with {was}; this run asks for {asks}. Resume with "
+                       "the same flags, or use another --exp-id")
 
 
 def announce_resume(ctx: RunContext, C: np.ndarray | None = None, budget: int | None = None,

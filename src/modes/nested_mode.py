@@ -21,7 +21,8 @@ from src.core.pick_check import (EQUAL_SPREAD, best_equal_merge, ta_floor, weigh
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_groups, metric_matrix
 from src.core.front import FrontTask, SearchSettings, pick_evaluated, solve_front
-from src.modes.common import (RunContext, finish, merged_state, open_run, report_test,
+from src.modes.common import (RunContext, finish, merged_state, open_run,
+                              refuse_other_settings, report_test,
                               write_final_model)
 from src.run import report_on_test
 from src.run.outputs import print_handed_over, write_solved_front
@@ -81,26 +82,6 @@ def round_choice(config: RunConfig) -> dict[str, Any]:
             "search_bounds": [config.search_low, config.search_high]}
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return bool(np.isclose(a, b, rtol=1e-9, atol=1e-12))
-    return a == b
-
-
-def _shown(value: Any) -> str:
-    def one(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
-    if isinstance(value, dict):
-        return " ".join(f"{k}:{one(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return " ".join(one(v) for v in value)
-    return one(value)
-
-
 def _normalised(choice: dict) -> dict:
     """The preference as shares: weights 1:1 and 2:2 pick the same way."""
     pref = choice.get("preference")
@@ -121,15 +102,8 @@ def check_stored_choice(config: RunConfig, tree: dict) -> None:
     stored = tree.get("choice")
     if not isinstance(stored, dict):
         stored = {"preference": tree.get("preference")}
-    stored, now = _normalised(stored), _normalised(round_choice(config))
-    changed = [k for k in CHOICE_FLAGS if stored.get(k) is not None and
-               not _same(stored[k], now[k])]
-    if changed:
-        was = ", ".join(f"{CHOICE_FLAGS[k]} {_shown(stored[k])}" for k in changed)
-        asks = ", ".join(f"{CHOICE_FLAGS[k]} {_shown(now[k])}" for k in changed)
-        raise MAPError(f"{config.run_path / TREE}: its rounds were picked with {was}; this "
-                       f"run asks for {asks}. Resume with the same flags, or use another "
-                       "--exp-id")
+    refuse_other_settings(config.run_path / TREE, "its rounds were picked", CHOICE_FLAGS,
+                          _normalised(stored), _normalised(round_choice(config)))
 
 
 def check_stored_context(config: RunConfig, tree: dict, context: float | None) -> None:
