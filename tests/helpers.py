@@ -33,6 +33,18 @@ class CountingEvaluate:
         return self if engine is None else functools.partial(self, engine)
 
 
+def files_but_lock(folder: Path) -> dict[Path, int]:
+    """Each file's mtime under ``folder``, the lock aside (a refused run still takes it and
+    writes its pid there): equal before and after means the run wrote nothing."""
+    return {p: p.stat().st_mtime_ns for p in Path(folder).rglob("*")
+            if p.is_file() and p.name != ".lock"}
+
+
+def no_loading(*args, **kwargs):
+    """Stands in for open_evaluator: a refusal must come before the models are loaded."""
+    raise AssertionError("loaded the models before refusing")
+
+
 def processes_mentioning(text: str) -> list[int]:
     """Pids of the processes whose command line contains ``text`` (to find and clean up the
     Ray processes a test started)."""

@@ -11,7 +11,7 @@ import pytest
 
 from src.core.bayesian import assign_bins, squared_errors
 from src.core.surrogate import fit_surrogates
-from helpers import FEW_IMAGES, CountingEvaluate
+from helpers import FEW_IMAGES, CountingEvaluate, files_but_lock, no_loading
 
 PAIR = ["LetterVal", "DigitVal"]
 THREE = ["LetterVal", "DigitVal", "ShapeVal"]
@@ -254,11 +254,6 @@ SMALL = ["--bayes-initial-pts", "8", "--bayes-update-pts", "3", "--bayes-iter", 
 N_ROUNDS = 8 + 2 * 3  # the rounds' points of SMALL; the refinement's follow them
 
 
-def _files(run_dir: Path) -> dict:
-    return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")
-            if p.is_file() and p.name != ".lock"}
-
-
 @pytest.mark.slow
 def test_runs_with_refinement_resume_and_grow_their_rounds(zoo_root, tmp_path, monkeypatch,
                                                           capsys):
@@ -325,10 +320,7 @@ def test_points_another_plan_or_mode_drew_are_refused_before_loading(zoo_root, t
                  "--bayes-update-pts", "3", "--bayes-iter", "1")
     assert _main(*argv) == 0
     run_dir = tmp_path / "b"
-    before = _files(run_dir)
-
-    def no_loading(*args, **kwargs):
-        raise AssertionError("loaded the models before refusing")
+    before = files_but_lock(run_dir)
 
     monkeypatch.setattr(common, "open_evaluator", no_loading)
     capsys.readouterr()
@@ -342,7 +334,7 @@ def test_points_another_plan_or_mode_drew_are_refused_before_loading(zoo_root, t
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"its rounds drew their points with {said}. Resume with " \
             "the same flags, or use another --exp-id" in err[0], (extra, err)
-        assert _files(run_dir) == before
+        assert files_but_lock(run_dir) == before
     monkeypatch.undo()
 
     mapped = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", N_GEN,
@@ -372,9 +364,6 @@ def test_a_damaged_round_file_is_one_line_before_loading(name, text, said, zoo_r
     run_dir = tmp_path / "d"
     run_dir.mkdir()
     (run_dir / name).write_text(text)
-
-    def no_loading(*args, **kwargs):
-        raise AssertionError("loaded the models before refusing")
 
     monkeypatch.setattr(common, "open_evaluator", no_loading)
     assert _main(*_argv(zoo_root, tmp_path, "d", PAIR)) == 2

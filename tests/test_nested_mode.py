@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from src.core.pareto import pick_tchebycheff
-from helpers import FEW_IMAGES, CountingEvaluate, check_final_model_file
+from helpers import (FEW_IMAGES, CountingEvaluate, check_final_model_file, files_but_lock,
+                     no_loading)
 
 REPO = Path(__file__).resolve().parent.parent
 FOUR = ["LetterVal", "DigitVal", "ShapeVal", "SymbolVal"]  # the --demo default for nested
@@ -48,16 +49,6 @@ def _default_argv(zoo_root: str, results: Path, exp_id: str) -> list:
     # images (accuracies are checked against an engine with the same cap).
     return ["--demo", "--zoo-dir", zoo_root, "--n-gen", N_GEN, "--max-eval-samples",
             FEW_IMAGES, "--results-path", results, "--exp-id", exp_id]
-
-
-def _files_but_lock(run_dir: Path) -> dict:
-    """Each file's mtime, the lock (pid and host of the run holding the directory) aside."""
-    return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")
-            if p.is_file() and p.name != ".lock"}
-
-
-def _no_loading(*args, **kwargs):
-    raise AssertionError("loaded the models before refusing")
 
 
 @pytest.fixture(scope="module")
@@ -373,24 +364,24 @@ def test_stored_rounds_of_another_context_are_refused_in_one_line(run4, results,
 
     shutil.copytree(run4, results / "other_context")
     run_dir = results / "other_context"
-    before = _files_but_lock(run_dir)
+    before = files_but_lock(run_dir)
     argv = _default_argv(zoo_root, results, "other_context")
     capsys.readouterr()
     assert _main(*argv, "--nested-context", "none") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "its pairs were merged with --nested-context task-arithmetic, " \
         "this run asks for none; use another --exp-id" in err[0]
-    assert _files_but_lock(run_dir) == before
+    assert files_but_lock(run_dir) == before
     # other --bounds: refused before the models are loaded (the tree records its bounds)
     import src.modes.common as common
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(common, "open_evaluator", _no_loading)
+        patch.setattr(common, "open_evaluator", no_loading)
         assert _main(*argv, "--bounds", "0", "0.8") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "its pairs were merged with --bounds 0 1, this run asks for 0 " \
         "0.8; use another --exp-id" in err[0]
-    assert _files_but_lock(run_dir) == before
+    assert files_but_lock(run_dir) == before
     tree = _read(run_dir / "merge_tree.json")
     assert tree["bounds"] == [0.0, 1.0]
     del tree["bounds"]  # a tree written before the bounds were recorded
@@ -417,7 +408,7 @@ def test_stored_rounds_picked_another_way_are_refused_before_loading(run4, resul
     skewed = results / "skewed.yaml"
     skewed.write_text("LetterVal: 3\nDigitVal: 1\nShapeVal: 1\nSymbolVal: 1\n")
     argv = _default_argv(zoo_root, results, "other_choice")
-    before = _files_but_lock(run_dir)
+    before = files_but_lock(run_dir)
     for extra, said in ((["--preference", skewed], "--preference LetterVal:0.25 DigitVal:0.25 "
                          "ShapeVal:0.25 SymbolVal:0.25; this run asks for --preference "
                          "LetterVal:0.5 DigitVal:0.1667 ShapeVal:0.1667 SymbolVal:0.1667"),
@@ -429,19 +420,19 @@ def test_stored_rounds_picked_another_way_are_refused_before_loading(run4, resul
                         (["--search-bounds", "0", "0.9"], "--search-bounds 0 1; this run asks "
                          "for --search-bounds 0 0.9")):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(common, "open_evaluator", _no_loading)
+            patch.setattr(common, "open_evaluator", no_loading)
             assert _main(*argv, *extra) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"its rounds were picked with {said}. Resume with the same " \
             "flags, or use another --exp-id" in err[0], (extra, err)
-        assert _files_but_lock(run_dir) == before
+        assert files_but_lock(run_dir) == before
     # a tree written before the choice was recorded: its preference still refuses
     tree = _read(run_dir / "merge_tree.json")
     assert tree["choice"]["seed"] == 0 and tree["choice"]["pair_points"] == PAIR_POINTS
     del tree["choice"]
     (run_dir / "merge_tree.json").write_text(json.dumps(tree))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(common, "open_evaluator", _no_loading)
+        patch.setattr(common, "open_evaluator", no_loading)
         assert _main(*argv, "--preference", skewed) == 2
     assert "its rounds were picked with --preference" in capsys.readouterr().err
     # equal weights on another scale are the same choice: the resume replays the tree
@@ -459,7 +450,7 @@ def test_a_damaged_merge_tree_is_one_line_before_loading(text, zoo_root, tmp_pat
     run_dir = tmp_path / "d"
     run_dir.mkdir()
     (run_dir / "merge_tree.json").write_text(text)
-    monkeypatch.setattr(common, "open_evaluator", _no_loading)
+    monkeypatch.setattr(common, "open_evaluator", no_loading)
     assert _main(*_default_argv(zoo_root, tmp_path, "d")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{run_dir / 'merge_tree.json'}: not a merge tree" in err[0]

@@ -61,6 +61,9 @@ def test_front_round_trip(tmp_path):
     C_back, F_back = load_front(write_json(tmp_path / "front.json", data))
     np.testing.assert_array_equal(C_back, C)
     np.testing.assert_array_equal(F_back, F)
+    # an empty front reads back empty, as before the file's shape was checked
+    C_none, F_none = load_front(write_json(tmp_path / "empty.json", {}))
+    assert C_none.size == 0 and F_none.size == 0
 
 
 def test_load_run_reloads_points_front_and_surrogates(tmp_path):

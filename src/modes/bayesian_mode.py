@@ -95,9 +95,8 @@ def _records(path: Path, key: str, T: int, what: str) -> list[dict]:
     return records
 
 
-def _stored(config: RunConfig) -> tuple[dict | None, list[dict], list[dict], int]:
-    """The run directory's plan, round records, refinement records and number of stored
-    points (read-only)."""
+def _round_files(config: RunConfig) -> tuple[dict | None, list[dict], list[dict]]:
+    """The run directory's plan, round records and refinement records."""
     plan = read_json(config.run_path / PLAN, None)
     if plan is not None and not (isinstance(plan, dict) and
                                  isinstance(plan.get("iterations", 0), int)):
@@ -106,18 +105,18 @@ def _stored(config: RunConfig) -> tuple[dict | None, list[dict], list[dict], int
     records = _records(config.run_path / ROUNDS, "points", config.T, "bayesian rounds")
     refined = _records(config.run_path / REFINE_ROUNDS, "coefficients", config.T,
                        "front-refinement rounds")
-    store = ScalingResults(RunDirectory(config.results_path, config.exp_id, config.models)
-                           .scaling_results, config.models, readonly=True,
-                           needs=config.metric.name)
-    return plan, records, refined, len(store)
+    return plan, records, refined
 
 
 def run(config: RunConfig) -> dict[str, Any]:
     n_initial, n_update, n_iter = config.bayes
-    stored_plan, records, _, n_stored = _stored(config)
-    check_plan(config, stored_plan, bool(records), n_stored)  # before anything is loaded
+    stored_plan, records, _ = _round_files(config)
+    stored = ScalingResults(RunDirectory(config.results_path, config.exp_id, config.models)
+                            .scaling_results, config.models, readonly=True,
+                            needs=config.metric.name)
+    check_plan(config, stored_plan, bool(records), len(stored))  # before anything is loaded
     with open_run(config) as ctx:
-        stored_plan, records, refined, _ = _stored(config)  # again, under the run's lock
+        stored_plan, records, refined = _round_files(config)  # again, under the run's lock
         store = ctx.store()
         check_plan(config, stored_plan, bool(records), len(store))
         write_json(ctx.run.file(PLAN, "the settings the rounds drew their points with "

@@ -164,11 +164,9 @@ def previous_run_record(path: Path) -> dict[str, Any]:
     from map_common.errors import MAPError
 
     try:
-        previous = read_json(path, {}) or {}
-    except MAPError as exc:
-        previous, why = None, str(exc).split(": ", 1)[-1].split(";")[0]
-    else:
-        why = "not a run record"
+        previous, why = read_json(path, {}) or {}, "not a run record"
+    except MAPError:  # read_json's one line for a file that does not parse
+        previous, why = None, "not valid JSON"
     if isinstance(previous, dict) and all(isinstance(previous.get(k, t()), t) and (
             t is not list or all(isinstance(h, dict) for h in previous.get(k, [])))
             for k, t in RECORD_FIELDS.items()):

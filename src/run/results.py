@@ -260,7 +260,7 @@ def load_front(path: str | os.PathLike, width: int | None = None
     if data and (C.ndim != 2 or F.ndim != 2 or
                  (width is not None and (F.shape[1] != width or C.shape[1] != width))):
         raise bad
-    return C.reshape(len(data), -1), F.reshape(len(data), -1)
+    return C, F
 
 
 class RunDirectory:
