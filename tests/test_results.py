@@ -89,6 +89,17 @@ def test_load_run_reloads_points_front_and_surrogates(tmp_path):
         load_run(tmp_path)
 
 
+@pytest.mark.parametrize("record", [{"datasets": ["AVal", "BVal"]},
+                                    {"models": "A_B", "datasets": ["AVal", "BVal"]},
+                                    {"models": ["A", "B"], "datasets": [1, 2]},
+                                    {"models": [], "datasets": ["AVal", "BVal"]}])
+def test_load_run_of_an_edited_record_is_one_line(record, tmp_path):
+    run = RunDirectory(tmp_path, "exp", ["A", "B"])
+    run.write_run_json(record)
+    with pytest.raises(MAPError, match="is missing or not a list of names"):
+        load_run(run.path)
+
+
 def test_load_run_gives_entropy_and_nan_where_a_point_was_stored_without_it(tmp_path):
     run = RunDirectory(tmp_path, "exp", ["A", "B"])
     store = ScalingResults(run.scaling_results, ["A", "B"])

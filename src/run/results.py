@@ -381,7 +381,8 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     if method not in ("map", "bayesian", "grid"):
         raise MAPError(f"{run_dir / 'run.json'}: a --method {method} run; load_run reads map, "
                        "bayesian, grid and nested runs")
-    names, models, datasets = file_prefix(info["models"]), info["models"], info["datasets"]
+    models, datasets = (_names_field(info, key, run_dir) for key in ("models", "datasets"))
+    names = file_prefix(models)
     out: dict[str, Any] = {"info": info, **_load_points(run_dir, names, models, datasets)}
     front = f"{names}pareto_front_grid.json" if method == "grid" else f"{names}pareto_front.json"
     if (run_dir / front).exists():
@@ -392,6 +393,15 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         final["checkpoint"] = run_dir / "final_model" / "finetuned.pt"
         out["final"] = final
     return out
+
+
+def _names_field(info: Mapping[str, Any], key: str, run_dir: Path) -> list[str]:
+    """run.json's list of model or dataset names; one line when it is missing or edited."""
+    value = info.get(key)
+    if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+        raise MAPError(f"{run_dir / 'run.json'}: '{key}' is missing or not a list of names "
+                       "(edited or damaged); load_run needs it to find the run's files")
+    return value
 
 
 def _load_points(folder: Path, names: str, models: Sequence[str], datasets: Sequence[str]
