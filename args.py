@@ -391,8 +391,9 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
                    help="Evaluate on at most this many images per dataset (quick looks).")
     g.add_argument("--num-workers", type=nonnegative_int, default=None,
                    help="DataLoader workers for decoding evaluation sets (once per run; "
-                        "default: up to 8 of the CPUs this job may use, for sets of 1024+ "
-                        "images; 0 decodes in the main process).")
+                        "default: up to 8 of the CPUs this job may use, one left to the run, "
+                        "for sets of 1024+ images, none on 2 CPUs; 0 decodes in the main "
+                        "process).")
     g.add_argument("--pdf", action="store_true", help="Also write figures as PDF.")
     g.add_argument("--report-test", action="store_true",
                    help="After the run, also score the model handed over, task arithmetic at "

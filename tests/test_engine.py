@@ -332,3 +332,5 @@ def test_decode_with_worker_processes_equals_in_process(demo_zoo):
     assert torch.equal(inline.labels, workers.labels)
     assert default_workers(100) == 0  # small sets decode in-process
     assert 0 <= default_workers(50_000) <= 8
+    # one worker would only add a fork: none on 1 or 2 CPUs, then one CPU left over, at most 8
+    assert [default_workers(50_000, cpus=n) for n in (1, 2, 3, 4, 16)] == [0, 0, 2, 3, 8]
