@@ -183,3 +183,33 @@ def test_fit_surrogates_one_per_column():
         np.testing.assert_allclose(m.predict(C), Y[:, k], atol=1e-6)
     with pytest.raises(ValueError):
         fit_surrogates(C, Y, ["sigmoid"])
+
+
+def _deficient_resample(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A bootstrap-like resample on 4 tasks: 22 rows but 12 distinct points, fewer than the
+    quadratic's 15 parameters (EHVI's ensemble members are fitted on such resamples)."""
+    rng = np.random.default_rng(seed)
+    C = rng.uniform(0, 1, (12, 4))
+    y = 1 / (1 + np.exp(-(0.4 + C @ rng.normal(0, 1, 4) - 0.8 * (C ** 2).sum(1))))
+    y = np.clip(y + rng.normal(0, 0.02, 12), 0.01, 0.99)
+    rows = np.concatenate([np.arange(12), rng.integers(0, 12, 10)])
+    return C[rows], y[rows]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_rank_deficient_fit_is_the_same_every_time(seed):
+    """Refinement of an underdetermined fit moves only along what the data determine, so
+    the same resample gives the same surrogate whatever the memory layout of the moment
+    (Levenberg-Marquardt along the null space drifted by rounding: other EHVI points from
+    run to run). Allocations between the fits move the solver's work arrays."""
+    C, y = _deficient_resample(seed)
+    probe = np.random.default_rng(99).uniform(0, 1, (50, 4))
+    results, keep = set(), []
+    for k in range(40):
+        keep.append(np.empty(1 + (37 * k) % 301))
+        results.add(QuadraticSurrogate().fit(C, y).predict(probe).round(10).tobytes())
+    assert len(results) == 1
+    # and it is still a refinement: no worse on the data than the linear solution
+    refined = QuadraticSurrogate().fit(C, y).predict(C)
+    linear = QuadraticSurrogate(refine=False).fit(C, y).predict(C)
+    assert np.sum((refined - y) ** 2) <= np.sum((linear - y) ** 2) + 1e-12

@@ -58,6 +58,18 @@ def _link_derivative(z: np.ndarray, link: str) -> np.ndarray:
     return np.ones_like(z)
 
 
+def _row_space(design: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis [p, r] of the row space of a rank-deficient design (fewer
+    distinct points than the quadratic's p parameters, e.g. a bootstrap resample), or None
+    at full rank. Unpenalised refinement then moves the linear (minimum-norm) solution
+    within it only: along the null space the data fix nothing, and Levenberg-Marquardt
+    drifted there by rounding, so the same resample gave other surrogates from run to run
+    (bayesian's EHVI rounds on 4 tasks picked other points in two processes)."""
+    _, s, vt = np.linalg.svd(design, full_matrices=False)
+    rank = int(np.sum(s > s[0] * max(design.shape) * np.finfo(float).eps)) if s.size else 0
+    return vt[:rank].T if rank < design.shape[1] else None
+
+
 class QuadraticSurrogate(RegressorMixin, BaseEstimator):
     """metric ~ link(1/2 c^T A c + b^T c + e), a scikit-learn regressor.
 
@@ -101,27 +113,34 @@ class QuadraticSurrogate(RegressorMixin, BaseEstimator):
         """
         design_ = np.hstack([np.ones((Phi.shape[0], 1)), Phi])
         root_alpha = np.sqrt(self.alpha)
+        basis = None if self.alpha > 0 else _row_space(design_)
 
-        def residuals(theta):
+        def theta_of(z):
+            return theta0 + basis @ z if basis is not None else z
+
+        def residuals(z):
+            theta = theta_of(z)
             r = apply_link(design_ @ theta, self.link) - y
             return np.concatenate([r, root_alpha * theta[1:]]) if self.alpha > 0 else r
 
-        def jacobian(theta):
+        def jacobian(z):
+            theta = theta_of(z)
             J = _link_derivative(design_ @ theta, self.link)[:, None] * design_
             if self.alpha > 0:
                 J = np.vstack([J, np.hstack([np.zeros((len(theta) - 1, 1)),
                                              root_alpha * np.eye(len(theta) - 1)])])
-            return J
+            return J if basis is None else J @ basis
 
+        z0 = np.zeros(basis.shape[1]) if basis is not None else theta0
         try:
-            result = least_squares(residuals, theta0, jac=jacobian, method="lm" if
-                                   design_.shape[0] >= design_.shape[1] else "trf")
+            result = least_squares(residuals, z0, jac=jacobian, method="lm" if
+                                   design_.shape[0] >= len(z0) else "trf")
         except (ValueError, np.linalg.LinAlgError):
             return theta0
         if np.all(np.isfinite(result.x)) and np.sum(residuals(result.x) ** 2) < np.sum(
-            residuals(theta0) ** 2
+            residuals(z0) ** 2
         ):
-            return result.x
+            return theta_of(result.x)
         return theta0
 
     def decision_function(self, X) -> np.ndarray:
