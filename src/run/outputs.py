@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from map_common.errors import MAPError
 from src import plotting
 from src.core.pick_check import EQUAL_SPREAD, best_equal_merge, finetuned_rows
 from src.plotting.many_tasks import MIN_TASKS, plot_many_task_front
@@ -161,8 +162,6 @@ def previous_run_record(path: Path) -> dict[str, Any]:
     """The run.json an earlier run left (read when this run has finished: its settings, its
     files and its evaluation record). A damaged one is set aside with a line, not an error,
     so the run that just finished still writes its own."""
-    from map_common.errors import MAPError
-
     try:
         previous, why = read_json(path, {}) or {}, "not a run record"
     except MAPError:  # read_json's one line for a file that does not parse
