@@ -91,14 +91,32 @@ def test_nested_scores_its_final_model(zoo_root, tmp_path, run_cli, test_engine)
 
 
 def test_adamerging_scores_the_learned_model_on_images_it_did_not_learn_from(
-        zoo_root, tmp_path, run_cli, test_engine, demo_zoo):
+        zoo_root, tmp_path, run_cli, test_engine, demo_zoo, monkeypatch):
     """The learned model (read back from its final_model file), its start (TA at the prior)
-    and the pretrained model, on the test splits."""
-    assert run_cli("--demo", "--zoo-dir", zoo_root, "--method", "adamerging",
-                   "--zeroshot-merge-models", *PAIR, "--adamerging-steps", "3",
-                   "--adamerging-lr", "0.05", "--max-eval-samples", FEW_IMAGES,
-                   "--report-test", "--results-path", tmp_path, "--exp-id", "a") == 0
+    and the pretrained model, on the test splits; a run killed while scoring them resumes
+    with what is missing, and the same command again scores nothing."""
+    from task_vectors.engine import MergeEngine
+
+    argv = ["--demo", "--zoo-dir", zoo_root, "--method", "adamerging",
+            "--zeroshot-merge-models", *PAIR, "--adamerging-steps", "3",
+            "--adamerging-lr", "0.05", "--max-eval-samples", FEW_IMAGES,
+            "--report-test", "--results-path", tmp_path, "--exp-id", "a"]
+
+    def run_counting(*extra: str, stop_after: int | None = None) -> tuple[int, int]:
+        counting = CountingEvaluate(MergeEngine.evaluate, stop_after)
+        with monkeypatch.context() as m:
+            m.setattr(MergeEngine, "evaluate", counting)
+            return run_cli(*argv, *extra), counting.calls
+
+    # validation: pretrained, TA at the prior, 2 fine-tuned, learned (5); test: learned,
+    # then killed before TA at the prior
+    assert run_counting(stop_after=6) == (130, 6)
+    assert run_counting() == (0, 2)  # TA at the prior and the pretrained model, test splits
     report = _read(tmp_path / "a" / "run.json")["summary"]["test"]
+    assert run_counting() == (0, 0)
+    assert _read(tmp_path / "a" / "run.json")["summary"]["test"] == report
+    assert _read(tmp_path / "a" / "adamerging_evaluations.json")["scores"]["learned"].keys() \
+        == {*PAIR, *TEST.values()}
     rows = report["models"]
     assert list(rows) == ["handed over", "task arithmetic, lambda 0.3", "pretrained"]
     for name, c in (("task arithmetic, lambda 0.3", [0.3, 0.3]), ("pretrained", [0.0, 0.0])):
@@ -110,6 +128,10 @@ def test_adamerging_scores_the_learned_model_on_images_it_did_not_learn_from(
     direct = learned.evaluate_at(np.zeros(2), list(TEST.values()))  # the file itself
     assert rows["handed over"]["accuracy"] == pytest.approx(
         {t: direct[t]["accuracy"] for t in TEST.values()}, abs=1e-9)
+    # learning continued: only the learned model is scored again, on both splits
+    assert run_counting("--adamerging-steps", "4") == (0, 2)
+    assert _read(tmp_path / "a" / "run.json")["summary"]["test"]["models"]["pretrained"] \
+        == rows["pretrained"]
 
 
 def test_only_val_sets_have_a_test_split():

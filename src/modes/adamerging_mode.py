@@ -6,10 +6,12 @@ entropy of each task's head on the evaluation sets' own images (task_vectors.ada
 checkpointing as it goes, so the same command continues a killed run. Then the learned
 model, the pretrained model, task arithmetic at the prior and (with plain task vectors)
 each fine-tuned model are evaluated, and the run writes adamerging.json, final_model/ (as
-nested mode does), the entropy curve and run.json."""
+nested mode does), the entropy curve and run.json. Every evaluation is kept in
+adamerging_evaluations.json, so the same command again scores nothing twice."""
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -17,9 +19,10 @@ from src.run.config import RunConfig
 from src.modes.common import RunContext, finish, open_run, write_final_model
 from src.run import report_on_test
 from src.plotting.adamerging import plot_entropy_curve
-from src.run.results import write_json
+from src.run.results import jsonable, read_json, write_json
 
 STATE = "adamerging_state.pt"
+EVALUATIONS = "adamerging_evaluations.json"
 IMAGES_NOTE = ("AdaMerging learns from unlabeled images of each task's evaluation dataset: "
                "the same images the accuracies here are measured on, as AdaMerging uses its "
                "test sets. Labels are not read while learning, only to report accuracy.")
@@ -44,8 +47,13 @@ def run(config: RunConfig) -> dict[str, Any]:
         ctx.timings["adamerging_seconds"] = result.seconds
         layout = am.Layout.of(engine)
         merged = am.merged_flat(engine.theta_pre, engine.tau, result.lambdas, layout)
-        evals = _references(engine, am, layout, config, vectors, settings.prior)
-        evals[name] = am.evaluate_merged(engine, merged, config.datasets)
+        scores = Scores(ctx.run.file(EVALUATIONS, "every evaluation of the run (validation "
+                                     "and --report-test splits), reused by a rerun"),
+                        {"tasks": list(config.models), "vectors": vectors,
+                         "prior": settings.prior}, result.per_task())
+        evals = _references(engine, am, layout, config, vectors, settings.prior, scores)
+        evals[name] = scores.get("learned", config.datasets,
+                                 lambda ds: am.evaluate_merged(engine, merged, ds))
         final = _write_final_model(ctx, engine, merged, name, result, evals[name])
         info = _write_adamerging_json(ctx, name, vectors, result, layout, evals)
         figures = plot_entropy_curve(
@@ -61,7 +69,7 @@ def run(config: RunConfig) -> dict[str, Any]:
                    "figures": [str(f) for f in figures]}
         if config.report_test:
             summary["test"] = _report_test(ctx, engine, am, layout, merged, result,
-                                           settings.prior)
+                                           settings.prior, scores)
         finish(ctx, summary, show=False)
     _print(ctx, name, evals, result)
     if "test" in summary:
@@ -69,8 +77,41 @@ def run(config: RunConfig) -> dict[str, Any]:
     return summary
 
 
-def _report_test(ctx: RunContext, engine, am, layout, merged, result, prior: float
-                 ) -> dict[str, Any]:
+class Scores:
+    """The run's evaluations, label -> dataset -> {"accuracy", "loss", ...}, on both splits
+    (a test split is named apart from its Val set), written to ``path`` as they are made.
+    A rerun or a resumed ``--report-test`` evaluates only what is missing. Everything is
+    dropped when ``setting`` changed, and the learned model's scores (label "learned") are
+    dropped when its coefficients changed (a run continued with more steps)."""
+
+    def __init__(self, path: Path, setting: dict[str, Any], learned: dict[str, Any]):
+        stored = read_json(path)
+        setting, learned = jsonable(setting), jsonable(learned)
+        kept = {}
+        if isinstance(stored, dict) and stored.get("setting") == setting \
+                and isinstance(stored.get("scores"), dict):
+            kept = {label: {d: v for d, v in got.items()
+                            if isinstance(v, dict) and {"accuracy", "loss"} <= set(v)}
+                    for label, got in stored["scores"].items() if isinstance(got, dict)}
+            if stored.get("learned") != learned:
+                kept.pop("learned", None)
+        self.path = path
+        self.data = {"setting": setting, "learned": learned, "scores": kept}
+
+    def get(self, label: str, datasets: Sequence[str],
+            evaluate: Callable[[list[str]], dict[str, dict]]) -> dict[str, dict]:
+        """{dataset: scores} of model ``label``; ``evaluate(missing datasets)`` makes the
+        ones not stored yet."""
+        have = self.data["scores"].setdefault(label, {})
+        missing = [d for d in datasets if d not in have]
+        if missing:
+            have.update(jsonable(evaluate(missing)))
+            write_json(self.path, self.data)
+        return {d: have[d] for d in datasets}
+
+
+def _report_test(ctx: RunContext, engine, am, layout, merged, result, prior: float,
+                 scores: Scores) -> dict[str, Any]:
     """--report-test: the learned model, its starting point (task arithmetic at the prior)
     and the pretrained model on the test splits, images AdaMerging did not learn from."""
     config = ctx.config
@@ -78,32 +119,37 @@ def _report_test(ctx: RunContext, engine, am, layout, merged, result, prior: flo
     test = list(test_of.values())
     T = engine.n_tasks
     start, ta = np.full(T, prior), report_on_test.ta_label(prior)
-    evals = {report_on_test.HANDED_OVER: am.evaluate_merged(engine, merged, test),
-             ta: am.evaluate_merged(
-                 engine, am.merged_flat(engine.theta_pre, engine.tau, start, layout), test),
-             "pretrained": am.evaluate_merged(engine, engine.theta_pre.clone(), test)}
+    evals = {report_on_test.HANDED_OVER: scores.get(
+                 "learned", test, lambda ds: am.evaluate_merged(engine, merged, ds)),
+             ta: scores.get("prior", test, lambda ds: am.evaluate_merged(
+                 engine, am.merged_flat(engine.theta_pre, engine.tau, start, layout), ds)),
+             "pretrained": scores.get("pretrained", test, lambda ds: am.evaluate_merged(
+                 engine, engine.theta_pre.clone(), ds))}
     coefficients = {report_on_test.HANDED_OVER: result.per_task(),
                     ta: dict(zip(config.models, start.tolist())),
                     "pretrained": dict.fromkeys(config.models, 0.0)}
     return report_on_test.summarise(evals, test_of, config.preference, coefficients)
 
 
-def _references(engine, am, layout, config: RunConfig, vectors: str, prior: float
-                ) -> dict[str, dict]:
+def _references(engine, am, layout, config: RunConfig, vectors: str, prior: float,
+                scores: Scores) -> dict[str, dict]:
     """Evaluations of the pretrained model, task arithmetic at the prior (the learning's
     start) and, with plain task vectors, each fine-tuned model on its own dataset."""
     T = engine.n_tasks
     datasets = list(config.datasets)
     ta = "task arithmetic" if vectors == "ta" else "TIES vectors, summed"
-    out = {"pretrained": am.evaluate_merged(engine, engine.theta_pre.clone(), datasets),
-           f"{ta}, lambda={prior:g}": am.evaluate_merged(
-               engine, am.merged_flat(engine.theta_pre, engine.tau, np.full(T, prior), layout),
-               datasets)}
+
+    def at(c: np.ndarray) -> Callable[[list[str]], dict[str, dict]]:
+        return lambda ds: am.evaluate_merged(
+            engine, am.merged_flat(engine.theta_pre, engine.tau, c, layout), ds)
+
+    out = {"pretrained": scores.get("pretrained", datasets, lambda ds: am.evaluate_merged(
+               engine, engine.theta_pre.clone(), ds)),
+           f"{ta}, lambda={prior:g}": scores.get("prior", datasets, at(np.full(T, prior)))}
     if vectors == "ta":
         out["fine-tuned (own dataset)"] = {
-            d: am.evaluate_merged(engine, am.merged_flat(engine.theta_pre, engine.tau,
-                                                         np.eye(T)[i], layout), [d])[d]
-            for i, d in enumerate(datasets)}
+            d: scores.get(f"fine-tuned {t}", [d], at(np.eye(T)[i]))[d]
+            for i, (t, d) in enumerate(zip(config.models, datasets))}
     return out
 
 
