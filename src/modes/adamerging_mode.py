@@ -121,10 +121,8 @@ def _report_test(ctx: RunContext, engine, am, layout, merged, result, prior: flo
     start, ta = np.full(T, prior), report_on_test.ta_label(prior)
     evals = {report_on_test.HANDED_OVER: scores.get(
                  "learned", test, lambda ds: am.evaluate_merged(engine, merged, ds)),
-             ta: scores.get("prior", test, lambda ds: am.evaluate_merged(
-                 engine, am.merged_flat(engine.theta_pre, engine.tau, start, layout), ds)),
-             "pretrained": scores.get("pretrained", test, lambda ds: am.evaluate_merged(
-                 engine, engine.theta_pre.clone(), ds))}
+             ta: scores.get("prior", test, _merge_at(engine, am, layout, start)),
+             "pretrained": scores.get("pretrained", test, _merge_at(engine, am, layout))}
     coefficients = {report_on_test.HANDED_OVER: result.per_task(),
                     ta: dict(zip(config.models, start.tolist())),
                     "pretrained": dict.fromkeys(config.models, 0.0)}
@@ -138,19 +136,25 @@ def _references(engine, am, layout, config: RunConfig, vectors: str, prior: floa
     T = engine.n_tasks
     datasets = list(config.datasets)
     ta = "task arithmetic" if vectors == "ta" else "TIES vectors, summed"
-
-    def at(c: np.ndarray) -> Callable[[list[str]], dict[str, dict]]:
-        return lambda ds: am.evaluate_merged(
-            engine, am.merged_flat(engine.theta_pre, engine.tau, c, layout), ds)
-
-    out = {"pretrained": scores.get("pretrained", datasets, lambda ds: am.evaluate_merged(
-               engine, engine.theta_pre.clone(), ds)),
-           f"{ta}, lambda={prior:g}": scores.get("prior", datasets, at(np.full(T, prior)))}
+    out = {"pretrained": scores.get("pretrained", datasets, _merge_at(engine, am, layout)),
+           f"{ta}, lambda={prior:g}": scores.get(
+               "prior", datasets, _merge_at(engine, am, layout, np.full(T, prior)))}
     if vectors == "ta":
         out["fine-tuned (own dataset)"] = {
-            d: scores.get(f"fine-tuned {t}", [d], at(np.eye(T)[i]))[d]
+            d: scores.get(f"fine-tuned {t}", [d], _merge_at(engine, am, layout, np.eye(T)[i]))[d]
             for i, (t, d) in enumerate(zip(config.models, datasets))}
     return out
+
+
+def _merge_at(engine, am, layout, c: np.ndarray | None = None
+              ) -> Callable[[list[str]], dict[str, dict]]:
+    """evaluate(datasets) of theta_pre + sum_i c_i tau_i (theta_pre itself when c is None),
+    merged only when something is evaluated."""
+    def evaluate(datasets: list[str]) -> dict[str, dict]:
+        flat = engine.theta_pre.clone() if c is None else \
+            am.merged_flat(engine.theta_pre, engine.tau, c, layout)
+        return am.evaluate_merged(engine, flat, datasets)
+    return evaluate
 
 
 def _write_adamerging_json(ctx: RunContext, name: str, vectors: str, result, layout,
