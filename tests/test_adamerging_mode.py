@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import FEW_IMAGES, PLAIN_MAP, assert_refused_in_one_line
+from helpers import FEW_IMAGES, PLAIN_MAP, assert_refused_in_one_line, no_loading
 from task_vectors import adamerging as am
 from task_vectors.checkpoints import finetuned_path, head_path, load_state_dict, zeroshot_path
 from task_vectors.engine import MergeEngine
@@ -149,6 +149,24 @@ def test_a_killed_run_continues_with_the_same_command(results, zoo_root, task_ru
     assert run_MAP.main([*argv, "--adamerging-prior", "0.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "settings.prior" in err[0]
+
+
+@pytest.mark.parametrize("text, said", [
+    ("[1]", "not a record of evaluations (expected an object)"),
+    ('{"setting": ', "not valid JSON")])
+def test_a_damaged_evaluations_file_is_one_line_before_loading(text, said, zoo_root,
+                                                               tmp_path, monkeypatch, capsys):
+    import run_MAP
+    import src.modes.common as common
+
+    path = tmp_path / "d" / "adamerging_evaluations.json"
+    path.parent.mkdir()
+    path.write_text(text)
+    monkeypatch.setattr(common, "open_evaluator", no_loading)
+    assert run_MAP.main(_argv(zoo_root, tmp_path, "d")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path}: {said}" in err[0] and "move it away" in err[0]
+    assert path.read_text() == text
 
 
 @pytest.mark.parametrize("extra, message", [

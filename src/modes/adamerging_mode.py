@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from map_common.errors import MAPError
 from src.run.config import RunConfig
 from src.modes.common import RunContext, finish, open_run, write_final_model
 from src.run import report_on_test
@@ -37,6 +38,7 @@ def run(config: RunConfig) -> dict[str, Any]:
     # a checkpoint of other settings is refused before the models are loaded
     am.check_checkpoint(config.run_path / STATE, config.models, config.datasets, settings,
                         vectors)
+    Scores.read(config.run_path / EVALUATIONS)  # a damaged one too
     with open_run(config) as ctx:
         engine = ctx.evaluator.engine  # adamerging runs on one local engine (config refuses Ray)
         state_path = ctx.run.file(STATE, "AdaMerging checkpoint: coefficients, "
@@ -85,7 +87,7 @@ class Scores:
     dropped when its coefficients changed (a run continued with more steps)."""
 
     def __init__(self, path: Path, setting: dict[str, Any], learned: dict[str, Any]):
-        stored = read_json(path)
+        stored = self.read(path)
         setting, learned = jsonable(setting), jsonable(learned)
         kept = {}
         if isinstance(stored, dict) and stored.get("setting") == setting \
@@ -97,6 +99,15 @@ class Scores:
                 kept.pop("learned", None)
         self.path = path
         self.data = {"setting": setting, "learned": learned, "scores": kept}
+
+    @staticmethod
+    def read(path: Path) -> dict[str, Any] | None:
+        """The stored file (None when there is none); one line when it is damaged."""
+        stored = read_json(path)
+        if stored is not None and not isinstance(stored, dict):
+            raise MAPError(f"{path}: not a record of evaluations (expected an object); move "
+                           "it away to start afresh")
+        return stored
 
     def get(self, label: str, datasets: Sequence[str],
             evaluate: Callable[[list[str]], dict[str, dict]]) -> dict[str, dict]:
