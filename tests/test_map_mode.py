@@ -194,6 +194,22 @@ def test_the_handed_over_model_is_written_as_a_checkpoint(map_run, demo_zoo, eng
     assert {d: scored[d]["accuracy"] for d in PAIR} == pytest.approx(merge["real"], abs=1e-9)
 
 
+def test_the_readme_load_run_example_runs_on_a_map_run(map_run):
+    """The README's Python example, as written there, on a finished map run of the pair."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "load_run" in b]
+    assert len(blocks) == 1
+    code = blocks[0].replace('"nested_experiments4/<exp-id>"', repr(str(map_run)))
+    assert code != blocks[0]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    run = scope["run"]
+    assert run["front_C"].shape[1] == len(PAIR) == run["front_F"].shape[1]
+    assert 0 < float(run["surrogates"]["LetterVal"].predict([[0.3, 0.5]])[0]) < 1
+
+
 def test_no_final_checkpoint_writes_the_coefficients_only(results, zoo_root, capsys):
     """--no-final-checkpoint: merge.json but no encoder file; a checkpoint an earlier run
     left under the same --exp-id goes with the run's other stale files."""
