@@ -35,3 +35,41 @@ def test_readme_says_the_preference_default_comes_from_the_repository():
     assert "are relative paths" not in readme
     assert re.search(r"`--preference`[^.]*defaults? to the repository's "
                      r"`example_preference.yaml`", readme)
+
+
+COMMAND = re.compile(r"(run_MAP\.py|bench/\w+\.py|scripts/[\w/]+\.py)([^\n`|]*)")
+
+
+def unknown_flags(text: str) -> list[tuple[str, str]]:
+    """(script, flag) for each flag a command line in ``text`` gives that its script does not
+    define: run_MAP.py's from its parser, a bench or script's from its source (and
+    bench/common.py's shared flags)."""
+    from args import build_parser
+
+    ours = {o for a in build_parser()._actions for o in a.option_strings}
+    shared = (REPO / "bench" / "common.py").read_text()
+    bad = []
+    for m in COMMAND.finditer(re.sub(r"\\\n\s*", " ", text)):  # continuation lines joined
+        script = m.group(1)
+        for flag in re.findall(r"(?<![\w-])(--[a-zA-Z][\w-]*)", m.group(2)):
+            if script == "run_MAP.py":
+                known = flag in ours
+            else:
+                path = REPO / script
+                source = path.read_text() if path.exists() else ""
+                known = f'"{flag}"' in source or (
+                    "add_common_flags" in source and f'"{flag}"' in shared)
+            if not known:
+                bad.append((script, flag))
+    return bad
+
+
+def test_every_flag_the_documents_give_a_command_exists():
+    texts = {p.name: p.read_text() for p in [REPO / "README.md", REPO / "ARCHITECTURE.md",
+                                            *(REPO / "docs").glob("*.md")]}
+    assert sum(len(COMMAND.findall(t)) for t in texts.values()) > 50
+    assert {name: unknown_flags(t) for name, t in texts.items() if unknown_flags(t)} == {}
+    # and it does find one
+    assert unknown_flags("`.venv/bin/python run_MAP.py --demo --no-such-flag`\n"
+                         "python bench/many_tasks.py --seeds 0 \\\n  --colour red") == [
+        ("run_MAP.py", "--no-such-flag"), ("bench/many_tasks.py", "--colour")]
