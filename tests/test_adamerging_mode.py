@@ -121,6 +121,46 @@ def test_layer_wise_plus_plus_learns_one_coefficient_per_tensor(results, zoo_roo
     # no fine-tuned reference: a TIES vector at 1 is not the fine-tuned model
     assert "fine-tuned (own dataset)" not in info["evaluations"]
     assert "TIES vectors, summed, lambda=0.3" in info["evaluations"]
+    # reloaded: one row per task, one column per layer, in adamerging.json's order
+    from src.run.results import load_run
+
+    run = load_run(results / "pp")
+    np.testing.assert_array_equal(run["lambdas"], lam)
+    assert run["adamerging"] == info and run["final"]["method"] == info["method"]
+
+
+def test_load_run_gives_the_learned_coefficients_and_curve(task_run):
+    from src.run.results import load_run
+
+    run = load_run(task_run)
+    info = _read(task_run / "adamerging.json")
+    assert run["info"]["method"] == "adamerging" and run["adamerging"] == info
+    np.testing.assert_array_equal(run["lambdas"], [info["coefficients"][t] for t in TASKS])
+    assert run["curve"].shape == (6, len(TASKS))
+    np.testing.assert_allclose(run["curve"].mean(axis=1), info["entropy_curve"]["mean"])
+    np.testing.assert_array_equal(run["curve"][:, 1], info["entropy_curve"]["per_task"][TASKS[1]])
+    assert run["final"]["checkpoint"] == task_run / "final_model" / "finetuned.pt"
+    assert run["final"]["coefficients"] == info["coefficients"]
+
+
+def test_load_run_of_an_unfinished_or_edited_adamerging_run_is_one_line(task_run, tmp_path):
+    import shutil
+
+    from map_common.errors import MAPError
+    from src.run.results import load_run
+
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(task_run / "run.json", partial / "run.json")
+    with pytest.raises(MAPError, match="without adamerging.json or final_model/merge.json"):
+        load_run(partial)
+    edited = tmp_path / "edited"
+    shutil.copytree(task_run, edited)
+    info = _read(edited / "adamerging.json")
+    del info["coefficients"][TASKS[0]]
+    (edited / "adamerging.json").write_text(json.dumps(info))
+    with pytest.raises(MAPError, match="coefficients or entropy curve are missing or edited"):
+        load_run(edited)
 
 
 def test_a_killed_run_continues_with_the_same_command(results, zoo_root, task_run,

@@ -366,6 +366,9 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
       ``evals``, ``front_C``, ``front_F``, ``surrogates``, ``chosen``), ``final`` (the
       final model's coefficients and accuracies) and, when the run evaluated it (the TA
       context or floor), ``task_arithmetic``: TA's sweep over every task as points;
+    - adamerging: ``adamerging`` (adamerging.json), the learned ``lambdas`` ([T], or [T, L]
+      over ``adamerging["layers"]`` layer-wise; rows in ``info["models"]`` order), the
+      entropy ``curve`` ([steps, T]) and ``final`` as map's;
     - a sweep: ``subsets``, each subset's run loaded as above.
     """
     run_dir = Path(run_dir)
@@ -378,9 +381,11 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
                                           for row in info["summary"]["subsets"]}}
     if method == "nested":
         return {"info": info, **_load_nested(run_dir)}
+    if method == "adamerging":
+        return {"info": info, **_load_adamerging(run_dir, _names_field(info, "models", run_dir))}
     if method not in ("map", "bayesian", "grid"):
         raise MAPError(f"{run_dir / 'run.json'}: a --method {method} run; load_run reads map, "
-                       "bayesian, grid and nested runs")
+                       "bayesian, grid, nested and adamerging runs")
     models, datasets = (_names_field(info, key, run_dir) for key in ("models", "datasets"))
     names = file_prefix(models)
     out: dict[str, Any] = {"info": info, **_load_points(run_dir, names, models, datasets)}
@@ -393,6 +398,26 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         final["checkpoint"] = run_dir / "final_model" / "finetuned.pt"
         out["final"] = final
     return out
+
+
+def _load_adamerging(run_dir: Path, models: Sequence[str]) -> dict[str, Any]:
+    """adamerging.json, its coefficients and entropy curve as arrays, and the final model."""
+    record = read_json(run_dir / "adamerging.json")
+    final = read_json(run_dir / "final_model" / "merge.json")
+    if not isinstance(record, dict) or final is None:
+        raise MAPError(f"{run_dir}: an adamerging run without adamerging.json or "
+                       "final_model/merge.json (not finished?)")
+    try:
+        per_task = [record["coefficients"][m] for m in models]
+        lambdas = np.array([[row[k["name"]] for k in record["layers"]]
+                            if isinstance(row, dict) else row for row in per_task], dtype=float)
+        curve = record["entropy_curve"]["per_task"]
+        curve = np.array([curve[d] for d in record["datasets"]], dtype=float).T
+    except (KeyError, TypeError, ValueError):
+        raise MAPError(f"{run_dir / 'adamerging.json'}: its coefficients or entropy curve "
+                       "are missing or edited") from None
+    final["checkpoint"] = run_dir / "final_model" / "finetuned.pt"
+    return {"adamerging": record, "lambdas": lambdas, "curve": curve, "final": final}
 
 
 def _names_field(info: Mapping[str, Any], key: str, run_dir: Path) -> list[str]:
