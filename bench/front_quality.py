@@ -505,7 +505,14 @@ def task_sets(spec: str, tasks: Sequence[str]) -> list[tuple[str, ...]]:
         return TRIPLES + TRIPLES_DRAWN
     if spec == "all":
         return pairs + TRIPLES
-    return [tuple(s.split(",")) for s in spec.split(";")]
+    sets = [tuple(s.split(",")) for s in spec.split(";")]
+    for task_set in sets:
+        if len(task_set) not in PREFERENCES or set(task_set) - set(tasks) \
+                or len(set(task_set)) < len(task_set):
+            raise SystemExit(f"--sets: {','.join(task_set)!r} is not a pair or triple of "
+                             f"{', '.join(tasks)}; or give pairs, triples, triples-drawn, "
+                             "triples-12 or all")
+    return sets
 
 
 def main() -> None:
