@@ -161,6 +161,9 @@ def test_load_run_of_an_unfinished_or_edited_adamerging_run_is_one_line(task_run
     (edited / "adamerging.json").write_text(json.dumps(info))
     with pytest.raises(MAPError, match="coefficients or entropy curve are missing or edited"):
         load_run(edited)
+    (edited / "final_model" / "merge.json").write_text("[]")
+    with pytest.raises(MAPError, match="merge.json: expected an object"):
+        load_run(edited)
 
 
 def test_a_killed_run_continues_with_the_same_command(results, zoo_root, task_run,

@@ -100,6 +100,19 @@ def test_load_run_of_an_edited_record_is_one_line(record, tmp_path):
         load_run(run.path)
 
 
+def test_load_run_of_an_edited_merge_record_is_one_line(tmp_path):
+    run = RunDirectory(tmp_path, "exp", ["A", "B"])
+    store = ScalingResults(run.scaling_results, ["A", "B"])
+    store.add((0.2, 0.4), _evals((0.2, 0.4)))
+    run.write_run_json({"models": ["A", "B"], "datasets": ["AVal", "BVal"]})
+    (run.path / "final_model").mkdir()
+    write_json(run.path / "final_model" / "merge.json", {"coefficients": {"A": 0.2, "B": 0.4}})
+    assert load_run(run.path)["final"]["checkpoint"] == run.path / "final_model" / "finetuned.pt"
+    write_json(run.path / "final_model" / "merge.json", [0.2, 0.4])
+    with pytest.raises(MAPError, match=r"merge.json: expected an object .* found list"):
+        load_run(run.path)
+
+
 def test_load_run_gives_entropy_and_nan_where_a_point_was_stored_without_it(tmp_path):
     run = RunDirectory(tmp_path, "exp", ["A", "B"])
     store = ScalingResults(run.scaling_results, ["A", "B"])

@@ -220,6 +220,19 @@ def test_load_run_reads_a_nested_run(nested, results):
     assert tree["context"]["lambda"] in ta["C"][:, 0]
 
 
+def test_load_run_of_a_nested_run_with_an_edited_merge_record_is_one_line(nested, results,
+                                                                          tmp_path):
+    import shutil
+
+    from src.run.results import load_run
+
+    edited = tmp_path / "edited"
+    shutil.copytree(results / "nested", edited)
+    (edited / "final_model" / "merge.json").write_text('"nested tree"')
+    with pytest.raises(MAPError, match="merge.json: expected an object .* found str"):
+        load_run(edited)
+
+
 def test_load_run_refuses_an_unknown_run_in_one_line(tmp_path):
     from src.run.results import load_run
 

@@ -393,17 +393,30 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     if (run_dir / front).exists():
         out["front_C"], out["front_F"] = load_front(run_dir / front)
     out.update(_load_surrogates(run_dir, names))
-    final = read_json(run_dir / "final_model" / "merge.json")
+    final = _read_final(run_dir)
     if final is not None:  # runs written before map and bayesian saved their pick have none
-        final["checkpoint"] = run_dir / "final_model" / "finetuned.pt"
         out["final"] = final
     return out
+
+
+def _read_final(run_dir: Path) -> dict[str, Any] | None:
+    """final_model/merge.json with the path of the checkpoint beside it (None when there is
+    none); one line when it is not an object (edited or damaged)."""
+    path = run_dir / "final_model" / "merge.json"
+    final = read_json(path)
+    if final is None:
+        return None
+    if not isinstance(final, dict):
+        raise MAPError(f"{path}: expected an object of the handed-over model's coefficients "
+                       f"and accuracies, found {type(final).__name__} (edited?)")
+    final["checkpoint"] = run_dir / "final_model" / "finetuned.pt"
+    return final
 
 
 def _load_adamerging(run_dir: Path, models: Sequence[str]) -> dict[str, Any]:
     """adamerging.json, its coefficients and entropy curve as arrays, and the final model."""
     record = read_json(run_dir / "adamerging.json")
-    final = read_json(run_dir / "final_model" / "merge.json")
+    final = _read_final(run_dir)
     if not isinstance(record, dict) or final is None:
         raise MAPError(f"{run_dir}: an adamerging run without adamerging.json or "
                        "final_model/merge.json (not finished?)")
@@ -416,7 +429,6 @@ def _load_adamerging(run_dir: Path, models: Sequence[str]) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError):
         raise MAPError(f"{run_dir / 'adamerging.json'}: its coefficients or entropy curve "
                        "are missing or edited") from None
-    final["checkpoint"] = run_dir / "final_model" / "finetuned.pt"
     return {"adamerging": record, "lambdas": lambdas, "curve": curve, "final": final}
 
 
@@ -474,10 +486,9 @@ def _load_nested(run_dir: Path) -> dict[str, Any]:
             pair["front_C"], pair["front_F"] = load_front(folder / f"{names}pareto_front.json")
         pair.update(_load_surrogates(folder, names))
         pairs.append(pair)
-    final = read_json(run_dir / "final_model" / "merge.json")
+    final = _read_final(run_dir)
     if final is None:
         raise MAPError(f"{run_dir}: a nested run without final_model/merge.json (not finished?)")
-    final["checkpoint"] = run_dir / "final_model" / "finetuned.pt"
     out = {"tree": tree, "pairs": pairs, "final": final, "dataset_of": dataset_of}
     sweep = run_dir / "task_arithmetic_scaling_results.json"
     if sweep.exists() or journal_path(sweep).exists():
