@@ -1,6 +1,7 @@
 """Nested MAP on all 8 demo tasks against task arithmetic at one shared coefficient.
 
-    .venv/bin/python bench/nested_demo.py [--point 20] [--n-gen 200] [--alone] [--threads 1]
+    .venv/bin/python bench/nested_demo.py [--point 20] [--n-gen 200] [--alone] [--seed S]
+        [--pick tchebycheff|weighted-sum] [--threads 1]
 
 Runs `run_MAP.py --demo --method nested` on the 8 demo tasks (uniform preference) and
 prints the evaluations it used, the accuracy per task of the tree's own final model and of
@@ -9,6 +10,7 @@ arithmetic θ_pre + λ Σ τ_i for λ in 0.1..1.0, every task evaluated with our
 the best λ by mean accuracy. Also the fine-tuned models' own accuracies (c = e_i), and the
 segment from the tree's final model to TA at its best λ, c = (1 - s) c_tree + s λ 1 (is any
 merge on it at or above TA on both the mean and the worst task? measured, not counted).
+--seed and --pick go to run_MAP.py as they are (its defaults when not given).
 Asserts nothing.
 """
 from __future__ import annotations
@@ -67,6 +69,9 @@ def main() -> None:
     p.add_argument("--n-gen", type=int, default=200)
     p.add_argument("--alone", action="store_true", help="--nested-context none --pick-floor "
                    "pretrained: the original's tree (nested's default before the TA context)")
+    p.add_argument("--seed", type=int, default=None, help="run_MAP.py --seed (pair designs)")
+    p.add_argument("--pick", choices=("tchebycheff", "weighted-sum"), default=None,
+                   help="run_MAP.py --pick (each pair's pick)")
     add_common_flags(p)
     a = p.parse_args()
     threads = set_threads(a.threads)
@@ -74,7 +79,10 @@ def main() -> None:
     print(f"demo zoo: {zoo.path}; torch threads: {threads}")
 
     with workdir(a.keep) as tmp:
-        nested_run = run_nested(zoo, EIGHT, tmp, a.point, a.n_gen, ALONE if a.alone else ())
+        flags = (*(ALONE if a.alone else ()),
+                 *(("--seed", a.seed) if a.seed is not None else ()),
+                 *(("--pick", a.pick) if a.pick is not None else ()))
+        nested_run = run_nested(zoo, EIGHT, tmp, a.point, a.n_gen, flags)
 
     engine = engine_for(zoo, EIGHT)
     eye = np.eye(len(EIGHT))

@@ -380,3 +380,14 @@ def test_hand_over_keeps_the_tree_at_or_above_the_floor_else_takes_the_best_abov
     assert source == "task arithmetic" and np.array_equal(c, ta_C[1])
     # without a floor the tree's model is always handed over
     assert hand_over(below_mean, [design, ta], None, w, "max", choose)[2] == "nested tree"
+
+
+def test_segment_to_gives_the_merges_between_two_models_at_the_given_steps():
+    from src.core.nested import SEGMENT_STEPS, segment_to
+
+    tree, ta = np.array([0.6, 0.2, 0.4]), np.full(3, 0.3)
+    C = segment_to(tree, ta)
+    assert C.shape == (len(SEGMENT_STEPS), 3) and SEGMENT_STEPS == (0.25, 0.5, 0.75)
+    np.testing.assert_allclose(C[0], [0.525, 0.225, 0.375])
+    np.testing.assert_allclose(C[1], (tree + ta) / 2)
+    np.testing.assert_allclose(segment_to(tree, ta, (0.0, 1.0)), [tree, ta])

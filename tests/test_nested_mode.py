@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from src.core.nested import SEGMENT_STEPS
 from src.core.pareto import pick_tchebycheff
 from helpers import (FEW_IMAGES, CountingEvaluate, check_final_model_file, files_but_lock,
                      no_loading)
@@ -193,8 +194,11 @@ def test_default_demo_merges_four_tasks(run4):
     run = _read(run4 / "run.json")
     assert run["method"] == "nested" and run["models"] == FOUR
     check_tree_and_rounds(run4, FOUR, {t: 1.0 for t in FOUR}, PAIR_POINTS)
-    # fine-tuned models, TA's sweep, each pair's design and its merge
-    assert run["summary"]["n_evaluations"] == 4 + SWEEP + 3 * (PAIR_POINTS + 1)
+    # fine-tuned models, TA's sweep, each pair's design and its merge (and, when the tree's
+    # model is below TA, the merges between the two)
+    below = not run["summary"]["final"]["floor"]["tree"]["at_or_above"]
+    assert run["summary"]["n_evaluations"] == 4 + SWEEP + 3 * (PAIR_POINTS + 1) + 3 * below
+    assert (run4 / "segment_scaling_results.json").exists() == below
     # From 4 tasks: the pairs beside the others at TA's best λ, the final model held
     # against TA (args.default_nested_context, default_pick_floor).
     assert run["arguments"]["nested_context"] == "task-arithmetic"
@@ -308,9 +312,10 @@ def test_without_context_each_pair_is_merged_alone(results, zoo_root, engine4):
 @pytest.mark.slow
 def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_root, demo_zoo,
                                                           monkeypatch, capsys):
-    """A floor no merge reaches (patched): the tree's final model is replaced by the pick
-    rule's best evaluated merge over every task (TA's sweep, the last round's design), whose
-    weights the final model file holds; nothing is evaluated again (the rounds replay)."""
+    """A floor no merge reaches (patched): the merges between the tree's final model and TA
+    are evaluated (3; the rounds replay), and the tree's model is replaced by the pick
+    rule's best evaluated merge over every task (those, TA's sweep, the last round's design),
+    whose weights the final model file holds; a rerun evaluates nothing."""
     import shutil
 
     import src.modes.nested_mode as nested_mode
@@ -325,10 +330,21 @@ def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_roo
     counter = CountingEvaluate(MergeEngine.evaluate)
     monkeypatch.setattr(MergeEngine, "evaluate", counter)
     assert _main(*_default_argv(zoo_root, results, "floored")) == 0
-    assert counter.calls == 0
+    assert counter.calls == len(SEGMENT_STEPS) == 3
+    assert _main(*_default_argv(zoo_root, results, "floored")) == 0
+    assert counter.calls == 3  # stored: the rerun evaluates nothing
     out = capsys.readouterr().out
     run_dir = results / "floored"
-    floor = _read(run_dir / "run.json")["summary"]["final"]["floor"]
+    run = _read(run_dir / "run.json")
+    floor = run["summary"]["final"]["floor"]
+    assert floor["segment"] == {"steps": list(SEGMENT_STEPS), "evaluations": 3}
+    assert run["summary"]["n_evaluations"] == 4 + SWEEP + 3 * (PAIR_POINTS + 1) + 3
+    rec = _read(run_dir / "merge_tree.json")["rounds"][-1]
+    lam = floor["task_arithmetic"]["lambda"]
+    segment = _read(run_dir / "segment_scaling_results.json")
+    np.testing.assert_allclose(
+        [list(e["models"].values()) for e in segment.values()],
+        [(1 - t) * np.array(rec["coefficients"]) + t * lam for t in SEGMENT_STEPS], atol=1e-12)
     assert floor["tree"]["at_or_above"] is False and floor["handed_over"] != "nested tree"
     assert "the tree's final model is not" in out and "is handed over" in out
     c = floor["model"]["coefficients"]
@@ -337,9 +353,8 @@ def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_roo
     np.testing.assert_allclose(list(merge["coefficients"].values()), c, atol=1e-12)
     # the handed-over merge is one the run evaluated on every task (TA's sweep, the last
     # round's design, the pretrained model), with those accuracies
-    sweep = [e for name in ("task_arithmetic", "pretrained")
+    sweep = [e for name in ("segment", "task_arithmetic", "pretrained")
              for e in _read(run_dir / f"{name}_scaling_results.json").values()]
-    rec = _read(run_dir / "merge_tree.json")["rounds"][-1]
     design = _read(run_dir / "round3" / f"{rec['left']}_{rec['right']}scaling_results.json")
     evaluated = [(list(e["models"].values()), e["evals"]) for e in sweep] + [
         ((p[0] * np.array(rec["left_coefficients"]) + p[1] * np.array(
@@ -349,8 +364,7 @@ def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_roo
     assert hit and merge["accuracy"] == {d: hit[0][d]["accuracy"] for d in FOUR}
     check_final_model_file(run_dir, demo_zoo.path, FOUR)
     # nested_summary.png draws TA at its best λ beside the model handed over
-    lam = floor["task_arithmetic"]["lambda"]
-    ta = next(e["evals"] for e in sweep if e["models"]["LetterVal"] == lam)
+    ta = next(e["evals"] for e in sweep if list(e["models"].values()) == [lam] * 4)
     assert drawn["reference"] == {d: ta[d]["accuracy"] for d in FOUR}
     assert drawn["reference_label"] == f"task arithmetic, λ = {lam:g}"
 

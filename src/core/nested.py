@@ -209,6 +209,21 @@ def hand_over(tree: tuple[np.ndarray, np.ndarray],
     return choose(candidates)
 
 
+# Where nested looks between the tree's final model and TA when the tree is below the TA
+# floor: the tree keeps the worst task above TA's and TA the mean above the tree's, so a mix
+# can clear both (bench/nested_demo.py's segment: first four tasks, s = 0.25-0.75 at or
+# above TA on both; TA itself was handed over before).
+SEGMENT_STEPS = (0.25, 0.5, 0.75)
+
+
+def segment_to(tree: np.ndarray, other: np.ndarray,
+               steps: Sequence[float] = SEGMENT_STEPS) -> np.ndarray:
+    """[len(steps), T] merges (1 - s) tree + s other, one row per step s."""
+    tree, other = (np.asarray(x, dtype=float) for x in (tree, other))
+    s = np.asarray(steps, dtype=float)[:, None]
+    return (1.0 - s) * tree[None] + s * other[None]
+
+
 def pair_design(
     n_points: int = 20,
     n_diagonal: int | None = None,

@@ -16,8 +16,8 @@ from src import plotting
 
 from map_common.errors import MAPError
 from src.core import local_design, nested
-from src.core.pick_check import (EQUAL_SPREAD, best_equal_merge, ta_floor, weighted_mean,
-                                  worst_task)
+from src.core.pick_check import (EQUAL_SPREAD, at_or_above, best_equal_merge, ta_floor,
+                                  weighted_mean, worst_task)
 from src.run.config import RunConfig
 from src.run.evaluation import evaluate_groups, metric_matrix
 from src.core.front import FrontTask, SearchSettings, pick_evaluated, solve_front
@@ -213,7 +213,8 @@ def run(config: RunConfig) -> dict[str, Any]:
             reference_label=f"task arithmetic, λ = {ta.lam:g}" if ta else "")
         # singles + per round: the pair's design and one measurement of the merged model
         n_evals = T + sum(rec["info"]["n_points"] + 1 for rec in result.records) + \
-            (0 if ta is None else len(ta.C))
+            (0 if ta is None else len(ta.C)) + \
+            (0 if floor is None else floor["segment"]["evaluations"])
         summary = {"n_evaluations": n_evals, "rounds": len(result.records), "pick": config.pick,
                    "final": final_info, "figures": [str(f) for f in figures]}
         if config.report_test:
@@ -309,9 +310,10 @@ def _final_floor(ctx: RunContext, result: nested.NestedResult, ta: TaskArithmeti
                  plans: dict[int, "PairPlan"]) -> dict[str, Any]:
     """--pick-floor task-arithmetic: the tree's final model against TA at its best λ (the
     preference-weighted mean and the worst task of the pairing metric). Below it, the
-    model handed over is the pick rule's best among the evaluated merges over every task
-    at or above it (the last round's design, TA's sweep), keepers of the pretrained model
-    first (front.pick_evaluated): TA itself when no other is."""
+    merges between the tree's model and TA (nested.SEGMENT_STEPS) are evaluated over every
+    task, and the model handed over is the pick rule's best among the evaluated merges over
+    every task at or above it (those, the last round's design, TA's sweep), keepers of the
+    pretrained model first (front.pick_evaluated): TA itself when no other is."""
     config = ctx.config
     datasets, sense = list(config.datasets), _sense(config, pairing)
     weights = np.asarray(config.preference)
@@ -320,9 +322,15 @@ def _final_floor(ctx: RunContext, result: nested.NestedResult, ta: TaskArithmeti
     top_C, top_evals = _round_points(ctx, result, len(result.records) - 1, dataset_of, plans)
     candidates = [(top_C, metric_matrix(top_evals, datasets, pairing),
                    f"round {len(result.records)} design"), (ta.C, ta.Y, "task arithmetic")]
+    seg_C, seg_evals = np.zeros((0, config.T)), []
+    if floor is not None and not at_or_above(tree_y[None], floor, weights, sense)[0]:
+        seg_C = nested.segment_to(result.final.coefficients, ta.C[ta.row])
+        seg_evals = _segment(ctx, seg_C)
+        candidates.insert(0, (seg_C, metric_matrix(seg_evals, datasets, pairing), SEGMENT))
     # pick_evaluated adds the pretrained model (c = 0) to the candidates
-    evals_of = {point_key(c): e for c, e in zip(np.vstack([top_C, ta.C, np.zeros(config.T)]),
-                                                 [*top_evals, *ta.evals, pretrained])}
+    evals_of = {point_key(c): e for c, e in zip(
+        np.vstack([seg_C, top_C, ta.C, np.zeros(config.T)]),
+        [*seg_evals, *top_evals, *ta.evals, pretrained])}
     pre = np.array([pretrained[d][pairing] for d in datasets])
     best = np.array([singles[m][pairing] for m in config.models])
 
@@ -341,7 +349,25 @@ def _final_floor(ctx: RunContext, result: nested.NestedResult, ta: TaskArithmeti
             "tree": {"mean": float(weighted_mean(tree_y, weights)[0]),
                      "worst": float(worst_task(tree_y, sense)[0]),
                      "at_or_above": source == "nested tree"},
-            "metric": pairing, "handed_over": source, "model": model}
+            "metric": pairing, "handed_over": source, "model": model,
+            "segment": {"steps": list(nested.SEGMENT_STEPS) if len(seg_C) else [],
+                        "evaluations": len(seg_C)}}
+
+
+# the candidates' source name of the merges between the tree's final model and TA
+SEGMENT = "segment from the tree's model to task arithmetic"
+
+
+def _segment(ctx: RunContext, C: np.ndarray) -> list[dict]:
+    """The merges between the tree's final model and TA, evaluated over every dataset and
+    stored (a rerun or a resumed run evaluates none again)."""
+    config = ctx.config
+    store = ctx.run.store(ctx.run.file("segment_scaling_results.json", "the merges between "
+                                       "the tree's final model and task arithmetic, c = (1 - s) "
+                                       "c_tree + s lambda 1, evaluated when the tree is below "
+                                       "the pick floor"), config.models)
+    return evaluate_groups(ctx.evaluator, [(store, C, list(config.datasets), None)],
+                           desc="between the tree and task arithmetic")[0]
 
 
 def _floor_line(floor: dict[str, Any]) -> str:
@@ -351,8 +377,9 @@ def _floor_line(floor: dict[str, Any]) -> str:
     if tree["at_or_above"]:
         return (f"{head}: the tree's final model is at or above it on both (mean "
                 f"{tree['mean']:.4f}, worst {tree['worst']:.4f}) and is handed over")
-    what = "TA itself" if model["source"] == "task arithmetic" else \
-        f"a merge of the {model['source']}"
+    what = {"task arithmetic": "TA itself",
+            SEGMENT: "a merge between the two (c = (1 - s) c_tree + s lambda 1)"}.get(
+        model["source"], f"a merge of the {model['source']}")
     return (f"{head}: the tree's final model is not (mean {tree['mean']:.4f}, worst "
             f"{tree['worst']:.4f}), so {what} is handed over (mean {model['mean']:.4f}, "
             f"worst {model['worst']:.4f})")
