@@ -39,6 +39,8 @@ c = 0; reference_models.py) and --reevaluate 5 front points: 36 at T = 4, 96 at 
              model was handed over;
   nested-alone  the same with --nested-context none --pick-floor pretrained: the
              original's tree, each pair merged alone (rows "nested alone");
+  nested-weighted-sum  nested's defaults with --pick weighted-sum (rows "nested
+             weighted-sum"): every pair's pick, and the floor's choice, by the weighted mean;
   bayesian   T <= 6 only: bayesian.run_rounds with default_bayes_schedule(T), the same
              front step and the pretrained model, as the CLI's bayesian mode (38 at T = 4);
   random     the budget as uniform merges in [0, 1]^T (--seeds), the pick among them by
@@ -88,11 +90,14 @@ CLI_REEVALUATE = 5
 NESTED_POINT, NESTED_N_GEN = 20, 200
 TA_LAMBDAS = np.round(np.arange(1, 11) / 10, 1)
 METHODS = ("pretrained", "ta", "map", "map-no-floor", "map-grid", "map-parego", "nested",
-           "nested-alone", "bayesian", "bayesian-ehvi", "random", "adamerging")
+           "nested-alone", "nested-weighted-sum", "bayesian", "bayesian-ehvi", "random",
+           "adamerging")
 PAREGO = "map+parego 2x5"  # map-parego's rows: 2 rounds of 5 ParEGO points from the design
 NO_FLOOR = "map no-floor"  # map-no-floor's rows: the default design, --pick-floor pretrained
 NESTED_ALONE = "nested alone"  # nested-alone's rows: --nested-context none --pick-floor
 # pretrained, nested's default until the TA context and floor (4 tasks and more)
+NESTED_WS = "nested weighted-sum"  # nested-weighted-sum's rows: nested's defaults, --pick
+# weighted-sum (every pair's pick and the floor's choice by the weighted mean)
 GRID = "map grid"  # map-grid's rows: --design grid, map's default from 4 tasks until the
 # local design (src.core.local_design) replaced it
 
@@ -167,14 +172,17 @@ def direct_run(C: np.ndarray, Y: np.ndarray) -> dict:
             "pick_y": out["chosen_real"][0]}
 
 
-def nested_run(zoo, task_set, seed: int, folder: Path, alone: bool = False) -> dict:
+def nested_run(zoo, task_set, seed: int, folder: Path, alone: bool = False,
+               pick: str | None = None) -> dict:
     """nested MAP through the CLI with its defaults (alone: --nested-context none
-    --pick-floor pretrained, the original's tree); the models it evaluated on every task: the
-    last level's pair design (its store), TA's sweep when it ran one, and the final model.
-    The note says which model was handed over, and the tree's own when it was not."""
-    exp = f"nested{'-alone' if alone else ''}-{len(task_set)}-" \
+    --pick-floor pretrained, the original's tree; pick: --pick); the models it evaluated on
+    every task: the last level's pair design (its store), TA's sweep when it ran one, the
+    merges between the tree's model and TA when the floor evaluated them, and the final
+    model. The note says which model was handed over, and the tree's own when it was not."""
+    exp = f"nested{'-alone' if alone else ''}{'-' + pick if pick else ''}-{len(task_set)}-" \
           f"{'_'.join(t[:3] for t in task_set)}-s{seed}"
     flags = ["--nested-context", "none", "--pick-floor", "pretrained"] if alone else []
+    flags += ["--pick", pick] if pick else []
     run_cli("--demo", "--zoo-dir", zoo.path.parent, "--method", "nested",
             "--zeroshot-merge-models", *task_set, "--point", NESTED_POINT, "--n-gen",
             NESTED_N_GEN, "--seed", seed, "--results-path", folder, "--exp-id", exp, *flags)
@@ -185,9 +193,10 @@ def nested_run(zoo, task_set, seed: int, folder: Path, alone: bool = False) -> d
     pair = [last["left"], last["right"]]
     C_pair, Y_last = read_scaling(store, pair, task_set, "accuracy")
     Y_last = Y_last[np.abs(C_pair).max(axis=1) > EPS]  # (0, 0) is the pretrained model
-    sweep = folder / exp / "task_arithmetic_scaling_results.json"
-    if sweep.exists():
-        Y_last = np.vstack([Y_last, read_scaling(sweep, task_set, task_set, "accuracy")[1]])
+    for name in ("task_arithmetic", "segment"):
+        stored = folder / exp / f"{name}_scaling_results.json"
+        if stored.exists():
+            Y_last = np.vstack([Y_last, read_scaling(stored, task_set, task_set, "accuracy")[1]])
     pick_y = np.array([merge["accuracy"][t] for t in task_set])
     final = run["summary"]["final"]
     note = f"context {final['context']['lambda']}" if "context" in final else "pairs alone"
@@ -399,6 +408,9 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         if "nested-alone" in methods:
             runs.append((NESTED_ALONE, s, lambda s=s: nested_run(zoo, task_set, s, folder,
                                                                   alone=True)))
+        if "nested-weighted-sum" in methods:
+            runs.append((NESTED_WS, s, lambda s=s: nested_run(zoo, task_set, s, folder,
+                                                               pick="weighted-sum")))
 
     rows = []
     for method, seed, fn in runs:
@@ -416,7 +428,7 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         elif method.startswith("TA"):
             run["counted"] = len(TA_LAMBDAS)
         held = scorer(run["pick_c"][None])[0]
-        if method in ("nested", NESTED_ALONE):  # the final model's coefficients reproduce its accuracy
+        if method in ("nested", NESTED_ALONE, NESTED_WS):  # the final model's coefficients reproduce its accuracy
             check = evaluate.inner(run["pick_c"][None])[0]
             if np.abs(check - run["pick_y"]).max() > 2.5 / 1200:
                 print(f"  nested seed {seed}: merge.json accuracy {run['pick_y']} differs from "
@@ -527,7 +539,7 @@ def goals(rows: list[dict]) -> None:
             if got:
                 table.append((f"MAP on 4 and 8 tasks at once, equal preference: its pick "
                               f">= TA at its best λ on mean and worst task ({method})", *got))
-    for method in ("nested", NESTED_ALONE):
+    for method in ("nested", NESTED_ALONE, NESTED_WS):
         for T in sorted({r["T"] for r in rows}):
             got = vs_ta(rows, method, T)
             if got:
