@@ -345,6 +345,12 @@ def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_roo
     np.testing.assert_allclose(
         [list(e["models"].values()) for e in segment.values()],
         [(1 - t) * np.array(rec["coefficients"]) + t * lam for t in SEGMENT_STEPS], atol=1e-12)
+    from src.run.results import load_run
+
+    loaded = load_run(run_dir)["segment"]  # load_run gives them back as points
+    np.testing.assert_allclose(loaded["C"], [list(e["models"].values()) for e in segment.values()])
+    assert loaded["accuracy"].tolist() == [[e["evals"][d]["accuracy"] for d in FOUR]
+                                           for e in segment.values()]
     assert floor["tree"]["at_or_above"] is False and floor["handed_over"] != "nested tree"
     assert "the tree's final model is not" in out and "is handed over" in out
     c = floor["model"]["coefficients"]

@@ -365,7 +365,8 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     - nested: the merge ``tree`` (merge_tree.json), ``pairs`` (each round's run: ``C``,
       ``evals``, ``front_C``, ``front_F``, ``surrogates``, ``chosen``), ``final`` (the
       final model's coefficients and accuracies) and, when the run evaluated it (the TA
-      context or floor), ``task_arithmetic``: TA's sweep over every task as points;
+      context or floor), ``task_arithmetic``: TA's sweep over every task as points, and
+      ``segment``: the merges between the tree's model and TA, when the floor evaluated them;
     - adamerging: ``adamerging`` (adamerging.json), the learned ``lambdas`` ([T], or [T, L]
       over ``adamerging["layers"]`` layer-wise; rows in ``info["models"]`` order), the
       entropy ``curve`` ([steps, T]) and ``final`` as map's;
@@ -490,8 +491,9 @@ def _load_nested(run_dir: Path) -> dict[str, Any]:
     if final is None:
         raise MAPError(f"{run_dir}: a nested run without final_model/merge.json (not finished?)")
     out = {"tree": tree, "pairs": pairs, "final": final, "dataset_of": dataset_of}
-    sweep = run_dir / "task_arithmetic_scaling_results.json"
-    if sweep.exists() or journal_path(sweep).exists():
-        out["task_arithmetic"] = _points(ScalingResults(sweep, tree["models"], readonly=True),
-                                         tree["datasets"])
+    for key in ("task_arithmetic", "segment"):
+        stored = run_dir / f"{key}_scaling_results.json"
+        if stored.exists() or journal_path(stored).exists():
+            out[key] = _points(ScalingResults(stored, tree["models"], readonly=True),
+                               tree["datasets"])
     return out
