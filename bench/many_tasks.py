@@ -32,15 +32,17 @@ c = 0; reference_models.py) and --reevaluate 5 front points: 36 at T = 4, 96 at 
   nested     `run_MAP.py --demo --method nested --point 20 --n-gen 200 --seed s`, as
              bench/nested_demo.py runs it, with nested's defaults for T (from 4 tasks:
              each pair merged beside the other task vectors at TA's best λ, the final
-             model held against TA; args.default_nested_context, default_pick_floor); its
+             model held against TA, every pick by the weighted mean;
+             args.default_nested_context, default_pick_floor, default_nested_pick); its
              own count (run.json summary.n_evaluations: the T fine-tuned models, TA's
              sweep, each pair's 20 design points and its merged model; pair-level points
              are evaluated on the pair's tasks only), reported as is; the note says which
              model was handed over;
   nested-alone  the same with --nested-context none --pick-floor pretrained: the
              original's tree, each pair merged alone (rows "nested alone");
-  nested-weighted-sum  nested's defaults with --pick weighted-sum (rows "nested
-             weighted-sum"): every pair's pick, and the floor's choice, by the weighted mean;
+  nested-tchebycheff  nested's defaults with --pick tchebycheff (rows "nested
+             tchebycheff"): every pair's pick, and the floor's choice, by the Tchebycheff
+             rule, nested's default pick before weighted-sum under the TA floor;
   bayesian   T <= 6 only: bayesian.run_rounds with default_bayes_schedule(T), the same
              front step and the pretrained model, as the CLI's bayesian mode (38 at T = 4);
   random     the budget as uniform merges in [0, 1]^T (--seeds), the pick among them by
@@ -90,14 +92,14 @@ CLI_REEVALUATE = 5
 NESTED_POINT, NESTED_N_GEN = 20, 200
 TA_LAMBDAS = np.round(np.arange(1, 11) / 10, 1)
 METHODS = ("pretrained", "ta", "map", "map-no-floor", "map-grid", "map-parego", "nested",
-           "nested-alone", "nested-weighted-sum", "bayesian", "bayesian-ehvi", "random",
+           "nested-alone", "nested-tchebycheff", "bayesian", "bayesian-ehvi", "random",
            "adamerging")
 PAREGO = "map+parego 2x5"  # map-parego's rows: 2 rounds of 5 ParEGO points from the design
 NO_FLOOR = "map no-floor"  # map-no-floor's rows: the default design, --pick-floor pretrained
 NESTED_ALONE = "nested alone"  # nested-alone's rows: --nested-context none --pick-floor
 # pretrained, nested's default until the TA context and floor (4 tasks and more)
-NESTED_WS = "nested weighted-sum"  # nested-weighted-sum's rows: nested's defaults, --pick
-# weighted-sum (every pair's pick and the floor's choice by the weighted mean)
+NESTED_TCHEBYCHEFF = "nested tchebycheff"  # nested-tchebycheff's rows: nested's defaults
+# but --pick tchebycheff, its default pick until weighted-sum under the TA floor
 GRID = "map grid"  # map-grid's rows: --design grid, map's default from 4 tasks until the
 # local design (src.core.local_design) replaced it
 
@@ -408,9 +410,9 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         if "nested-alone" in methods:
             runs.append((NESTED_ALONE, s, lambda s=s: nested_run(zoo, task_set, s, folder,
                                                                   alone=True)))
-        if "nested-weighted-sum" in methods:
-            runs.append((NESTED_WS, s, lambda s=s: nested_run(zoo, task_set, s, folder,
-                                                               pick="weighted-sum")))
+        if "nested-tchebycheff" in methods:
+            runs.append((NESTED_TCHEBYCHEFF, s, lambda s=s: nested_run(zoo, task_set, s, folder,
+                                                                        pick="tchebycheff")))
 
     rows = []
     for method, seed, fn in runs:
@@ -428,7 +430,8 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         elif method.startswith("TA"):
             run["counted"] = len(TA_LAMBDAS)
         held = scorer(run["pick_c"][None])[0]
-        if method in ("nested", NESTED_ALONE, NESTED_WS):  # the final model's coefficients reproduce its accuracy
+        # the final model's coefficients reproduce its accuracy
+        if method in ("nested", NESTED_ALONE, NESTED_TCHEBYCHEFF):
             check = evaluate.inner(run["pick_c"][None])[0]
             if np.abs(check - run["pick_y"]).max() > 2.5 / 1200:
                 print(f"  nested seed {seed}: merge.json accuracy {run['pick_y']} differs from "
@@ -539,7 +542,7 @@ def goals(rows: list[dict]) -> None:
             if got:
                 table.append((f"MAP on 4 and 8 tasks at once, equal preference: its pick "
                               f">= TA at its best λ on mean and worst task ({method})", *got))
-    for method in ("nested", NESTED_ALONE, NESTED_WS):
+    for method in ("nested", NESTED_ALONE, NESTED_TCHEBYCHEFF):
         for T in sorted({r["T"] for r in rows}):
             got = vs_ta(rows, method, T)
             if got:

@@ -102,6 +102,26 @@ def test_nested_merges_pairs_beside_task_arithmetic_from_four_tasks(zoo_root):
         _config(zoo_root, "--method", "map", "--nested-context", "none")
 
 
+def test_nested_picks_by_the_weighted_mean_under_the_ta_floor(zoo_root):
+    from args import DEFAULTS, default_nested_pick
+
+    assert DEFAULTS.nested_pick is default_nested_pick
+    assert [default_nested_pick(f) for f in ("task-arithmetic", "pretrained")] == \
+        ["weighted-sum", "tchebycheff"]
+    for method, models, flags, expected in [
+            ("nested", FOUR, [], "weighted-sum"), ("nested", PAIR, [], "tchebycheff"),
+            ("nested", FOUR, ["--pick-floor", "pretrained"], "tchebycheff"),
+            ("nested", PAIR, ["--pick-floor", "task-arithmetic"], "weighted-sum"),
+            ("nested", FOUR, ["--pick", "tchebycheff"], "tchebycheff"),
+            ("map", FOUR, [], "tchebycheff"), ("map", PAIR, ["--pick", "weighted-sum"],
+                                               "weighted-sum"),
+            ("bayesian", FOUR, [], "tchebycheff")]:
+        config = _config(zoo_root, "--method", method, "--zeroshot-merge-models", *models,
+                         *flags)
+        assert config.pick == expected, (method, models, flags)
+        assert config.arguments["pick"] == expected  # run.json: the value in force
+
+
 @pytest.mark.parametrize("flags, expected", [
     (["--design", "grid"], ("grid", 2, 5, "ehvi")),
     (["--refine-rounds", "0"], ("lhs", 0, 5, "spread")),  # a defaulted acquisition: no refusal

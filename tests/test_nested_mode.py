@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from src.core.nested import SEGMENT_STEPS
-from src.core.pareto import pick_tchebycheff
+from src.core.pareto import pick
 from helpers import (FEW_IMAGES, CountingEvaluate, check_final_model_file, files_but_lock,
                      no_loading)
 
@@ -97,7 +97,7 @@ def engine8(demo_zoo):
 
 # ------------------------------------------------------------------ checks shared by 4 and 8
 def check_tree_and_rounds(run_dir: Path, tasks: list[str], preference: dict[str, float],
-                          n_points: int) -> None:
+                          n_points: int, rule: str) -> None:
     tree = _read(run_dir / "merge_tree.json")
     assert tree["models"] == tasks and tree["datasets"] == tasks
     assert tree["preference"] == preference
@@ -129,11 +129,12 @@ def check_tree_and_rounds(run_dir: Path, tasks: list[str], preference: dict[str,
         chosen = _read(folder / "chosen.json")
         weights = [rec["left_preference"], rec["right_preference"]]
         assert chosen["preference"] == pytest.approx(weights)
-        assert chosen["pick"] == "tchebycheff"  # the default
-        pick = pick_tchebycheff(F, weights, ["max", "max"], chosen["anchors"]["worst"],
-                                chosen["anchors"]["best"])
-        np.testing.assert_allclose(chosen["pair_coefficients"], C[pick], atol=1e-12)
-        np.testing.assert_allclose(rec["pair_coefficients"], C[pick], atol=1e-12)
+        # the default: weighted-sum with the TA floor (from 4 tasks), else tchebycheff
+        assert chosen["pick"] == rule
+        k = pick(F, weights, ["max", "max"], rule, chosen["anchors"]["worst"],
+                 chosen["anchors"]["best"])
+        np.testing.assert_allclose(chosen["pair_coefficients"], C[k], atol=1e-12)
+        np.testing.assert_allclose(rec["pair_coefficients"], C[k], atol=1e-12)
 
     for name in ("merge_tree.png", "nested_summary.png"):
         assert (run_dir / name).read_bytes()[:8] == PNG_MAGIC
@@ -193,7 +194,7 @@ def check_accuracies_are_measured(run_dir: Path, engine, tasks: list[str]) -> No
 def test_default_demo_merges_four_tasks(run4):
     run = _read(run4 / "run.json")
     assert run["method"] == "nested" and run["models"] == FOUR
-    check_tree_and_rounds(run4, FOUR, {t: 1.0 for t in FOUR}, PAIR_POINTS)
+    check_tree_and_rounds(run4, FOUR, {t: 1.0 for t in FOUR}, PAIR_POINTS, "weighted-sum")
     # fine-tuned models, TA's sweep, each pair's design and its merge (and, when the tree's
     # model is below TA, the merges between the two)
     below = not run["summary"]["final"]["floor"]["tree"]["at_or_above"]
@@ -234,7 +235,7 @@ def test_four_task_accuracies_are_measured(run4, engine4):
 # ------------------------------------------------------------------ 8 tasks, JSON preference
 @pytest.mark.slow
 def test_eight_task_demo_merges_all_eight_with_a_json_preference(run8):
-    check_tree_and_rounds(run8, EIGHT, PREFERENCE_8, 10)
+    check_tree_and_rounds(run8, EIGHT, PREFERENCE_8, 10, "weighted-sum")
     merge = _read(run8 / "final_model" / "merge.json")
     assert set(merge["accuracy"]) == set(EIGHT)
 
@@ -432,8 +433,8 @@ def test_stored_rounds_picked_another_way_are_refused_before_loading(run4, resul
     for extra, said in ((["--preference", skewed], "--preference LetterVal:0.25 DigitVal:0.25 "
                          "ShapeVal:0.25 SymbolVal:0.25; this run asks for --preference "
                          "LetterVal:0.5 DigitVal:0.1667 ShapeVal:0.1667 SymbolVal:0.1667"),
-                        (["--pick", "weighted-sum"], "--pick tchebycheff; this run asks for "
-                         "--pick weighted-sum"),
+                        (["--pick", "tchebycheff"], "--pick weighted-sum; this run asks for "
+                         "--pick tchebycheff"),
                         (["--seed", "1"], "--seed 0; this run asks for --seed 1"),
                         (["--n-gen", "7"], f"--n-gen {N_GEN}; this run asks for --n-gen 7"),
                         (["--point", "9"], f"--point {PAIR_POINTS}; this run asks for --point 9"),

@@ -46,6 +46,7 @@ class Defaults:
     bayes_acquisition: Callable[[int], str] = lambda T: "error"  # bayesian's rounds
     pick_floor: Callable[[int], str] = lambda T: "pretrained"  # map's and nested's --pick-floor
     nested_context: Callable[[int], str] = lambda T: "none"  # nested's --nested-context
+    nested_pick: Callable[[str], str] = lambda floor: "tchebycheff"  # nested's --pick, by floor
 
 
 @dataclass(frozen=True)
@@ -237,8 +238,9 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     arguments = {k: v for k, v in vars(args).items() if k != "method_defaulted"}
     # the values in force, defaults resolved for this T (a resume compares them)
     pick_floor = args.pick_floor or settings.pick_floor
+    pick = args.pick or settings.pick(pick_floor)
     arguments.update(design=settings.design, refine_rounds=refine_rounds,
-                     refine_acquisition=refine_acquisition, pick_floor=pick_floor)
+                     refine_acquisition=refine_acquisition, pick_floor=pick_floor, pick=pick)
     if settings.nested_context is not None:
         arguments.update(nested_context=settings.nested_context)
     if settings.bayes_acquisition is not None:
@@ -248,7 +250,7 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
     return RunConfig(
         method=args.method, models=models, datasets=datasets, metric=metric, low=low,
         high=high, search_low=search_low, search_high=search_high, points=settings.points,
-        reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=args.pick,
+        reevaluate=args.reevaluate, n_gen=args.n_gen, seed=args.seed, pick=pick,
         pick_from=args.pick_from, pick_floor=pick_floor,
         preference=preference, bayes=settings.bayes, grid_per_axis=settings.grid_per_axis,
         truth=truth,

@@ -56,6 +56,8 @@ class ModeSettings:
     bayes_acquisition: str | None = None  # bayesian: how a round chooses its points
     pick_floor: str = "pretrained"    # --pick-floor when not given
     nested_context: str | None = None  # nested: --nested-context in force
+    # --pick when not given, from the --pick-floor in force
+    pick: Callable[[str], str] = field(default=lambda floor: "tchebycheff", repr=False)
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,8 @@ class NestedMode(Mode):
             raise MAPError(f"--point {points}: nested mode needs at least "
                            f"{sampling.min_points(2)} points per pair")
         return ModeSettings(pair_points=points, pick_floor=defaults.pick_floor(T),
-                            nested_context=args.nested_context or defaults.nested_context(T))
+                            nested_context=args.nested_context or defaults.nested_context(T),
+                            pick=defaults.nested_pick)
 
 
 @dataclass(frozen=True)
