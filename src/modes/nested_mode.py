@@ -305,6 +305,10 @@ def _sense(config: RunConfig, pairing: str) -> str:
     return "max" if pairing == "accuracy" else config.metric.sense
 
 
+# the candidates' source name of the merges between the tree's final model and TA
+SEGMENT = "segment from the tree's model to task arithmetic"
+
+
 def _final_floor(ctx: RunContext, result: nested.NestedResult, ta: TaskArithmetic,
                  pretrained: dict, singles: dict, pairing: str, dataset_of: dict[str, str],
                  plans: dict[int, "PairPlan"]) -> dict[str, Any]:
@@ -352,10 +356,6 @@ def _final_floor(ctx: RunContext, result: nested.NestedResult, ta: TaskArithmeti
             "metric": pairing, "handed_over": source, "model": model,
             "segment": {"steps": list(nested.SEGMENT_STEPS) if len(seg_C) else [],
                         "evaluations": len(seg_C)}}
-
-
-# the candidates' source name of the merges between the tree's final model and TA
-SEGMENT = "segment from the tree's model to task arithmetic"
 
 
 def _segment(ctx: RunContext, C: np.ndarray) -> list[dict]:
