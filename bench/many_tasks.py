@@ -100,6 +100,7 @@ NESTED_ALONE = "nested alone"  # nested-alone's rows: --nested-context none --pi
 # pretrained, nested's default until the TA context and floor (4 tasks and more)
 NESTED_TCHEBYCHEFF = "nested tchebycheff"  # nested-tchebycheff's rows: nested's defaults
 # but --pick tchebycheff, its default pick until weighted-sum under the TA floor
+NESTED_ROWS = ("nested", NESTED_ALONE, NESTED_TCHEBYCHEFF)  # the rows of a nested CLI run
 GRID = "map grid"  # map-grid's rows: --design grid, map's default from 4 tasks until the
 # local design (src.core.local_design) replaced it
 
@@ -431,7 +432,7 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
             run["counted"] = len(TA_LAMBDAS)
         held = scorer(run["pick_c"][None])[0]
         # the final model's coefficients reproduce its accuracy
-        if method in ("nested", NESTED_ALONE, NESTED_TCHEBYCHEFF):
+        if method in NESTED_ROWS:
             check = evaluate.inner(run["pick_c"][None])[0]
             if np.abs(check - run["pick_y"]).max() > 2.5 / 1200:
                 print(f"  nested seed {seed}: merge.json accuracy {run['pick_y']} differs from "
@@ -542,7 +543,7 @@ def goals(rows: list[dict]) -> None:
             if got:
                 table.append((f"MAP on 4 and 8 tasks at once, equal preference: its pick "
                               f">= TA at its best λ on mean and worst task ({method})", *got))
-    for method in ("nested", NESTED_ALONE, NESTED_TCHEBYCHEFF):
+    for method in NESTED_ROWS:
         for T in sorted({r["T"] for r in rows}):
             got = vs_ta(rows, method, T)
             if got:
