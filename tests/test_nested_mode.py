@@ -358,8 +358,9 @@ def test_a_final_model_below_the_floor_is_not_handed_over(run4, results, zoo_roo
     merge = _read(run_dir / "final_model" / "merge.json")
     assert merge["source"] == floor["handed_over"]  # merge.json says it is not the tree's
     np.testing.assert_allclose(list(merge["coefficients"].values()), c, atol=1e-12)
-    # the handed-over merge is one the run evaluated on every task (TA's sweep, the last
-    # round's design, the pretrained model), with those accuracies
+    # the handed-over merge is one the run evaluated on every task (the merges between the
+    # tree and TA, TA's sweep, the last round's design, the pretrained model), with those
+    # accuracies
     sweep = [e for name in ("segment", "task_arithmetic", "pretrained")
              for e in _read(run_dir / f"{name}_scaling_results.json").values()]
     design = _read(run_dir / "round3" / f"{rec['left']}_{rec['right']}scaling_results.json")
