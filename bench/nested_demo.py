@@ -23,6 +23,8 @@ import numpy as np
 
 from common import (add_common_flags, demo_zoo, engine_for, read_json, run_cli, set_threads,
                     workdir)
+from args import MAX_SEED  # common put the repository on the path
+from map_common.argtypes import int_in
 
 ALONE = ("--nested-context", "none", "--pick-floor", "pretrained")
 EIGHT = ["LetterVal", "DigitVal", "ShapeVal", "ColorVal", "TextureVal", "PositionVal",
@@ -69,7 +71,8 @@ def main() -> None:
     p.add_argument("--n-gen", type=int, default=200)
     p.add_argument("--alone", action="store_true", help="--nested-context none --pick-floor "
                    "pretrained: the original's tree (nested's default before the TA context)")
-    p.add_argument("--seed", type=int, default=None, help="run_MAP.py --seed (pair designs)")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=None,
+                   help="run_MAP.py --seed (pair designs), checked as run_MAP.py checks it")
     p.add_argument("--pick", choices=("tchebycheff", "weighted-sum"), default=None,
                    help="run_MAP.py --pick (each pair's pick)")
     add_common_flags(p)
