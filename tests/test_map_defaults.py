@@ -187,7 +187,7 @@ def test_a_pair_run_with_default_flags(zoo_root, tmp_path, monkeypatch, one_thre
     two EHVI rounds of 5 new points, the pretrained model, 5 front points re-evaluated; a
     resume resolves the same way and evaluates nothing."""
     import run_MAP
-    from src.modes.map_mode import lhs_design
+    from src.core.sampling import lhs_design
     from task_vectors.engine import MergeEngine
 
     argv = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", "50",
@@ -233,7 +233,7 @@ def test_a_sweep_with_default_flags_refines_every_subset(zoo_root, demo_zoo, tmp
     """--sweep pairs over 3 models, no design or refinement flag: each pair's directory holds
     its LHS design, then its two refinement rounds (map's defaults for 2 tasks)."""
     import run_MAP
-    from src.modes.map_mode import lhs_design
+    from src.core.sampling import lhs_design
 
     models = TRIPLE
     small = ["--point", "6", "--refine-points", "2", "--reevaluate", "0", "--n-gen", "30",

@@ -168,7 +168,7 @@ def test_bayesian_refines_after_its_rounds(zoo_root, tmp_path, one_thread):
 
 
 def test_lhs_design_has_the_one_hot_models_and_one_point_per_stratum():
-    from src.modes.map_mode import lhs_design
+    from src.core.sampling import lhs_design
 
     C = lhs_design(3, 20, 0.0, 2.0, seed=1)
     assert C.shape == (20, 3) and len(np.unique(C, axis=0)) == 20

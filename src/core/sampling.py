@@ -146,6 +146,17 @@ def design(
     return rows
 
 
+def lhs_design(T: int, n: int, low: float, high: float, seed: int) -> np.ndarray:
+    """n points: the T one-hot models, the centre of the box, then a Latin hypercube
+    (interior points rather than a coarse grid's edges and corners)."""
+    from scipy.stats import qmc  # scipy is imported only by the designs that need it
+
+    one_hot = np.clip(np.eye(T), low, high)
+    fixed = np.vstack([one_hot, np.full((1, T), (low + high) / 2)])[:n]
+    rest = qmc.LatinHypercube(d=T, seed=seed).random(n - len(fixed))
+    return np.vstack([fixed, low + (high - low) * rest])
+
+
 def to_hyperspherical(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Radius (n,) and angles (n, T-1) in [0, pi/2] of points in the positive orthant.
 

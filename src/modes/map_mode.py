@@ -20,19 +20,9 @@ def design(config: RunConfig):
     if config.design == "local":  # two stages: run_local evaluates them
         raise ValueError("the local design depends on its first stage's values")
     if config.design == "lhs":
-        return lhs_design(config.T, config.points, config.low, config.high, config.seed)
+        return sampling.lhs_design(config.T, config.points, config.low, config.high, config.seed)
     return sampling.design(config.T, config.points, low=config.low, high=config.high,
                            n_diagonal=max(1, config.points // 10), seed=config.seed)
-
-
-def lhs_design(T: int, n: int, low: float, high: float, seed: int) -> np.ndarray:
-    """n points: the T one-hot models, the centre of the box, then a Latin hypercube."""
-    from scipy.stats import qmc
-
-    one_hot = np.clip(np.eye(T), low, high)
-    fixed = np.vstack([one_hot, np.full((1, T), (low + high) / 2)])[:n]
-    rest = qmc.LatinHypercube(d=T, seed=seed).random(n - len(fixed))
-    return np.vstack([fixed, low + (high - low) * rest])
 
 
 def run(config: RunConfig) -> dict[str, Any]:
