@@ -121,12 +121,21 @@ def default_bayes_acquisition(T: int) -> str:
     return "ehvi" if T <= BAYES_EHVI_TASKS else "error"
 
 
+def default_bayes_design(T: int) -> str:
+    """--design for bayesian (its round 0): grid, the original's one-hot models, plain task
+    arithmetic and coarse-grid points. An LHS round 0 before EHVI rounds was measured on the
+    demo triples and 4-task sets (docs/front_quality.md, README "Many tasks at once") and
+    did not lead at every seed."""
+    return "grid"
+
+
 DEFAULTS = Defaults(
     models=tuple(DEFAULT_DATASETS), demo_pair=tuple(DEMO_PAIR), demo_nested=tuple(DEMO_NESTED),
     points=default_points, nested_pair_points=NESTED_PAIR_POINTS,
     bayes_schedule=default_bayes_schedule, grid_points_per_axis=default_grid_points_per_axis,
     design=default_design, refine_rounds=default_refine_rounds,
     refine_acquisition=default_refine_acquisition, bayes_acquisition=default_bayes_acquisition,
+    bayes_design=default_bayes_design,
     pick_floor=default_pick_floor, nested_context=default_nested_context,
     nested_pick=default_nested_pick)
 

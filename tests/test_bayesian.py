@@ -494,3 +494,17 @@ def test_ehvi_rounds_resume_to_the_same_points():
     resumed = run_rounds(two_peaks, 2, propose=make(), C_done=full.C[:14], Y_done=full.Y[:14],
                          **kwargs)
     np.testing.assert_array_equal(resumed.C, full.C)
+
+
+@pytest.mark.parametrize("T", [2, 3])
+def test_initial_design_picks_round_zero(T):
+    from src.core.sampling import design, lhs_design
+
+    kwargs = dict(n_initial=12, n_update=4, n_iter=1, fit=quadratic_fit, seed=5)
+    lhs = run_rounds(bumpy(0), T, initial_design="lhs", **kwargs)
+    grid = run_rounds(bumpy(0), T, **kwargs)
+    np.testing.assert_allclose(lhs.C[:12], lhs_design(T, 12, 0.0, 1.0, 5))
+    np.testing.assert_allclose(grid.C[:12], design(T, 12, n_diagonal=1, seed=5))
+    assert not np.allclose(lhs.C[:12], grid.C[:12])
+    with pytest.raises(ValueError, match="one of"):
+        run_rounds(bumpy(0), T, initial_design="sobol", **kwargs)

@@ -126,7 +126,7 @@ def test_bayesian_writes_map_files_plus_rounds(runs, T):
 
     run = _read(run_dir / "run.json")
     assert run["method"] == "bayesian"
-    assert run["summary"]["schedule"] == {"initial": initial, "update": update,
+    assert run["summary"]["schedule"] == {"design": "grid", "initial": initial, "update": update,
                                           "iterations": iterations,
                                           "acquisition": ACQUISITION[T]}
     assert run["arguments"]["bayes_acquisition"] == ACQUISITION[T]
@@ -249,6 +249,45 @@ def test_the_acquisition_in_force_follows_the_number_of_tasks(zoo_root, models, 
     assert config("--bayes-acquisition", other).bayes_acquisition == other
 
 
+@pytest.mark.parametrize("T", [2, 3, 4, 5])
+def test_the_first_round_design_is_grid_unless_given(zoo_root, T, capsys):
+    """--design sets bayesian's round 0 (args.default_bayes_design: grid) and is recorded;
+    map's two-stage local design is refused in one line."""
+    from args import DEFAULTS, parse_arguments
+    from src.run.config import build_config
+
+    models = (THREE + ["ColorVal", "TextureVal"])[:T]
+
+    def config(*extra):
+        return build_config(parse_arguments(["--demo", "--zoo-dir", zoo_root, "--method",
+                                             "bayesian", "--zeroshot-merge-models", *models,
+                                             *extra]), DEFAULTS)
+    assert config().design == config().arguments["design"] == "grid"
+    assert config("--design", "lhs").design == config("--design", "lhs").arguments["design"] \
+        == "lhs"
+    capsys.readouterr()
+    assert _main("--demo", "--zoo-dir", zoo_root, "--method", "bayesian", "--design", "local",
+                 "--zeroshot-merge-models", *models) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["run_MAP.py: error: --design local is map's two-stage design; bayesian's first round "
+                   "is grid or lhs"], err
+
+
+@pytest.mark.slow
+def test_design_lhs_starts_the_rounds_with_a_latin_hypercube(zoo_root, tmp_path):
+    from src.core.sampling import lhs_design
+
+    argv = _argv(zoo_root, tmp_path, "lhs", PAIR, "--bayes-initial-pts", "8",
+                 "--bayes-update-pts", "3", "--bayes-iter", "1", "--design", "lhs",
+                 "--seed", "4")
+    assert _main(*argv) == 0
+    rounds = _read(tmp_path / "lhs" / "bayesian_rounds.json")
+    np.testing.assert_allclose(rounds[0]["points"], lhs_design(2, 8, 0.0, 1.0, 4), atol=1e-12)
+    assert _read(tmp_path / "lhs" / "bayesian_plan.json")["design"] == "lhs"
+    run = _read(tmp_path / "lhs" / "run.json")
+    assert run["summary"]["schedule"]["design"] == run["arguments"]["design"] == "lhs"
+
+
 SMALL = ["--bayes-initial-pts", "8", "--bayes-update-pts", "3", "--bayes-iter", "2",
          "--refine-rounds", "1", "--refine-points", "3"]
 N_ROUNDS = 8 + 2 * 3  # the rounds' points of SMALL; the refinement's follow them
@@ -272,7 +311,7 @@ def test_runs_with_refinement_resume_and_grow_their_rounds(zoo_root, tmp_path, m
     assert n_refined > 0
     assert len(_read(full_dir / f"{names}scaling_results.json")) == N_ROUNDS + n_refined
     assert _read(full_dir / "bayesian_plan.json") == {
-        "seed": 0, "initial": 8, "update": 3, "iterations": 2, "acquisition": "ehvi",
+        "seed": 0, "design": "grid", "initial": 8, "update": 3, "iterations": 2, "acquisition": "ehvi",
         "bounds": [0.0, 1.0], "search_bounds": [0.0, 1.0], "n_gen": int(N_GEN)}
 
     counter = CountingEvaluate(original)
@@ -329,12 +368,19 @@ def test_points_another_plan_or_mode_drew_are_refused_before_loading(zoo_root, t
                          "run asks for --bayes-acquisition error"),
                         (["--bounds", "0", "0.9"], "--bounds 0 1, --search-bounds 0 1; this "
                          "run asks for --bounds 0 0.9, --search-bounds 0 0.9"),
-                        (["--n-gen", "7"], f"--n-gen {N_GEN}; this run asks for --n-gen 7")):
+                        (["--n-gen", "7"], f"--n-gen {N_GEN}; this run asks for --n-gen 7"),
+                        (["--design", "lhs"], "--design grid; this run asks for --design lhs")):
         assert _main(*argv, *extra) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"its rounds drew their points with {said}. Resume with " \
             "the same flags, or use another --exp-id" in err[0], (extra, err)
         assert files_but_lock(run_dir) == before
+    # a plan recorded before --design applied to bayesian: its round 0 was the grid design
+    plan = _read(run_dir / "bayesian_plan.json")
+    del plan["design"]
+    (run_dir / "bayesian_plan.json").write_text(json.dumps(plan))
+    assert _main(*argv, "--design", "lhs") == 2
+    assert "--design grid; this run asks for --design lhs" in capsys.readouterr().err
     monkeypatch.undo()
 
     mapped = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", N_GEN,

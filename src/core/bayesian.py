@@ -30,7 +30,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from map_common.errors import MAPError
-from src.core.sampling import design, from_hyperspherical, min_points, to_hyperspherical
+from src.core.sampling import (design, from_hyperspherical, lhs_design, min_points,
+                               to_hyperspherical)
 
 MAX_TASKS = 6
 DEFAULT_LAMBDA = 0.5
@@ -49,6 +50,7 @@ ERROR_FLOOR = 1e-6
 # How a round chooses its points (--bayes-acquisition): where the surrogates err most
 # (the bins above), or by expected hypervolume improvement (ehvi_proposer).
 ACQUISITIONS = ("error", "ehvi")
+INITIAL_DESIGNS = ("grid", "lhs")  # round 0: run_rounds' initial_design, --design
 
 # (C done [n, T], Y done [n, T], k, round r) -> up to k new points [k', T] (a function of
 # its arguments alone, so a resumed run proposes what the original did)
@@ -421,6 +423,7 @@ def run_rounds(
     Y_done: np.ndarray | None = None,
     propose: Propose | None = None,
     acquisition: str = "error",
+    initial_design: str = "grid",
 ) -> BayesianResult:
     """Initial design, then n_iter rounds of fit -> score bins -> posterior -> draw -> evaluate.
 
@@ -429,6 +432,10 @@ def run_rounds(
     again. Each round's generator is np.random.default_rng([seed, round]) and everything
     else is recomputed from the data, so a resumed run draws the points the original run
     would have drawn.
+
+    ``initial_design``: round 0's points. grid: the one-hot models, the plain
+    task-arithmetic diagonal point, coarse-grid points (the original's); lhs: the one-hot
+    models, the box's centre, a Latin hypercube (sampling.lhs_design, map's --design lhs).
 
     Records: one per round, round 0 being the initial design (its "bin_scores" and
     "surrogate_mse" are None). "points" are the round's new points, "n_points" the total
@@ -456,12 +463,15 @@ def run_rounds(
         if on_round is not None:
             on_round(record)
 
-    # round 0: one-hot models, the plain task-arithmetic diagonal point, grid points
-    # (design's own seed stream; later rounds use [seed, r])
-    C0 = np.asarray(
-        design(T, n_initial, low=low, high=high, n_diagonal=1, n_disturbed=0, seed=seed),
-        dtype=float,
-    )
+    # round 0 by the design's own seed stream; later rounds use [seed, r]
+    if initial_design == "lhs":
+        C0 = lhs_design(T, n_initial, low, high, seed)
+    elif initial_design == "grid":
+        C0 = design(T, n_initial, low=low, high=high, n_diagonal=1, n_disturbed=0, seed=seed)
+    else:
+        raise ValueError(f"initial_design must be one of {INITIAL_DESIGNS}, not "
+                         f"{initial_design!r}")
+    C0 = np.asarray(C0, dtype=float)
     data = complete_batch(evaluate, C0, 0, done, T)
     rounds = np.zeros(len(data.C), dtype=int)
     uniform = np.full(acq.n_joint, 1.0 / acq.n_joint)

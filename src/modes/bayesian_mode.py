@@ -23,7 +23,7 @@ REFINE_ROUNDS = "refine_rounds.json"  # written by refine_run (--refine-rounds)
 PLAN = "bayesian_plan.json"
 # What decides which points the rounds draw, by the flag that sets it. The number of rounds
 # may grow (stored rounds are the first rounds of a longer plan); the rest must not change.
-PLAN_FLAGS = {"seed": "--seed", "initial": "--bayes-initial-pts",
+PLAN_FLAGS = {"seed": "--seed", "design": "--design", "initial": "--bayes-initial-pts",
               "update": "--bayes-update-pts", "acquisition": "--bayes-acquisition",
               "bounds": "--bounds", "search_bounds": "--search-bounds", "n_gen": "--n-gen"}
 
@@ -32,7 +32,8 @@ def round_plan(config: RunConfig) -> dict[str, Any]:
     """bayesian_plan.json: the settings the rounds draw their points with (n_gen and the
     search box only steer EHVI rounds)."""
     n_initial, n_update, n_iter = config.bayes
-    plan = {"seed": config.seed, "initial": n_initial, "update": n_update,
+    plan = {"seed": config.seed, "design": config.design, "initial": n_initial,
+            "update": n_update,
             "iterations": n_iter, "acquisition": config.bayes_acquisition,
             "bounds": [config.low, config.high]}
     if config.bayes_acquisition != "error":
@@ -52,8 +53,9 @@ def check_plan(config: RunConfig, stored: dict[str, Any] | None, has_rounds: boo
             raise MAPError(f"run dir {where} holds {n_stored} points that no bayesian rounds "
                            "drew (another --method's run?); use another --exp-id")
         return
-    refuse_other_settings(where / PLAN, "its rounds drew their points", PLAN_FLAGS, stored,
-                          round_plan(config))
+    # a plan recorded before --design applied to bayesian drew a grid round 0
+    refuse_other_settings(where / PLAN, "its rounds drew their points", PLAN_FLAGS,
+                          {"design": "grid"} | stored, round_plan(config))
 
 
 def rounds_done(store: ScalingResults, records: list[dict], complete: bool, datasets,
@@ -139,7 +141,8 @@ def run(config: RunConfig) -> dict[str, Any]:
             n_initial=n_initial, n_update=n_update, n_iter=n_iter, link=config.metric.link,
             low=config.low, high=config.high, seed=config.seed, on_round=json_log(rounds_path),
             C_done=C_done if len(C_done) else None, Y_done=Y_done if len(Y_done) else None,
-            propose=propose, acquisition=config.bayes_acquisition)
+            propose=propose, acquisition=config.bayes_acquisition,
+            initial_design=config.design)
         write_json(rounds_path, result.records)
         C, Y, refined = refine_run(ctx, result.C, result.Y)
         ctx.timings["evaluation_seconds"] = time.perf_counter() - t0
@@ -150,6 +153,6 @@ def run(config: RunConfig) -> dict[str, Any]:
             result.C, result.round_of_point, list(config.datasets),
             ctx.run.file("bayesian_rounds.png", "where each round sampled"),
             n_bins=bayesian.bins_per_angle(config.T), pdf=config.pdf)]
-        summary["schedule"] = {"initial": n_initial, "update": n_update, "iterations": n_iter,
-                               "acquisition": config.bayes_acquisition}
+        summary["schedule"] = {"design": config.design, "initial": n_initial, "update": n_update,
+                               "iterations": n_iter, "acquisition": config.bayes_acquisition}
         return finish(ctx, summary)

@@ -44,6 +44,7 @@ class Defaults:
     refine_rounds: Callable[[int], int] = lambda T: 0
     refine_acquisition: Callable[[int], str] = lambda T: "spread"
     bayes_acquisition: Callable[[int], str] = lambda T: "error"  # bayesian's rounds
+    bayes_design: Callable[[int], str] = lambda T: "grid"  # bayesian's round 0 (--design)
     pick_floor: Callable[[int], str] = lambda T: "pretrained"  # map's and nested's --pick-floor
     nested_context: Callable[[int], str] = lambda T: "none"  # nested's --nested-context
     nested_pick: Callable[[str], str] = lambda floor: "tchebycheff"  # nested's --pick, by floor
@@ -132,7 +133,8 @@ class RunConfig:
     refine_points: int = 5      # new front points evaluated per round
     refine_tol: float = 0.0     # stop once a round's mean |predicted - real| is at most this
     refine_acquisition: str = "spread"  # how a round picks its points: spread | ehvi | parego
-    design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs
+    design: str = "grid"        # map: grid (one-hot, diagonal, grid points) | lhs | local;
+    # bayesian: its round 0, grid | lhs
     bayes_acquisition: str = "error"  # bayesian: error | ehvi (src.core.bayesian.ACQUISITIONS)
     pair_points: int | None = None  # nested: merges evaluated per pair
     pick_floor: str = "pretrained"  # pretrained | task-arithmetic (src.core.front.PICK_FLOORS)

@@ -102,7 +102,8 @@ class MapMode(Mode):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("map")
         g.add_argument("--design", type=str, default=None, choices=("grid", "lhs", "local"),
-                       help="map: the evaluated merges. grid: one-hot, near-diagonal, then "
+                       help="map: the evaluated merges; bayesian: its first round (grid "
+                            "or lhs). grid: one-hot, near-diagonal, then "
                             "points of a coarse grid (mostly the box's edges and corners for "
                             "2-3 tasks); lhs: one-hot, the centre, then a Latin hypercube "
                             "(interior points; better fronts on the demo bench, see "
@@ -110,7 +111,8 @@ class MapMode(Mode):
                             "c = lambda*1 (10 values), then a Latin hypercube in the box "
                             "lambda*(1 +- 0.5) around its best lambda, where the surrogates "
                             "are fitted and the front searched (many tasks; needs --point >= "
-                            "T + 10 + (T+1)(T+2)/2). Default: default_design(T) in args.py.")
+                            "T + 10 + (T+1)(T+2)/2). Default: default_design(T) in args.py; "
+                            "bayesian: default_bayes_design(T).")
 
     def settings(self, args, defaults, T):
         points = _given_points(args) or defaults.points(T)
@@ -158,7 +160,12 @@ class BayesianMode(Mode):
             args.bayes_update_pts if args.bayes_update_pts is not None else n_update,
             args.bayes_iter if args.bayes_iter is not None else n_iter)
         bayesian.check_schedule(T, *schedule)
-        return ModeSettings(bayes=schedule, bayes_acquisition=args.bayes_acquisition
+        design = args.design or defaults.bayes_design(T)
+        if design not in bayesian.INITIAL_DESIGNS:
+            raise MAPError(f"--design {design} is map's two-stage design; bayesian's first round "
+                           f"is {either(list(bayesian.INITIAL_DESIGNS))}")
+        return ModeSettings(bayes=schedule, design=design,
+                            bayes_acquisition=args.bayes_acquisition
                             or defaults.bayes_acquisition(T))
 
 
