@@ -40,6 +40,8 @@ default schedule ((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
             its rounds where the surrogates err most (--bayes-acquisition error);
   bayesian ehvi  the same, its rounds by EHVI (--bayes-acquisition ehvi,
             bayesian.ehvi_proposer);
+  bayesian lhs+ehvi  (--methods bayesian-lhs) the same EHVI rounds after an LHS first round
+            (--design lhs: sampling.lhs_design);
   random    the budget as uniform random merges (each --random-seeds seed);
   botorch   qLogNEHVI, GP per task (bench/mobo.py; needs botorch).
 A method's front is the non-dominated set (on the evaluation split) of every model it
@@ -429,9 +431,10 @@ def run_map(evaluate, task_set, n_fit: int, preferences, n_reeval: int, seed: in
 
 
 def run_bayes(evaluate, task_set, preferences, n_reeval: int, seed: int, pick: str = PICK,
-              pretrained: np.ndarray | None = None, acquisition: str = "error") -> dict:
+              pretrained: np.ndarray | None = None, acquisition: str = "error",
+              initial_design: str = "grid") -> dict:
     """bayesian.run_rounds with its default schedule (rounds chosen by ``acquisition``, as
-    --bayes-acquisition), then the front step."""
+    --bayes-acquisition; round 0 by ``initial_design``), then the front step."""
     from src.core.refine import MIN_DISTANCE
 
     T = len(task_set)
@@ -441,7 +444,7 @@ def run_bayes(evaluate, task_set, preferences, n_reeval: int, seed: int, pick: s
                if acquisition == "ehvi" else None)
     res = bayesian.run_rounds(evaluate, T, n_initial=n_initial, n_update=n_update,
                               n_iter=n_iter, link="sigmoid", seed=seed, propose=propose,
-                              acquisition=acquisition)
+                              acquisition=acquisition, initial_design=initial_design)
     return front_step(evaluate, res.C, res.Y, task_set, preferences, n_reeval, seed, pick,
                       pretrained)
 
@@ -627,6 +630,10 @@ def main() -> None:
         if "bayesian-ehvi" in a.methods:  # its rounds by EHVI (--bayes-acquisition ehvi)
             runs.append(("bayesian ehvi", a.seed, lambda s=a.seed: run_bayes(
                 evaluate, task_set, prefs, a.reevaluate, s, acquisition="ehvi")))
+        if "bayesian-lhs" in a.methods:  # EHVI rounds after an LHS round 0
+            runs.append(("bayesian lhs+ehvi", a.seed, lambda s=a.seed: run_bayes(
+                evaluate, task_set, prefs, a.reevaluate, s, acquisition="ehvi",
+                initial_design="lhs")))
         for merge in ("dare", "ties", "adamerging"):
             if merge in a.methods:
                 def run_merged(s=a.seed, merge=merge):

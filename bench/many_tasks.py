@@ -1,8 +1,9 @@
 """Many tasks at once: each method's equal-preference pick on 4 and 8 demo tasks.
 
     .venv/bin/python bench/many_tasks.py [--sets "A,B,C,D;E,F,G,H;all"] [--seeds 0 1 2]
-        [--methods pretrained ta map map-no-floor map-grid map-parego nested nested-alone
-                   bayesian bayesian-ehvi random adamerging]
+        [--methods pretrained ta map map-weighted-sum map-no-floor map-grid map-parego
+                   nested nested-alone nested-tchebycheff bayesian bayesian-ehvi
+                   bayesian-lhs random adamerging]
         [--no-adamerging]
         [--csv PATH] [--threads 1] [--keep DIR]
 
@@ -21,6 +22,8 @@ c = 0; reference_models.py) and --reevaluate 5 front points: 36 at T = 4, 96 at 
              (src.core.front.solve_front with the CLI's defaults: tchebycheff pick,
              NSGA-III 100 generations over the local box, fitted on the points inside it,
              5 re-evaluated front points), plus the pretrained model: the budget exactly;
+  map-weighted-sum  the same with --pick weighted-sum (rows "map weighted-sum"): the
+             weighted mean under the same floor, nested's default pick from 4 tasks;
   map-no-floor  the same with --pick-floor pretrained (rows "map no-floor");
   map-grid   the same with map_mode.design's grid design over [0, 1]^T (one-hot,
              near-diagonal, grid points; map's default from 4 tasks before the local
@@ -44,7 +47,12 @@ c = 0; reference_models.py) and --reevaluate 5 front points: 36 at T = 4, 96 at 
              tchebycheff"): every pair's pick, and the floor's choice, by the Tchebycheff
              rule, nested's default pick before weighted-sum under the TA floor;
   bayesian   T <= 6 only: bayesian.run_rounds with default_bayes_schedule(T), the same
-             front step and the pretrained model, as the CLI's bayesian mode (38 at T = 4);
+             front step and the pretrained model, as the CLI's bayesian mode (38 at T = 4),
+             its rounds by --bayes-acquisition error (the original's);
+  bayesian-ehvi  the same, its rounds by EHVI (--bayes-acquisition ehvi, the default for
+             2 to 4 tasks; rows "bayesian ehvi");
+  bayesian-lhs  the same EHVI rounds after an LHS round 0 (sampling.lhs_design; rows
+             "bayesian lhs+ehvi");
   random     the budget as uniform merges in [0, 1]^T (--seeds), the pick among them by
              the equal-weight mean (front_quality.direct);
   ta         task arithmetic c = λ·1 for λ in 0.1..1.0 (10 evaluations), the best mean;
@@ -91,16 +99,21 @@ CLI_PICK = "tchebycheff"
 CLI_REEVALUATE = 5
 NESTED_POINT, NESTED_N_GEN = 20, 200
 TA_LAMBDAS = np.round(np.arange(1, 11) / 10, 1)
-METHODS = ("pretrained", "ta", "map", "map-no-floor", "map-grid", "map-parego", "nested",
-           "nested-alone", "nested-tchebycheff", "bayesian", "bayesian-ehvi", "random",
+METHODS = ("pretrained", "ta", "map", "map-weighted-sum", "map-no-floor", "map-grid",
+           "map-parego", "nested",
+           "nested-alone", "nested-tchebycheff", "bayesian", "bayesian-ehvi", "bayesian-lhs",
+           "random",
            "adamerging")
 PAREGO = "map+parego 2x5"  # map-parego's rows: 2 rounds of 5 ParEGO points from the design
 NO_FLOOR = "map no-floor"  # map-no-floor's rows: the default design, --pick-floor pretrained
+MAP_WEIGHTED_SUM = "map weighted-sum"  # map-weighted-sum's rows: map's defaults, --pick
+# weighted-sum (nested's default pick under the TA floor)
 NESTED_ALONE = "nested alone"  # nested-alone's rows: --nested-context none --pick-floor
 # pretrained, nested's default until the TA context and floor (4 tasks and more)
 NESTED_TCHEBYCHEFF = "nested tchebycheff"  # nested-tchebycheff's rows: nested's defaults
 # but --pick tchebycheff, its default pick until weighted-sum under the TA floor
 NESTED_ROWS = ("nested", NESTED_ALONE, NESTED_TCHEBYCHEFF)  # the rows of a nested CLI run
+BAYES_LHS = "bayesian lhs+ehvi"  # bayesian-lhs's rows: EHVI rounds after an LHS round 0
 GRID = "map grid"  # map-grid's rows: --design grid, map's default from 4 tasks until the
 # local design (src.core.local_design) replaced it
 
@@ -139,22 +152,25 @@ def surrogate_run(kind: str, evaluate: Counted, task_set, seed: int) -> dict:
     w = [(1.0,) * len(task_set)]
     zero = np.zeros((1, len(task_set)))
     pre = evaluate(zero)[0]
-    if kind in ("map", "map-no-floor", "map-grid"):
+    if kind in ("map", "map-weighted-sum", "map-no-floor", "map-grid"):
         # the default design and --pick-floor for T (args.py); without the floor; the grid
         T = len(task_set)
         design = "grid" if kind == "map-grid" else default_design(T)
-        floor = default_pick_floor(T) if kind == "map" else "pretrained"
+        floor = default_pick_floor(T) if kind in ("map", "map-weighted-sum") else "pretrained"
         out = run_map(evaluate, task_set, default_points(T), w, CLI_REEVALUATE, seed,
-                      design_kind={"grid": "tool"}.get(design, design), pick=CLI_PICK,
+                      design_kind={"grid": "tool"}.get(design, design),
+                      pick="weighted-sum" if kind == "map-weighted-sum" else CLI_PICK,
                       pretrained=pre, pick_floor=floor)
     elif kind == "map-parego":  # the same budget, 10 of its design points by ParEGO rounds
         out = run_map(evaluate, task_set, default_points(len(task_set)), w, CLI_REEVALUATE,
                       seed, rounds=2, points=5, acquisition="parego", pick=CLI_PICK,
                       pretrained=pre)
-    else:  # bayesian / bayesian-ehvi: its rounds by --bayes-acquisition error / ehvi
+    else:  # bayesian / bayesian-ehvi: its rounds by --bayes-acquisition error / ehvi;
+        # bayesian-lhs: EHVI rounds after an LHS round 0
         out = run_bayes(evaluate, task_set, w, CLI_REEVALUATE, seed, pick=CLI_PICK,
                         pretrained=pre,
-                        acquisition="ehvi" if kind == "bayesian-ehvi" else "error")
+                        acquisition="error" if kind == "bayesian" else "ehvi",
+                        initial_design="lhs" if kind == "bayesian-lhs" else "grid")
     out = out | {"C_all": np.vstack([out["C_all"], zero]),
                  "Y_all": np.vstack([out["Y_all"], pre[None]])}
     pick_y = out["chosen_real"][0]
@@ -369,9 +385,9 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
     lam = float(ta["pick_c"][0])
     n_initial, n_update, n_iter = default_bayes_schedule(T)
     n_bayes = n_initial + n_update * n_iter + 1 + CLI_REEVALUATE if T <= BAYES_MAX_TASKS else 0
-    per_seed = {"map": budget, "random": budget, "map-parego": budget, "map-grid": budget,
+    per_seed = {"map": budget, "map-weighted-sum": budget, "random": budget, "map-parego": budget, "map-grid": budget,
                 "map-no-floor": budget, "bayesian": n_bayes,
-                "bayesian-ehvi": n_bayes}
+                "bayesian-ehvi": n_bayes, "bayesian-lhs": n_bayes}
     planned = len(seeds) * sum(v for k, v in per_seed.items() if k in methods)
     print(f"\n{'+'.join(task_set)} (T={T}): {per_point:.2f} s CPU per evaluation; map, "
           f"random, bayesian plan {planned} evaluations: about {planned * per_point:.0f} s "
@@ -387,6 +403,9 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
     for s in seeds:
         if "map" in methods:
             runs.append(("map", s, lambda s=s: surrogate_run("map", evaluate, task_set, s)))
+        if "map-weighted-sum" in methods:
+            runs.append((MAP_WEIGHTED_SUM, s, lambda s=s: surrogate_run(
+                "map-weighted-sum", evaluate, task_set, s)))
         if "map-no-floor" in methods:
             runs.append((NO_FLOOR, s, lambda s=s: surrogate_run("map-no-floor", evaluate,
                                                                 task_set, s)))
@@ -402,6 +421,9 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         if "bayesian-ehvi" in methods and T <= BAYES_MAX_TASKS:
             runs.append(("bayesian ehvi", s, lambda s=s: surrogate_run(
                 "bayesian-ehvi", evaluate, task_set, s)))
+        if "bayesian-lhs" in methods and T <= BAYES_MAX_TASKS:
+            runs.append((BAYES_LHS, s, lambda s=s: surrogate_run(
+                "bayesian-lhs", evaluate, task_set, s)))
         if "random" in methods:
             from mobo import random_search
             runs.append(("random", s, lambda s=s: direct_run(*random_search(
@@ -421,7 +443,8 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
         t0 = time.perf_counter()
         run = fn()
         seconds = time.perf_counter() - t0
-        if method in ("map", "bayesian", "bayesian ehvi", "random", PAREGO, GRID, NO_FLOOR):
+        if method in ("map", "bayesian", "bayesian ehvi", "random", PAREGO, GRID, NO_FLOOR,
+                      MAP_WEIGHTED_SUM, BAYES_LHS):
             if evaluate.count != len(run["Y_all"]):
                 raise SystemExit(f"{method}: {evaluate.count} evaluations counted, "
                                  f"{len(run['Y_all'])} in its record")
@@ -536,7 +559,8 @@ def goals(rows: list[dict]) -> None:
           "vs TA at its best λ; 'k/n runs': runs at or above TA on both the mean and the worst "
           "task; met: every run, evaluation split / held-out split")
     table = []
-    for method in ("map", "map" + EVALUATED_PICK, NO_FLOOR, NO_FLOOR + EVALUATED_PICK, GRID,
+    for method in ("map", "map" + EVALUATED_PICK, MAP_WEIGHTED_SUM,
+                   MAP_WEIGHTED_SUM + EVALUATED_PICK, NO_FLOOR, NO_FLOOR + EVALUATED_PICK, GRID,
                    GRID + EVALUATED_PICK, PAREGO, PAREGO + EVALUATED_PICK):
         for T in sorted({r["T"] for r in rows}):
             got = vs_ta(rows, method, T)
