@@ -269,8 +269,17 @@ def test_the_first_round_design_is_grid_unless_given(zoo_root, T, capsys):
     assert _main("--demo", "--zoo-dir", zoo_root, "--method", "bayesian", "--design", "local",
                  "--zeroshot-merge-models", *models) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["run_MAP.py: error: --design local is map's two-stage design; bayesian's first round "
-                   "is grid or lhs"], err
+    assert err == ["run_MAP.py: error: --design local is map's two-stage design; bayesian's "
+                   "first round is grid or lhs"], err
+
+
+@pytest.mark.parametrize("method", ["nested", "grid", "adamerging"])
+def test_design_is_refused_where_a_mode_has_its_own(method, run_cli, capsys):
+    """Before, --design was ignored by these modes and run.json recorded design grid."""
+    assert run_cli("--demo", "--method", method, "--design", "lhs") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"run_MAP.py: error: --design goes with --method map or bayesian (its "
+                   f"first round); --method {method} has its own design"], err
 
 
 @pytest.mark.slow

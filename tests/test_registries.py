@@ -69,6 +69,9 @@ def test_a_registered_method_and_mode_get_their_flags_and_checks(toys, run_cli, 
     assert run_cli("--demo", "--method", "toy", "--refine-rounds", "1") == 2
     assert "--refine-rounds refines a map or bayesian front; --method toy" in \
         capsys.readouterr().err
+    assert run_cli("--demo", "--method", "toy", "--design", "lhs") == 2
+    assert "--design goes with --method map or bayesian (its first round); --method toy has " \
+        "its own design" in capsys.readouterr().err
 
 
 @pytest.mark.slow

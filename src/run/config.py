@@ -190,6 +190,9 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
                            f"beside task arithmetic and the pretrained model), not {args.method}")
         test_datasets(datasets)
     sweep = _sweep(args, mode, len(models))
+    if getattr(args, "design", None) is not None and not mode.supports_design:
+        raise MAPError(f"--design goes with --method {either(MODES.names(_designs))} (its "
+                       f"first round); --method {args.method} has its own design")
     settings = mode.settings(args, defaults, len(models) if sweep is None else SWEEP_SIZES[sweep])
     if getattr(args, "nested_context", None) is not None and settings.nested_context is None:
         raise MAPError(f"--nested-context sets what lies beside nested's pairs; --method "
@@ -340,6 +343,10 @@ def _baselines(mode: Mode) -> bool:
 
 def _refines(mode: Mode) -> bool:
     return mode.supports_refinement
+
+
+def _designs(mode: Mode) -> bool:
+    return mode.supports_design
 
 
 def _adamerging(args: argparse.Namespace, mode: Mode):

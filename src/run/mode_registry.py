@@ -70,6 +70,7 @@ class Mode:
     demo_models: str = "demo_pair"      # the Defaults field --demo takes the models from
     supports_truth: bool = False        # --truth scores its front
     supports_refinement: bool = False   # --refine-rounds refines its front
+    supports_design: bool = False       # --design chooses its merges (bayesian: round 0)
     supports_baselines: bool = False    # --baselines / --compare join its front's figure
     supports_sweep: bool = False        # --sweep runs it on every subset
     hands_over: bool = False            # --report-test scores the model it hands over
@@ -112,7 +113,7 @@ class MapMode(Mode):
                             "lambda*(1 +- 0.5) around its best lambda, where the surrogates "
                             "are fitted and the front searched (many tasks; needs --point >= "
                             "T + 10 + (T+1)(T+2)/2). Default: default_design(T) in args.py; "
-                            "bayesian: default_bayes_design(T).")
+                            "bayesian: default_bayes_design(T). Other modes: refused.")
 
     def settings(self, args, defaults, T):
         points = _given_points(args) or defaults.points(T)
@@ -290,10 +291,12 @@ class ModeRegistry(dict):
 MODES = ModeRegistry([
     MapMode("map", "sample, fit quadratic surrogates, NSGA-III front",
             "src.modes.map_mode:run", supports_truth=True, supports_refinement=True,
-            supports_baselines=True, supports_sweep=True, hands_over=True),
+            supports_design=True, supports_baselines=True, supports_sweep=True,
+            hands_over=True),
     BayesianMode("bayesian", "the same with adaptive sampling rounds (<= 6 tasks)",
                  "src.modes.bayesian_mode:run", supports_truth=True,
-                 supports_refinement=True, supports_baselines=True, hands_over=True),
+                 supports_refinement=True, supports_design=True, supports_baselines=True,
+                 hands_over=True),
     NestedMode("nested", "merge two models at a time (many tasks)", "src.modes.nested_mode:run",
                demo_models="demo_nested", hands_over=True),
     GridMode("grid", "evaluate a regular grid of merges, the ground truth (see --truth)",
