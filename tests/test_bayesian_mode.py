@@ -278,8 +278,8 @@ def test_design_is_refused_where_a_mode_has_its_own(method, run_cli, capsys):
     """Before, --design was ignored by these modes and run.json recorded design grid."""
     assert run_cli("--demo", "--method", method, "--design", "lhs") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"run_MAP.py: error: --design goes with --method map or bayesian (its "
-                   f"first round); --method {method} has its own design"], err
+    assert err == [f"run_MAP.py: error: --design goes with --method map or bayesian "
+                   f"(bayesian: its first round); --method {method} has its own design"], err
 
 
 @pytest.mark.slow

@@ -70,8 +70,8 @@ def test_a_registered_method_and_mode_get_their_flags_and_checks(toys, run_cli, 
     assert "--refine-rounds refines a map or bayesian front; --method toy" in \
         capsys.readouterr().err
     assert run_cli("--demo", "--method", "toy", "--design", "lhs") == 2
-    assert "--design goes with --method map or bayesian (its first round); --method toy has " \
-        "its own design" in capsys.readouterr().err
+    assert "--design goes with --method map or bayesian (bayesian: its first round); " \
+        "--method toy has its own design" in capsys.readouterr().err
 
 
 @pytest.mark.slow

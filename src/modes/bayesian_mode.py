@@ -33,8 +33,7 @@ def round_plan(config: RunConfig) -> dict[str, Any]:
     search box only steer EHVI rounds)."""
     n_initial, n_update, n_iter = config.bayes
     plan = {"seed": config.seed, "design": config.design, "initial": n_initial,
-            "update": n_update,
-            "iterations": n_iter, "acquisition": config.bayes_acquisition,
+            "update": n_update, "iterations": n_iter, "acquisition": config.bayes_acquisition,
             "bounds": [config.low, config.high]}
     if config.bayes_acquisition != "error":
         plan |= {"search_bounds": [config.search_low, config.search_high],

@@ -191,8 +191,8 @@ def build_config(args: argparse.Namespace, defaults: Defaults) -> RunConfig:
         test_datasets(datasets)
     sweep = _sweep(args, mode, len(models))
     if getattr(args, "design", None) is not None and not mode.supports_design:
-        raise MAPError(f"--design goes with --method {either(MODES.names(_designs))} (its "
-                       f"first round); --method {args.method} has its own design")
+        raise MAPError(f"--design goes with --method {either(MODES.names(_designs))} "
+                       f"(bayesian: its first round); --method {args.method} has its own design")
     settings = mode.settings(args, defaults, len(models) if sweep is None else SWEEP_SIZES[sweep])
     if getattr(args, "nested_context", None) is not None and settings.nested_context is None:
         raise MAPError(f"--nested-context sets what lies beside nested's pairs; --method "
