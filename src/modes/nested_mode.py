@@ -26,7 +26,7 @@ from src.modes.common import (RunContext, finish, merged_state, open_run,
                               write_final_model)
 from src.run import report_on_test
 from src.run.outputs import print_handed_over, write_solved_front
-from src.run.results import ScalingResults, point_key, read_json, write_json
+from src.run.results import NESTED_STORES, ScalingResults, point_key, read_json, write_json
 
 TREE = "merge_tree.json"
 
@@ -285,7 +285,7 @@ def _task_arithmetic(ctx: RunContext, pairing: str) -> TaskArithmetic:
     """TA's sweep (local_design's diagonal, λ = 0.1..1.0 of the box) on every dataset, stored:
     the context of --nested-context task-arithmetic and the floor of --pick-floor."""
     config = ctx.config
-    store = ctx.run.store(ctx.run.file("task_arithmetic_scaling_results.json", "task "
+    store = ctx.run.store(ctx.run.file(NESTED_STORES["task_arithmetic"], "task "
                                        "arithmetic's sweep c = lambda*1 on every dataset (the "
                                        "pairs' context, the pick floor)"), config.models)
     C = local_design.diagonal(config.T, config.low, config.high)
@@ -362,7 +362,7 @@ def _segment(ctx: RunContext, C: np.ndarray) -> list[dict]:
     """The merges between the tree's final model and TA, evaluated over every dataset and
     stored (a rerun or a resumed run evaluates none again)."""
     config = ctx.config
-    store = ctx.run.store(ctx.run.file("segment_scaling_results.json", "the merges between "
+    store = ctx.run.store(ctx.run.file(NESTED_STORES["segment"], "the merges between "
                                        "the tree's final model and task arithmetic, c = (1 - s) "
                                        "c_tree + s lambda 1, evaluated when the tree is below "
                                        "the pick floor"), config.models)

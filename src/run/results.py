@@ -28,6 +28,10 @@ from src.core.objectives import file_prefix
 
 Evals = dict[str, dict[str, float]]  # {dataset: {"accuracy": a, "loss": l, "entropy": h}}
 KEY_DECIMALS = 9  # coefficient vectors equal to 1e-9 are the same point
+# A nested run's stores over every task, by load_run's key: TA's sweep, and the merges
+# between the tree's final model and TA (written by src.modes.nested_mode)
+NESTED_STORES = {"task_arithmetic": "task_arithmetic_scaling_results.json",
+                 "segment": "segment_scaling_results.json"}
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
@@ -491,8 +495,8 @@ def _load_nested(run_dir: Path) -> dict[str, Any]:
     if final is None:
         raise MAPError(f"{run_dir}: a nested run without final_model/merge.json (not finished?)")
     out = {"tree": tree, "pairs": pairs, "final": final, "dataset_of": dataset_of}
-    for key in ("task_arithmetic", "segment"):
-        stored = run_dir / f"{key}_scaling_results.json"
+    for key, name in NESTED_STORES.items():
+        stored = run_dir / name
         if stored.exists() or journal_path(stored).exists():
             out[key] = _points(ScalingResults(stored, tree["models"], readonly=True),
                                tree["datasets"])
