@@ -21,6 +21,7 @@ from map_common.errors import MAPError
 from src.core.metrics import Metric, get_metric
 from src.core.objectives import file_prefix
 from src.run.report_on_test import test_datasets
+from src.run.names import tchebycheff_pick
 from src.run.mode_registry import (MODES, SWEEP_DEMO_MODELS, SWEEP_SIZES, BayesSchedule, Mode,
                                    ModeSettings, either, get_mode)
 from task_vectors.layout import finetuned_path, require_file
@@ -47,7 +48,7 @@ class Defaults:
     bayes_design: Callable[[int], str] = lambda T: "grid"  # bayesian's round 0 (--design)
     pick_floor: Callable[[int], str] = lambda T: "pretrained"  # map's and nested's --pick-floor
     nested_context: Callable[[int], str] = lambda T: "none"  # nested's --nested-context
-    nested_pick: Callable[[str], str] = lambda floor: "tchebycheff"  # nested's --pick, by floor
+    nested_pick: Callable[[str], str] = tchebycheff_pick  # nested's --pick, by floor
 
 
 @dataclass(frozen=True)

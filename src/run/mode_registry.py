@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 from map_common.argtypes import MAX_POINTS, float_in, int_in, point_count
 from map_common.errors import MAPError
 from src.core import local_design, sampling
-from src.run.names import NESTED_CONTEXTS
+from src.run.names import NESTED_CONTEXTS, tchebycheff_pick
 from src.core.bayesian import ACQUISITIONS as BAYES_ACQUISITIONS  # numpy only
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class ModeSettings:
     pick_floor: str = "pretrained"    # --pick-floor when not given
     nested_context: str | None = None  # nested: --nested-context in force
     # --pick when not given, from the --pick-floor in force
-    pick: Callable[[str], str] = field(default=lambda floor: "tchebycheff", repr=False)
+    pick: Callable[[str], str] = field(default=tchebycheff_pick, repr=False)
 
 
 @dataclass(frozen=True)

@@ -8,3 +8,9 @@ PICK_FROM = ("front", "evaluated")  # src.core.front.PICK_FROM
 PICK_FLOORS = ("pretrained", "task-arithmetic")  # src.core.front.PICK_FLOORS
 NESTED_CONTEXTS = ("none", "task-arithmetic")  # src.core.nested.CONTEXTS
 REFINE_ACQUISITIONS = ("spread", "ehvi", "parego")  # src.core.acquisition.REFINE_ACQUISITIONS
+
+
+def tchebycheff_pick(pick_floor: str) -> str:
+    """--pick when not given, whatever the --pick-floor: every mode's default (nested's from
+    4 tasks is args.default_nested_pick)."""
+    return "tchebycheff"
