@@ -518,6 +518,11 @@ def task_sets(spec: str, tasks: Sequence[str]) -> list[tuple[str, ...]]:
     return sets
 
 
+# --methods' choices (a mistyped name would run the grid truth and then nothing)
+METHODS = ("map", "refine", "ehvi", "lhs", "bayesian", "bayesian-ehvi", "bayesian-lhs", "dare",
+           "ties", "adamerging", "random", "botorch")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", default="all",
@@ -525,7 +530,7 @@ def main() -> None:
                         "(pairs and triples), or sets as A,B;C,D,E")
     p.add_argument("--max-sets", type=int, default=None, help="only the first N task sets")
     p.add_argument("--methods", nargs="+", default=["map", "refine", "bayesian", "dare", "ties",
-                                                     "random", "botorch"],
+                                                     "random", "botorch"], choices=METHODS,
                    help="refine: map + --refine-rounds at the same total budget (each "
                         "--refine spec); dare / ties / adamerging: map with --merge-method "
                         "dare / ties / adamerging, scored against the task-arithmetic grid "
