@@ -121,13 +121,15 @@ def default_bayes_acquisition(T: int) -> str:
     return "ehvi" if T <= BAYES_EHVI_TASKS else "error"
 
 
-def default_bayes_design(T: int) -> str:
-    """--design for bayesian (its round 0): grid, the original's one-hot models, plain task
-    arithmetic and coarse-grid points. An LHS round 0 before EHVI rounds raised the mean
-    held-out HV on the demo pairs and triples at every seed of three and the 4-task picks
-    (docs/front_quality.md, "bayesian with an LHS first round"); making it the default
-    waits on re-labelling the tables that measured this one."""
-    return "grid"
+def default_bayes_design(acquisition: str) -> str:
+    """--design for bayesian (its round 0), by its --bayes-acquisition: lhs (a Latin
+    hypercube in the box, map's --design lhs) before EHVI rounds (the default up to
+    BAYES_EHVI_TASKS tasks), grid (the original's one-hot models, plain task arithmetic and
+    coarse-grid points) before the error rounds (the original's). Before EHVI rounds the LHS
+    round 0 raised the mean held-out HV over the grid one on the demo pairs and triples at
+    every seed of three and the 4-task pick's mean and worst task (docs/front_quality.md,
+    "bayesian with an LHS first round"); before the error rounds it is unmeasured."""
+    return "lhs" if acquisition == "ehvi" else "grid"
 
 
 DEFAULTS = Defaults(

@@ -37,11 +37,12 @@ default schedule ((T+1)(T+2)/2 + 2 initial + 3 x 5) plus --reevaluate.
             default design and after --design lhs (map lhs+ehvi);
   map lhs   map with --design lhs (one-hot + centre + a Latin hypercube), also with refine;
   bayesian  src.core.bayesian.run_rounds with its default schedule, then the same front step;
-            its rounds where the surrogates err most (--bayes-acquisition error);
+            its rounds where the surrogates err most (--bayes-acquisition error) after the
+            grid first round (--design grid);
   bayesian ehvi  the same, its rounds by EHVI (--bayes-acquisition ehvi,
             bayesian.ehvi_proposer);
   bayesian lhs+ehvi  (--methods bayesian-lhs) the same EHVI rounds after an LHS first round
-            (--design lhs: sampling.lhs_design);
+            (--design lhs: sampling.lhs_design): bayesian's defaults for 2 to 4 tasks;
   random    the budget as uniform random merges (each --random-seeds seed);
   botorch   qLogNEHVI, GP per task (bench/mobo.py; needs botorch).
 A method's front is the non-dominated set (on the evaluation split) of every model it
@@ -298,11 +299,14 @@ def map_default_label(T: int) -> str:
 
 def bayes_default_label(T: int) -> str:
     """The label of the rows that run bayesian as its default flags do at T tasks
-    (args.default_bayes_acquisition, --pick-from evaluated)."""
-    from args import default_bayes_acquisition
+    (args.default_bayes_design, args.default_bayes_acquisition, --pick-from evaluated)."""
+    from args import default_bayes_acquisition, default_bayes_design
 
-    ehvi = " ehvi" if default_bayes_acquisition(T) == "ehvi" else ""
-    return f"bayesian{ehvi}{EVALUATED_PICK}"
+    acquisition = default_bayes_acquisition(T)
+    lhs = default_bayes_design(acquisition) == "lhs"
+    if acquisition == "ehvi":
+        return f"bayesian {'lhs+' if lhs else ''}ehvi{EVALUATED_PICK}"
+    return f"bayesian{' lhs+error' if lhs else ''}{EVALUATED_PICK}"  # lhs+error: unmeasured
 
 
 def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
@@ -766,8 +770,9 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
     seed against
     random search's seed of the same number (MAP's first seed where it lacks that one).
     Against BoTorch only the task sets where BoTorch ran count, MAP at BoTorch's seed.
-    bayesian = its default flags' rows (bayes_default_label(T); "bayesian" where a CSV
-    lacks them), seed by seed against MAP's rows of the same seed.
+    bayesian = its default flags' rows (bayes_default_label(T); where a CSV lacks them, those
+    of its defaults before: "bayesian ehvi, evaluated pick", then "bayesian"), seed by seed
+    against MAP's rows of the same seed.
     Regret goal: MAP's mean regret <= BoTorch's + 0.5 |BoTorch's| (1.5x when BoTorch's is
     positive; regret is negative where a pick beats the grid's).
     """
@@ -839,7 +844,9 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
                           paired([m[k]["regret_held"] for k in common],
                                  [bo[k]["regret_held"] for k in common],
                                  lower_is_better=True)))
-        bayes = bayes_default_label(T) if seeds_of(bayes_default_label(T), T) else "bayesian"
+        # bayesian's defaults at T, else the rows of its defaults before (CSVs written then)
+        bayes = next((b for b in (bayes_default_label(T), f"bayesian ehvi{EVALUATED_PICK}",
+                                  "bayesian") if seeds_of(b, T)), "bayesian")
         for by_seed in seeds_of(bayes, T):
             by, m = of(bayes, T, by_seed), mp(by_seed)
             common = sorted(set(by) & set(m))

@@ -6,6 +6,7 @@
                    bayesian-lhs random adamerging]
         [--no-adamerging]
         [--csv PATH] [--threads 1] [--keep DIR]
+    .venv/bin/python bench/many_tasks.py --from-csv CSV [CSV ...]
 
 Task sets (default): the zoo's first four tasks, its last four, and all eight. Equal
 preference (weight 1 per task). Every method chooses on the evaluation split (<Task>Val)
@@ -50,9 +51,9 @@ c = 0; reference_models.py) and --reevaluate 5 front points: 36 at T = 4, 96 at 
              front step and the pretrained model, as the CLI's bayesian mode (38 at T = 4),
              its rounds by --bayes-acquisition error (the original's);
   bayesian-ehvi  the same, its rounds by EHVI (--bayes-acquisition ehvi, the default for
-             2 to 4 tasks; rows "bayesian ehvi");
+             2 to 4 tasks) after the grid round 0 (--design grid; rows "bayesian ehvi");
   bayesian-lhs  the same EHVI rounds after an LHS round 0 (sampling.lhs_design; rows
-             "bayesian lhs+ehvi");
+             "bayesian lhs+ehvi"): bayesian's defaults for 2 to 4 tasks;
   random     the budget as uniform merges in [0, 1]^T (--seeds), the pick among them by
              the equal-weight mean (front_quality.direct);
   ta         task arithmetic c = λ·1 for λ in 0.1..1.0 (10 evaluations), the best mean;
@@ -71,11 +72,14 @@ every task keeps every task at or above the pretrained model (nested: the last l
 design, evaluated on all T tasks, and TA's sweep; adamerging evaluates none); the pick against task
 arithmetic at its best λ, and whether a model the method evaluated is at or above TA on
 both the mean and the worst task (evaluation split). Then the issue's goal table for these
-figures. Per-run rows go to --csv. Asserts nothing.
+figures. Per-run rows go to --csv; --from-csv prints the tables of earlier runs' CSVs
+(rows of the same task set, method and seed in several files: the first one's). Asserts
+nothing.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -86,8 +90,8 @@ import numpy as np
 
 from common import (add_common_flags, demo_zoo, heldout_dataset, read_json,  # repo on path
                     read_scaling, run_cli, set_threads, workdir)
-from args import (default_bayes_acquisition, default_bayes_schedule, default_design,
-                  default_pick_floor, default_points)
+from args import (default_bayes_acquisition, default_bayes_design, default_bayes_schedule,
+                  default_design, default_pick_floor, default_points)
 from front_quality import EVALUATED_PICK, Evaluator, HeldOut, direct, merged_engine, \
     run_bayes, run_map, write_csv
 from src.core.bayesian import MAX_TASKS as BAYES_MAX_TASKS
@@ -343,8 +347,15 @@ def main() -> None:
     p.add_argument("--no-adamerging", action="store_true",
                    help="leave AdaMerging out (it learns for minutes)")
     p.add_argument("--csv", default=None)
+    p.add_argument("--from-csv", nargs="+", metavar="CSV", default=None,
+                   help="print the tables and the goal table of earlier runs' --csv files "
+                        "instead of running")
     add_common_flags(p)
     a = p.parse_args()
+    if a.from_csv:
+        rows = read_csvs([Path(x) for x in a.from_csv])
+        report(rows, list(dict.fromkeys(tuple(r["tasks"].split("+")) for r in rows)))
+        return
     threads = set_threads(a.threads)
     zoo = demo_zoo()
     tasks = list(zoo.tasks)
@@ -364,6 +375,29 @@ def main() -> None:
     report(rows, sets)
     if a.csv:
         write_csv(Path(a.csv), rows)
+
+
+def read_csvs(paths: Sequence[Path]) -> list[dict]:
+    """score_row's rows from --csv files, typed as written; the first of duplicates."""
+    def parse(key: str, value: str):
+        if value in ("True", "False"):
+            return value == "True"
+        if value == "" and key in ("keeper_evaluated", "ta_beaten_evaluated"):
+            return None  # not applicable (e.g. adamerging evaluates no model)
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        return value
+
+    rows: dict[tuple, dict] = {}
+    for path in paths:
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                row = {k: parse(k, v) for k, v in r.items()}
+                rows.setdefault((row["tasks"], row["method"], row["seed"]), row)
+    return list(rows.values())
 
 
 def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[dict]:
@@ -588,12 +622,19 @@ def goals(rows: list[dict]) -> None:
                                                             by_method.items()) if bad else ""),
                   yes(not bad)))
     for T in sorted({r["T"] for r in rows}):
-        # bayesian as its defaults run it at T (args.default_bayes_acquisition), where measured
-        name = "bayesian ehvi" if default_bayes_acquisition(T) == "ehvi" and any(
-            r["method"] == "bayesian ehvi" and r["T"] == T for r in rows) else "bayesian"
-        bay = {(r["tasks"], r["seed"]): r for r in rows if r["method"] == name and
-               r["T"] == T}
-        mp = {(r["tasks"], r["seed"]): r for r in rows if r["method"] == "map" and r["T"] == T}
+        # bayesian as its defaults run it at T (args.default_bayes_design,
+        # default_bayes_acquisition), else the nearest rows measured
+        ehvi = default_bayes_acquisition(T) == "ehvi"
+        lhs = default_bayes_design(default_bayes_acquisition(T)) == "lhs"
+        wanted = ([BAYES_LHS] if ehvi and lhs else []) + (["bayesian ehvi"] if ehvi else []) \
+            + ["bayesian"]
+        name = next((w for w in wanted if any(r["method"] == w and r["T"] == T for r in rows)),
+                    "bayesian")
+        # the models each hands over with default flags (--pick-from evaluated)
+        bay = {(r["tasks"], r["seed"]): r for r in rows
+               if r["method"] == name + EVALUATED_PICK and r["T"] == T}
+        mp = {(r["tasks"], r["seed"]): r for r in rows
+              if r["method"] == "map" + EVALUATED_PICK and r["T"] == T}
         keys = sorted(set(bay) & set(mp), key=str)
         if not keys:
             continue

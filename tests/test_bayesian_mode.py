@@ -23,6 +23,7 @@ SCHEDULE_3 = (11, 4, 2)  # given on the command line
 # the pair takes the default acquisition (args.default_bayes_acquisition: ehvi for 2 tasks),
 # the triple the original's error bins, given on the command line
 ACQUISITION = {2: "ehvi", 3: "error"}
+DESIGN = {"ehvi": "lhs", "error": "grid"}  # round 0 by acquisition: args.default_bayes_design
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the demo model is tiny
@@ -126,7 +127,8 @@ def test_bayesian_writes_map_files_plus_rounds(runs, T):
 
     run = _read(run_dir / "run.json")
     assert run["method"] == "bayesian"
-    assert run["summary"]["schedule"] == {"design": "grid", "initial": initial, "update": update,
+    assert run["summary"]["schedule"] == {"design": DESIGN[ACQUISITION[T]], "initial": initial,
+                                          "update": update,
                                           "iterations": iterations,
                                           "acquisition": ACQUISITION[T]}
     assert run["arguments"]["bayes_acquisition"] == ACQUISITION[T]
@@ -250,9 +252,11 @@ def test_the_acquisition_in_force_follows_the_number_of_tasks(zoo_root, models, 
 
 
 @pytest.mark.parametrize("T", [2, 3, 4, 5])
-def test_the_first_round_design_is_grid_unless_given(zoo_root, T, capsys):
-    """--design sets bayesian's round 0 (args.default_bayes_design: grid) and is recorded;
-    map's two-stage local design is refused in one line."""
+def test_the_first_round_design_follows_the_acquisition_unless_given(zoo_root, T, capsys):
+    """--design sets bayesian's round 0 and is recorded. Its default
+    (args.default_bayes_design): lhs before EHVI rounds (the default up to 4 tasks), grid,
+    the original's, before the error rounds (from 5 tasks, or asked for). map's two-stage
+    local design is refused in one line."""
     from args import DEFAULTS, parse_arguments
     from src.run.config import build_config
 
@@ -262,9 +266,13 @@ def test_the_first_round_design_is_grid_unless_given(zoo_root, T, capsys):
         return build_config(parse_arguments(["--demo", "--zoo-dir", zoo_root, "--method",
                                              "bayesian", "--zeroshot-merge-models", *models,
                                              *extra]), DEFAULTS)
-    assert config().design == config().arguments["design"] == "grid"
-    assert config("--design", "lhs").design == config("--design", "lhs").arguments["design"] \
-        == "lhs"
+    expected = "lhs" if T <= 4 else "grid"
+    assert config().design == config().arguments["design"] == expected
+    for acquisition in ("ehvi", "error"):
+        assert config("--bayes-acquisition", acquisition).design == DESIGN[acquisition]
+    other = "grid" if expected == "lhs" else "lhs"
+    assert config("--design", other).design == config("--design", other).arguments["design"] \
+        == other
     capsys.readouterr()
     assert _main("--demo", "--zoo-dir", zoo_root, "--method", "bayesian", "--design", "local",
                  "--zeroshot-merge-models", *models) == 2
@@ -283,18 +291,25 @@ def test_design_is_refused_where_a_mode_has_its_own(method, run_cli, capsys):
 
 
 @pytest.mark.slow
-def test_design_lhs_starts_the_rounds_with_a_latin_hypercube(zoo_root, tmp_path):
-    from src.core.sampling import lhs_design
+@pytest.mark.parametrize("design", [None, "grid"])
+def test_the_rounds_start_with_a_latin_hypercube_unless_grid_is_asked(zoo_root, tmp_path,
+                                                                     design):
+    """A pair's default first round is map's LHS design; --design grid gives the
+    original's (one-hot models, plain task arithmetic, coarse-grid points)."""
+    from src.core.sampling import design as grid_design, lhs_design
 
-    argv = _argv(zoo_root, tmp_path, "lhs", PAIR, "--bayes-initial-pts", "8",
-                 "--bayes-update-pts", "3", "--bayes-iter", "1", "--design", "lhs",
-                 "--seed", "4")
+    argv = _argv(zoo_root, tmp_path, "r", PAIR, "--bayes-initial-pts", "8",
+                 "--bayes-update-pts", "3", "--bayes-iter", "1", "--seed", "4",
+                 *(["--design", design] if design else []))
     assert _main(*argv) == 0
-    rounds = _read(tmp_path / "lhs" / "bayesian_rounds.json")
-    np.testing.assert_allclose(rounds[0]["points"], lhs_design(2, 8, 0.0, 1.0, 4), atol=1e-12)
-    assert _read(tmp_path / "lhs" / "bayesian_plan.json")["design"] == "lhs"
-    run = _read(tmp_path / "lhs" / "run.json")
-    assert run["summary"]["schedule"]["design"] == run["arguments"]["design"] == "lhs"
+    rounds = _read(tmp_path / "r" / "bayesian_rounds.json")
+    expected = (lhs_design(2, 8, 0.0, 1.0, 4) if design is None else
+                grid_design(2, 8, low=0.0, high=1.0, n_diagonal=1, n_disturbed=0, seed=4))
+    np.testing.assert_allclose(rounds[0]["points"], expected, atol=1e-12)
+    name = design or "lhs"
+    assert _read(tmp_path / "r" / "bayesian_plan.json")["design"] == name
+    run = _read(tmp_path / "r" / "run.json")
+    assert run["summary"]["schedule"]["design"] == run["arguments"]["design"] == name
 
 
 SMALL = ["--bayes-initial-pts", "8", "--bayes-update-pts", "3", "--bayes-iter", "2",
@@ -320,7 +335,7 @@ def test_runs_with_refinement_resume_and_grow_their_rounds(zoo_root, tmp_path, m
     assert n_refined > 0
     assert len(_read(full_dir / f"{names}scaling_results.json")) == N_ROUNDS + n_refined
     assert _read(full_dir / "bayesian_plan.json") == {
-        "seed": 0, "design": "grid", "initial": 8, "update": 3, "iterations": 2, "acquisition": "ehvi",
+        "seed": 0, "design": "lhs", "initial": 8, "update": 3, "iterations": 2, "acquisition": "ehvi",
         "bounds": [0.0, 1.0], "search_bounds": [0.0, 1.0], "n_gen": int(N_GEN)}
 
     counter = CountingEvaluate(original)
@@ -373,23 +388,28 @@ def test_points_another_plan_or_mode_drew_are_refused_before_loading(zoo_root, t
     monkeypatch.setattr(common, "open_evaluator", no_loading)
     capsys.readouterr()
     for extra, said in ((["--seed", "2"], "--seed 0; this run asks for --seed 2"),
-                        (["--bayes-acquisition", "error"], "--bayes-acquisition ehvi; this "
-                         "run asks for --bayes-acquisition error"),
+                        # the error rounds' default round 0 is grid: both named
+                        (["--bayes-acquisition", "error"], "--design lhs, --bayes-acquisition "
+                         "ehvi; this run asks for --design grid, --bayes-acquisition error"),
                         (["--bounds", "0", "0.9"], "--bounds 0 1, --search-bounds 0 1; this "
                          "run asks for --bounds 0 0.9, --search-bounds 0 0.9"),
                         (["--n-gen", "7"], f"--n-gen {N_GEN}; this run asks for --n-gen 7"),
-                        (["--design", "lhs"], "--design grid; this run asks for --design lhs")):
+                        (["--design", "grid"], "--design lhs; this run asks for --design grid")):
         assert _main(*argv, *extra) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"its rounds drew their points with {said}. Resume with " \
             "the same flags, or use another --exp-id" in err[0], (extra, err)
         assert files_but_lock(run_dir) == before
-    # a plan recorded before --design applied to bayesian: its round 0 was the grid design
+    # a plan recorded before --design applied to bayesian: its round 0 was the grid design,
+    # so a resume with today's defaults (an LHS round 0) is refused, one with --design grid not
     plan = _read(run_dir / "bayesian_plan.json")
     del plan["design"]
     (run_dir / "bayesian_plan.json").write_text(json.dumps(plan))
-    assert _main(*argv, "--design", "lhs") == 2
-    assert "--design grid; this run asks for --design lhs" in capsys.readouterr().err
+    assert _main(*argv) == 2
+    err = capsys.readouterr().err
+    assert "--design grid; this run asks for --design lhs. Resume with the same flags" in err
+    with pytest.raises(AssertionError, match="loaded the models"):  # past the plan check
+        _main(*argv, "--design", "grid")
     monkeypatch.undo()
 
     mapped = ["--demo", "--zoo-dir", zoo_root, "--method", "map", "--n-gen", N_GEN,

@@ -147,8 +147,11 @@ def test_explicit_flags_win_over_the_four_task_defaults(zoo_root, flags, expecte
 
 @pytest.mark.parametrize("models", [PAIR, TRIPLE])
 def test_the_other_modes_keep_grid_no_refinement_spread(zoo_root, models):
+    """bayesian keeps no refinement and spread; its first round before its EHVI rounds is
+    the LHS design (args.default_bayes_design)."""
     bayes = _config(zoo_root, "--method", "bayesian", "--zeroshot-merge-models", *models)
-    assert _resolved(bayes) == PLAIN and _recorded(bayes) == PLAIN
+    expected = ("lhs",) + PLAIN[1:]
+    assert _resolved(bayes) == expected and _recorded(bayes) == expected
     assert _config(zoo_root, "--method", "bayesian", "--zeroshot-merge-models", *models,
                    "--refine-rounds", "1").refine_acquisition == "spread"
     nested = _config(zoo_root, "--method", "nested")

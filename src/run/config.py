@@ -45,7 +45,8 @@ class Defaults:
     refine_rounds: Callable[[int], int] = lambda T: 0
     refine_acquisition: Callable[[int], str] = lambda T: "spread"
     bayes_acquisition: Callable[[int], str] = lambda T: "error"  # bayesian's rounds
-    bayes_design: Callable[[int], str] = lambda T: "grid"  # bayesian's round 0 (--design)
+    # bayesian's round 0 (--design), by its --bayes-acquisition
+    bayes_design: Callable[[str], str] = lambda acquisition: "grid"
     pick_floor: Callable[[int], str] = lambda T: "pretrained"  # map's and nested's --pick-floor
     nested_context: Callable[[int], str] = lambda T: "none"  # nested's --nested-context
     nested_pick: Callable[[str], str] = tchebycheff_pick  # nested's --pick, by floor

@@ -113,7 +113,8 @@ class MapMode(Mode):
                             "lambda*(1 +- 0.5) around its best lambda, where the surrogates "
                             "are fitted and the front searched (many tasks; needs --point >= "
                             "T + 10 + (T+1)(T+2)/2). Default: default_design(T) in args.py; "
-                            "bayesian: default_bayes_design(T). Other modes: refused.")
+                            "bayesian: default_bayes_design(acquisition). Other modes: "
+                            "refused.")
 
     def settings(self, args, defaults, T):
         points = _given_points(args) or defaults.points(T)
@@ -161,13 +162,12 @@ class BayesianMode(Mode):
             args.bayes_update_pts if args.bayes_update_pts is not None else n_update,
             args.bayes_iter if args.bayes_iter is not None else n_iter)
         bayesian.check_schedule(T, *schedule)
-        design = args.design or defaults.bayes_design(T)
+        acquisition = args.bayes_acquisition or defaults.bayes_acquisition(T)
+        design = args.design or defaults.bayes_design(acquisition)
         if design not in bayesian.INITIAL_DESIGNS:
             raise MAPError(f"--design {design} is map's two-stage design; bayesian's first round "
                            f"is {either(list(bayesian.INITIAL_DESIGNS))}")
-        return ModeSettings(bayes=schedule, design=design,
-                            bayes_acquisition=args.bayes_acquisition
-                            or defaults.bayes_acquisition(T))
+        return ModeSettings(bayes=schedule, design=design, bayes_acquisition=acquisition)
 
 
 @dataclass(frozen=True)
