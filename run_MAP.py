@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("root").setLevel(logging.ERROR)  # open_clip's "initialized randomly"
     warnings.filterwarnings("ignore", category=FutureWarning)
     from src.run.config import build_config
+    from src.run.mode_registry import unread_flags
     from src.modes import run
     from src.run.run_lock import RunLock
 
@@ -48,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         pass
     try:
         with RunLock(run_dir):
-            run(build_config(args, DEFAULTS))  # open_run folds the stores, even when stopped
+            config = build_config(args, DEFAULTS)
+            for note in unread_flags(args, config.method):
+                print(f"run_MAP.py: note: {note}", file=sys.stderr)
+            run(config)  # open_run folds the stores, even when stopped
     except MAPError as exc:
         print(f"run_MAP.py: error: {exc}", file=sys.stderr)
         return 2

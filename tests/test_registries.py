@@ -74,14 +74,39 @@ def test_a_registered_method_and_mode_get_their_flags_and_checks(toys, run_cli, 
         "--method toy has its own design" in capsys.readouterr().err
 
 
+def test_flags_of_other_modes_are_noted_as_unread(toys):
+    """Before, --bayes-iter with --method map (or --grid-points-per-axis with map) changed
+    nothing and said nothing. The original tool accepted them, so they are accepted, with a
+    note each; a flag another mode owns but this one reads (bayesian's --design) is none."""
+    from args import parse_arguments
+    from src.run.mode_registry import unread_flags
+
+    def notes(*argv):
+        args = parse_arguments(["--demo", *argv])
+        return unread_flags(args, args.method)
+
+    assert notes("--method", "map", "--bayes-iter", "3", "--grid-points-per-axis", "4") == [
+        "--bayes-iter is a flag of --method bayesian; --method map does not read it",
+        "--grid-points-per-axis is a flag of --method grid; --method map does not read it"]
+    assert notes("--sweep", "pairs", "--bayes-acquisition", "ehvi") == [
+        "--bayes-acquisition is a flag of --method bayesian; --method map does not read it"]
+    assert notes("--method", "bayesian", "--bayes-iter", "3", "--design", "lhs") == []
+    assert notes("--method", "grid", "--grid-points-per-axis", "4") == []
+    assert notes("--method", "map", "--design", "lhs", "--point", "12") == []
+
+
 @pytest.mark.slow
 def test_a_registered_method_and_mode_run_end_to_end(toys, run_cli, zoo_root, tmp_path,
-                                                     demo_zoo, one_thread):
+                                                     demo_zoo, one_thread, capsys):
     from task_vectors.engine import MergeEngine
 
     assert run_cli("--demo", "--zoo-dir", zoo_root, "--method", "toy",
                    "--zeroshot-merge-models", *PAIR, "--merge-method", "toy-scale",
-                   "--toy-scale", "0.5", "--results-path", tmp_path, "--exp-id", "toy") == 0
+                   "--toy-scale", "0.5", "--results-path", tmp_path, "--exp-id", "toy",
+                   "--bayes-iter", "2") == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert notes == ["run_MAP.py: note: --bayes-iter is a flag of --method bayesian; "
+                     "--method toy does not read it"], notes
     run = tmp_path / "toy"
     info = json.loads((run / "run.json").read_text())
     assert info["method"] == "toy"

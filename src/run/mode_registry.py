@@ -76,9 +76,17 @@ class Mode:
     hands_over: bool = False            # --report-test scores the model it hands over
     makes_truth: bool = False           # a finished run of it is a --truth
     learns_coefficients: bool = False   # learns its merge from data (AdaMerging settings)
+    reads: tuple[str, ...] = ()         # other modes' flags (dests) it reads, e.g. "design"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The mode's own flags (none by default)."""
+
+    def own_flags(self) -> dict[str, str]:
+        """{dest: flag} of its own flags that default to None, where a value means the
+        flag was given."""
+        parser = argparse.ArgumentParser(add_help=False)
+        self.add_arguments(parser)
+        return {a.dest: a.option_strings[0] for a in parser._actions if a.default is None}
 
     def settings(self, args: argparse.Namespace, defaults: "Defaults", T: int) -> ModeSettings:
         """The mode's settings from the flags, checked (MAPError); T: tasks per run."""
@@ -296,7 +304,7 @@ MODES = ModeRegistry([
     BayesianMode("bayesian", "the same with adaptive sampling rounds (<= 6 tasks)",
                  "src.modes.bayesian_mode:run", supports_truth=True,
                  supports_refinement=True, supports_design=True, supports_baselines=True,
-                 hands_over=True),
+                 hands_over=True, reads=("design",)),
     NestedMode("nested", "merge two models at a time (many tasks)", "src.modes.nested_mode:run",
                demo_models="demo_nested", hands_over=True),
     GridMode("grid", "evaluate a regular grid of merges, the ground truth (see --truth)",
@@ -305,6 +313,17 @@ MODES = ModeRegistry([
                    "its flags)", "src.modes.adamerging_mode:run", demo_models="demo_nested",
                    learns_coefficients=True, hands_over=True),
 ], default="nested")
+
+
+def unread_flags(args: argparse.Namespace, method: str) -> list[str]:
+    """Notes for the flags of other modes given with --method ``method``, which it does not
+    read (e.g. --bayes-iter with map): they are accepted, as the original tool accepted them,
+    but change nothing."""
+    mode = get_mode(method)
+    return [f"{flag} is a flag of --method {other.name}; --method {method} does not read it"
+            for other in MODES.values() if other is not mode
+            for dest, flag in other.own_flags().items()
+            if getattr(args, dest, None) is not None and dest not in mode.reads]
 
 
 def get_mode(name: str) -> Mode:
