@@ -104,6 +104,16 @@ def equal_size_columns(n_heldout: int, n_eval: int, key: str, seed: int = 0) -> 
     return np.sort(rng.choice(n_heldout, n_eval, replace=False))
 
 
+def csv_value(text: str):
+    """A CSV cell as the number it was written from (int, else float), else its text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 

@@ -81,8 +81,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common import (add_common_flags, demo_zoo, equal_size_columns,  # puts the repo on sys.path
-                    heldout_dataset, set_threads)
+from common import (add_common_flags, csv_value, demo_zoo,  # puts the repo on sys.path
+                    equal_size_columns, heldout_dataset, set_threads)
 from args import default_bayes_schedule
 from src.core import bayesian, pareto, sampling
 from src.core.indicators import (hypervolume, igd_plus, preference_regret,
@@ -741,24 +741,17 @@ def write_csv(path: Path, rows: list[dict], quiet: bool = False) -> None:
 
 def read_csvs(paths: Sequence[Path]) -> tuple[list[dict], list[dict]]:
     """Rows (and the design curves, when a <stem>_curve.csv lies beside) of --csv files."""
-    def parse(value: str):
-        for kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-        return value
-
     rows: list[dict] = []
     curve: list[dict] = []
     for path in paths:
         with open(path, newline="") as f:
             # a key another method's row has is written empty: leave it out, as in the run
-            rows += [{k: parse(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+            rows += [{k: csv_value(v) for k, v in r.items() if v != ""}
+                     for r in csv.DictReader(f)]
         curve_path = path.with_name(path.stem + "_curve.csv")
         if curve_path.exists():
             with open(curve_path, newline="") as f:
-                curve += [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+                curve += [{k: csv_value(v) for k, v in r.items()} for r in csv.DictReader(f)]
     return rows, curve
 
 

@@ -88,8 +88,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common import (add_common_flags, demo_zoo, heldout_dataset, read_json,  # repo on path
-                    read_scaling, run_cli, set_threads, workdir)
+from common import (add_common_flags, csv_value, demo_zoo, heldout_dataset,  # repo on path
+                    read_json, read_scaling, run_cli, set_threads, workdir)
 from args import (default_bayes_acquisition, default_bayes_design, default_bayes_schedule,
                   default_design, default_pick_floor, default_points)
 from front_quality import EVALUATED_PICK, Evaluator, HeldOut, direct, merged_engine, \
@@ -384,12 +384,7 @@ def read_csvs(paths: Sequence[Path]) -> list[dict]:
             return value == "True"
         if value == "" and key in ("keeper_evaluated", "ta_beaten_evaluated"):
             return None  # not applicable (e.g. adamerging evaluates no model)
-        for kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-        return value
+        return csv_value(value)
 
     rows: dict[tuple, dict] = {}
     for path in paths:
