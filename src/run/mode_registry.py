@@ -76,7 +76,6 @@ class Mode:
     hands_over: bool = False            # --report-test scores the model it hands over
     makes_truth: bool = False           # a finished run of it is a --truth
     learns_coefficients: bool = False   # learns its merge from data (AdaMerging settings)
-    reads: tuple[str, ...] = ()         # other modes' flags (dests) it reads, e.g. "design"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The mode's own flags (none by default)."""
@@ -304,7 +303,7 @@ MODES = ModeRegistry([
     BayesianMode("bayesian", "the same with adaptive sampling rounds (<= 6 tasks)",
                  "src.modes.bayesian_mode:run", supports_truth=True,
                  supports_refinement=True, supports_design=True, supports_baselines=True,
-                 hands_over=True, reads=("design",)),
+                 hands_over=True),
     NestedMode("nested", "merge two models at a time (many tasks)", "src.modes.nested_mode:run",
                demo_models="demo_nested", hands_over=True),
     GridMode("grid", "evaluate a regular grid of merges, the ground truth (see --truth)",
@@ -320,10 +319,11 @@ def unread_flags(args: argparse.Namespace, method: str) -> list[str]:
     read (e.g. --bayes-iter with map): they are accepted, as the original tool accepted them,
     but change nothing."""
     mode = get_mode(method)
+    read = {"design"} if mode.supports_design else set()  # map's flag, bayesian's round 0
     return [f"{flag} is a flag of --method {other.name}; --method {method} does not read it"
             for other in MODES.values() if other is not mode
             for dest, flag in other.own_flags().items()
-            if getattr(args, dest, None) is not None and dest not in mode.reads]
+            if getattr(args, dest, None) is not None and dest not in read]
 
 
 def get_mode(name: str) -> Mode:
