@@ -817,26 +817,34 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
                           "ahead on both", mm > rm and mw > rw,
                           paired([m_hv[k] for k in common],
                                  [rs[k]["hv_ratio_held"] for k in common])))
-        for bo_seed in seeds_of("botorch", T):
+        bo_seeds = seeds_of("botorch", T)
+        bo_pooled: dict[str, tuple[list, list]] = {"hv": ([], []), "regret": ([], [])}
+
+        def botorch_lines(m_hv, b_hv, m_rg, b_rg, what: str) -> None:
+            goal = 0.98 if T == 2 else 0.95
+            ratio = np.mean(m_hv) / np.mean(b_hv)
+            lines.append((f"{method} / botorch HV ratio, {what}", f"{ratio:.3f}",
+                          f">= {goal}", ratio >= goal, paired(m_hv, b_hv)))
+            mr, br = np.mean(m_rg), np.mean(b_rg)
+            lines.append((f"{method} vs botorch regret, {what}", f"{mr:+.4f} vs {br:+.4f}",
+                          "<= 1.5x botorch's", mr <= br + 0.5 * abs(br),
+                          paired(m_rg, b_rg, lower_is_better=True)))
+        for bo_seed in bo_seeds:
             bo, m = of("botorch", T, bo_seed), mp(bo_seed)
             common = sorted(set(bo) & set(m))
             if not common:
                 continue
-            goal = 0.98 if T == 2 else 0.95
-            ratio = np.mean([m[k]["hv_ratio_held"] for k in common]) / np.mean(
-                [bo[k]["hv_ratio_held"] for k in common])
-            lines.append((f"{method} / botorch HV ratio, {name}, {len(common)} sets",
-                          f"{ratio:.3f}", f">= {goal}", ratio >= goal,
-                          paired([m[k]["hv_ratio_held"] for k in common],
-                                 [bo[k]["hv_ratio_held"] for k in common])))
-            mr = np.mean([m[k]["regret_held"] for k in common])
-            br = np.mean([bo[k]["regret_held"] for k in common])
-            lines.append((f"{method} vs botorch regret, {name}, {len(common)} sets",
-                          f"{mr:+.4f} vs {br:+.4f}", "<= 1.5x botorch's",
-                          mr <= br + 0.5 * abs(br),
-                          paired([m[k]["regret_held"] for k in common],
-                                 [bo[k]["regret_held"] for k in common],
-                                 lower_is_better=True)))
+            got = [[m[k]["hv_ratio_held"] for k in common],
+                   [bo[k]["hv_ratio_held"] for k in common],
+                   [m[k]["regret_held"] for k in common], [bo[k]["regret_held"] for k in common]]
+            for pool, a, b in ((bo_pooled["hv"], *got[:2]), (bo_pooled["regret"], *got[2:])):
+                pool[0].extend(a)
+                pool[1].extend(b)
+            seed = f" (seed {bo_seed})" if len(bo_seeds) > 1 else ""
+            botorch_lines(*got, f"{name}{seed}, {len(common)} sets")
+        if len(bo_seeds) > 1 and bo_pooled["hv"][0]:
+            botorch_lines(*bo_pooled["hv"], *bo_pooled["regret"],
+                          f"{name}, pooled over seeds, {len(bo_pooled['hv'][0])} runs")
         # bayesian's defaults at T, else the rows of its defaults before (CSVs written then)
         bayes = next((b for b in (bayes_default_label(T), f"bayesian ehvi{EVALUATED_PICK}",
                                   "bayesian") if seeds_of(b, T)), "bayesian")
