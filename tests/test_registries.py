@@ -75,8 +75,8 @@ def test_a_registered_method_and_mode_get_their_flags_and_checks(toys, run_cli, 
 
 
 def test_flags_of_other_modes_are_noted_as_unread(toys):
-    """Before, --bayes-iter with --method map (or --grid-points-per-axis with map) changed
-    nothing and said nothing. The original tool accepted them, so they are accepted, with a
+    """Before, --bayes-iter with --method map (or --grid-points-per-axis with map, --point
+    with bayesian) changed nothing and said nothing. The original tool accepted them, so they are accepted, with a
     note each; a flag another mode owns but this one reads (bayesian's --design) is none."""
     from args import parse_arguments
     from src.run.mode_registry import unread_flags
@@ -93,6 +93,12 @@ def test_flags_of_other_modes_are_noted_as_unread(toys):
     assert notes("--method", "bayesian", "--bayes-iter", "3", "--design", "lhs") == []
     assert notes("--method", "grid", "--grid-points-per-axis", "4") == []
     assert notes("--method", "map", "--design", "lhs", "--point", "12") == []
+    # --point sets map's design and nested's pairs; bayesian's budget is its --bayes-* flags
+    assert notes("--method", "nested", "--point", "20") == []
+    for method in ("bayesian", "grid", "adamerging", "toy"):
+        assert notes("--method", method, "--point", "12") == [
+            f"--point sets the merges of --method map and nested; --method {method} does not "
+            "read it"]
 
 
 @pytest.mark.slow

@@ -76,6 +76,7 @@ class Mode:
     hands_over: bool = False            # --report-test scores the model it hands over
     makes_truth: bool = False           # a finished run of it is a --truth
     learns_coefficients: bool = False   # learns its merge from data (AdaMerging settings)
+    reads_point: bool = False           # --point sets its merges (map: design; nested: pair)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The mode's own flags (none by default)."""
@@ -299,13 +300,13 @@ MODES = ModeRegistry([
     MapMode("map", "sample, fit quadratic surrogates, NSGA-III front",
             "src.modes.map_mode:run", supports_truth=True, supports_refinement=True,
             supports_design=True, supports_baselines=True, supports_sweep=True,
-            hands_over=True),
+            hands_over=True, reads_point=True),
     BayesianMode("bayesian", "the same with adaptive sampling rounds (<= 6 tasks)",
                  "src.modes.bayesian_mode:run", supports_truth=True,
                  supports_refinement=True, supports_design=True, supports_baselines=True,
                  hands_over=True),
     NestedMode("nested", "merge two models at a time (many tasks)", "src.modes.nested_mode:run",
-               demo_models="demo_nested", hands_over=True),
+               demo_models="demo_nested", hands_over=True, reads_point=True),
     GridMode("grid", "evaluate a regular grid of merges, the ground truth (see --truth)",
              "src.modes.grid_mode:run", makes_truth=True),
     AdaMergingMode("adamerging", "learn merge coefficients without labels (AdaMerging, see "
@@ -320,10 +321,15 @@ def unread_flags(args: argparse.Namespace, method: str) -> list[str]:
     but change nothing."""
     mode = get_mode(method)
     read = {"design"} if mode.supports_design else set()  # map's flag, bayesian's round 0
-    return [f"{flag} is a flag of --method {other.name}; --method {method} does not read it"
-            for other in MODES.values() if other is not mode
-            for dest, flag in other.own_flags().items()
-            if getattr(args, dest, None) is not None and dest not in read]
+    notes = [f"{flag} is a flag of --method {other.name}; --method {method} does not read it"
+             for other in MODES.values() if other is not mode
+             for dest, flag in other.own_flags().items()
+             if getattr(args, dest, None) is not None and dest not in read]
+    if getattr(args, "point", None) is not None and not mode.reads_point:
+        notes.append(f"--point sets the merges of --method "
+                     f"{either(MODES.names(lambda m: m.reads_point), 'and')}; --method "
+                     f"{method} does not read it")
+    return notes
 
 
 def get_mode(name: str) -> Mode:
