@@ -309,6 +309,18 @@ def bayes_default_label(T: int) -> str:
     return f"bayesian{' lhs+error' if lhs else ''}{EVALUATED_PICK}"  # lhs+error: unmeasured
 
 
+def bayes_labels(T: int) -> tuple[str, ...]:
+    """The labels of bayesian's rows to compare at T tasks, the first one measured first:
+    its defaults' (bayes_default_label), then, for rows written before, its EHVI rounds
+    after the grid round (where EHVI is the default) and its error rounds (the front's pick,
+    as CSVs written before --pick-from have it)."""
+    from args import default_bayes_acquisition
+
+    before = (f"bayesian ehvi{EVALUATED_PICK}",) if default_bayes_acquisition(T) == "ehvi" \
+        else ()
+    return (bayes_default_label(T), *before, "bayesian")
+
+
 def budget_for(T: int, reevaluate: int) -> tuple[int, int]:
     """(points the surrogate methods fit on, total real evaluations of every method)."""
     n_initial, n_update, n_iter = default_bayes_schedule(T)
@@ -764,8 +776,8 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
     random search's seed of the same number (MAP's first seed where it lacks that one).
     Against BoTorch only the task sets where BoTorch ran count, MAP at BoTorch's seed.
     bayesian = its default flags' rows (bayes_default_label(T); where a CSV lacks them, those
-    of its defaults before: "bayesian ehvi, evaluated pick", then "bayesian"), seed by seed
-    against MAP's rows of the same seed, then every (set, seed) run pooled.
+    of its defaults before: bayes_labels(T)), seed by seed against MAP's rows of the same
+    seed, then every (set, seed) run pooled.
     Regret goal: MAP's mean regret <= BoTorch's + 0.5 |BoTorch's| (1.5x when BoTorch's is
     positive; regret is negative where a pick beats the grid's).
     """
@@ -845,9 +857,7 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
         if len(bo_seeds) > 1 and bo_pooled["hv"][0]:
             botorch_lines(*bo_pooled["hv"], *bo_pooled["regret"],
                           f"{name}, pooled over seeds, {len(bo_pooled['hv'][0])} runs")
-        # bayesian's defaults at T, else the rows of its defaults before (CSVs written then)
-        bayes = next((b for b in (bayes_default_label(T), f"bayesian ehvi{EVALUATED_PICK}",
-                                  "bayesian") if seeds_of(b, T)), "bayesian")
+        bayes = next((b for b in bayes_labels(T) if seeds_of(b, T)), "bayesian")
         pooled: tuple[list, list] = ([], [])
         for by_seed in seeds_of(bayes, T):
             by, m = of(bayes, T, by_seed), mp(by_seed)

@@ -90,10 +90,9 @@ import numpy as np
 
 from common import (add_common_flags, csv_value, demo_zoo, heldout_dataset,  # repo on path
                     read_json, read_scaling, run_cli, set_threads, workdir)
-from args import (default_bayes_acquisition, default_bayes_design, default_bayes_schedule,
-                  default_design, default_pick_floor, default_points)
-from front_quality import EVALUATED_PICK, Evaluator, HeldOut, direct, merged_engine, \
-    run_bayes, run_map, write_csv
+from args import default_bayes_schedule, default_design, default_pick_floor, default_points
+from front_quality import EVALUATED_PICK, Evaluator, HeldOut, bayes_labels, direct, \
+    merged_engine, run_bayes, run_map, write_csv
 from src.core.bayesian import MAX_TASKS as BAYES_MAX_TASKS
 from src.core import pick_check
 from src.core.pick_check import EPS
@@ -617,12 +616,8 @@ def goals(rows: list[dict]) -> None:
                                                             by_method.items()) if bad else ""),
                   yes(not bad)))
     for T in sorted({r["T"] for r in rows}):
-        # bayesian as its defaults run it at T (args.default_bayes_design,
-        # default_bayes_acquisition), else the nearest rows measured
-        ehvi = default_bayes_acquisition(T) == "ehvi"
-        lhs = default_bayes_design(default_bayes_acquisition(T)) == "lhs"
-        wanted = ([BAYES_LHS] if ehvi and lhs else []) + (["bayesian ehvi"] if ehvi else []) \
-            + ["bayesian"]
+        # bayesian as its defaults run it at T, else the rows of its defaults before
+        wanted = dict.fromkeys(label.removesuffix(EVALUATED_PICK) for label in bayes_labels(T))
         name = next((w for w in wanted if any(r["method"] == w and r["T"] == T for r in rows)),
                     "bayesian")
         # the models each hands over with default flags (--pick-from evaluated)
