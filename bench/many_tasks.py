@@ -103,10 +103,8 @@ CLI_REEVALUATE = 5
 NESTED_POINT, NESTED_N_GEN = 20, 200
 TA_LAMBDAS = np.round(np.arange(1, 11) / 10, 1)
 METHODS = ("pretrained", "ta", "map", "map-weighted-sum", "map-no-floor", "map-grid",
-           "map-parego", "nested",
-           "nested-alone", "nested-tchebycheff", "bayesian", "bayesian-ehvi", "bayesian-lhs",
-           "random",
-           "adamerging")
+           "map-parego", "nested", "nested-alone", "nested-tchebycheff", "bayesian",
+           "bayesian-ehvi", "bayesian-lhs", "random", "adamerging")
 PAREGO = "map+parego 2x5"  # map-parego's rows: 2 rounds of 5 ParEGO points from the design
 NO_FLOOR = "map no-floor"  # map-no-floor's rows: the default design, --pick-floor pretrained
 MAP_WEIGHTED_SUM = "map weighted-sum"  # map-weighted-sum's rows: map's defaults, --pick
@@ -413,9 +411,9 @@ def run_set(zoo, ev: Evaluator, task_set, methods, seeds, folder: Path) -> list[
     lam = float(ta["pick_c"][0])
     n_initial, n_update, n_iter = default_bayes_schedule(T)
     n_bayes = n_initial + n_update * n_iter + 1 + CLI_REEVALUATE if T <= BAYES_MAX_TASKS else 0
-    per_seed = {"map": budget, "map-weighted-sum": budget, "random": budget, "map-parego": budget, "map-grid": budget,
-                "map-no-floor": budget, "bayesian": n_bayes,
-                "bayesian-ehvi": n_bayes, "bayesian-lhs": n_bayes}
+    per_seed = {"map": budget, "map-weighted-sum": budget, "random": budget,
+                "map-parego": budget, "map-grid": budget, "map-no-floor": budget,
+                "bayesian": n_bayes, "bayesian-ehvi": n_bayes, "bayesian-lhs": n_bayes}
     planned = len(seeds) * sum(v for k, v in per_seed.items() if k in methods)
     print(f"\n{'+'.join(task_set)} (T={T}): {per_point:.2f} s CPU per evaluation; map, "
           f"random, bayesian plan {planned} evaluations: about {planned * per_point:.0f} s "
