@@ -2,7 +2,9 @@
 on the zoo's files, held-out evaluations, surrogates read back from _surrogates.json."""
 from __future__ import annotations
 
+import argparse
 import contextlib
+import csv
 import io
 import json
 import sys
@@ -102,6 +104,27 @@ def equal_size_columns(n_heldout: int, n_eval: int, key: str, seed: int = 0) -> 
                          f"evaluation split's {n_eval}")
     rng = np.random.default_rng([seed, *key.encode()])
     return np.sort(rng.choice(n_heldout, n_eval, replace=False))
+
+
+def csv_with(*columns: str):
+    """argparse type of --from-csv: a CSV file whose header holds ``columns`` (this bench's
+    --csv), else one line and exit 2 (a missing file, a folder, another bench's CSV)."""
+    def check(text: str) -> Path:
+        path = Path(text)
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(
+                f"{text}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
+        try:
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), [])
+        except (OSError, UnicodeDecodeError) as e:
+            raise argparse.ArgumentTypeError(f"{text}: cannot read it ({e})") from None
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise argparse.ArgumentTypeError(
+                f"{text}: not this bench's --csv (no column {', '.join(missing)})")
+        return path
+    return check
 
 
 def csv_value(text: str):

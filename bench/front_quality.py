@@ -81,8 +81,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common import (add_common_flags, csv_value, demo_zoo,  # puts the repo on sys.path
-                    equal_size_columns, heldout_dataset, set_threads)
+from common import (add_common_flags, csv_value, csv_with,  # puts the repo on sys.path
+                    demo_zoo, equal_size_columns, heldout_dataset, set_threads)
 from args import default_bayes_schedule
 from src.core import bayesian, pareto, sampling
 from src.core.indicators import (hypervolume, igd_plus, preference_regret,
@@ -569,13 +569,15 @@ def main() -> None:
     p.add_argument("--csv", default=None)
     p.add_argument("--no-curve", action="store_true")
     p.add_argument("--from-csv", nargs="+", metavar="CSV", default=None,
+                   type=csv_with("tasks", "T", "method", "seed", "hv_ratio_held",
+                                 "regret_held"),
                    help="print the summary and the goal table of earlier runs' --csv files "
                         "(e.g. a pairs run and a triples run) and exit; measures nothing")
     p.add_argument("--markdown", action="store_true", help="tables as Markdown")
     add_common_flags(p)
     a = p.parse_args()
     if a.from_csv:
-        rows, curve = read_csvs([Path(f) for f in a.from_csv])
+        rows, curve = read_csvs(a.from_csv)
         summarise(rows, curve, a.markdown)
         print_goals(rows, a.markdown)
         return

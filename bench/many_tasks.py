@@ -88,8 +88,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common import (add_common_flags, csv_value, demo_zoo, heldout_dataset,  # repo on path
-                    read_json, read_scaling, run_cli, set_threads, workdir)
+from common import (add_common_flags, csv_value, csv_with, demo_zoo,  # repo on path
+                    heldout_dataset, read_json, read_scaling, run_cli, set_threads, workdir)
 from args import default_bayes_schedule, default_design, default_pick_floor, default_points
 from front_quality import EVALUATED_PICK, Evaluator, HeldOut, bayes_labels, direct, \
     merged_engine, run_bayes, run_map, write_csv
@@ -345,12 +345,14 @@ def main() -> None:
                    help="leave AdaMerging out (it learns for minutes)")
     p.add_argument("--csv", default=None)
     p.add_argument("--from-csv", nargs="+", metavar="CSV", default=None,
+                   type=csv_with("tasks", "T", "method", "seed", "eval_mean", "held_mean",
+                                 "violation"),
                    help="print the tables and the goal table of earlier runs' --csv files "
                         "instead of running")
     add_common_flags(p)
     a = p.parse_args()
     if a.from_csv:
-        rows = read_csvs([Path(x) for x in a.from_csv])
+        rows = read_csvs(a.from_csv)
         report(rows, list(dict.fromkeys(tuple(r["tasks"].split("+")) for r in rows)))
         return
     threads = set_threads(a.threads)

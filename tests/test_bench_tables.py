@@ -92,3 +92,24 @@ def test_the_readme_bayesian_goal_at_four_tasks_is_printed_from_the_stored_rows(
     readme = (REPO / "README.md").read_text()
     assert "mean 0.7327 vs 0.7538, worst 0.6469 vs 0.6464; held-out 0.7238 vs 0.7412, " \
         "0.6372 vs 0.6378; 0 of 6 runs on either split" in readme
+
+
+def test_from_csv_refuses_what_is_not_this_benchs_csv_in_one_line(bench, tmp_path, capsys):
+    """Before, a missing file, a folder or the other bench's CSV was a traceback."""
+    import argparse
+
+    from common import csv_with
+
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--from-csv", nargs="+", type=csv_with("tasks", "hv_ratio_held"))
+    for value, said in ((str(tmp_path / "none.csv"), "no such file"),
+                        (str(tmp_path), "a folder, not a file"),
+                        (str(RESULTS / "many_tasks_map.csv"),
+                         "not this bench's --csv (no column hv_ratio_held)")):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(["--from-csv", value])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert stop.value.code == 2 and err[-1] == \
+            f"bench: error: argument --from-csv: {value}: {said}", err
+    assert parser.parse_args(["--from-csv", str(RESULTS / "fq_pairs.csv")]).from_csv == \
+        [RESULTS / "fq_pairs.csv"]
