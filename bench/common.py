@@ -106,6 +106,17 @@ def equal_size_columns(n_heldout: int, n_eval: int, key: str, seed: int = 0) -> 
     return np.sort(rng.choice(n_heldout, n_eval, replace=False))
 
 
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and the half-width of its 95 % interval (Student t; nan from one value)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1)
+                                  / np.sqrt(len(v)))
+
+
 def csv_with(*columns: str):
     """argparse type of --from-csv: a CSV file whose header holds ``columns`` (this bench's
     --csv), else one line and exit 2 (a missing file, a folder, another bench's CSV)."""

@@ -82,7 +82,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from common import (add_common_flags, csv_value, csv_with,  # puts the repo on sys.path
-                    demo_zoo, equal_size_columns, heldout_dataset, set_threads)
+                    demo_zoo, equal_size_columns, heldout_dataset, mean_interval,
+                    set_threads)
 from args import default_bayes_schedule
 from src.core import bayesian, pareto, sampling
 from src.core.indicators import (hypervolume, igd_plus, preference_regret,
@@ -795,14 +796,12 @@ def print_goals(rows: list[dict], markdown: bool = False) -> None:
     def paired(a: Sequence[float], b: Sequence[float], lower_is_better: bool = False) -> str:
         """a − b over the same sets: mean, its 95 % interval (Student t over the sets) and
         in how many sets a is ahead; whether a goal's miss or margin is beyond the noise."""
-        from scipy import stats
-
         d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
         ahead = int(np.sum(d < 0 if lower_is_better else d > 0))
         if len(d) < 2:
             return f"{d.mean():+.4f}; ahead in {ahead} of {len(d)}"
-        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-        return (f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]; "
+        mean, half = mean_interval(d)
+        return (f"{mean:+.4f} [{mean - half:+.4f}, {mean + half:+.4f}]; "
                 f"ahead in {ahead} of {len(d)}")
 
     for T in sorted({r["T"] for r in rows}):

@@ -113,3 +113,30 @@ def test_from_csv_refuses_what_is_not_this_benchs_csv_in_one_line(bench, tmp_pat
             f"bench: error: argument --from-csv: {value}: {said}", err
     assert parser.parse_args(["--from-csv", str(RESULTS / "fq_pairs.csv")]).from_csv == \
         [RESULTS / "fq_pairs.csv"]
+
+
+def test_a_mean_over_seeds_meets_a_target_only_when_its_interval_does(bench):
+    import zoo_report
+    from common import mean_interval
+
+    mean, half = mean_interval([-2.41, -1.42, -1.15, -1.69, -2.22])
+    assert mean == pytest.approx(-1.778)
+    # Student t with 4 degrees of freedom, not the normal 1.96
+    assert half == pytest.approx(2.776 * 0.5303 / 5 ** 0.5, rel=1e-3)
+    assert zoo_report.target_met(mean, half, -2.0) == "within noise"
+    assert zoo_report.target_met(-1.5, 0.2, -2.0) == "yes"
+    assert zoo_report.target_met(-2.5, 0.2, -2.0) == "NO"
+    one = mean_interval([-1.9])  # one seed: no interval, the value alone decides
+    assert one[0] == -1.9 and one[1] != one[1]
+    assert zoo_report.target_met(*one, -2.0) == "yes"
+    assert zoo_report.target_met(-2.1, float("nan"), -2.0) == "NO"
+
+
+def test_the_zoo_report_searches_pairs_on_the_tenth_grid_and_takes_dare_seeds(bench):
+    import zoo_report
+
+    assert zoo_report.PAIR_GRID == [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert zoo_report.parse_args([]).dare_seeds == 10
+    assert zoo_report.parse_args(["--dare-seeds", "3"]).dare_seeds == 3
+    with pytest.raises(SystemExit):
+        zoo_report.parse_args(["--dare-seeds", "0"])
