@@ -300,10 +300,22 @@ def _pretrain(clip: torch.nn.Module, tokenizer, cfg: dict, generator: torch.Gene
     clip.eval()
 
 
+FINETUNE_OPTIMIZERS = ("adamw", "sgd")
+
+
 def _finetune(model: torch.nn.Module, head: torch.nn.Module, data: EvalTensors, cfg: dict,
               generator: torch.Generator) -> None:
-    """AdamW with a cosine schedule against the frozen head, as task_vectors fine-tunes."""
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["wd"])
+    """AdamW with a cosine schedule against the frozen head, as task_vectors fine-tunes
+    (the recipe's). ``cfg["optimizer"] = "sgd"``: SGD with momentum 0.9 instead, for
+    bench/zoo_probe.py's probes of other fine-tunings."""
+    kind = cfg.get("optimizer", "adamw")
+    if kind == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["wd"])
+    elif kind == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9,
+                              weight_decay=cfg["wd"])
+    else:
+        raise ValueError(f"fine-tuning optimizer {kind!r}: one of {FINETUNE_OPTIMIZERS}")
     model.train()
     step = 0
     while step < cfg["steps"]:
@@ -359,14 +371,16 @@ def _finetune_task(folder: str, model_name: str, task: str, cfg: dict, seed: int
             "finetuned_accuracy": _accuracy(tuned, head, val)}
 
 
-def _finetune_all(folder: Path, model_name: str, workers: int, verbose: bool) -> dict:
+def _finetune_all(folder: Path, model_name: str, workers: int, verbose: bool,
+                  cfg: dict | None = None) -> dict:
     """Every task's _finetune_task, in ``workers`` processes; results in task order.
+    ``cfg``: the recipe's fine-tuning unless given (bench/zoo_probe.py).
 
     The workers are fresh interpreters running this module (``python -m
     task_vectors.zoo JOBS.json``), not multiprocessing children: those would re-import the
     caller's main script (anyone's, guarded or not), and a forked copy of a process that
     has run torch's thread pool can hang."""
-    cfg = RECIPE["finetune"]
+    cfg = RECIPE["finetune"] if cfg is None else cfg
     # Each task's own seed: its fine-tuning does not depend on the other tasks.
     jobs = [{"folder": str(folder), "model_name": model_name, "task": task, "cfg": cfg,
              "seed": RECIPE["seed"] + 1 + i, "verbose": verbose}

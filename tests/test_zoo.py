@@ -300,3 +300,44 @@ def test_zoo_folder_is_readable_per_umask(tmp_path, monkeypatch):
     reference.mkdir()
     assert stat.S_IMODE(built.path.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode)
     assert os.access(built.path, os.R_OK | os.X_OK)
+
+
+# ------------------------------------------------------------------ fine-tuning probes
+def _tiny_task():
+    from task_vectors.eval_data import EvalTensors
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (32, 3, 2, 2), generator=g, dtype=torch.uint8)
+    labels = (images[:, 0, 0, 0] > 127).long()
+    data = EvalTensors(images, labels, torch.full((3,), 0.5), torch.full((3,), 0.5))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    return model, data
+
+
+def _finetuned(cfg: dict) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    model, data = _tiny_task()
+    before = [p.detach().clone() for p in model.parameters()]
+    zoo._finetune(model, torch.nn.Identity(), data, cfg, torch.Generator().manual_seed(1))
+    after = [p.detach() for p in model.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))  # it trained
+    return after
+
+
+def test_finetuning_is_the_recipes_adamw_unless_a_probe_asks_for_sgd():
+    cfg = {"lr": 0.05, "wd": 0.0, "steps": 6, "batch_size": 8}
+    default = _finetuned(cfg)
+    adamw = _finetuned({**cfg, "optimizer": "adamw"})
+    sgd = _finetuned({**cfg, "optimizer": "sgd"})
+    assert all(torch.equal(a, b) for a, b in zip(default, adamw))
+    assert any(not torch.allclose(a, b) for a, b in zip(adamw, sgd))
+    assert "optimizer" not in zoo.RECIPE["finetune"]  # the recipe (and its key) stays AdamW
+
+
+def test_an_unknown_fine_tuning_optimizer_is_refused():
+    model, data = _tiny_task()
+    with pytest.raises(ValueError, match="'lion'"):
+        zoo._finetune(model, torch.nn.Identity(), data, {"lr": 0.1, "wd": 0.0, "steps": 1,
+                                                         "batch_size": 8,
+                                                         "optimizer": "lion"},
+                      torch.Generator())

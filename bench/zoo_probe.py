@@ -1,0 +1,121 @@
+"""Probe another fine-tuning of the demo zoo: its regime, without rebuilding pretraining.
+
+    .venv/bin/python bench/zoo_probe.py [--optimizer adamw|sgd] [--lr LR] [--steps N]
+        [--batch-size N] [--wd WD] [--images N] [--out DIR] [--zoo DIR]
+        [--dare-seeds N] [--pairs N] [--random N] [--threads N] [--max-eval-samples N]
+
+Fine-tunes the 8 tasks from a built zoo's pretrained CLIP and zero-shot heads (the cached
+demo zoo unless --zoo), each with the recipe's own seed, in one worker process per core,
+into a folder laid out as a zoo (its pretrained files linked, not copied), then prints
+bench/zoo_report.py's regime table for it. A candidate fine-tuning for a new recipe is
+measured here in a few minutes; the recipe itself is not changed. Regime statistics only:
+like the recipe, a probe is judged by them, never by MAP's results. Asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from task_vectors import zoo as zoo_mod  # noqa: E402
+from task_vectors.checkpoints import head_path, zeroshot_path  # noqa: E402
+from zoo_report import positive_int, report  # noqa: E402  (bench/ is this script's folder)
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    recipe = zoo_mod.RECIPE["finetune"]
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--optimizer", choices=zoo_mod.FINETUNE_OPTIMIZERS, default="adamw",
+                   help="adamw (the recipe's) or sgd (momentum 0.9)")
+    p.add_argument("--lr", type=positive_float, default=recipe["lr"],
+                   help=f"peak learning rate of the cosine schedule (recipe: {recipe['lr']})")
+    p.add_argument("--steps", type=positive_int, default=recipe["steps"],
+                   help=f"(recipe: {recipe['steps']})")
+    p.add_argument("--batch-size", type=positive_int, default=recipe["batch_size"],
+                   help=f"(recipe: {recipe['batch_size']})")
+    p.add_argument("--wd", type=float, default=None,
+                   help=f"weight decay (default: the recipe's {recipe['wd']} with adamw, "
+                        "decoupled; 0 with sgd, where it is coupled to the gradient and "
+                        "would pull every weight towards 0)")
+    p.add_argument("--images", type=positive_int, default=recipe["images"],
+                   help=f"training images per task (recipe: {recipe['images']})")
+    p.add_argument("--out", help="keep the probe's zoo folder here (default: a temporary "
+                   "folder, removed afterwards)")
+    p.add_argument("--zoo", help="the built zoo whose pretrained CLIP and heads are "
+                   "fine-tuned (default: the cached demo zoo, built if missing)")
+    p.add_argument("--dare-seeds", type=positive_int, default=10)
+    p.add_argument("--pairs", type=positive_int, default=28)
+    p.add_argument("--random", type=positive_int, default=20)
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--max-eval-samples", type=positive_int, default=None)
+    args = p.parse_args(argv)
+    if args.wd is None:
+        args.wd = recipe["wd"] if args.optimizer == "adamw" else 0.0
+    if args.wd < 0:
+        p.error(f"argument --wd: must be at least 0, got {args.wd}")
+    return args
+
+
+def finetune_cfg(args: argparse.Namespace) -> dict:
+    return {"optimizer": args.optimizer, "images": args.images, "steps": args.steps,
+            "batch_size": args.batch_size, "lr": args.lr, "wd": args.wd}
+
+
+def link_pretrained(src: Path, dst: Path) -> None:
+    """``dst`` laid out as a zoo that shares ``src``'s pretrained CLIP, zero-shot encoder and
+    heads (symbolic links); its fine-tuned models are the probe's to write."""
+    dst.mkdir(parents=True, exist_ok=True)
+    tasks = zoo_mod.Zoo(src).tasks
+    for rel in ["clip", zeroshot_path(src).name] + [head_path(src, t).name for t in tasks]:
+        target = dst / rel
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        os.symlink((src / rel).resolve(), target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    src = Path(args.zoo) if args.zoo else zoo_mod.ensure_zoo().path
+    if zoo_mod.built_recipe(src) is None:
+        sys.exit(f"zoo_probe.py: {src} holds no built demo zoo (no zoo.json)")
+    cfg = finetune_cfg(args)
+    tmp = None if args.out else tempfile.mkdtemp(prefix="zoo-probe-")
+    out = Path(args.out or tmp)
+    try:
+        link_pretrained(src, out)
+        source = zoo_mod.Zoo(src)
+        print(f"fine-tuning {len(source.tasks)} tasks from {src}: {json.dumps(cfg)}",
+              flush=True)
+        start = time.perf_counter()
+        workers = min(len(source.tasks), len(os.sched_getaffinity(0)))
+        tasks = zoo_mod._finetune_all(out, source.model_name, workers, verbose=True, cfg=cfg)
+        print(f"fine-tuned in {time.perf_counter() - start:.0f} s", flush=True)
+        summary = {**source.info, "tasks": tasks, "probe": {"source": str(src),
+                                                            "finetune": cfg}}
+        (out / "zoo.json").write_text(json.dumps(summary, indent=2))
+        label = (f"probe ({args.optimizer}, lr {args.lr:g} x {args.steps} steps, batch "
+                 f"{args.batch_size}, wd {args.wd:g})")
+        return report(out, None, args, label=label)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
