@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.wd = recipe["wd"] if args.optimizer == "adamw" else 0.0
     if args.wd < 0:
         p.error(f"argument --wd: must be at least 0, got {args.wd}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        p.error(f"argument --out: {args.out} is a file, not a folder")
     return args
 
 
