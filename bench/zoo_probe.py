@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"argument --wd: must be at least 0, got {args.wd}")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         p.error(f"argument --out: {args.out} is a file, not a folder")
+    if args.zoo and zoo_mod.built_recipe(Path(args.zoo)) is None:
+        p.error(f"argument --zoo: {args.zoo} holds no built demo zoo (no zoo.json)")
     return args
 
 
@@ -94,8 +96,6 @@ def link_pretrained(src: Path, dst: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     src = Path(args.zoo) if args.zoo else zoo_mod.ensure_zoo().path
-    if zoo_mod.built_recipe(src) is None:
-        sys.exit(f"zoo_probe.py: {src} holds no built demo zoo (no zoo.json)")
     cfg = finetune_cfg(args)
     tmp = None if args.out else tempfile.mkdtemp(prefix="zoo-probe-")
     out = Path(args.out or tmp)

@@ -40,11 +40,14 @@ def test_bad_flags_are_refused(probe, argv, capsys):
     assert "error: argument" in capsys.readouterr().err
 
 
-def test_an_out_folder_that_is_a_file_is_refused(probe, tmp_path, capsys):
+@pytest.mark.parametrize("flag, message", [("--out", "is a file"),
+                                           ("--zoo", "holds no built demo zoo")])
+def test_an_out_file_or_a_zoo_folder_without_a_zoo_is_refused(probe, tmp_path, capsys,
+                                                               flag, message):
     (tmp_path / "f").write_text("")
     with pytest.raises(SystemExit) as stop:
-        probe.parse_args(["--out", str(tmp_path / "f")])
-    assert stop.value.code == 2 and "is a file" in capsys.readouterr().err
+        probe.parse_args([flag, str(tmp_path / "f")])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_the_probe_folder_links_the_pretrained_files_and_owns_its_fine_tunings(probe,
