@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common import add_common_flags, demo_zoo, heldout_dataset, set_threads, workdir
+from map_common.argtypes import float_in, positive_int
 from nested_demo import EIGHT, run_nested
 
 # The AdaMerging paper (Yang et al., ICLR 2024), CLIP ViT-B/32, 8 tasks, mean accuracy (%).
@@ -59,20 +60,6 @@ class Scored:
         return float(np.mean([getattr(self, what)[d] for d in datasets]))
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def unit_float(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -85,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=positive_int, default=500, help="AdaMerging steps")
     p.add_argument("--batch-size", type=positive_int, default=16,
                    help="unlabeled images per task and step")
-    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--lr", type=float_in(0.0, low_open=True), default=1e-3)
     p.add_argument("--prior", type=unit_float, default=0.3, help="every coefficient's start")
     p.add_argument("--point", type=positive_int, default=20, help="nested MAP: evaluations "
                    "per pair")

@@ -24,16 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from map_common.argtypes import float_in, positive_int  # noqa: E402
 from task_vectors import zoo as zoo_mod  # noqa: E402
 from task_vectors.checkpoints import head_path, zeroshot_path  # noqa: E402
-from zoo_report import positive_int, report  # noqa: E402  (bench/ is this script's folder)
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+from zoo_report import report  # noqa: E402  (bench/ is this script's folder)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,13 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--optimizer", choices=zoo_mod.FINETUNE_OPTIMIZERS, default="adamw",
                    help="adamw (the recipe's) or sgd (momentum 0.9)")
-    p.add_argument("--lr", type=positive_float, default=recipe["lr"],
+    p.add_argument("--lr", type=float_in(0.0, low_open=True), default=recipe["lr"],
                    help=f"peak learning rate of the cosine schedule (recipe: {recipe['lr']})")
     p.add_argument("--steps", type=positive_int, default=recipe["steps"],
                    help=f"(recipe: {recipe['steps']})")
     p.add_argument("--batch-size", type=positive_int, default=recipe["batch_size"],
                    help=f"(recipe: {recipe['batch_size']})")
-    p.add_argument("--wd", type=float, default=None,
+    p.add_argument("--wd", type=float_in(0.0), default=None,
                    help=f"weight decay (default: the recipe's {recipe['wd']} with adamw, "
                         "decoupled; 0 with sgd, where it is coupled to the gradient and "
                         "would pull every weight towards 0)")
@@ -65,8 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.wd is None:
         args.wd = recipe["wd"] if args.optimizer == "adamw" else 0.0
-    if args.wd < 0:
-        p.error(f"argument --wd: must be at least 0, got {args.wd}")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         p.error(f"argument --out: {args.out} is a file, not a folder")
     if args.zoo and zoo_mod.built_recipe(Path(args.zoo)) is None:
