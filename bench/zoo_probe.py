@@ -1,19 +1,23 @@
-"""Probe another fine-tuning of the demo zoo: its regime, without rebuilding pretraining.
+"""Probe another fine-tuning or model size of the demo zoo: its regime statistics.
 
     .venv/bin/python bench/zoo_probe.py [--optimizer adamw|sgd] [--lr LR] [--steps N]
         [--batch-size N] [--wd WD] [--images N] [--out DIR] [--zoo DIR]
+        [--width W] [--layers L] [--mlp-ratio R]
         [--dare-seeds N] [--pairs N] [--random N] [--threads N] [--max-eval-samples N]
 
 Fine-tunes the 8 tasks from a built zoo's pretrained CLIP and zero-shot heads (the cached
 demo zoo unless --zoo), each with the recipe's own seed, in one worker process per core,
 into a folder laid out as a zoo (its pretrained files linked, not copied), then prints
-bench/zoo_report.py's regime table for it. A candidate fine-tuning for a new recipe is
-measured here in a few minutes; the recipe itself is not changed. Regime statistics only:
-like the recipe, a probe is judged by them, never by MAP's results. Asserts nothing.
+bench/zoo_report.py's regime table for it. With --width, --layers or --mlp-ratio (the
+image tower's size) it builds a whole zoo instead, pretraining included, with the recipe's
+pretraining and the fine-tuning the flags give. A candidate for a new recipe is measured
+here; the recipe itself is not changed. Regime statistics only: like the recipe, a probe
+is judged by them, never by MAP's results. Asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -51,6 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "folder, removed afterwards)")
     p.add_argument("--zoo", help="the built zoo whose pretrained CLIP and heads are "
                    "fine-tuned (default: the cached demo zoo, built if missing)")
+    vision = zoo_mod.RECIPE["model_cfg"]["vision_cfg"]
+    p.add_argument("--width", type=positive_int, default=None,
+                   help=f"image tower width, a multiple of its head width "
+                        f"{vision['head_width']} (recipe: {vision['width']}); builds a zoo")
+    p.add_argument("--layers", type=positive_int, default=None,
+                   help=f"image tower layers (recipe: {vision['layers']}); builds a zoo")
+    p.add_argument("--mlp-ratio", type=float_in(0.0, low_open=True), default=None,
+                   help=f"image tower MLP ratio (recipe: {vision['mlp_ratio']}); builds a zoo")
     p.add_argument("--dare-seeds", type=positive_int, default=10)
     p.add_argument("--pairs", type=positive_int, default=28)
     p.add_argument("--random", type=positive_int, default=20)
@@ -63,7 +75,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"argument --out: {args.out} is a file, not a folder")
     if args.zoo and zoo_mod.built_recipe(Path(args.zoo)) is None:
         p.error(f"argument --zoo: {args.zoo} holds no built demo zoo (no zoo.json)")
+    if args.width is not None and args.width % vision["head_width"]:
+        p.error(f"argument --width: {args.width} is not a multiple of the head width "
+                f"{vision['head_width']}")
+    if model_sized(args):
+        if args.zoo:
+            p.error("argument --zoo: a probe of another model size pretrains its own CLIP")
+        if args.out and Path(args.out).is_dir() and any(Path(args.out).iterdir()):
+            p.error(f"argument --out: {args.out} is not empty (a probe that pretrains "
+                    "builds a whole zoo there)")
     return args
+
+
+def model_sized(args: argparse.Namespace) -> bool:
+    """Whether the probe changes the image tower's size (and so pretrains its own CLIP)."""
+    return any(v is not None for v in (args.width, args.layers, args.mlp_ratio))
+
+
+def probe_recipe(args: argparse.Namespace) -> dict:
+    """RECIPE with the probe's image tower size and fine-tuning."""
+    recipe = copy.deepcopy(zoo_mod.RECIPE)
+    size = {"width": args.width, "layers": args.layers, "mlp_ratio": args.mlp_ratio}
+    recipe["model_cfg"]["vision_cfg"].update({k: v for k, v in size.items() if v is not None})
+    recipe["finetune"] = finetune_cfg(args)
+    return recipe
 
 
 def finetune_cfg(args: argparse.Namespace) -> dict:
@@ -87,11 +122,15 @@ def link_pretrained(src: Path, dst: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    src = Path(args.zoo) if args.zoo else zoo_mod.ensure_zoo().path
     cfg = finetune_cfg(args)
     tmp = None if args.out else tempfile.mkdtemp(prefix="zoo-probe-")
     out = Path(args.out or tmp)
+    label = (f"probe ({args.optimizer}, lr {args.lr:g} x {args.steps} steps, batch "
+             f"{args.batch_size}, wd {args.wd:g})")
     try:
+        if model_sized(args):
+            return build_and_report(out, probe_recipe(args), args, label)
+        src = Path(args.zoo) if args.zoo else zoo_mod.ensure_zoo().path
         link_pretrained(src, out)
         source = zoo_mod.Zoo(src)
         print(f"fine-tuning {len(source.tasks)} tasks from {src}: {json.dumps(cfg)}",
@@ -103,12 +142,23 @@ def main(argv: list[str] | None = None) -> int:
         summary = {**source.info, "tasks": tasks, "probe": {"source": str(src),
                                                             "finetune": cfg}}
         (out / "zoo.json").write_text(json.dumps(summary, indent=2))
-        label = (f"probe ({args.optimizer}, lr {args.lr:g} x {args.steps} steps, batch "
-                 f"{args.batch_size}, wd {args.wd:g})")
         return report(out, None, args, label=label)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_and_report(out: Path, recipe: dict, args: argparse.Namespace, label: str) -> int:
+    """A whole zoo of ``recipe`` in ``out`` (pretraining included), then its table."""
+    vision = recipe["model_cfg"]["vision_cfg"]
+    params = ", ".join(f"{k} {vision[k]:g}" for k in ("width", "layers", "mlp_ratio"))
+    print(f"building a zoo with image tower {params} and fine-tuning {json.dumps(recipe['finetune'])}"
+          f" into {out}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = zoo_mod.build_zoo(out, verbose=True, recipe=recipe)
+    print(f"built in {summary['build_seconds']:.0f} s (pretraining {summary['pretrain_seconds']:.0f} s)",
+          flush=True)
+    return report(out, summary["build_seconds"], args, label=f"{label[:-1]}; {params})")
 
 
 if __name__ == "__main__":

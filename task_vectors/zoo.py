@@ -80,8 +80,10 @@ RECIPE = {
 }
 
 
-def recipe_key() -> str:
-    return hashlib.sha1(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:10]
+def recipe_key(recipe: dict | None = None) -> str:
+    """The hash that names a zoo: the recipe's (``RECIPE`` unless another is given)."""
+    recipe = RECIPE if recipe is None else recipe
+    return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def default_root() -> Path:
@@ -195,9 +197,9 @@ def _build_into(root: Path, target: Path, verbose: bool) -> Zoo:
     return Zoo(target)
 
 
-def _write_model_folder(folder: Path) -> None:
+def _write_model_folder(folder: Path, recipe: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}
+    config = {"model_cfg": recipe["model_cfg"], "preprocess_cfg": recipe["preprocess_cfg"]}
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
 
 
@@ -339,18 +341,20 @@ def _accuracy(encoder: ImageEncoder, head: ClassificationHead, data: EvalTensors
     return correct / len(data.labels)
 
 
-def build_zoo(folder: str | Path, *, verbose: bool = True, workers: int | None = None) -> dict:
+def build_zoo(folder: str | Path, *, verbose: bool = True, workers: int | None = None,
+              recipe: dict | None = None) -> dict:
     """Build every file of the zoo into ``folder``; returns the summary written to zoo.json.
 
     ``workers``: processes that fine-tune the tasks side by side (default: one per core, at
     most one per task). Every process runs one thread, so the files are the same whatever
-    the count."""
+    the count. ``recipe``: ``RECIPE`` unless given (bench/zoo_probe.py's other model
+    sizes; its tasks must be RECIPE's)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small ops: one thread is as fast, and the result is the same anywhere
     if workers is None:
         workers = min(len(DEMO_TASKS), len(os.sched_getaffinity(0)))
     try:
-        return _build(Path(folder), verbose, max(1, workers))
+        return _build(Path(folder), verbose, max(1, workers), RECIPE if recipe is None else recipe)
     finally:
         torch.set_num_threads(threads)
 
@@ -372,7 +376,7 @@ def _finetune_task(folder: str, model_name: str, task: str, cfg: dict, seed: int
 
 
 def _finetune_all(folder: Path, model_name: str, workers: int, verbose: bool,
-                  cfg: dict | None = None) -> dict:
+                  cfg: dict | None = None, seed: int | None = None) -> dict:
     """Every task's _finetune_task, in ``workers`` processes; results in task order.
     ``cfg``: the recipe's fine-tuning unless given (bench/zoo_probe.py).
 
@@ -381,9 +385,10 @@ def _finetune_all(folder: Path, model_name: str, workers: int, verbose: bool,
     caller's main script (anyone's, guarded or not), and a forked copy of a process that
     has run torch's thread pool can hang."""
     cfg = RECIPE["finetune"] if cfg is None else cfg
+    seed = RECIPE["seed"] if seed is None else seed
     # Each task's own seed: its fine-tuning does not depend on the other tasks.
     jobs = [{"folder": str(folder), "model_name": model_name, "task": task, "cfg": cfg,
-             "seed": RECIPE["seed"] + 1 + i, "verbose": verbose}
+             "seed": seed + 1 + i, "verbose": verbose}
             for i, task in enumerate(DEMO_TASKS)]
     if workers == 1:
         return _report({j["task"]: _run_job(j) for j in jobs}, verbose)
@@ -442,19 +447,21 @@ def _worker_main(spec: str) -> None:
     Path(spec).with_suffix(".out.json").write_text(json.dumps(results))
 
 
-def _build(folder: Path, verbose: bool, workers: int) -> dict:
+def _build(folder: Path, verbose: bool, workers: int, recipe: dict) -> dict:
+    if recipe["tasks"] != RECIPE["tasks"]:
+        raise ValueError("a zoo recipe's tasks are RECIPE's (the demo datasets' own)")
     start = time.perf_counter()
-    torch.manual_seed(RECIPE["seed"])
-    generator = torch.Generator().manual_seed(RECIPE["seed"])
-    rng = np.random.default_rng(RECIPE["seed"])
+    torch.manual_seed(recipe["seed"])
+    generator = torch.Generator().manual_seed(recipe["seed"])
+    rng = np.random.default_rng(recipe["seed"])
     clip_dir = folder / "clip"
-    _write_model_folder(clip_dir)
+    _write_model_folder(clip_dir, recipe)
     model_name = f"local-dir:{clip_dir}"
     logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that it starts untrained
     clip = open_clip.create_model(model_name)
     tokenizer = open_clip.get_tokenizer(model_name)
     times = {}
-    _pretrain(clip, tokenizer, RECIPE["pretrain"], generator, rng, progress=verbose)
+    _pretrain(clip, tokenizer, recipe["pretrain"], generator, rng, progress=verbose)
     times["pretrain"] = time.perf_counter() - start
     if verbose:
         print(f"  pretrained in {times['pretrain']:.0f} s", flush=True)
@@ -470,8 +477,10 @@ def _build(folder: Path, verbose: bool, workers: int) -> dict:
         save_module(head, head_path(folder, f"{task}Val"))
 
     save_module(ImageEncoder(model_name), zeroshot_path(folder))
-    summary = {"recipe": RECIPE, "recipe_key": recipe_key(),
-               "tasks": _finetune_all(folder, model_name, workers, verbose)}
+    summary = {"recipe": recipe, "recipe_key": recipe_key(recipe),
+               "tasks": _finetune_all(folder, model_name, workers, verbose,
+                                      recipe["finetune"], recipe["seed"])}
+    summary["pretrain_seconds"] = times["pretrain"]
     summary["build_seconds"] = time.perf_counter() - start
     (folder / "zoo.json").write_text(json.dumps(summary, indent=2))
     return summary

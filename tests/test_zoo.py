@@ -1,6 +1,8 @@
 """The demo model zoo: deterministic, in the task_vectors layout, and useful for merging."""
 from __future__ import annotations
 
+import copy
+
 import json
 import os
 import stat
@@ -84,6 +86,26 @@ def test_a_second_build_is_identical(tmp_path, short_recipe, capfd):
     assert not torch.equal(letter["model.visual.proj"], shape["model.visual.proj"])
     assert (a / "clip" / "open_clip_config.json").read_text() == \
         (b / "clip" / "open_clip_config.json").read_text()
+
+
+def test_a_recipe_given_to_build_zoo_sets_the_model_and_names_the_zoo(tmp_path, short_recipe,
+                                                                      capfd):
+    """bench/zoo_probe.py's other model sizes: the recipe given, not RECIPE, shapes the
+    image tower, is written to zoo.json and keys it; RECIPE itself is not read for them."""
+    recipe = copy.deepcopy(zoo.RECIPE)
+    recipe["model_cfg"]["vision_cfg"].update(width=64, layers=1)
+    recipe["finetune"]["steps"] = 2
+    summary = zoo.build_zoo(tmp_path, verbose=False, workers=1, recipe=recipe)
+    assert summary["recipe"] == recipe and summary["recipe_key"] == zoo.recipe_key(recipe)
+    assert summary["recipe_key"] != zoo.recipe_key()
+    assert 0 < summary["pretrain_seconds"] < summary["build_seconds"]
+    weights = load_state_dict(finetuned_path(tmp_path, TASKS[0]))
+    assert weights["model.visual.conv1.weight"].shape[0] == 64
+    assert not any(".transformer.resblocks.1." in k and "visual" in k for k in weights)
+    bad = {**recipe, "tasks": recipe["tasks"][:2]}
+    with pytest.raises(ValueError, match="tasks are RECIPE's"):
+        zoo.build_zoo(tmp_path / "bad", verbose=False, workers=1, recipe=bad)
+
 
 
 def test_cached_zoo_records_its_recipe_and_accuracies(demo_zoo):

@@ -65,3 +65,33 @@ def test_the_probe_folder_links_the_pretrained_files_and_owns_its_fine_tunings(p
     load_head(head_path(out, demo_zoo.tasks[0]))
     probe.link_pretrained(demo_zoo.path, out)  # again: idempotent
     assert (out / "clip").is_symlink()
+
+
+def test_a_model_size_flag_makes_a_recipe_that_differs_only_there(probe):
+    args = probe.parse_args(["--width", "192", "--layers", "6"])
+    assert probe.model_sized(args) and not probe.model_sized(probe.parse_args([]))
+    recipe = probe.probe_recipe(args)
+    vision, base = recipe["model_cfg"]["vision_cfg"], zoo.RECIPE["model_cfg"]["vision_cfg"]
+    assert (vision["width"], vision["layers"], vision["mlp_ratio"]) == \
+        (192, 6, base["mlp_ratio"])
+    assert base["width"] != 192  # RECIPE itself is untouched (a deep copy)
+    assert recipe["finetune"] == probe.finetune_cfg(args)
+    assert {k: v for k, v in recipe.items() if k not in ("model_cfg", "finetune")} == \
+        {k: v for k, v in zoo.RECIPE.items() if k not in ("model_cfg", "finetune")}
+    assert zoo.recipe_key(recipe) != zoo.recipe_key() == zoo.recipe_key(zoo.RECIPE)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--width", "100"], "not a multiple of the head width"),
+    (["--width", "0"], "error: argument --width"),
+    (["--mlp-ratio", "0"], "error: argument --mlp-ratio"),
+    (["--layers", "6", "--zoo", "."], "pretrains its own CLIP"),
+    (["--layers", "6", "--out", "."], "is not empty"),
+])
+def test_bad_model_size_flags_are_refused(probe, argv, message, capsys, demo_zoo,
+                                          monkeypatch):
+    # "--zoo ." must name a built zoo to reach the model-size check; "--out ." a full folder
+    monkeypatch.chdir(demo_zoo.path)
+    with pytest.raises(SystemExit) as stop:
+        probe.parse_args(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
