@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/zoo_probe.py [--optimizer adamw|sgd] [--lr LR] [--steps N]
         [--batch-size N] [--wd WD] [--images N] [--out DIR] [--zoo DIR]
-        [--width W] [--layers L] [--mlp-ratio R]
+        [--width W] [--layers L] [--mlp-ratio R] [--pretrain-lr LR]
         [--dare-seeds N] [--pairs N] [--random N] [--threads N] [--max-eval-samples N]
 
 Fine-tunes the 8 tasks from a built zoo's pretrained CLIP and zero-shot heads (the cached
@@ -63,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"image tower layers (recipe: {vision['layers']}); builds a zoo")
     p.add_argument("--mlp-ratio", type=float_in(0.0, low_open=True), default=None,
                    help=f"image tower MLP ratio (recipe: {vision['mlp_ratio']}); builds a zoo")
+    pretrain = zoo_mod.RECIPE["pretrain"]
+    p.add_argument("--pretrain-lr", type=float_in(0.0, low_open=True), default=None,
+                   help=f"peak learning rate of pretraining (recipe: {pretrain['lr']}); a "
+                        "wider tower may need a smaller one; builds a zoo")
     p.add_argument("--dare-seeds", type=positive_int, default=10)
     p.add_argument("--pairs", type=positive_int, default=28)
     p.add_argument("--random", type=positive_int, default=20)
@@ -88,16 +92,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def model_sized(args: argparse.Namespace) -> bool:
-    """Whether the probe changes the image tower's size (and so pretrains its own CLIP)."""
-    return any(v is not None for v in (args.width, args.layers, args.mlp_ratio))
+    """Whether the probe changes the image tower's size or its pretraining (and so
+    pretrains its own CLIP)."""
+    return any(v is not None for v in (args.width, args.layers, args.mlp_ratio,
+                                       args.pretrain_lr))
 
 
 def probe_recipe(args: argparse.Namespace) -> dict:
-    """RECIPE with the probe's image tower size and fine-tuning."""
+    """RECIPE with the probe's image tower size, pretraining rate and fine-tuning."""
     recipe = copy.deepcopy(zoo_mod.RECIPE)
     size = {"width": args.width, "layers": args.layers, "mlp_ratio": args.mlp_ratio}
     recipe["model_cfg"]["vision_cfg"].update({k: v for k, v in size.items() if v is not None})
     recipe["finetune"] = finetune_cfg(args)
+    if args.pretrain_lr is not None:
+        recipe["pretrain"]["lr"] = args.pretrain_lr
     return recipe
 
 
@@ -152,6 +160,7 @@ def build_and_report(out: Path, recipe: dict, args: argparse.Namespace, label: s
     """A whole zoo of ``recipe`` in ``out`` (pretraining included), then its table."""
     vision = recipe["model_cfg"]["vision_cfg"]
     params = ", ".join(f"{k} {vision[k]:g}" for k in ("width", "layers", "mlp_ratio"))
+    params += f", pretraining lr {recipe['pretrain']['lr']:g}"
     print(f"building a zoo with image tower {params} and fine-tuning {json.dumps(recipe['finetune'])}"
           f" into {out}", flush=True)
     out.mkdir(parents=True, exist_ok=True)

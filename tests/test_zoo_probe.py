@@ -68,6 +68,8 @@ def test_the_probe_folder_links_the_pretrained_files_and_owns_its_fine_tunings(p
 
 
 def test_a_model_size_flag_makes_a_recipe_that_differs_only_there(probe):
+    assert probe.probe_recipe(probe.parse_args(["--pretrain-lr", "1e-3"]))["pretrain"] == \
+        {**zoo.RECIPE["pretrain"], "lr": 1e-3}
     args = probe.parse_args(["--width", "192", "--layers", "6"])
     assert probe.model_sized(args) and not probe.model_sized(probe.parse_args([]))
     recipe = probe.probe_recipe(args)
@@ -85,6 +87,7 @@ def test_a_model_size_flag_makes_a_recipe_that_differs_only_there(probe):
     (["--width", "100"], "not a multiple of the head width"),
     (["--width", "0"], "error: argument --width"),
     (["--mlp-ratio", "0"], "error: argument --mlp-ratio"),
+    (["--pretrain-lr", "-1"], "error: argument --pretrain-lr"),
     (["--layers", "6", "--zoo", "."], "pretrains its own CLIP"),
     (["--layers", "6", "--out", "."], "is not empty"),
 ])
