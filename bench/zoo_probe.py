@@ -84,7 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 f"{vision['head_width']}")
     if model_sized(args):
         if args.zoo:
-            p.error("argument --zoo: a probe of another model size pretrains its own CLIP")
+            p.error("argument --zoo: a probe that pretrains (--width, --layers, --mlp-ratio, "
+                    "--pretrain-lr) builds its own CLIP, not --zoo's")
         if args.out and Path(args.out).is_dir() and any(Path(args.out).iterdir()):
             p.error(f"argument --out: {args.out} is not empty (a probe that pretrains "
                     "builds a whole zoo there)")

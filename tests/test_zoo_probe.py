@@ -88,7 +88,7 @@ def test_a_model_size_flag_makes_a_recipe_that_differs_only_there(probe):
     (["--width", "0"], "error: argument --width"),
     (["--mlp-ratio", "0"], "error: argument --mlp-ratio"),
     (["--pretrain-lr", "-1"], "error: argument --pretrain-lr"),
-    (["--layers", "6", "--zoo", "."], "pretrains its own CLIP"),
+    (["--layers", "6", "--zoo", "."], "builds its own CLIP"),
     (["--layers", "6", "--out", "."], "is not empty"),
 ])
 def test_bad_model_size_flags_are_refused(probe, argv, message, capsys, demo_zoo,
