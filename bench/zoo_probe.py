@@ -9,8 +9,8 @@ Fine-tunes the 8 tasks from a built zoo's pretrained CLIP and zero-shot heads (t
 demo zoo unless --zoo), each with the recipe's own seed, in one worker process per core,
 into a folder laid out as a zoo (its pretrained files linked, not copied), then prints
 bench/zoo_report.py's regime table for it. With --width, --layers or --mlp-ratio (the
-image tower's size) it builds a whole zoo instead, pretraining included, with the recipe's
-pretraining and the fine-tuning the flags give. A candidate for a new recipe is measured
+image tower's size) or --pretrain-lr it builds a whole zoo instead, pretraining included,
+with the recipe's pretraining otherwise and the fine-tuning the flags give. A candidate for a new recipe is measured
 here; the recipe itself is not changed. Regime statistics only: like the recipe, a probe
 is judged by them, never by MAP's results. Asserts nothing.
 """
@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.width is not None and args.width % vision["head_width"]:
         p.error(f"argument --width: {args.width} is not a multiple of the head width "
                 f"{vision['head_width']}")
-    if model_sized(args):
+    if pretrains(args):
         if args.zoo:
             p.error("argument --zoo: a probe that pretrains (--width, --layers, --mlp-ratio, "
                     "--pretrain-lr) builds its own CLIP, not --zoo's")
@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def model_sized(args: argparse.Namespace) -> bool:
+def pretrains(args: argparse.Namespace) -> bool:
     """Whether the probe changes the image tower's size or its pretraining (and so
     pretrains its own CLIP)."""
     return any(v is not None for v in (args.width, args.layers, args.mlp_ratio,
@@ -134,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = finetune_cfg(args)
     tmp = None if args.out else tempfile.mkdtemp(prefix="zoo-probe-")
     out = Path(args.out or tmp)
-    label = (f"probe ({args.optimizer}, lr {args.lr:g} x {args.steps} steps, batch "
-             f"{args.batch_size}, wd {args.wd:g})")
+    finetuning = (f"{args.optimizer}, lr {args.lr:g} x {args.steps} steps, batch "
+                  f"{args.batch_size}, wd {args.wd:g}")
     try:
-        if model_sized(args):
-            return build_and_report(out, probe_recipe(args), args, label)
+        if pretrains(args):
+            return build_and_report(out, probe_recipe(args), args, finetuning)
         src = Path(args.zoo) if args.zoo else zoo_mod.ensure_zoo().path
         link_pretrained(src, out)
         source = zoo_mod.Zoo(src)
@@ -151,13 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         summary = {**source.info, "tasks": tasks, "probe": {"source": str(src),
                                                             "finetune": cfg}}
         (out / "zoo.json").write_text(json.dumps(summary, indent=2))
-        return report(out, None, args, label=label)
+        return report(out, None, args, label=f"probe ({finetuning})")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build_and_report(out: Path, recipe: dict, args: argparse.Namespace, label: str) -> int:
+def build_and_report(out: Path, recipe: dict, args: argparse.Namespace,
+                     finetuning: str) -> int:
     """A whole zoo of ``recipe`` in ``out`` (pretraining included), then its table."""
     vision = recipe["model_cfg"]["vision_cfg"]
     params = ", ".join(f"{k} {vision[k]:g}" for k in ("width", "layers", "mlp_ratio"))
@@ -168,7 +169,7 @@ def build_and_report(out: Path, recipe: dict, args: argparse.Namespace, label: s
     summary = zoo_mod.build_zoo(out, verbose=True, recipe=recipe)
     print(f"built in {summary['build_seconds']:.0f} s (pretraining {summary['pretrain_seconds']:.0f} s)",
           flush=True)
-    return report(out, summary["build_seconds"], args, label=f"{label[:-1]}; {params})")
+    return report(out, summary["build_seconds"], args, label=f"probe ({finetuning}; {params})")
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def target_met(mean: float, half: float, target: float) -> str:
 def report(folder: Path, build_s: float | None, args: argparse.Namespace,
            label: str | None = None) -> int:
     """Measure the zoo in ``folder`` and print its regime table (its column named
-    ``label``, by default the recipe key)."""
+    ``label``, by default the key of the recipe it was built from)."""
     torch.set_num_threads(args.threads)
     built = zoo_mod.Zoo(folder)
     tasks = built.tasks
@@ -177,9 +177,9 @@ def report(folder: Path, build_s: float | None, args: argparse.Namespace,
     # (fine-tuned - zero-shot) that survives. TIES and DARE assume it is near 1.
     def kept(i: int, delta: torch.Tensor) -> float:
         t = tasks[i]
-        acc = engine.evaluate_theta(engine.theta_pre + delta, [t])[t]["accuracy"]
         if ft[t] == pre[t]["accuracy"]:  # fine-tuning left the task where it was: no gap
             return float("nan")
+        acc = engine.evaluate_theta(engine.theta_pre + delta, [t])[t]["accuracy"]
         return (acc - pre[t]["accuracy"]) / (ft[t] - pre[t]["accuracy"])
 
     trim_kept = [kept(i, ties_merge_flat(engine.tau[i:i + 1].clone(), density=0.2))
@@ -268,7 +268,7 @@ def report(folder: Path, build_s: float | None, args: argparse.Namespace,
     if build_s is not None:
         rows.append(("zoo build (this machine, 1 thread)", "-", f"{build_s:.0f} s", "-", "-"))
     print("\n| statistic | real CLIP ViT-B/32, 8 tasks | demo zoo "
-          f"{label or zoo_mod.recipe_key()} | target | met |")
+          f"{label or zoo_mod.built_recipe(folder)} | target | met |")
     print("|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -460,11 +460,10 @@ def _build(folder: Path, verbose: bool, workers: int, recipe: dict) -> dict:
     logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that it starts untrained
     clip = open_clip.create_model(model_name)
     tokenizer = open_clip.get_tokenizer(model_name)
-    times = {}
     _pretrain(clip, tokenizer, recipe["pretrain"], generator, rng, progress=verbose)
-    times["pretrain"] = time.perf_counter() - start
+    pretrain_s = time.perf_counter() - start
     if verbose:
-        print(f"  pretrained in {times['pretrain']:.0f} s", flush=True)
+        print(f"  pretrained in {pretrain_s:.0f} s", flush=True)
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in clip.state_dict().items()},
               str(clip_dir / "open_clip_model.safetensors"))
@@ -480,7 +479,7 @@ def _build(folder: Path, verbose: bool, workers: int, recipe: dict) -> dict:
     summary = {"recipe": recipe, "recipe_key": recipe_key(recipe),
                "tasks": _finetune_all(folder, model_name, workers, verbose,
                                       recipe["finetune"], recipe["seed"])}
-    summary["pretrain_seconds"] = times["pretrain"]
+    summary["pretrain_seconds"] = pretrain_s
     summary["build_seconds"] = time.perf_counter() - start
     (folder / "zoo.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -71,7 +71,7 @@ def test_a_model_size_flag_makes_a_recipe_that_differs_only_there(probe):
     assert probe.probe_recipe(probe.parse_args(["--pretrain-lr", "1e-3"]))["pretrain"] == \
         {**zoo.RECIPE["pretrain"], "lr": 1e-3}
     args = probe.parse_args(["--width", "192", "--layers", "6"])
-    assert probe.model_sized(args) and not probe.model_sized(probe.parse_args([]))
+    assert probe.pretrains(args) and not probe.pretrains(probe.parse_args([]))
     recipe = probe.probe_recipe(args)
     vision, base = recipe["model_cfg"]["vision_cfg"], zoo.RECIPE["model_cfg"]["vision_cfg"]
     assert (vision["width"], vision["layers"], vision["mlp_ratio"]) == \
